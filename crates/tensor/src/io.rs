@@ -1,0 +1,152 @@
+//! safetensors I/O with atomic writes.
+//!
+//! Files hold named tensors (`layers.0.attn.wq.weight`); values are stored as f32 by default
+//! or in any [`DType`], and any of them (plus F64) loads as f32. Writes go to a temporary file
+//! in the same folder, are fsynced, then renamed over the target, so a crash leaves either the
+//! old file or the new one, never half of one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::dtype::{self, DType};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+fn st_dtype(d: DType) -> Dtype {
+    match d {
+        DType::F32 => Dtype::F32,
+        DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::BF16,
+        DType::F8E4M3 => Dtype::F8_E4M3,
+        DType::F8E5M2 => Dtype::F8_E5M2,
+    }
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temp file in the same folder, fsync, rename, fsync of
+/// the folder).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let res = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all(); // best effort: not every platform can fsync a folder
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res.map_err(|e| io_err(path, e))
+}
+
+/// Saves named tensors to a safetensors file, each stored as `dtype`, with optional string
+/// metadata.
+pub fn save_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    dtype: DType,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let bufs: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec(), dtype::encode(&t.contig(), dtype)))
+        .collect();
+    let views = bufs
+        .iter()
+        .map(|(n, s, b)| {
+            safetensors::tensor::TensorView::new(st_dtype(dtype), s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::Format {
+                    path: path.display().to_string(),
+                    msg: format!("tensor `{n}`: {e}"),
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, metadata).map_err(|e| Error::Format {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// Loads every tensor of a safetensors file as f32, by name.
+pub fn load_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let bytes = fs::read(path).map_err(|e| io_err(path, e))?;
+    parse_safetensors(&bytes, &path.display().to_string())
+}
+
+/// Parses safetensors bytes (`origin` names them in errors).
+pub fn parse_safetensors(bytes: &[u8], origin: &str) -> Result<BTreeMap<String, Tensor>> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Format {
+        path: origin.to_string(),
+        msg: format!("not a valid safetensors file: {e}"),
+    })?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let data = view.data();
+        let values = match view.dtype() {
+            Dtype::F32 => dtype::decode(data, DType::F32),
+            Dtype::F16 => dtype::decode(data, DType::F16),
+            Dtype::BF16 => dtype::decode(data, DType::BF16),
+            Dtype::F8_E4M3 => dtype::decode(data, DType::F8E4M3),
+            Dtype::F8_E5M2 => dtype::decode(data, DType::F8E5M2),
+            Dtype::F64 => data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+                .collect(),
+            other => {
+                return Err(Error::Format {
+                    path: origin.to_string(),
+                    msg: format!("tensor `{name}` has unsupported dtype {other:?}"),
+                })
+            }
+        };
+        let t = Tensor::from_vec(values, view.shape()).map_err(|e| Error::Format {
+            path: origin.to_string(),
+            msg: format!("tensor `{name}`: {e}"),
+        })?;
+        out.insert(name, t);
+    }
+    Ok(out)
+}
+
+/// Loads a file into existing tensors (parameters) by name. Every named tensor must be in the
+/// file with the same shape; the error names the tensor and both shapes.
+pub fn load_into(path: &Path, targets: &[(String, Tensor)]) -> Result<()> {
+    let file = load_safetensors(path)?;
+    for (name, t) in targets {
+        let src = file.get(name).ok_or_else(|| Error::MissingTensor {
+            path: path.display().to_string(),
+            name: name.clone(),
+        })?;
+        if src.shape() != t.shape() {
+            return Err(Error::TensorShape {
+                path: path.display().to_string(),
+                name: name.clone(),
+                expected: t.shape().to_vec(),
+                actual: src.shape().to_vec(),
+            });
+        }
+    }
+    for (name, t) in targets {
+        t.copy_from(&file[name])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! ferrolab's tensor engine.
+//!
+//! - [`Tensor`]: shaped, strided f32 views over shared storage ([`tensor`]).
+//! - Define-by-run autograd ([`autograd`]): `loss.backward()`, [`no_grad`], gradient
+//!   accumulation.
+//! - Ops with forward and backward: elementwise, reductions, matrix products on the `gemm`
+//!   crate, fused softmax / cross-entropy / layer norm / RMS norm / attention, RoPE, indexing,
+//!   convolution and pooling.
+//! - [`recompute`] (activation checkpointing), seeded counter-based [`rng`], number formats
+//!   ([`dtype`]: bf16, f16, FP8 E4M3/E5M2), safetensors I/O ([`io`]).
+//!
+//! Threads: kernels run on rayon's global pool; [`set_num_threads`] sizes it once per process.
+//! With one thread every result is bitwise reproducible for a given seed. With more threads,
+//! work is split into fixed chunks that do not depend on timing, so results are also
+//! repeatable run to run on the same machine and thread count; they may differ in the last
+//! bits between thread counts (reductions are summed in a different order).
+
+pub mod autograd;
+pub mod dtype;
+pub mod error;
+pub mod io;
+mod ops;
+pub mod recompute;
+pub mod rng;
+pub mod shape;
+pub mod tensor;
+
+pub use autograd::{backward_with_grad, enable_grad_guard, is_grad_enabled, no_grad, no_grad_guard};
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use ops::attention::{scaled_dot_product_attention, AttnMask};
+pub use ops::conv::{avg_pool2d, conv2d, max_pool2d, Conv2dOpts};
+pub use ops::index::{embedding, one_hot, where_cond};
+pub use ops::matmul::linear;
+pub use ops::norm::{layer_norm, rms_norm};
+pub use ops::reduce::{cross_entropy, CrossEntropyOpts};
+pub use ops::rope::{rope, rope_tables, RopeLayout};
+pub use ops::unary::{gelu_erf, gelu_tanh};
+pub use ops::view::{cat, stack};
+pub use recompute::{recompute, segments, SegmentFn};
+pub use tensor::{Contig, Device, Tensor, TensorId};
+
+/// Sizes rayon's global thread pool (call once, before any op). Returns an error if the pool
+/// was already built with another size.
+pub fn set_num_threads(n: usize) -> Result<()> {
+    match rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+        Ok(()) => Ok(()),
+        Err(_) if rayon::current_num_threads() == n => Ok(()),
+        Err(e) => Err(Error::Invalid {
+            op: "set_num_threads",
+            msg: format!(
+                "the thread pool already runs {} threads: {e}",
+                rayon::current_num_threads()
+            ),
+        }),
+    }
+}
+
+/// Threads the kernels use.
+pub fn num_threads() -> usize {
+    rayon::current_num_threads()
+}

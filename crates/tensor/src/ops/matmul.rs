@@ -1,0 +1,329 @@
+//! Matrix products on the `gemm` crate: batched `matmul` with broadcast batch dims, and a fused
+//! `linear` (`x @ w^T + b`).
+//!
+//! Operands are read through their strides, so transposed views (`w.t()`, `k.transpose(..)`)
+//! cost no copy; `gemm` packs them itself. Small batched products (attention heads) run one
+//! product per rayon task; large ones let `gemm` use all threads.
+
+use std::sync::Arc;
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::error::{invalid, Error, Result};
+use crate::shape::{broadcast_shape, contiguous_strides, numel, sum_to_shape};
+use crate::tensor::Tensor;
+
+/// A strided read-only matrix inside a buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct MatRef {
+    pub ptr: *const f32,
+    pub rs: isize,
+    pub cs: isize,
+}
+// SAFETY: a MatRef only reads from a buffer that the caller keeps alive and unmodified for the
+// duration of the product.
+unsafe impl Send for MatRef {}
+unsafe impl Sync for MatRef {}
+
+impl MatRef {
+    pub(crate) fn new(buf: &[f32], off: usize, rs: usize, cs: usize) -> MatRef {
+        MatRef {
+            ptr: buf[off..].as_ptr(),
+            rs: rs as isize,
+            cs: cs as isize,
+        }
+    }
+    /// The transpose (swap strides).
+    pub(crate) fn t(self) -> MatRef {
+        MatRef {
+            ptr: self.ptr,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+}
+
+/// Whether `gemm` may use several threads (false inside a parallel loop).
+pub(crate) fn par(parallel: bool) -> Parallelism {
+    let n = rayon::current_num_threads();
+    if parallel && n > 1 {
+        Parallelism::Rayon(n)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// `dst (m x n, row-major, leading dim ldd) (+)= lhs (m x k) @ rhs (k x n)`.
+///
+/// # Safety
+/// `dst` must be valid for `m` rows of `ldd` elements; `lhs` and `rhs` must describe valid
+/// matrices of the given sizes.
+pub(crate) unsafe fn gemm_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ldd: usize,
+    accumulate: bool,
+    lhs: MatRef,
+    rhs: MatRef,
+    parallelism: Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                std::ptr::write_bytes(dst.add(i * ldd), 0, n);
+            }
+        }
+        return;
+    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        ldd as isize,
+        accumulate,
+        lhs.ptr,
+        lhs.cs,
+        lhs.rs,
+        rhs.ptr,
+        rhs.cs,
+        rhs.rs,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    );
+}
+
+/// Safe product of two strided matrices into a new row-major `m x n` vector.
+pub(crate) fn gemm_new(m: usize, n: usize, k: usize, lhs: MatRef, rhs: MatRef) -> Vec<f32> {
+    let mut out = vec![0f32; m * n];
+    // SAFETY: out has m*n elements; lhs/rhs come from live buffers of the right sizes.
+    unsafe { gemm_into(m, n, k, out.as_mut_ptr(), n, false, lhs, rhs, par(true)) };
+    out
+}
+
+struct Operand {
+    buf: Arc<Vec<f32>>,
+    off: usize,
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+}
+
+impl Operand {
+    fn of(t: &Tensor) -> Operand {
+        Operand {
+            buf: t.storage(),
+            off: t.offset(),
+            shape: t.shape().to_vec(),
+            strides: t.strides().to_vec(),
+        }
+    }
+    fn rows(&self) -> usize {
+        self.shape[self.shape.len() - 2]
+    }
+    fn cols(&self) -> usize {
+        self.shape[self.shape.len() - 1]
+    }
+    /// The matrix at broadcast batch index `bi` of `out_batch`.
+    fn mat(&self, out_batch: &[usize], bi: usize) -> MatRef {
+        let r = self.shape.len();
+        let nb = r - 2;
+        let mut off = self.off;
+        let mut rem = bi;
+        for d in (0..out_batch.len()).rev() {
+            let idx = rem % out_batch[d];
+            rem /= out_batch[d];
+            let od = d as isize - (out_batch.len() as isize - nb as isize);
+            if od >= 0 {
+                let od = od as usize;
+                if self.shape[od] != 1 {
+                    off += idx * self.strides[od];
+                }
+            }
+        }
+        MatRef::new(&self.buf, off, self.strides[r - 2], self.strides[r - 1])
+    }
+}
+
+/// Batched product of two strided operands into a contiguous `(batch, m, n)` buffer.
+fn bmm(a: &Operand, b: &Operand, batch: &[usize], ta: bool, tb: bool) -> Vec<f32> {
+    let (m, k) = if ta { (a.cols(), a.rows()) } else { (a.rows(), a.cols()) };
+    let n = if tb { b.rows() } else { b.cols() };
+    let nb = numel(batch);
+    let mut out = vec![0f32; nb * m * n];
+    let get = |o: &Operand, bi: usize, t: bool| {
+        let mr = o.mat(batch, bi);
+        if t {
+            mr.t()
+        } else {
+            mr
+        }
+    };
+    let threads = rayon::current_num_threads();
+    if nb >= threads && m * n * k <= 1 << 22 {
+        out.par_chunks_mut((m * n).max(1)).enumerate().for_each(|(bi, o)| {
+            // SAFETY: o has m*n elements; operands are live for the call.
+            unsafe {
+                gemm_into(m, n, k, o.as_mut_ptr(), n, false, get(a, bi, ta), get(b, bi, tb), Parallelism::None)
+            }
+        });
+    } else {
+        for (bi, o) in out.chunks_mut((m * n).max(1)).enumerate() {
+            // SAFETY: as above.
+            unsafe { gemm_into(m, n, k, o.as_mut_ptr(), n, false, get(a, bi, ta), get(b, bi, tb), par(true)) }
+        }
+    }
+    out
+}
+
+impl Tensor {
+    /// Matrix product over the last two dims, batch dims broadcast (`torch.matmul` for rank >= 2).
+    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        if self.rank() < 2 || rhs.rank() < 2 {
+            return invalid(
+                "matmul",
+                format!("needs rank >= 2 operands, got {:?} and {:?}", self.shape(), rhs.shape()),
+            );
+        }
+        let (ra, rb) = (self.rank(), rhs.rank());
+        let (m, k) = (self.shape()[ra - 2], self.shape()[ra - 1]);
+        let (k2, n) = (rhs.shape()[rb - 2], rhs.shape()[rb - 1]);
+        if k != k2 {
+            return Err(Error::ShapeMismatch {
+                op: "matmul",
+                lhs: self.shape().to_vec(),
+                rhs: rhs.shape().to_vec(),
+            });
+        }
+        // (.., m, k) @ (k, n): fold the batch into the rows: one large product.
+        if rb == 2 && ra > 2 {
+            let lead = &self.shape()[..ra - 1];
+            let rows = numel(lead);
+            let a2 = self.reshape(&[rows, k])?;
+            let y = a2.matmul(rhs)?;
+            let mut shape = lead.to_vec();
+            shape.push(n);
+            return y.reshape(&shape);
+        }
+        let batch = broadcast_shape("matmul", &self.shape()[..ra - 2], &rhs.shape()[..rb - 2])?;
+        let (a, b) = (Operand::of(self), Operand::of(rhs));
+        let data = bmm(&a, &b, &batch, false, false);
+        let mut shape = batch.clone();
+        shape.extend([m, n]);
+        let (a_shape, b_shape) = (self.shape().to_vec(), rhs.shape().to_vec());
+        Ok(Tensor::from_op(data, shape.clone(), &[self, rhs], "matmul", move |g, needs| {
+            let go = Operand {
+                buf: Arc::new(g.to_vec()),
+                off: 0,
+                strides: contiguous_strides(&shape),
+                shape: shape.clone(),
+            };
+            let full = |mut s: Vec<usize>, r: usize, c: usize| {
+                s.extend([r, c]);
+                s
+            };
+            let ga = needs[0].then(|| {
+                // dA = dC @ B^T, summed over broadcast batch dims
+                let v = bmm(&go, &b, &batch, false, true);
+                sum_to_shape(&v, &full(batch.clone(), m, k), &a_shape)
+            });
+            let gb = needs[1].then(|| {
+                // dB = A^T @ dC
+                let v = bmm(&a, &go, &batch, true, false);
+                sum_to_shape(&v, &full(batch.clone(), k, n), &b_shape)
+            });
+            Ok(vec![ga, gb])
+        }))
+    }
+}
+
+/// `x @ w^T + b` with `x` `(.., in)`, `w` `(out, in)` (PyTorch's `Linear` layout), `b` `(out)`.
+/// One product over all rows; the bias is written first and accumulated into.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let [o, i] = w.dims::<2>("linear")?;
+    let Some(&xi) = x.shape().last() else {
+        return invalid("linear", "input is a scalar");
+    };
+    if xi != i {
+        return Err(Error::ShapeMismatch {
+            op: "linear",
+            lhs: x.shape().to_vec(),
+            rhs: w.shape().to_vec(),
+        });
+    }
+    if let Some(b) = b {
+        if b.shape() != [o] {
+            return Err(Error::ShapeMismatch {
+                op: "linear (bias)",
+                lhs: vec![o],
+                rhs: b.shape().to_vec(),
+            });
+        }
+    }
+    let rows = x.numel() / i.max(1);
+    let xc = x.contig();
+    let wo = Operand::of(w);
+    let wm = MatRef::new(&wo.buf, wo.off, wo.strides[0], wo.strides[1]);
+    let mut y = vec![0f32; rows * o];
+    let accumulate = if let Some(b) = b {
+        let bc = b.contig();
+        y.par_chunks_mut(o * 64).for_each(|c| {
+            for r in c.chunks_exact_mut(o) {
+                r.copy_from_slice(&bc);
+            }
+        });
+        true
+    } else {
+        false
+    };
+    // SAFETY: y is rows x o; x is rows x i contiguous; w is o x i strided (read as its transpose).
+    unsafe {
+        gemm_into(rows, o, i, y.as_mut_ptr(), o, accumulate, MatRef::new(&xc, 0, i, 1), wm.t(), par(true));
+    }
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("rank >= 1") = o;
+    let mut parents = vec![x, w];
+    if let Some(b) = b {
+        parents.push(b);
+    }
+    let has_b = b.is_some();
+    Ok(Tensor::from_op(y, shape, &parents, "linear", move |g, needs| {
+        let wm = MatRef::new(&wo.buf, wo.off, wo.strides[0], wo.strides[1]);
+        let gm = MatRef::new(g, 0, o, 1);
+        // dx = g (rows x o) @ w (o x i)
+        let gx = needs[0].then(|| gemm_new(rows, i, o, gm, wm));
+        // dw = g^T (o x rows) @ x (rows x i)
+        let gw = needs[1].then(|| gemm_new(o, i, rows, gm.t(), MatRef::new(&xc, 0, i, 1)));
+        let mut out = vec![gx, gw];
+        if has_b {
+            let db = g
+                .par_chunks(o * 256)
+                .map(|c| {
+                    let mut acc = vec![0f32; o];
+                    for r in c.chunks_exact(o) {
+                        acc.iter_mut().zip(r).for_each(|(a, v)| *a += v);
+                    }
+                    acc
+                })
+                .reduce(
+                    || vec![0f32; o],
+                    |mut a, b| {
+                        a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                        a
+                    },
+                );
+            out.push(Some(db));
+        }
+        Ok(out)
+    }))
+}

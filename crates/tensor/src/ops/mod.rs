@@ -1,0 +1,86 @@
+//! Ops with forward and backward. Each file groups one family; every op is a method on
+//! [`Tensor`](crate::Tensor) or a free function re-exported from the crate root.
+
+pub(crate) mod attention;
+pub(crate) mod binary;
+pub(crate) mod conv;
+pub(crate) mod index;
+pub(crate) mod matmul;
+pub(crate) mod norm;
+pub(crate) mod reduce;
+pub(crate) mod rope;
+pub(crate) mod unary;
+pub(crate) mod view;
+
+use rayon::prelude::*;
+
+/// Below this many elements an elementwise kernel runs on the calling thread: waking rayon
+/// costs more than the work.
+pub(crate) const PAR_MIN: usize = 1 << 15;
+
+/// `acc += g`, in parallel when large.
+pub(crate) fn add_assign(acc: &mut [f32], g: &[f32]) {
+    if acc.len() >= PAR_MIN {
+        acc.par_chunks_mut(PAR_MIN / 4)
+            .zip(g.par_chunks(PAR_MIN / 4))
+            .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(x, y)| *x += y));
+    } else {
+        acc.iter_mut().zip(g).for_each(|(x, y)| *x += y);
+    }
+}
+
+/// `out[i] = f(a[i])`, in parallel when large.
+pub(crate) fn map1(a: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    if a.len() >= PAR_MIN {
+        out.par_chunks_mut(PAR_MIN / 4)
+            .zip(a.par_chunks(PAR_MIN / 4))
+            .for_each(|(o, a)| o.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x)));
+    } else {
+        out.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x));
+    }
+    out
+}
+
+/// `out[i] = f(a[i], b[i])`, in parallel when large.
+pub(crate) fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    if a.len() >= PAR_MIN {
+        out.par_chunks_mut(PAR_MIN / 4)
+            .zip(a.par_chunks(PAR_MIN / 4).zip(b.par_chunks(PAR_MIN / 4)))
+            .for_each(|(o, (a, b))| {
+                for i in 0..o.len() {
+                    o[i] = f(a[i], b[i]);
+                }
+            });
+    } else {
+        for i in 0..out.len() {
+            out[i] = f(a[i], b[i]);
+        }
+    }
+    out
+}
+
+/// `out[i] = f(a[i], b[i], c[i])`, in parallel when large.
+pub(crate) fn map3(
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    f: impl Fn(f32, f32, f32) -> f32 + Sync + Send,
+) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    let ch = PAR_MIN / 4;
+    if a.len() >= PAR_MIN {
+        out.par_chunks_mut(ch).enumerate().for_each(|(k, o)| {
+            let s = k * ch;
+            for i in 0..o.len() {
+                o[i] = f(a[s + i], b[s + i], c[s + i]);
+            }
+        });
+    } else {
+        for i in 0..out.len() {
+            out[i] = f(a[i], b[i], c[i]);
+        }
+    }
+    out
+}

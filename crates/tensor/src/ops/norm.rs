@@ -1,0 +1,200 @@
+//! Fused layer norm and RMS norm over the last dim.
+//!
+//! Forward keeps only the per-row statistics (mean and 1/std, or 1/rms); backward recomputes
+//! the normalised input from them. Rows run in parallel; weight/bias gradients are summed per
+//! chunk of rows and then across chunks.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Rows per parallel task.
+const ROWS: usize = 32;
+
+fn check_param(op: &'static str, p: Option<&Tensor>, c: usize) -> Result<()> {
+    if let Some(p) = p {
+        if p.shape() != [c] {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: vec![c],
+                rhs: p.shape().to_vec(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn last_dim(x: &Tensor, op: &'static str) -> Result<usize> {
+    match x.shape().last() {
+        Some(&c) if c > 0 => Ok(c),
+        _ => Err(Error::Invalid {
+            op,
+            msg: format!("needs a last dim of size > 0, got shape {:?}", x.shape()),
+        }),
+    }
+}
+
+/// Sums per-chunk partial vectors.
+fn sum_partials(parts: Vec<Vec<f32>>, c: usize) -> Vec<f32> {
+    let mut acc = vec![0f32; c];
+    for p in parts {
+        for (a, b) in acc.iter_mut().zip(&p) {
+            *a += b;
+        }
+    }
+    acc
+}
+
+/// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dim (PyTorch's `LayerNorm`).
+pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+    let c = last_dim(x, "layer_norm")?;
+    check_param("layer_norm", weight, c)?;
+    check_param("layer_norm", bias, c)?;
+    let xd = x.contig();
+    let w = weight.map(|w| w.contig());
+    let b = bias.map(|b| b.contig());
+    let rows = x.numel() / c;
+    let mut y = vec![0f32; x.numel()];
+    let mut stats = vec![(0f32, 0f32); rows];
+    y.par_chunks_mut(c * ROWS)
+        .zip(stats.par_chunks_mut(ROWS))
+        .enumerate()
+        .for_each(|(k, (yc, sc))| {
+            for (r, (yr, st)) in yc.chunks_exact_mut(c).zip(sc.iter_mut()).enumerate() {
+                let xr = &xd[(k * ROWS + r) * c..(k * ROWS + r + 1) * c];
+                let mean = xr.iter().sum::<f32>() / c as f32;
+                let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
+                let rstd = 1.0 / (var + eps).sqrt();
+                *st = (mean, rstd);
+                for i in 0..c {
+                    let mut v = (xr[i] - mean) * rstd;
+                    if let Some(w) = &w {
+                        v *= w[i];
+                    }
+                    if let Some(b) = &b {
+                        v += b[i];
+                    }
+                    yr[i] = v;
+                }
+            }
+        });
+    let mut parents = vec![x];
+    if let Some(w) = weight {
+        parents.push(w);
+    }
+    if let Some(b) = bias {
+        parents.push(b);
+    }
+    let has_w = weight.is_some();
+    let has_b = bias.is_some();
+    Ok(Tensor::from_op(y, x.shape().to_vec(), &parents, "layer_norm", move |g, needs| {
+        let mut gx = vec![0f32; g.len()];
+        let partial: Vec<(Vec<f32>, Vec<f32>)> = gx
+            .par_chunks_mut(c * ROWS)
+            .enumerate()
+            .map(|(k, gxc)| {
+                let mut dw = vec![0f32; c];
+                let mut db = vec![0f32; c];
+                for (r, gxr) in gxc.chunks_exact_mut(c).enumerate() {
+                    let row = k * ROWS + r;
+                    let (mean, rstd) = stats[row];
+                    let xr = &xd[row * c..(row + 1) * c];
+                    let gr = &g[row * c..(row + 1) * c];
+                    let mut s1 = 0f32; // sum dxhat
+                    let mut s2 = 0f32; // sum dxhat * xhat
+                    for i in 0..c {
+                        let xh = (xr[i] - mean) * rstd;
+                        let wi = w.as_ref().map_or(1.0, |w| w[i]);
+                        let dxh = gr[i] * wi;
+                        s1 += dxh;
+                        s2 += dxh * xh;
+                        dw[i] += gr[i] * xh;
+                        db[i] += gr[i];
+                    }
+                    let (m1, m2) = (s1 / c as f32, s2 / c as f32);
+                    for i in 0..c {
+                        let xh = (xr[i] - mean) * rstd;
+                        let wi = w.as_ref().map_or(1.0, |w| w[i]);
+                        gxr[i] = rstd * (gr[i] * wi - m1 - xh * m2);
+                    }
+                }
+                (dw, db)
+            })
+            .collect();
+        let (dws, dbs): (Vec<_>, Vec<_>) = partial.into_iter().unzip();
+        let mut out = vec![needs[0].then_some(gx)];
+        if has_w {
+            out.push(Some(sum_partials(dws, c)));
+        }
+        if has_b {
+            out.push(Some(sum_partials(dbs, c)));
+        }
+        Ok(out)
+    }))
+}
+
+/// `x / sqrt(mean(x^2) + eps) * weight` over the last dim (LLaMA/DeepSeek `RMSNorm`).
+pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+    let c = last_dim(x, "rms_norm")?;
+    check_param("rms_norm", weight, c)?;
+    let xd = x.contig();
+    let w = weight.map(|w| w.contig());
+    let rows = x.numel() / c;
+    let mut y = vec![0f32; x.numel()];
+    let mut rr = vec![0f32; rows];
+    y.par_chunks_mut(c * ROWS)
+        .zip(rr.par_chunks_mut(ROWS))
+        .enumerate()
+        .for_each(|(k, (yc, rc))| {
+            for (r, (yr, st)) in yc.chunks_exact_mut(c).zip(rc.iter_mut()).enumerate() {
+                let xr = &xd[(k * ROWS + r) * c..(k * ROWS + r + 1) * c];
+                let ms = xr.iter().map(|v| v * v).sum::<f32>() / c as f32;
+                let rrms = 1.0 / (ms + eps).sqrt();
+                *st = rrms;
+                for i in 0..c {
+                    yr[i] = xr[i] * rrms * w.as_ref().map_or(1.0, |w| w[i]);
+                }
+            }
+        });
+    let mut parents = vec![x];
+    if let Some(w) = weight {
+        parents.push(w);
+    }
+    let has_w = weight.is_some();
+    Ok(Tensor::from_op(y, x.shape().to_vec(), &parents, "rms_norm", move |g, needs| {
+        let mut gx = vec![0f32; g.len()];
+        let dws: Vec<Vec<f32>> = gx
+            .par_chunks_mut(c * ROWS)
+            .enumerate()
+            .map(|(k, gxc)| {
+                let mut dw = vec![0f32; c];
+                for (r, gxr) in gxc.chunks_exact_mut(c).enumerate() {
+                    let row = k * ROWS + r;
+                    let rrms = rr[row];
+                    let xr = &xd[row * c..(row + 1) * c];
+                    let gr = &g[row * c..(row + 1) * c];
+                    let mut s2 = 0f32;
+                    for i in 0..c {
+                        let xh = xr[i] * rrms;
+                        let dxh = gr[i] * w.as_ref().map_or(1.0, |w| w[i]);
+                        s2 += dxh * xh;
+                        dw[i] += gr[i] * xh;
+                    }
+                    let m2 = s2 / c as f32;
+                    for i in 0..c {
+                        let xh = xr[i] * rrms;
+                        let dxh = gr[i] * w.as_ref().map_or(1.0, |w| w[i]);
+                        gxr[i] = rrms * (dxh - xh * m2);
+                    }
+                }
+                dw
+            })
+            .collect();
+        let mut out = vec![needs[0].then_some(gx)];
+        if has_w {
+            out.push(Some(sum_partials(dws, c)));
+        }
+        Ok(out)
+    }))
+}

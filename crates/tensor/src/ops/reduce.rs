@@ -1,0 +1,320 @@
+//! Reductions over a dim (sum, mean, max), softmax, log-softmax and the fused cross-entropy.
+//!
+//! A reduction over dim `d` sees the tensor as `(outer, n, inner)` with `n = shape[d]`.
+
+use rayon::prelude::*;
+
+use crate::error::{invalid, Result};
+use crate::tensor::Tensor;
+
+fn split3(shape: &[usize], d: usize) -> (usize, usize, usize) {
+    let outer = shape[..d].iter().product();
+    let inner = shape[d + 1..].iter().product();
+    (outer, shape[d], inner)
+}
+
+fn reduced_shape(shape: &[usize], d: usize, keepdim: bool) -> Vec<usize> {
+    let mut s = shape.to_vec();
+    if keepdim {
+        s[d] = 1;
+    } else {
+        s.remove(d);
+    }
+    s
+}
+
+/// Broadcasts a reduced gradient `(outer, inner)` back over `(outer, n, inner)`, times `scale`.
+fn spread(g: &[f32], outer: usize, n: usize, inner: usize, scale: f32) -> Vec<f32> {
+    let mut out = vec![0f32; outer * n * inner];
+    for o in 0..outer {
+        for j in 0..n {
+            let dst = &mut out[(o * n + j) * inner..(o * n + j + 1) * inner];
+            let src = &g[o * inner..(o + 1) * inner];
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = s * scale;
+            }
+        }
+    }
+    out
+}
+
+impl Tensor {
+    fn reduce_sum(&self, d: usize, keepdim: bool, scale: f32, name: &'static str) -> Tensor {
+        let (outer, n, inner) = split3(self.shape(), d);
+        let x = self.contig();
+        let mut out = vec![0f32; outer * inner];
+        for o in 0..outer {
+            let dst = &mut out[o * inner..(o + 1) * inner];
+            for j in 0..n {
+                let src = &x[(o * n + j) * inner..(o * n + j + 1) * inner];
+                for (a, b) in dst.iter_mut().zip(src) {
+                    *a += b;
+                }
+            }
+            for a in dst.iter_mut() {
+                *a *= scale;
+            }
+        }
+        let shape = reduced_shape(self.shape(), d, keepdim);
+        Tensor::from_op(out, shape, &[self], name, move |g, _| {
+            Ok(vec![Some(spread(g, outer, n, inner, scale))])
+        })
+    }
+
+    /// Sum over `dim`.
+    pub fn sum_dim(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        let d = self.dim_index(dim, "sum_dim")?;
+        Ok(self.reduce_sum(d, keepdim, 1.0, "sum_dim"))
+    }
+
+    /// Mean over `dim`.
+    pub fn mean_dim(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        let d = self.dim_index(dim, "mean_dim")?;
+        let n = self.shape()[d];
+        if n == 0 {
+            return invalid("mean_dim", "mean over an empty dim");
+        }
+        Ok(self.reduce_sum(d, keepdim, 1.0 / n as f32, "mean_dim"))
+    }
+
+    /// Sum of all elements (rank-0 result).
+    pub fn sum_all(&self) -> Tensor {
+        let x = self.contig();
+        let s: f64 = x.par_chunks(1 << 14).map(|c| c.iter().map(|&v| v as f64).sum::<f64>()).sum();
+        let shape = self.shape().to_vec();
+        let n = self.numel();
+        Tensor::from_op(vec![s as f32], vec![], &[self], "sum_all", move |g, _| {
+            let _ = shape;
+            Ok(vec![Some(vec![g[0]; n])])
+        })
+    }
+
+    /// Mean of all elements (rank-0 result).
+    pub fn mean_all(&self) -> Result<Tensor> {
+        let n = self.numel();
+        if n == 0 {
+            return invalid("mean_all", "mean of an empty tensor");
+        }
+        Ok(self.sum_all().mul_scalar(1.0 / n as f32))
+    }
+
+    /// Maximum over `dim`; the gradient goes to the first maximal element.
+    pub fn max_dim(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        let d = self.dim_index(dim, "max_dim")?;
+        let (outer, n, inner) = split3(self.shape(), d);
+        if n == 0 {
+            return invalid("max_dim", "max over an empty dim");
+        }
+        let x = self.contig();
+        let mut out = vec![f32::NEG_INFINITY; outer * inner];
+        let mut arg = vec![0usize; outer * inner];
+        for o in 0..outer {
+            for j in 0..n {
+                for i in 0..inner {
+                    let v = x[(o * n + j) * inner + i];
+                    let k = o * inner + i;
+                    if v > out[k] || (j == 0) {
+                        out[k] = v;
+                        arg[k] = j;
+                    }
+                }
+            }
+        }
+        let shape = reduced_shape(self.shape(), d, keepdim);
+        Ok(Tensor::from_op(out, shape, &[self], "max_dim", move |g, _| {
+            let mut gx = vec![0f32; outer * n * inner];
+            for o in 0..outer {
+                for i in 0..inner {
+                    let k = o * inner + i;
+                    gx[(o * n + arg[k]) * inner + i] = g[k];
+                }
+            }
+            Ok(vec![Some(gx)])
+        }))
+    }
+
+    /// Softmax over `dim`.
+    pub fn softmax(&self, dim: isize) -> Result<Tensor> {
+        let d = self.dim_index(dim, "softmax")?;
+        let (outer, n, inner) = split3(self.shape(), d);
+        let y = softmax_kernel(&self.contig(), outer, n, inner, false);
+        let ys = y.clone();
+        Ok(Tensor::from_op(y, self.shape().to_vec(), &[self], "softmax", move |g, _| {
+            // dx = y * (g - sum_j g_j y_j)
+            let mut gx = vec![0f32; g.len()];
+            for o in 0..outer {
+                for i in 0..inner {
+                    let at = |j: usize| (o * n + j) * inner + i;
+                    let dot: f32 = (0..n).map(|j| g[at(j)] * ys[at(j)]).sum();
+                    for j in 0..n {
+                        gx[at(j)] = ys[at(j)] * (g[at(j)] - dot);
+                    }
+                }
+            }
+            Ok(vec![Some(gx)])
+        }))
+    }
+
+    /// Log-softmax over `dim`.
+    pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
+        let d = self.dim_index(dim, "log_softmax")?;
+        let (outer, n, inner) = split3(self.shape(), d);
+        let y = softmax_kernel(&self.contig(), outer, n, inner, true);
+        let ys = y.clone();
+        Ok(Tensor::from_op(y, self.shape().to_vec(), &[self], "log_softmax", move |g, _| {
+            // dx = g - softmax * sum_j g_j
+            let mut gx = vec![0f32; g.len()];
+            for o in 0..outer {
+                for i in 0..inner {
+                    let at = |j: usize| (o * n + j) * inner + i;
+                    let s: f32 = (0..n).map(|j| g[at(j)]).sum();
+                    for j in 0..n {
+                        gx[at(j)] = g[at(j)] - ys[at(j)].exp() * s;
+                    }
+                }
+            }
+            Ok(vec![Some(gx)])
+        }))
+    }
+}
+
+/// Row softmax (or log-softmax) of `(outer, n, inner)` data over the middle dim.
+pub(crate) fn softmax_kernel(x: &[f32], outer: usize, n: usize, inner: usize, log: bool) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    if inner == 1 {
+        y.par_chunks_mut(n.max(1))
+            .zip(x.par_chunks(n.max(1)))
+            .for_each(|(yr, xr)| softmax_row(xr, yr, log));
+        return y;
+    }
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| (o * n + j) * inner + i;
+            let m = (0..n).map(|j| x[at(j)]).fold(f32::NEG_INFINITY, f32::max);
+            let s: f32 = (0..n).map(|j| (x[at(j)] - m).exp()).sum();
+            let ls = s.ln();
+            for j in 0..n {
+                y[at(j)] = if log {
+                    x[at(j)] - m - ls
+                } else {
+                    (x[at(j)] - m).exp() / s
+                };
+            }
+        }
+    }
+    y
+}
+
+/// Softmax of one contiguous row (max-subtracted; a row of all `-inf` gives zeros).
+pub(crate) fn softmax_row(x: &[f32], y: &mut [f32], log: bool) {
+    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if m == f32::NEG_INFINITY {
+        y.iter_mut().for_each(|v| *v = if log { f32::NEG_INFINITY } else { 0.0 });
+        return;
+    }
+    let mut s = 0f32;
+    for (yv, &xv) in y.iter_mut().zip(x) {
+        let e = (xv - m).exp();
+        *yv = e;
+        s += e;
+    }
+    if log {
+        let ls = s.ln();
+        for (yv, &xv) in y.iter_mut().zip(x) {
+            *yv = xv - m - ls;
+        }
+    } else {
+        let inv = 1.0 / s;
+        y.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+/// Options of [`cross_entropy`], with PyTorch's defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct CrossEntropyOpts {
+    /// Targets equal to this are skipped (PyTorch: -100).
+    pub ignore_index: i64,
+    /// Label smoothing epsilon in `[0, 1]`.
+    pub label_smoothing: f32,
+}
+
+impl Default for CrossEntropyOpts {
+    fn default() -> Self {
+        CrossEntropyOpts {
+            ignore_index: -100,
+            label_smoothing: 0.0,
+        }
+    }
+}
+
+/// Fused mean cross-entropy of `logits` `(N, V)` against class indices `targets` `(N)`.
+///
+/// Matches `torch.nn.functional.cross_entropy` with `reduction="mean"`: the mean is over
+/// non-ignored targets; with label smoothing `eps` the target distribution is
+/// `(1 - eps) * onehot + eps / V`. Only per-row log-sum-exp values are kept for the backward.
+pub fn cross_entropy(logits: &Tensor, targets: &[i64], opts: CrossEntropyOpts) -> Result<Tensor> {
+    let [n, v] = logits.dims::<2>("cross_entropy")?;
+    if targets.len() != n {
+        return invalid(
+            "cross_entropy",
+            format!("{} targets for logits of shape {:?}", targets.len(), logits.shape()),
+        );
+    }
+    let eps = opts.label_smoothing;
+    if !(0.0..=1.0).contains(&eps) {
+        return invalid("cross_entropy", format!("label_smoothing {eps} is outside [0, 1]"));
+    }
+    for (i, &t) in targets.iter().enumerate() {
+        if t != opts.ignore_index && (t < 0 || t as usize >= v) {
+            return invalid(
+                "cross_entropy",
+                format!("target {t} at row {i} is outside [0, {v})"),
+            );
+        }
+    }
+    let x = logits.contig();
+    let valid = targets.iter().filter(|&&t| t != opts.ignore_index).count();
+    // per row: (lse, loss)
+    let rows: Vec<(f32, f32)> = x
+        .par_chunks(v)
+        .zip(targets.par_iter())
+        .map(|(r, &t)| {
+            if t == opts.ignore_index {
+                return (0.0, 0.0);
+            }
+            let m = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let s: f32 = r.iter().map(|&z| (z - m).exp()).sum();
+            let lse = m + s.ln();
+            let nll = lse - r[t as usize];
+            let loss = if eps > 0.0 {
+                let mean_z = r.iter().sum::<f32>() / v as f32;
+                (1.0 - eps) * nll + eps * (lse - mean_z)
+            } else {
+                nll
+            };
+            (lse, loss)
+        })
+        .collect();
+    let total: f64 = rows.iter().map(|r| r.1 as f64).sum();
+    let loss = if valid == 0 { f32::NAN } else { (total / valid as f64) as f32 };
+    let targets = targets.to_vec();
+    let ignore = opts.ignore_index;
+    Ok(Tensor::from_op(vec![loss], vec![], &[logits], "cross_entropy", move |g, _| {
+        let scale = g[0] / valid.max(1) as f32;
+        let mut gx = vec![0f32; n * v];
+        gx.par_chunks_mut(v)
+            .zip(x.par_chunks(v))
+            .zip(targets.par_iter().zip(rows.par_iter()))
+            .for_each(|((gr, r), (&t, &(lse, _)))| {
+                if t == ignore {
+                    return;
+                }
+                let off = eps / v as f32;
+                for (gv, &z) in gr.iter_mut().zip(r) {
+                    *gv = ((z - lse).exp() - off) * scale;
+                }
+                gr[t as usize] -= (1.0 - eps) * scale;
+            });
+        Ok(vec![Some(gx)])
+    }))
+}

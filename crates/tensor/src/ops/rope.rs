@@ -1,0 +1,92 @@
+//! Rotary position embedding (RoPE).
+//!
+//! Rotates pairs of channels of `x` `(.., T, D)` by angle `pos * theta^(-2i/D)`. Two pair
+//! layouts exist in the wild: interleaved `(2i, 2i+1)` (the RoFormer/GPT-J/DeepSeek-V3
+//! checkpoint layout) and half-split `(i, i + D/2)` (GPT-NeoX/LLaMA in HF `transformers`).
+
+use rayon::prelude::*;
+
+use crate::error::{invalid, Result};
+use crate::tensor::Tensor;
+
+/// Which channels form a rotated pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeLayout {
+    /// Pairs `(2i, 2i + 1)`.
+    Interleaved,
+    /// Pairs `(i, i + D/2)`.
+    HalfSplit,
+}
+
+/// `cos` and `sin` tables `(positions.len(), dim / 2)` for frequencies `theta^(-2i/dim)`.
+pub fn rope_tables(positions: &[usize], dim: usize, theta: f32) -> Result<(Tensor, Tensor)> {
+    if dim == 0 || dim % 2 != 0 {
+        return invalid("rope_tables", format!("dim must be even and > 0, got {dim}"));
+    }
+    let half = dim / 2;
+    let mut c = Vec::with_capacity(positions.len() * half);
+    let mut s = Vec::with_capacity(positions.len() * half);
+    for &p in positions {
+        for i in 0..half {
+            let inv = (theta as f64).powf(-((2 * i) as f64) / dim as f64);
+            let a = p as f64 * inv;
+            c.push(a.cos() as f32);
+            s.push(a.sin() as f32);
+        }
+    }
+    Ok((
+        Tensor::from_vec(c, &[positions.len(), half])?,
+        Tensor::from_vec(s, &[positions.len(), half])?,
+    ))
+}
+
+fn rotate(x: &[f32], cos: &[f32], sin: &[f32], t: usize, d: usize, layout: RopeLayout, inverse: bool) -> Vec<f32> {
+    let half = d / 2;
+    let sign = if inverse { -1.0 } else { 1.0 };
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(t * d).zip(x.par_chunks(t * d)).for_each(|(o, xs)| {
+        for ti in 0..t {
+            let (c, s) = (&cos[ti * half..(ti + 1) * half], &sin[ti * half..(ti + 1) * half]);
+            let xr = &xs[ti * d..(ti + 1) * d];
+            let orow = &mut o[ti * d..(ti + 1) * d];
+            for i in 0..half {
+                let (ia, ib) = match layout {
+                    RopeLayout::Interleaved => (2 * i, 2 * i + 1),
+                    RopeLayout::HalfSplit => (i, i + half),
+                };
+                let (a, b) = (xr[ia], xr[ib]);
+                let sn = sign * s[i];
+                orow[ia] = a * c[i] - b * sn;
+                orow[ib] = a * sn + b * c[i];
+            }
+        }
+    });
+    out
+}
+
+/// Applies RoPE to `x` `(.., T, D)` with tables `(T, D/2)` from [`rope_tables`].
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: RopeLayout) -> Result<Tensor> {
+    let r = x.rank();
+    if r < 2 {
+        return invalid("rope", format!("needs (.., T, D), got {:?}", x.shape()));
+    }
+    let (t, d) = (x.shape()[r - 2], x.shape()[r - 1]);
+    if d % 2 != 0 || cos.shape() != [t, d / 2] || sin.shape() != [t, d / 2] {
+        return invalid(
+            "rope",
+            format!(
+                "x {:?} needs even D and cos/sin of shape [{t}, {}], got {:?} and {:?}",
+                x.shape(),
+                d / 2,
+                cos.shape(),
+                sin.shape()
+            ),
+        );
+    }
+    let (c, s) = (cos.contig(), sin.contig());
+    let y = rotate(&x.contig(), &c, &s, t, d, layout, false);
+    Ok(Tensor::from_op(y, x.shape().to_vec(), &[x], "rope", move |g, _| {
+        // The rotation is orthogonal: the backward rotates by the opposite angle.
+        Ok(vec![Some(rotate(g, &c, &s, t, d, layout, true))])
+    }))
+}

@@ -1,0 +1,302 @@
+//! Layout ops: reshape, permute, transpose, narrow, expand, contiguous, cat, split.
+//!
+//! Views share storage and only change shape/strides/offset; their backward maps the gradient
+//! back to the input's shape.
+
+use crate::error::{invalid, Error, Result};
+use crate::shape::{contiguous_strides, numel, strided_copy, sum_to_shape};
+use crate::tensor::Tensor;
+
+/// Copies a contiguous gradient of shape `shape` into position `start..start+len` of dim `dim`
+/// inside a zero tensor of shape `full`.
+fn pad_into(g: &[f32], full: &[usize], dim: usize, start: usize, len: usize) -> Vec<f32> {
+    let mut out = vec![0f32; numel(full)];
+    let inner: usize = full[dim + 1..].iter().product();
+    let outer: usize = full[..dim].iter().product();
+    let row_full = full[dim] * inner;
+    let row_part = len * inner;
+    for o in 0..outer {
+        out[o * row_full + start * inner..o * row_full + start * inner + row_part]
+            .copy_from_slice(&g[o * row_part..(o + 1) * row_part]);
+    }
+    out
+}
+
+impl Tensor {
+    /// Same elements, new shape; a view when the tensor is contiguous, a copy otherwise.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != self.numel() {
+            return Err(Error::ShapeMismatch {
+                op: "reshape",
+                lhs: self.shape().to_vec(),
+                rhs: shape.to_vec(),
+            });
+        }
+        let back = move |g: &[f32], _: &[bool]| Ok(vec![Some(g.to_vec())]);
+        if self.is_contiguous() {
+            Ok(Tensor::from_op_strided(
+                self.storage(),
+                shape.to_vec(),
+                contiguous_strides(shape),
+                self.offset(),
+                &[self],
+                "reshape",
+                back,
+            ))
+        } else {
+            let data = self.contig().to_vec();
+            Ok(Tensor::from_op(data, shape.to_vec(), &[self], "reshape", back))
+        }
+    }
+
+    /// Reorders dims: output dim `i` is input dim `perm[i]`. A view (no copy).
+    pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
+        let r = self.rank();
+        let mut seen = vec![false; r];
+        if perm.len() != r || perm.iter().any(|&p| p >= r || std::mem::replace(&mut seen[p], true)) {
+            return invalid(
+                "permute",
+                format!("{perm:?} is not a permutation of the dims of shape {:?}", self.shape()),
+            );
+        }
+        let shape: Vec<usize> = perm.iter().map(|&p| self.shape()[p]).collect();
+        let strides: Vec<usize> = perm.iter().map(|&p| self.strides()[p]).collect();
+        let mut inv = vec![0; r];
+        for (i, &p) in perm.iter().enumerate() {
+            inv[p] = i;
+        }
+        let out_shape = shape.clone();
+        Ok(Tensor::from_op_strided(
+            self.storage(),
+            shape,
+            strides,
+            self.offset(),
+            &[self],
+            "permute",
+            move |g, _| {
+                // g is contiguous in the output's shape; read it through the inverse permutation.
+                let gs = contiguous_strides(&out_shape);
+                let in_shape: Vec<usize> = inv.iter().map(|&i| out_shape[i]).collect();
+                let in_strides: Vec<usize> = inv.iter().map(|&i| gs[i]).collect();
+                Ok(vec![Some(strided_copy(g, 0, &in_shape, &in_strides))])
+            },
+        ))
+    }
+
+    /// Swaps two dims (negative indices count from the end). A view.
+    pub fn transpose(&self, d0: isize, d1: isize) -> Result<Tensor> {
+        let a = self.dim_index(d0, "transpose")?;
+        let b = self.dim_index(d1, "transpose")?;
+        let mut perm: Vec<usize> = (0..self.rank()).collect();
+        perm.swap(a, b);
+        self.permute(&perm)
+    }
+
+    /// Transpose of the last two dims.
+    pub fn t(&self) -> Result<Tensor> {
+        self.transpose(-2, -1)
+    }
+
+    /// Elements `start..start+len` along `dim`. A view.
+    pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Result<Tensor> {
+        let d = self.dim_index(dim, "narrow")?;
+        if start + len > self.shape()[d] {
+            return invalid(
+                "narrow",
+                format!(
+                    "range {start}..{} out of bounds for dim {d} of shape {:?}",
+                    start + len,
+                    self.shape()
+                ),
+            );
+        }
+        let mut shape = self.shape().to_vec();
+        shape[d] = len;
+        let full = self.shape().to_vec();
+        Ok(Tensor::from_op_strided(
+            self.storage(),
+            shape,
+            self.strides().to_vec(),
+            self.offset() + start * self.strides()[d],
+            &[self],
+            "narrow",
+            move |g, _| Ok(vec![Some(pad_into(g, &full, d, start, len))]),
+        ))
+    }
+
+    /// Inserts a dim of size 1 at `dim`.
+    pub fn unsqueeze(&self, dim: usize) -> Result<Tensor> {
+        if dim > self.rank() {
+            return Err(Error::DimOutOfRange {
+                op: "unsqueeze",
+                dim: dim as isize,
+                rank: self.rank(),
+            });
+        }
+        let mut s = self.shape().to_vec();
+        s.insert(dim, 1);
+        self.reshape(&s)
+    }
+
+    /// Removes a dim of size 1.
+    pub fn squeeze(&self, dim: isize) -> Result<Tensor> {
+        let d = self.dim_index(dim, "squeeze")?;
+        if self.shape()[d] != 1 {
+            return invalid("squeeze", format!("dim {d} of shape {:?} is not 1", self.shape()));
+        }
+        let mut s = self.shape().to_vec();
+        s.remove(d);
+        self.reshape(&s)
+    }
+
+    /// Broadcasts to `shape` (numpy rules) without copying; the backward sums.
+    pub fn expand(&self, shape: &[usize]) -> Result<Tensor> {
+        let out = crate::shape::broadcast_shape("expand", self.shape(), shape)?;
+        if out != shape {
+            return Err(Error::ShapeMismatch {
+                op: "expand",
+                lhs: self.shape().to_vec(),
+                rhs: shape.to_vec(),
+            });
+        }
+        let r = shape.len();
+        let k = self.rank();
+        let mut strides = vec![0; r];
+        for i in 0..k {
+            let oi = r - k + i;
+            strides[oi] = if self.shape()[i] == 1 && shape[oi] != 1 {
+                0
+            } else {
+                self.strides()[i]
+            };
+        }
+        let in_shape = self.shape().to_vec();
+        let out_shape = shape.to_vec();
+        Ok(Tensor::from_op_strided(
+            self.storage(),
+            shape.to_vec(),
+            strides,
+            self.offset(),
+            &[self],
+            "expand",
+            move |g, _| Ok(vec![Some(sum_to_shape(g, &out_shape, &in_shape))]),
+        ))
+    }
+
+    /// A row-major copy if the tensor is not already contiguous.
+    pub fn contiguous(&self) -> Tensor {
+        if self.is_contiguous() {
+            return self.clone();
+        }
+        let data = self.contig().to_vec();
+        Tensor::from_op(data, self.shape().to_vec(), &[self], "contiguous", |g, _| {
+            Ok(vec![Some(g.to_vec())])
+        })
+    }
+
+    /// Splits `dim` into pieces of the given sizes (views).
+    pub fn split(&self, sizes: &[usize], dim: isize) -> Result<Vec<Tensor>> {
+        let d = self.dim_index(dim, "split")?;
+        if sizes.iter().sum::<usize>() != self.shape()[d] {
+            return invalid(
+                "split",
+                format!("sizes {sizes:?} do not add up to dim {d} of shape {:?}", self.shape()),
+            );
+        }
+        let mut start = 0;
+        let mut out = Vec::with_capacity(sizes.len());
+        for &s in sizes {
+            out.push(self.narrow(d as isize, start, s)?);
+            start += s;
+        }
+        Ok(out)
+    }
+
+    /// Splits `dim` into `n` equal pieces.
+    pub fn chunk(&self, n: usize, dim: isize) -> Result<Vec<Tensor>> {
+        let d = self.dim_index(dim, "chunk")?;
+        if n == 0 || self.shape()[d] % n != 0 {
+            return invalid(
+                "chunk",
+                format!("dim {d} of shape {:?} does not split into {n}", self.shape()),
+            );
+        }
+        self.split(&vec![self.shape()[d] / n; n], dim)
+    }
+
+    /// Flattens dims `from..` into one.
+    pub fn flatten_from(&self, from: usize) -> Result<Tensor> {
+        if from > self.rank() {
+            return Err(Error::DimOutOfRange {
+                op: "flatten_from",
+                dim: from as isize,
+                rank: self.rank(),
+            });
+        }
+        let mut s = self.shape()[..from].to_vec();
+        s.push(self.shape()[from..].iter().product());
+        self.reshape(&s)
+    }
+}
+
+/// Concatenates tensors along `dim`; all other dims must agree.
+pub fn cat(ts: &[&Tensor], dim: isize) -> Result<Tensor> {
+    let Some(first) = ts.first() else {
+        return invalid("cat", "no tensors given");
+    };
+    let d = first.dim_index(dim, "cat")?;
+    for t in ts {
+        let ok = t.rank() == first.rank()
+            && t.shape()
+                .iter()
+                .zip(first.shape())
+                .enumerate()
+                .all(|(i, (a, b))| i == d || a == b);
+        if !ok {
+            return Err(Error::ShapeMismatch {
+                op: "cat",
+                lhs: first.shape().to_vec(),
+                rhs: t.shape().to_vec(),
+            });
+        }
+    }
+    let mut shape = first.shape().to_vec();
+    shape[d] = ts.iter().map(|t| t.shape()[d]).sum();
+    let outer: usize = shape[..d].iter().product();
+    let inner: usize = shape[d + 1..].iter().product();
+    let row = shape[d] * inner;
+    let mut out = vec![0f32; numel(&shape)];
+    let mut start = 0;
+    let mut parts = Vec::with_capacity(ts.len());
+    for t in ts {
+        let c = t.contig();
+        let w = t.shape()[d] * inner;
+        for o in 0..outer {
+            out[o * row + start..o * row + start + w].copy_from_slice(&c[o * w..(o + 1) * w]);
+        }
+        parts.push((start, w));
+        start += w;
+    }
+    Ok(Tensor::from_op(out, shape, ts, "cat", move |g, needs| {
+        Ok(parts
+            .iter()
+            .zip(needs)
+            .map(|(&(s, w), &need)| {
+                need.then(|| {
+                    let mut v = Vec::with_capacity(outer * w);
+                    for o in 0..outer {
+                        v.extend_from_slice(&g[o * row + s..o * row + s + w]);
+                    }
+                    v
+                })
+            })
+            .collect())
+    }))
+}
+
+/// Stacks equally shaped tensors along a new dim.
+pub fn stack(ts: &[&Tensor], dim: usize) -> Result<Tensor> {
+    let us: Vec<Tensor> = ts.iter().map(|t| t.unsqueeze(dim)).collect::<Result<_>>()?;
+    let refs: Vec<&Tensor> = us.iter().collect();
+    cat(&refs, dim as isize)
+}

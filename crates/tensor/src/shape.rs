@@ -1,0 +1,158 @@
+//! Shape arithmetic: strides, broadcasting, strided copies.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// Product of the dims (1 for a scalar).
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Row-major strides of a shape.
+pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Whether `strides` describe a row-major layout without gaps (size-1 dims may have any
+/// stride).
+pub fn is_contiguous(shape: &[usize], strides: &[usize]) -> bool {
+    let mut expected = 1usize;
+    for i in (0..shape.len()).rev() {
+        if shape[i] != 1 && strides[i] != expected {
+            return false;
+        }
+        expected *= shape[i];
+    }
+    true
+}
+
+/// The broadcast of two shapes (numpy rules), or an error naming the op.
+pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let r = a.len().max(b.len());
+    let mut out = vec![0; r];
+    for i in 0..r {
+        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: a.to_vec(),
+                rhs: b.to_vec(),
+            });
+        };
+    }
+    Ok(out)
+}
+
+/// Strides (in a contiguous buffer of shape `shape`) for reading it broadcast to `out`:
+/// broadcast dims get stride 0.
+pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let cs = contiguous_strides(shape);
+    let r = out.len();
+    let mut s = vec![0; r];
+    for i in 0..shape.len() {
+        let oi = r - shape.len() + i;
+        s[oi] = if shape[i] == 1 && out[oi] != 1 { 0 } else { cs[i] };
+    }
+    s
+}
+
+/// Calls `f(linear_index, offset)` for every element of `shape` in row-major order, where
+/// `offset = base + sum(index_d * strides_d)`.
+pub fn for_each_offset(shape: &[usize], strides: &[usize], base: usize, mut f: impl FnMut(usize, usize)) {
+    let n = numel(shape);
+    if n == 0 {
+        return;
+    }
+    let r = shape.len();
+    if r == 0 {
+        f(0, base);
+        return;
+    }
+    let mut idx = vec![0usize; r];
+    let mut off = base;
+    let inner = shape[r - 1];
+    let inner_stride = strides[r - 1];
+    let mut i = 0;
+    while i < n {
+        for j in 0..inner {
+            f(i + j, off + j * inner_stride);
+        }
+        i += inner;
+        // advance the odometer over the outer dims
+        let mut d = r - 1;
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            off += strides[d];
+            if idx[d] < shape[d] {
+                break;
+            }
+            off -= strides[d] * shape[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Copies a strided view into a new row-major vector.
+pub fn strided_copy(src: &[f32], offset: usize, shape: &[usize], strides: &[usize]) -> Vec<f32> {
+    let n = numel(shape);
+    let mut out = vec![0f32; n];
+    let r = shape.len();
+    if r == 0 {
+        if n == 1 {
+            out[0] = src[offset];
+        }
+        return out;
+    }
+    // Parallelise over the first dim when the copy is large.
+    if n >= 1 << 16 && shape[0] > 1 {
+        let chunk = n / shape[0];
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| {
+            for_each_offset(&shape[1..], &strides[1..], offset + i * strides[0], |j, off| {
+                o[j] = src[off];
+            });
+        });
+    } else {
+        for_each_offset(shape, strides, offset, |i, off| out[i] = src[off]);
+    }
+    out
+}
+
+/// Sums `g` (shaped `out`) down to `target` (which broadcasts to `out`).
+pub fn sum_to_shape(g: &[f32], out: &[usize], target: &[usize]) -> Vec<f32> {
+    if out == target {
+        return g.to_vec();
+    }
+    let tn = numel(target);
+    let mut res = vec![0f32; tn];
+    // Fast path: target is a suffix of out (bias-like): sum rows.
+    let stripped: Vec<usize> = target.iter().copied().skip_while(|&d| d == 1).collect();
+    if !stripped.is_empty() && out.ends_with(&stripped) {
+        for row in g.chunks_exact(tn) {
+            for (r, v) in res.iter_mut().zip(row) {
+                *r += v;
+            }
+        }
+        return res;
+    }
+    if tn == 1 {
+        res[0] = g.iter().sum();
+        return res;
+    }
+    let strides = broadcast_strides(target, out);
+    for_each_offset(out, &strides, 0, |i, off| res[off] += g[i]);
+    res
+}
