@@ -1,1 +1,5 @@
+//! Models built from [`ferrolab_nn`] layers.
 
+pub mod gpt;
+
+pub use gpt::{Gpt, GptConfig};

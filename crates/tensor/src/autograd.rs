@@ -138,7 +138,9 @@ pub fn backward_with_grad(root: &Tensor, grad: Vec<f32>) -> Result<()> {
         };
         let needs: Vec<bool> = node.parents.iter().map(|p| p.requires_grad()).collect();
         let name = node.name;
+        let t0 = std::time::Instant::now();
         let pgrads = (node.backward)(&g, &needs)?;
+        crate::profile::backward_done(name, t0.elapsed());
         drop(g);
         for (p, pg) in node.parents.iter().zip(pgrads) {
             let Some(pg) = pg else { continue };

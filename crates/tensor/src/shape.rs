@@ -156,3 +156,44 @@ pub fn sum_to_shape(g: &[f32], out: &[usize], target: &[usize]) -> Vec<f32> {
     for_each_offset(out, &strides, 0, |i, off| res[off] += g[i]);
     res
 }
+
+/// Strides that let a tensor of `old_shape`/`old_strides` be viewed as `new_shape` without a
+/// copy, if any (PyTorch's `computeStride`): dims are split or merged only where the memory
+/// is contiguous across them.
+pub fn view_strides(old_shape: &[usize], old_strides: &[usize], new_shape: &[usize]) -> Option<Vec<usize>> {
+    if numel(old_shape) != numel(new_shape) {
+        return None;
+    }
+    if old_shape.is_empty() || numel(old_shape) == 0 {
+        return Some(contiguous_strides(new_shape));
+    }
+    let mut new_strides = vec![0usize; new_shape.len()];
+    let mut view_d = new_shape.len() as isize - 1;
+    let mut chunk_base = *old_strides.last().expect("rank > 0");
+    let mut tensor_numel = 1usize;
+    let mut view_numel = 1usize;
+    for td in (0..old_shape.len()).rev() {
+        tensor_numel *= old_shape[td];
+        let boundary = td == 0
+            || (old_shape[td - 1] != 1 && old_strides[td - 1] != tensor_numel * chunk_base);
+        if boundary {
+            while view_d >= 0 && (view_numel < tensor_numel || new_shape[view_d as usize] == 1) {
+                new_strides[view_d as usize] = view_numel * chunk_base;
+                view_numel *= new_shape[view_d as usize];
+                view_d -= 1;
+            }
+            if view_numel != tensor_numel {
+                return None;
+            }
+            if td > 0 {
+                chunk_base = old_strides[td - 1];
+                tensor_numel = 1;
+                view_numel = 1;
+            }
+        }
+    }
+    if view_d != -1 {
+        return None;
+    }
+    Some(new_strides)
+}

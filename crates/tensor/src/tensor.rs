@@ -180,6 +180,7 @@ impl Tensor {
         name: &'static str,
         backward: impl FnOnce(&[f32], &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + 'static,
     ) -> Tensor {
+        crate::profile::forward_done(name);
         let track = autograd::is_grad_enabled() && parents.iter().any(|p| p.requires_grad());
         let node = if track {
             Some(Node {

@@ -189,7 +189,7 @@ pub fn scaled_dot_product_attention(
                         for i in 0..t {
                             let pr = &pb[i * s..(i + 1) * s];
                             let dr = &mut dp[i * s..(i + 1) * s];
-                            let d: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                            let d = crate::math::dot(pr, dr);
                             for (x, &pv) in dr.iter_mut().zip(pr) {
                                 *x = pv * (*x - d) * scale;
                             }

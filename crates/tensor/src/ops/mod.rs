@@ -18,11 +18,18 @@ use rayon::prelude::*;
 /// costs more than the work.
 pub(crate) const PAR_MIN: usize = 1 << 15;
 
+/// Chunk length for splitting `n` elements over the pool: a few chunks per thread (enough to
+/// balance, few enough that task overhead stays negligible).
+pub(crate) fn chunk_len(n: usize) -> usize {
+    (n / (rayon::current_num_threads() * 4)).max(PAR_MIN / 4)
+}
+
 /// `acc += g`, in parallel when large.
 pub(crate) fn add_assign(acc: &mut [f32], g: &[f32]) {
     if acc.len() >= PAR_MIN {
-        acc.par_chunks_mut(PAR_MIN / 4)
-            .zip(g.par_chunks(PAR_MIN / 4))
+        let ch = chunk_len(acc.len());
+        acc.par_chunks_mut(ch)
+            .zip(g.par_chunks(ch))
             .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(x, y)| *x += y));
     } else {
         acc.iter_mut().zip(g).for_each(|(x, y)| *x += y);
@@ -33,8 +40,9 @@ pub(crate) fn add_assign(acc: &mut [f32], g: &[f32]) {
 pub(crate) fn map1(a: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
     let mut out = vec![0f32; a.len()];
     if a.len() >= PAR_MIN {
-        out.par_chunks_mut(PAR_MIN / 4)
-            .zip(a.par_chunks(PAR_MIN / 4))
+        let ch = chunk_len(a.len());
+        out.par_chunks_mut(ch)
+            .zip(a.par_chunks(ch))
             .for_each(|(o, a)| o.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x)));
     } else {
         out.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x));
@@ -46,8 +54,9 @@ pub(crate) fn map1(a: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> 
 pub(crate) fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
     let mut out = vec![0f32; a.len()];
     if a.len() >= PAR_MIN {
-        out.par_chunks_mut(PAR_MIN / 4)
-            .zip(a.par_chunks(PAR_MIN / 4).zip(b.par_chunks(PAR_MIN / 4)))
+        let ch = chunk_len(a.len());
+        out.par_chunks_mut(ch)
+            .zip(a.par_chunks(ch).zip(b.par_chunks(ch)))
             .for_each(|(o, (a, b))| {
                 for i in 0..o.len() {
                     o[i] = f(a[i], b[i]);
@@ -56,30 +65,6 @@ pub(crate) fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Se
     } else {
         for i in 0..out.len() {
             out[i] = f(a[i], b[i]);
-        }
-    }
-    out
-}
-
-/// `out[i] = f(a[i], b[i], c[i])`, in parallel when large.
-pub(crate) fn map3(
-    a: &[f32],
-    b: &[f32],
-    c: &[f32],
-    f: impl Fn(f32, f32, f32) -> f32 + Sync + Send,
-) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
-    let ch = PAR_MIN / 4;
-    if a.len() >= PAR_MIN {
-        out.par_chunks_mut(ch).enumerate().for_each(|(k, o)| {
-            let s = k * ch;
-            for i in 0..o.len() {
-                o[i] = f(a[s + i], b[s + i], c[s + i]);
-            }
-        });
-    } else {
-        for i in 0..out.len() {
-            out[i] = f(a[i], b[i], c[i]);
         }
     }
     out

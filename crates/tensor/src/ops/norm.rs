@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::math;
 use crate::tensor::Tensor;
 
 /// Rows per parallel task.
@@ -52,8 +53,8 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
     check_param("layer_norm", weight, c)?;
     check_param("layer_norm", bias, c)?;
     let xd = x.contig();
-    let w = weight.map(|w| w.contig());
-    let b = bias.map(|b| b.contig());
+    let w: Vec<f32> = weight.map_or_else(|| vec![1.0; c], |w| w.to_vec());
+    let b: Vec<f32> = bias.map_or_else(|| vec![0.0; c], |b| b.to_vec());
     let rows = x.numel() / c;
     let mut y = vec![0f32; x.numel()];
     let mut stats = vec![(0f32, 0f32); rows];
@@ -63,19 +64,12 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
         .for_each(|(k, (yc, sc))| {
             for (r, (yr, st)) in yc.chunks_exact_mut(c).zip(sc.iter_mut()).enumerate() {
                 let xr = &xd[(k * ROWS + r) * c..(k * ROWS + r + 1) * c];
-                let mean = xr.iter().sum::<f32>() / c as f32;
-                let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
+                let mean = math::sum(xr) / c as f32;
+                let var = math::sum_sq_dev(xr, mean) / c as f32;
                 let rstd = 1.0 / (var + eps).sqrt();
                 *st = (mean, rstd);
                 for i in 0..c {
-                    let mut v = (xr[i] - mean) * rstd;
-                    if let Some(w) = &w {
-                        v *= w[i];
-                    }
-                    if let Some(b) = &b {
-                        v += b[i];
-                    }
-                    yr[i] = v;
+                    yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
                 }
             }
         });
@@ -96,27 +90,23 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
             .map(|(k, gxc)| {
                 let mut dw = vec![0f32; c];
                 let mut db = vec![0f32; c];
+                let mut xh = vec![0f32; c];
+                let mut dxh = vec![0f32; c];
                 for (r, gxr) in gxc.chunks_exact_mut(c).enumerate() {
                     let row = k * ROWS + r;
                     let (mean, rstd) = stats[row];
                     let xr = &xd[row * c..(row + 1) * c];
                     let gr = &g[row * c..(row + 1) * c];
-                    let mut s1 = 0f32; // sum dxhat
-                    let mut s2 = 0f32; // sum dxhat * xhat
                     for i in 0..c {
-                        let xh = (xr[i] - mean) * rstd;
-                        let wi = w.as_ref().map_or(1.0, |w| w[i]);
-                        let dxh = gr[i] * wi;
-                        s1 += dxh;
-                        s2 += dxh * xh;
-                        dw[i] += gr[i] * xh;
+                        xh[i] = (xr[i] - mean) * rstd;
+                        dxh[i] = gr[i] * w[i];
+                        dw[i] += gr[i] * xh[i];
                         db[i] += gr[i];
                     }
-                    let (m1, m2) = (s1 / c as f32, s2 / c as f32);
+                    let m1 = math::sum(&dxh) / c as f32;
+                    let m2 = math::dot(&dxh, &xh) / c as f32;
                     for i in 0..c {
-                        let xh = (xr[i] - mean) * rstd;
-                        let wi = w.as_ref().map_or(1.0, |w| w[i]);
-                        gxr[i] = rstd * (gr[i] * wi - m1 - xh * m2);
+                        gxr[i] = rstd * (dxh[i] - m1 - xh[i] * m2);
                     }
                 }
                 (dw, db)
@@ -139,7 +129,7 @@ pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f32) -> Result<Tensor>
     let c = last_dim(x, "rms_norm")?;
     check_param("rms_norm", weight, c)?;
     let xd = x.contig();
-    let w = weight.map(|w| w.contig());
+    let w: Vec<f32> = weight.map_or_else(|| vec![1.0; c], |w| w.to_vec());
     let rows = x.numel() / c;
     let mut y = vec![0f32; x.numel()];
     let mut rr = vec![0f32; rows];
@@ -149,11 +139,11 @@ pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f32) -> Result<Tensor>
         .for_each(|(k, (yc, rc))| {
             for (r, (yr, st)) in yc.chunks_exact_mut(c).zip(rc.iter_mut()).enumerate() {
                 let xr = &xd[(k * ROWS + r) * c..(k * ROWS + r + 1) * c];
-                let ms = xr.iter().map(|v| v * v).sum::<f32>() / c as f32;
+                let ms = math::dot(xr, xr) / c as f32;
                 let rrms = 1.0 / (ms + eps).sqrt();
                 *st = rrms;
                 for i in 0..c {
-                    yr[i] = xr[i] * rrms * w.as_ref().map_or(1.0, |w| w[i]);
+                    yr[i] = xr[i] * rrms * w[i];
                 }
             }
         });
@@ -169,23 +159,21 @@ pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f32) -> Result<Tensor>
             .enumerate()
             .map(|(k, gxc)| {
                 let mut dw = vec![0f32; c];
+                let mut xh = vec![0f32; c];
+                let mut dxh = vec![0f32; c];
                 for (r, gxr) in gxc.chunks_exact_mut(c).enumerate() {
                     let row = k * ROWS + r;
                     let rrms = rr[row];
                     let xr = &xd[row * c..(row + 1) * c];
                     let gr = &g[row * c..(row + 1) * c];
-                    let mut s2 = 0f32;
                     for i in 0..c {
-                        let xh = xr[i] * rrms;
-                        let dxh = gr[i] * w.as_ref().map_or(1.0, |w| w[i]);
-                        s2 += dxh * xh;
-                        dw[i] += gr[i] * xh;
+                        xh[i] = xr[i] * rrms;
+                        dxh[i] = gr[i] * w[i];
+                        dw[i] += gr[i] * xh[i];
                     }
-                    let m2 = s2 / c as f32;
+                    let m2 = math::dot(&dxh, &xh) / c as f32;
                     for i in 0..c {
-                        let xh = xr[i] * rrms;
-                        let dxh = gr[i] * w.as_ref().map_or(1.0, |w| w[i]);
-                        gxr[i] = rrms * (dxh - xh * m2);
+                        gxr[i] = rrms * (dxh[i] - xh[i] * m2);
                     }
                 }
                 dw

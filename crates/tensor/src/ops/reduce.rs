@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use crate::error::{invalid, Result};
+use crate::math;
 use crate::tensor::Tensor;
 
 fn split3(shape: &[usize], d: usize) -> (usize, usize, usize) {
@@ -191,13 +192,13 @@ pub(crate) fn softmax_kernel(x: &[f32], outer: usize, n: usize, inner: usize, lo
         for i in 0..inner {
             let at = |j: usize| (o * n + j) * inner + i;
             let m = (0..n).map(|j| x[at(j)]).fold(f32::NEG_INFINITY, f32::max);
-            let s: f32 = (0..n).map(|j| (x[at(j)] - m).exp()).sum();
+            let s: f32 = (0..n).map(|j| crate::math::exp(x[at(j)] - m)).sum();
             let ls = s.ln();
             for j in 0..n {
                 y[at(j)] = if log {
                     x[at(j)] - m - ls
                 } else {
-                    (x[at(j)] - m).exp() / s
+                    crate::math::exp(x[at(j)] - m) / s
                 };
             }
         }
@@ -207,24 +208,18 @@ pub(crate) fn softmax_kernel(x: &[f32], outer: usize, n: usize, inner: usize, lo
 
 /// Softmax of one contiguous row (max-subtracted; a row of all `-inf` gives zeros).
 pub(crate) fn softmax_row(x: &[f32], y: &mut [f32], log: bool) {
-    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let m = math::max(x);
     if m == f32::NEG_INFINITY {
         y.iter_mut().for_each(|v| *v = if log { f32::NEG_INFINITY } else { 0.0 });
         return;
     }
-    let mut s = 0f32;
-    for (yv, &xv) in y.iter_mut().zip(x) {
-        let e = (xv - m).exp();
-        *yv = e;
-        s += e;
-    }
     if log {
-        let ls = s.ln();
+        let ls = math::sum_exp(x, m).ln();
         for (yv, &xv) in y.iter_mut().zip(x) {
             *yv = xv - m - ls;
         }
     } else {
-        let inv = 1.0 / s;
+        let inv = 1.0 / math::exp_into(x, m, y);
         y.iter_mut().for_each(|v| *v *= inv);
     }
 }
@@ -282,12 +277,11 @@ pub fn cross_entropy(logits: &Tensor, targets: &[i64], opts: CrossEntropyOpts) -
             if t == opts.ignore_index {
                 return (0.0, 0.0);
             }
-            let m = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let s: f32 = r.iter().map(|&z| (z - m).exp()).sum();
-            let lse = m + s.ln();
+            let m = math::max(r);
+            let lse = m + math::sum_exp(r, m).ln();
             let nll = lse - r[t as usize];
             let loss = if eps > 0.0 {
-                let mean_z = r.iter().sum::<f32>() / v as f32;
+                let mean_z = math::sum(r) / v as f32;
                 (1.0 - eps) * nll + eps * (lse - mean_z)
             } else {
                 nll
@@ -311,7 +305,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &[i64], opts: CrossEntropyOpts) -
                 }
                 let off = eps / v as f32;
                 for (gv, &z) in gr.iter_mut().zip(r) {
-                    *gv = ((z - lse).exp() - off) * scale;
+                    *gv = (crate::math::exp(z - lse) - off) * scale;
                 }
                 gr[t as usize] -= (1.0 - eps) * scale;
             });

@@ -1,6 +1,8 @@
 //! Elementwise functions and dropout.
 
-use super::{map1, map3};
+use std::sync::Arc;
+
+use super::{map1, map2};
 use crate::error::{invalid, Result};
 use crate::rng;
 use crate::tensor::Tensor;
@@ -9,74 +11,87 @@ const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const INV_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
+use crate::math::{erf, exp, sigmoid, tanh};
 
 /// Exact GELU: `x * Phi(x)`.
+#[inline(always)]
 pub fn gelu_erf(x: f32) -> f32 {
-    0.5 * x * (1.0 + libm::erff(x * INV_SQRT_2))
+    0.5 * x * (1.0 + erf(x * INV_SQRT_2))
 }
 
+#[inline(always)]
 fn gelu_erf_grad(x: f32) -> f32 {
-    0.5 * (1.0 + libm::erff(x * INV_SQRT_2)) + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
+    0.5 * (1.0 + erf(x * INV_SQRT_2)) + x * INV_SQRT_2PI * exp(-0.5 * x * x)
 }
 
 /// Tanh-approximated GELU (GPT-2's).
+#[inline(always)]
 pub fn gelu_tanh(x: f32) -> f32 {
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
+    0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
 }
 
+#[inline(always)]
 fn gelu_tanh_grad(x: f32) -> f32 {
     let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
-    let t = u.tanh();
+    let t = tanh(u);
     0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x)
 }
 
 impl Tensor {
-    /// Elementwise op whose derivative is a function of the input `x` and output `y`.
-    fn unary(
+    /// Elementwise op whose derivative is a function of the input `x`.
+    fn unary_x(
         &self,
         name: &'static str,
         f: impl Fn(f32) -> f32 + Sync + Send,
-        df: impl Fn(f32, f32) -> f32 + Sync + Send + 'static,
+        df: impl Fn(f32) -> f32 + Sync + Send + 'static,
     ) -> Tensor {
         let x = self.contig();
         let y = map1(&x, f);
-        let ys = if self.requires_grad() {
-            Some(y.clone())
-        } else {
-            None
-        };
         Tensor::from_op(y, self.shape().to_vec(), &[self], name, move |g, _| {
-            let y = ys.unwrap_or_default();
-            Ok(vec![Some(map3(g, &x, &y, |g, x, y| g * df(x, y)))])
+            Ok(vec![Some(map2(g, &x, |g, x| g * df(x)))])
+        })
+    }
+
+    /// Elementwise op whose derivative is a function of the output `y` (kept by sharing the
+    /// output's storage, no copy).
+    fn unary_y(
+        &self,
+        name: &'static str,
+        f: impl Fn(f32) -> f32 + Sync + Send,
+        df: impl Fn(f32) -> f32 + Sync + Send + 'static,
+    ) -> Tensor {
+        let y = Arc::new(map1(&self.contig(), f));
+        let ys = y.clone();
+        let shape = self.shape().to_vec();
+        let strides = crate::shape::contiguous_strides(&shape);
+        Tensor::from_op_strided(y, shape, strides, 0, &[self], name, move |g, _| {
+            Ok(vec![Some(map2(g, &ys, |g, y| g * df(y)))])
         })
     }
 
     /// `e^x`.
     pub fn exp(&self) -> Tensor {
-        self.unary("exp", f32::exp, |_, y| y)
+        self.unary_y("exp", exp, |y| y)
     }
     /// Natural logarithm.
     pub fn log(&self) -> Tensor {
-        self.unary("log", f32::ln, |x, _| 1.0 / x)
+        self.unary_x("log", f32::ln, |x| 1.0 / x)
     }
     /// Square root.
     pub fn sqrt(&self) -> Tensor {
-        self.unary("sqrt", f32::sqrt, |_, y| 0.5 / y)
+        self.unary_y("sqrt", f32::sqrt, |y| 0.5 / y)
     }
     /// `1 / sqrt(x)`.
     pub fn rsqrt(&self) -> Tensor {
-        self.unary("rsqrt", |x| 1.0 / x.sqrt(), |x, y| -0.5 * y / x)
+        self.unary_x("rsqrt", |x| 1.0 / x.sqrt(), |x| -0.5 / (x * x.sqrt()))
     }
     /// `x^2`.
     pub fn sqr(&self) -> Tensor {
-        self.unary("sqr", |x| x * x, |x, _| 2.0 * x)
+        self.unary_x("sqr", |x| x * x, |x| 2.0 * x)
     }
     /// Absolute value (gradient 0 at 0).
     pub fn abs(&self) -> Tensor {
-        self.unary("abs", f32::abs, |x, _| {
+        self.unary_x("abs", f32::abs, |x| {
             if x > 0.0 {
                 1.0
             } else if x < 0.0 {
@@ -88,18 +103,18 @@ impl Tensor {
     }
     /// Hyperbolic tangent.
     pub fn tanh(&self) -> Tensor {
-        self.unary("tanh", f32::tanh, |_, y| 1.0 - y * y)
+        self.unary_y("tanh", tanh, |y| 1.0 - y * y)
     }
     /// Logistic sigmoid.
     pub fn sigmoid(&self) -> Tensor {
-        self.unary("sigmoid", sigmoid, |_, y| y * (1.0 - y))
+        self.unary_y("sigmoid", sigmoid, |y| y * (1.0 - y))
     }
     /// `x * sigmoid(x)` (SwiGLU's gate).
     pub fn silu(&self) -> Tensor {
-        self.unary(
+        self.unary_x(
             "silu",
             |x| x * sigmoid(x),
-            |x, _| {
+            |x| {
                 let s = sigmoid(x);
                 s * (1.0 + x * (1.0 - s))
             },
@@ -107,15 +122,15 @@ impl Tensor {
     }
     /// Exact GELU, `x * Phi(x)` with the error function (PyTorch's default).
     pub fn gelu(&self) -> Tensor {
-        self.unary("gelu", gelu_erf, |x, _| gelu_erf_grad(x))
+        self.unary_x("gelu", gelu_erf, gelu_erf_grad)
     }
     /// GELU with the tanh approximation (PyTorch's `approximate="tanh"`).
     pub fn gelu_tanh(&self) -> Tensor {
-        self.unary("gelu_tanh", gelu_tanh, |x, _| gelu_tanh_grad(x))
+        self.unary_x("gelu_tanh", gelu_tanh, gelu_tanh_grad)
     }
     /// `max(x, 0)` (gradient 0 at 0, as PyTorch).
     pub fn relu(&self) -> Tensor {
-        self.unary("relu", |x| x.max(0.0), |x, _| if x > 0.0 { 1.0 } else { 0.0 })
+        self.unary_x("relu", |x| x.max(0.0), |x| if x > 0.0 { 1.0 } else { 0.0 })
     }
 
     /// Inverted dropout: zeroes each element with probability `p` and scales the rest by

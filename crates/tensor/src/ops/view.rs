@@ -4,7 +4,7 @@
 //! back to the input's shape.
 
 use crate::error::{invalid, Error, Result};
-use crate::shape::{contiguous_strides, numel, strided_copy, sum_to_shape};
+use crate::shape::{contiguous_strides, numel, strided_copy, sum_to_shape, view_strides};
 use crate::tensor::Tensor;
 
 /// Copies a contiguous gradient of shape `shape` into position `start..start+len` of dim `dim`
@@ -33,19 +33,20 @@ impl Tensor {
             });
         }
         let back = move |g: &[f32], _: &[bool]| Ok(vec![Some(g.to_vec())]);
-        if self.is_contiguous() {
-            Ok(Tensor::from_op_strided(
+        match view_strides(self.shape(), self.strides(), shape) {
+            Some(strides) => Ok(Tensor::from_op_strided(
                 self.storage(),
                 shape.to_vec(),
-                contiguous_strides(shape),
+                strides,
                 self.offset(),
                 &[self],
                 "reshape",
                 back,
-            ))
-        } else {
-            let data = self.contig().to_vec();
-            Ok(Tensor::from_op(data, shape.to_vec(), &[self], "reshape", back))
+            )),
+            None => {
+                let data = self.contig().to_vec();
+                Ok(Tensor::from_op(data, shape.to_vec(), &[self], "reshape", back))
+            }
         }
     }
 

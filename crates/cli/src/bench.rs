@@ -1,0 +1,267 @@
+//! `ferrolab bench`: the training-step benchmark of the GPT decoder.
+//!
+//! `ferrolab bench train-step --layers N` times forward + cross-entropy + backward + AdamW on a
+//! fixed random batch (3 warm-up steps, median of 20) and prints one line with
+//! `step_ms_median=` and `peak_rss_mib=`. With `--peer`, our binary and the PyTorch script
+//! (`bench/gpt_step_torch.py`) run alternately in fresh processes, and a table with the
+//! medians and ratios follows.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use ferrolab_models::{Gpt, GptConfig};
+use ferrolab_nn::{AdamW, AdamWConfig, Optimizer, Vars};
+use ferrolab_tensor::rng::{self, Rng};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchWhat,
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// One training step of the GPT benchmark model (vocab 4096, d_model 256, 4 heads,
+    /// seq 128, batch 8, AdamW).
+    TrainStep(TrainStepArgs),
+}
+
+#[derive(Args, Clone)]
+struct TrainStepArgs {
+    /// Number of transformer blocks.
+    #[arg(long, default_value_t = 4)]
+    layers: usize,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Kernel threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Recompute blocks in ~sqrt(layers) segments (activation checkpointing).
+    #[arg(long)]
+    recompute: bool,
+    /// Also run the PyTorch peer, alternating with ours, and print the ratio.
+    #[arg(long)]
+    peer: bool,
+    /// Rounds of (ours, peer) with --peer.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Python interpreter with torch, for --peer.
+    #[arg(long, env = "FERROLAB_PYTHON", default_value = "python3")]
+    python: String,
+    /// The peer script.
+    #[arg(long, default_value = "bench/gpt_step_torch.py")]
+    peer_script: PathBuf,
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    match a.what {
+        BenchWhat::TrainStep(t) => {
+            if t.peer {
+                side_by_side(&t)
+            } else {
+                train_step(&t)
+            }
+        }
+    }
+}
+
+/// Peak resident set size of this process in MiB (Linux `VmHWM`).
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+fn train_step(a: &TrainStepArgs) -> Result<()> {
+    if a.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    ferrolab_tensor::set_num_threads(a.threads)?;
+    rng::manual_seed(0);
+    let vars = Vars::new();
+    let mut cfg = GptConfig::bench(a.layers);
+    cfg.max_seq = a.seq;
+    cfg.recompute = a.recompute;
+    let model = Gpt::new(&vars, cfg.clone())?;
+    let mut opt = AdamW::new(
+        vars.all(),
+        AdamWConfig {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.01,
+            decoupled: true,
+        },
+    );
+    let mut r = Rng::new(1234);
+    let n = a.batch * a.seq;
+    let x: Vec<u32> = (0..n).map(|_| r.below(cfg.vocab) as u32).collect();
+    let y: Vec<i64> = (0..n).map(|_| r.below(cfg.vocab) as i64).collect();
+    let mut losses = Vec::new();
+    let mut times = Vec::new();
+    for i in 0..a.warmup + a.steps {
+        let t0 = Instant::now();
+        ferrolab_tensor::profile::mark();
+        let loss = model.loss(&x, &y, a.batch, a.seq)?;
+        let l = loss.item()?;
+        opt.zero_grad();
+        loss.backward()?;
+        drop(loss);
+        let t1 = Instant::now();
+        opt.step()?;
+        ferrolab_tensor::profile::record("optimizer.step", t1.elapsed());
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        losses.push(l);
+        if i >= a.warmup {
+            times.push(ms);
+        }
+    }
+    if let Some(p) = ferrolab_tensor::profile::report() {
+        eprintln!("{p}");
+    }
+    let (mn, mx) = times.iter().fold((f64::MAX, 0f64), |(a, b), &t| (a.min(t), b.max(t)));
+    let med = median(&mut times);
+    println!(
+        "ferrolab threads={} layers={} batch={} seq={} recompute={} params={}",
+        a.threads,
+        a.layers,
+        a.batch,
+        a.seq,
+        a.recompute,
+        vars.num_params()
+    );
+    println!(
+        "losses: {}",
+        losses.iter().map(|l| format!("{l:.4}")).collect::<Vec<_>>().join(" ")
+    );
+    println!(
+        "init_loss={:.4} (ln V={:.4}) final_loss={:.4}",
+        losses[0],
+        (cfg.vocab as f64).ln(),
+        losses[losses.len() - 1]
+    );
+    println!(
+        "step_ms_median={med:.1} min={mn:.1} max={mx:.1} peak_rss_mib={:.1}",
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+fn field(out: &str, key: &str) -> Option<f64> {
+    out.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.parse().ok())
+}
+
+fn side_by_side(a: &TrainStepArgs) -> Result<()> {
+    let torch_ok = Command::new(&a.python)
+        .args(["-c", "import torch"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    let me = std::env::current_exe().context("locating the ferrolab binary")?;
+    let mut ours_args = vec![
+        "bench".to_string(),
+        "train-step".into(),
+        "--layers".into(),
+        a.layers.to_string(),
+        "--batch".into(),
+        a.batch.to_string(),
+        "--seq".into(),
+        a.seq.to_string(),
+        "--threads".into(),
+        a.threads.to_string(),
+        "--warmup".into(),
+        a.warmup.to_string(),
+        "--steps".into(),
+        a.steps.to_string(),
+    ];
+    if a.recompute {
+        ours_args.push("--recompute".into());
+    }
+    if !torch_ok {
+        eprintln!(
+            "peer: `{} -c \"import torch\"` failed; running ferrolab only (set --python or FERROLAB_PYTHON)",
+            a.python
+        );
+    }
+    if torch_ok && (a.batch != 8 || a.seq != 128) {
+        bail!("the PyTorch peer script runs batch 8 and seq 128 only");
+    }
+    let mut ours = Vec::new();
+    let mut peer = Vec::new();
+    for round in 0..a.rounds.max(1) {
+        let o = Command::new(&me).args(&ours_args).output().context("running ferrolab")?;
+        let so = String::from_utf8_lossy(&o.stdout).to_string();
+        if !o.status.success() {
+            bail!("ferrolab run failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        print!("[round {round}] {so}");
+        ours.push((
+            field(&so, "step_ms_median=").context("no step_ms_median in our output")?,
+            field(&so, "peak_rss_mib=").unwrap_or(f64::NAN),
+            so.clone(),
+        ));
+        if torch_ok {
+            let p = Command::new(&a.python)
+                .arg(&a.peer_script)
+                .arg(a.layers.to_string())
+                .output()
+                .with_context(|| format!("running {}", a.peer_script.display()))?;
+            let sp = String::from_utf8_lossy(&p.stdout).to_string();
+            if !p.status.success() {
+                bail!("peer failed: {}", String::from_utf8_lossy(&p.stderr));
+            }
+            print!("[round {round}] {sp}");
+            peer.push((
+                field(&sp, "median=").context("no step_ms median in the peer's output")?,
+                field(&sp, "peak_rss_MiB=").unwrap_or(f64::NAN),
+            ));
+        }
+    }
+    let mut om: Vec<f64> = ours.iter().map(|o| o.0).collect();
+    let orss = ours.iter().map(|o| o.1).fold(0f64, f64::max);
+    let om = median(&mut om);
+    println!();
+    println!("| engine | layers | step ms (median of rounds) | peak RSS MiB |");
+    println!("|---|---|---|---|");
+    println!("| ferrolab | {} | {om:.1} | {orss:.1} |", a.layers);
+    if !peer.is_empty() {
+        let mut pm: Vec<f64> = peer.iter().map(|p| p.0).collect();
+        let prss = peer.iter().map(|p| p.1).fold(0f64, f64::max);
+        let pm = median(&mut pm);
+        println!("| PyTorch | {} | {pm:.1} | {prss:.1} |", a.layers);
+        println!();
+        println!(
+            "step_ms_median={om:.1} peak_rss_mib={orss:.1} peer_step_ms_median={pm:.1} peer_peak_rss_mib={prss:.1} time_ratio={:.3} memory_ratio={:.3}",
+            om / pm,
+            orss / prss
+        );
+    } else {
+        println!("step_ms_median={om:.1} peak_rss_mib={orss:.1}");
+    }
+    Ok(())
+}
