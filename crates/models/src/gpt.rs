@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use ferrolab_nn::{Embedding, Init, LayerNorm, Linear, Vars};
 use ferrolab_tensor::{
-    cross_entropy, recompute, scaled_dot_product_attention, segments, AttnMask, CrossEntropyOpts,
+    cross_entropy, packed_qkv_attention, recompute, segments, AttnMask, CrossEntropyOpts,
     Error, Result, Tensor,
 };
 
@@ -96,14 +96,9 @@ impl Block {
     /// # Shapes
     /// `(B, T, C)` -> `(B, T, C)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let [b, t, c] = x.dims::<3>("Block::forward")?;
-        let (h, d) = (self.heads, c / self.heads);
         let qkv = self.qkv.forward(&self.ln1.forward(x)?)?; // (B, T, 3C)
-        // (B, T, C) slices -> (B, T, H, D) -> (B, H, T, D): all views, no copies
-        let head = |i: usize| qkv.narrow(2, i * c, c)?.reshape(&[b, t, h, d])?.transpose(1, 2);
-        let (q, k, v) = (head(0)?, head(1)?, head(2)?);
-        let y = scaled_dot_product_attention(&q, &k, &v, AttnMask::Causal, None)?; // (B, H, T, D)
-        let y = y.transpose(1, 2)?.reshape(&[b, t, c])?; // (B, T, C), a view
+        // q, k, v as (B, H, T, D) heads of the fused projection, causal softmax(q k^T / sqrt(D)) v
+        let y = packed_qkv_attention(&qkv, self.heads, AttnMask::Causal, None)?; // (B, T, C)
         let x = x.add(&self.proj.forward(&y)?)?;
         let m = self.fc2.forward(&self.fc1.forward(&self.ln2.forward(&x)?)?.gelu())?;
         x.add(&m)

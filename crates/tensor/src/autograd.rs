@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorId};
 
 /// The backward closure of one op: `(grad_out, needs_grad_per_parent) -> grads per parent`.
+/// It owns the output gradient, so identity-like ops (reshape) pass it on without a copy.
 pub(crate) type BackwardFn =
-    Box<dyn FnOnce(&[f32], &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + 'static>;
+    Box<dyn FnOnce(Vec<f32>, &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + 'static>;
 
 pub(crate) struct Node {
     pub(crate) parents: Vec<Tensor>,
@@ -139,9 +140,8 @@ pub fn backward_with_grad(root: &Tensor, grad: Vec<f32>) -> Result<()> {
         let needs: Vec<bool> = node.parents.iter().map(|p| p.requires_grad()).collect();
         let name = node.name;
         let t0 = std::time::Instant::now();
-        let pgrads = (node.backward)(&g, &needs)?;
+        let pgrads = (node.backward)(g, &needs)?;
         crate::profile::backward_done(name, t0.elapsed());
-        drop(g);
         for (p, pg) in node.parents.iter().zip(pgrads) {
             let Some(pg) = pg else { continue };
             if !p.requires_grad() {

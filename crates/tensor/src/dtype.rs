@@ -219,8 +219,8 @@ impl Tensor {
     /// straight through (identity), as in quantisation-aware and FP8-emulated training.
     pub fn quantize_roundtrip(&self, dtype: DType) -> Tensor {
         let y = super::ops::map1(&self.contig(), move |v| round_to(v, dtype));
-        Tensor::from_op(y, self.shape().to_vec(), &[self], "quantize_roundtrip", |g, _| {
-            Ok(vec![Some(g.to_vec())])
+        Tensor::from_op(y, self.shape().to_vec(), &[self], "quantize_roundtrip", |g: Vec<f32>, _| {
+            Ok(vec![Some(g)])
         })
     }
 }

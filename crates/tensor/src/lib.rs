@@ -30,7 +30,7 @@ pub mod tensor;
 pub use autograd::{backward_with_grad, enable_grad_guard, is_grad_enabled, no_grad, no_grad_guard};
 pub use dtype::DType;
 pub use error::{Error, Result};
-pub use ops::attention::{scaled_dot_product_attention, AttnMask};
+pub use ops::attention::{packed_qkv_attention, scaled_dot_product_attention, AttnMask};
 pub use ops::conv::{avg_pool2d, conv2d, max_pool2d, Conv2dOpts};
 pub use ops::index::{embedding, one_hot, where_cond};
 pub use ops::matmul::linear;

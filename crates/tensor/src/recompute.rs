@@ -35,7 +35,7 @@ pub fn recompute(inputs: &[&Tensor], f: SegmentFn) -> Result<Tensor> {
     let y_shape = y.shape().to_vec();
     let data = y.contig().to_vec();
     drop(y);
-    Ok(Tensor::from_op_forced(data, y_shape, inputs, "recompute", move |g, _| {
+    Ok(Tensor::from_op_forced(data, y_shape, inputs, "recompute", move |g: Vec<f32>, _| {
         let after = rng::get_state();
         rng::set_state(state);
         let xs: Vec<Tensor> = saved
@@ -56,7 +56,7 @@ pub fn recompute(inputs: &[&Tensor], f: SegmentFn) -> Result<Tensor> {
             )));
         }
         if y.requires_grad() {
-            autograd::backward_with_grad(&y, g.to_vec())?;
+            autograd::backward_with_grad(&y, g)?;
         }
         Ok(xs
             .iter()

@@ -109,7 +109,7 @@ pub fn for_each_offset(shape: &[usize], strides: &[usize], base: usize, mut f: i
 /// Copies a strided view into a new row-major vector.
 pub fn strided_copy(src: &[f32], offset: usize, shape: &[usize], strides: &[usize]) -> Vec<f32> {
     let n = numel(shape);
-    let mut out = vec![0f32; n];
+    let mut out = crate::ops::alloc_out(n); // every element is written below
     let r = shape.len();
     if r == 0 {
         if n == 1 {

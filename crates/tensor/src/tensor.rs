@@ -145,7 +145,7 @@ impl Tensor {
         shape: Vec<usize>,
         parents: &[&Tensor],
         name: &'static str,
-        backward: impl FnOnce(&[f32], &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + 'static,
+        backward: impl FnOnce(Vec<f32>, &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + 'static,
     ) -> Tensor {
         let strides = contiguous_strides(&shape);
         Self::from_op_strided(Arc::new(data), shape, strides, 0, parents, name, backward)
@@ -158,7 +158,7 @@ impl Tensor {
         shape: Vec<usize>,
         parents: &[&Tensor],
         name: &'static str,
-        backward: impl FnOnce(&[f32], &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + 'static,
+        backward: impl FnOnce(Vec<f32>, &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + 'static,
     ) -> Tensor {
         let strides = contiguous_strides(&shape);
         let node = autograd::is_grad_enabled().then(|| Node {
@@ -178,7 +178,7 @@ impl Tensor {
         offset: usize,
         parents: &[&Tensor],
         name: &'static str,
-        backward: impl FnOnce(&[f32], &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + 'static,
+        backward: impl FnOnce(Vec<f32>, &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + 'static,
     ) -> Tensor {
         crate::profile::forward_done(name);
         let track = autograd::is_grad_enabled() && parents.iter().any(|p| p.requires_grad());

@@ -54,7 +54,7 @@ pub(crate) fn bcast2(
 /// `f(full[r][i], row[i])` for every row `r` of `full` (`row` broadcast over leading dims).
 fn rows_kernel(full: &[f32], row: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
     let (n, m) = (full.len(), row.len());
-    let mut o = vec![0f32; n];
+    let mut o = super::alloc_out(n);
     let rows = |(oc, ac): (&mut [f32], &[f32])| {
         for (orow, arow) in oc.chunks_exact_mut(m).zip(ac.chunks_exact(m)) {
             for i in 0..m {
@@ -94,7 +94,8 @@ fn binary(a: &Tensor, b: &Tensor, kind: Bin, op: &'static str) -> Result<Tensor>
         Bin::Min => bcast2(&ad, &ash, &bd, &bsh, &out, f32::min),
     };
     let out2 = out.clone();
-    Ok(Tensor::from_op(data, out, &[a, b], op, move |g, needs| {
+    Ok(Tensor::from_op(data, out, &[a, b], op, move |g: Vec<f32>, needs| {
+        let g = &g[..];
         let out = out2;
         let ga = if needs[0] {
             let full = match kind {
@@ -200,7 +201,8 @@ impl Tensor {
     /// `self * mul + add`, elementwise with scalars.
     pub fn affine(&self, mul: f32, add: f32) -> Tensor {
         let data = map1(&self.contig(), |x| x * mul + add);
-        Tensor::from_op(data, self.shape().to_vec(), &[self], "affine", move |g, _| {
+        Tensor::from_op(data, self.shape().to_vec(), &[self], "affine", move |g: Vec<f32>, _| {
+        let g = &g[..];
             Ok(vec![Some(map1(g, |g| g * mul))])
         })
     }
@@ -220,7 +222,8 @@ impl Tensor {
     pub fn powf(&self, p: f32) -> Tensor {
         let x = self.contig();
         let data = map1(&x, |v| v.powf(p));
-        Tensor::from_op(data, self.shape().to_vec(), &[self], "powf", move |g, _| {
+        Tensor::from_op(data, self.shape().to_vec(), &[self], "powf", move |g: Vec<f32>, _| {
+        let g = &g[..];
             Ok(vec![Some(map2(g, &x, |g, v| g * p * v.powf(p - 1.0)))])
         })
     }

@@ -31,14 +31,15 @@ pub fn embedding(weight: &Tensor, ids: &[u32], ids_shape: &[usize]) -> Result<Te
         );
     }
     let w = weight.contig();
-    let mut out = vec![0f32; ids.len() * d];
+    let mut out = super::alloc_out(ids.len() * d);
     out.par_chunks_mut(d.max(1)).zip(ids.par_iter()).for_each(|(o, &id)| {
         o.copy_from_slice(&w[id as usize * d..(id as usize + 1) * d]);
     });
     let mut shape = ids_shape.to_vec();
     shape.push(d);
     let ids = ids.to_vec();
-    Ok(Tensor::from_op(out, shape, &[weight], "embedding", move |g, _| {
+    Ok(Tensor::from_op(out, shape, &[weight], "embedding", move |g: Vec<f32>, _| {
+        let g = &g[..];
         let mut gw = vec![0f32; v * d];
         for (r, &id) in ids.iter().enumerate() {
             let dst = &mut gw[id as usize * d..(id as usize + 1) * d];
@@ -73,7 +74,8 @@ impl Tensor {
         let mut shape = self.shape().to_vec();
         shape[d] = k;
         let indices = indices.to_vec();
-        Ok(Tensor::from_op(out, shape, &[self], "index_select", move |g, _| {
+        Ok(Tensor::from_op(out, shape, &[self], "index_select", move |g: Vec<f32>, _| {
+        let g = &g[..];
             let mut gx = vec![0f32; outer * n * inner];
             for o in 0..outer {
                 for (j, &ix) in indices.iter().enumerate() {
@@ -114,7 +116,8 @@ impl Tensor {
             }
         }
         let index = index.to_vec();
-        Ok(Tensor::from_op(out, index_shape.to_vec(), &[self], "gather", move |g, _| {
+        Ok(Tensor::from_op(out, index_shape.to_vec(), &[self], "gather", move |g: Vec<f32>, _| {
+        let g = &g[..];
             let mut gx = vec![0f32; outer * n * inner];
             for o in 0..outer {
                 for j in 0..k {
@@ -156,7 +159,8 @@ impl Tensor {
             }
         }
         let index = index.to_vec();
-        Ok(Tensor::from_op(out, self.shape().to_vec(), &[self, src], "scatter_add", move |g, needs| {
+        Ok(Tensor::from_op(out, self.shape().to_vec(), &[self, src], "scatter_add", move |g: Vec<f32>, needs| {
+        
             let gs = needs[1].then(|| {
                 let mut v = vec![0f32; index.len()];
                 for o in 0..outer {
@@ -169,7 +173,7 @@ impl Tensor {
                 }
                 v
             });
-            Ok(vec![needs[0].then(|| g.to_vec()), gs])
+            Ok(vec![needs[0].then_some(g), gs])
         }))
     }
 
@@ -216,7 +220,8 @@ impl Tensor {
         let mut shape = self.shape().to_vec();
         *shape.last_mut().expect("rank >= 1") = k;
         let saved = idx.clone();
-        let t = Tensor::from_op(vals, shape, &[self], "topk", move |g, _| {
+        let t = Tensor::from_op(vals, shape, &[self], "topk", move |g: Vec<f32>, _| {
+        let g = &g[..];
             let mut gx = vec![0f32; rows * n];
             for r in 0..rows {
                 for j in 0..k {
@@ -238,7 +243,8 @@ pub fn where_cond(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let bv = b.detach().expand(&s)?.contig();
     let out: Vec<f32> = (0..c.len()).map(|i| if c[i] != 0.0 { av[i] } else { bv[i] }).collect();
     let (ash, bsh, os) = (a.shape().to_vec(), b.shape().to_vec(), s.clone());
-    Ok(Tensor::from_op(out, s, &[a, b], "where", move |g, needs| {
+    Ok(Tensor::from_op(out, s, &[a, b], "where", move |g: Vec<f32>, needs| {
+        let g = &g[..];
         let ga = needs[0].then(|| {
             let v: Vec<f32> = g.iter().zip(c.iter()).map(|(g, &c)| if c != 0.0 { *g } else { 0.0 }).collect();
             sum_to_shape(&v, &os, &ash)

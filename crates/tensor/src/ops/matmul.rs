@@ -106,7 +106,7 @@ pub(crate) unsafe fn gemm_into(
 
 /// Safe product of two strided matrices into a new row-major `m x n` vector.
 pub(crate) fn gemm_new(m: usize, n: usize, k: usize, lhs: MatRef, rhs: MatRef) -> Vec<f32> {
-    let mut out = vec![0f32; m * n];
+    let mut out = super::alloc_out(m * n); // gemm_into writes every element (read_dst false)
     // SAFETY: out has m*n elements; lhs/rhs come from live buffers of the right sizes.
     unsafe { gemm_into(m, n, k, out.as_mut_ptr(), n, false, lhs, rhs, par(true)) };
     out
@@ -160,7 +160,7 @@ fn bmm(a: &Operand, b: &Operand, batch: &[usize], ta: bool, tb: bool) -> Vec<f32
     let (m, k) = if ta { (a.cols(), a.rows()) } else { (a.rows(), a.cols()) };
     let n = if tb { b.rows() } else { b.cols() };
     let nb = numel(batch);
-    let mut out = vec![0f32; nb * m * n];
+    let mut out = super::alloc_out(nb * m * n); // every product writes its block
     let get = |o: &Operand, bi: usize, t: bool| {
         let mr = o.mat(batch, bi);
         if t {
@@ -221,9 +221,10 @@ impl Tensor {
         let mut shape = batch.clone();
         shape.extend([m, n]);
         let (a_shape, b_shape) = (self.shape().to_vec(), rhs.shape().to_vec());
-        Ok(Tensor::from_op(data, shape.clone(), &[self, rhs], "matmul", move |g, needs| {
+        Ok(Tensor::from_op(data, shape.clone(), &[self, rhs], "matmul", move |g: Vec<f32>, needs| {
+        
             let go = Operand {
-                buf: Arc::new(g.to_vec()),
+                buf: Arc::new(g),
                 off: 0,
                 strides: contiguous_strides(&shape),
                 shape: shape.clone(),
@@ -274,7 +275,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let xc = x.contig();
     let wo = Operand::of(w);
     let wm = MatRef::new(&wo.buf, wo.off, wo.strides[0], wo.strides[1]);
-    let mut y = vec![0f32; rows * o];
+    let mut y = super::alloc_out(rows * o); // bias rows or the product fill it
     let accumulate = if let Some(b) = b {
         let bc = b.contig();
         y.par_chunks_mut(o * 64).for_each(|c| {
@@ -297,7 +298,8 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         parents.push(b);
     }
     let has_b = b.is_some();
-    Ok(Tensor::from_op(y, shape, &parents, "linear", move |g, needs| {
+    Ok(Tensor::from_op(y, shape, &parents, "linear", move |g: Vec<f32>, needs| {
+        let g = &g[..];
         let wm = MatRef::new(&wo.buf, wo.off, wo.strides[0], wo.strides[1]);
         let gm = MatRef::new(g, 0, o, 1);
         // dx = g (rows x o) @ w (o x i)

@@ -56,7 +56,7 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
     let w: Vec<f32> = weight.map_or_else(|| vec![1.0; c], |w| w.to_vec());
     let b: Vec<f32> = bias.map_or_else(|| vec![0.0; c], |b| b.to_vec());
     let rows = x.numel() / c;
-    let mut y = vec![0f32; x.numel()];
+    let mut y = super::alloc_out(x.numel());
     let mut stats = vec![(0f32, 0f32); rows];
     y.par_chunks_mut(c * ROWS)
         .zip(stats.par_chunks_mut(ROWS))
@@ -82,8 +82,9 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
     }
     let has_w = weight.is_some();
     let has_b = bias.is_some();
-    Ok(Tensor::from_op(y, x.shape().to_vec(), &parents, "layer_norm", move |g, needs| {
-        let mut gx = vec![0f32; g.len()];
+    Ok(Tensor::from_op(y, x.shape().to_vec(), &parents, "layer_norm", move |g: Vec<f32>, needs| {
+        let g = &g[..];
+        let mut gx = super::alloc_out(g.len());
         let partial: Vec<(Vec<f32>, Vec<f32>)> = gx
             .par_chunks_mut(c * ROWS)
             .enumerate()
@@ -131,7 +132,7 @@ pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f32) -> Result<Tensor>
     let xd = x.contig();
     let w: Vec<f32> = weight.map_or_else(|| vec![1.0; c], |w| w.to_vec());
     let rows = x.numel() / c;
-    let mut y = vec![0f32; x.numel()];
+    let mut y = super::alloc_out(x.numel());
     let mut rr = vec![0f32; rows];
     y.par_chunks_mut(c * ROWS)
         .zip(rr.par_chunks_mut(ROWS))
@@ -152,8 +153,9 @@ pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f32) -> Result<Tensor>
         parents.push(w);
     }
     let has_w = weight.is_some();
-    Ok(Tensor::from_op(y, x.shape().to_vec(), &parents, "rms_norm", move |g, needs| {
-        let mut gx = vec![0f32; g.len()];
+    Ok(Tensor::from_op(y, x.shape().to_vec(), &parents, "rms_norm", move |g: Vec<f32>, needs| {
+        let g = &g[..];
+        let mut gx = super::alloc_out(g.len());
         let dws: Vec<Vec<f32>> = gx
             .par_chunks_mut(c * ROWS)
             .enumerate()

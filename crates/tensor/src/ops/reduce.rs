@@ -57,7 +57,8 @@ impl Tensor {
             }
         }
         let shape = reduced_shape(self.shape(), d, keepdim);
-        Tensor::from_op(out, shape, &[self], name, move |g, _| {
+        Tensor::from_op(out, shape, &[self], name, move |g: Vec<f32>, _| {
+        let g = &g[..];
             Ok(vec![Some(spread(g, outer, n, inner, scale))])
         })
     }
@@ -84,7 +85,8 @@ impl Tensor {
         let s: f64 = x.par_chunks(1 << 14).map(|c| c.iter().map(|&v| v as f64).sum::<f64>()).sum();
         let shape = self.shape().to_vec();
         let n = self.numel();
-        Tensor::from_op(vec![s as f32], vec![], &[self], "sum_all", move |g, _| {
+        Tensor::from_op(vec![s as f32], vec![], &[self], "sum_all", move |g: Vec<f32>, _| {
+        let g = &g[..];
             let _ = shape;
             Ok(vec![Some(vec![g[0]; n])])
         })
@@ -122,7 +124,8 @@ impl Tensor {
             }
         }
         let shape = reduced_shape(self.shape(), d, keepdim);
-        Ok(Tensor::from_op(out, shape, &[self], "max_dim", move |g, _| {
+        Ok(Tensor::from_op(out, shape, &[self], "max_dim", move |g: Vec<f32>, _| {
+        let g = &g[..];
             let mut gx = vec![0f32; outer * n * inner];
             for o in 0..outer {
                 for i in 0..inner {
@@ -140,7 +143,8 @@ impl Tensor {
         let (outer, n, inner) = split3(self.shape(), d);
         let y = softmax_kernel(&self.contig(), outer, n, inner, false);
         let ys = y.clone();
-        Ok(Tensor::from_op(y, self.shape().to_vec(), &[self], "softmax", move |g, _| {
+        Ok(Tensor::from_op(y, self.shape().to_vec(), &[self], "softmax", move |g: Vec<f32>, _| {
+        let g = &g[..];
             // dx = y * (g - sum_j g_j y_j)
             let mut gx = vec![0f32; g.len()];
             for o in 0..outer {
@@ -162,7 +166,8 @@ impl Tensor {
         let (outer, n, inner) = split3(self.shape(), d);
         let y = softmax_kernel(&self.contig(), outer, n, inner, true);
         let ys = y.clone();
-        Ok(Tensor::from_op(y, self.shape().to_vec(), &[self], "log_softmax", move |g, _| {
+        Ok(Tensor::from_op(y, self.shape().to_vec(), &[self], "log_softmax", move |g: Vec<f32>, _| {
+        let g = &g[..];
             // dx = g - softmax * sum_j g_j
             let mut gx = vec![0f32; g.len()];
             for o in 0..outer {
@@ -181,7 +186,7 @@ impl Tensor {
 
 /// Row softmax (or log-softmax) of `(outer, n, inner)` data over the middle dim.
 pub(crate) fn softmax_kernel(x: &[f32], outer: usize, n: usize, inner: usize, log: bool) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
+    let mut y = super::alloc_out(x.len());
     if inner == 1 {
         y.par_chunks_mut(n.max(1))
             .zip(x.par_chunks(n.max(1)))
@@ -293,7 +298,8 @@ pub fn cross_entropy(logits: &Tensor, targets: &[i64], opts: CrossEntropyOpts) -
     let loss = if valid == 0 { f32::NAN } else { (total / valid as f64) as f32 };
     let targets = targets.to_vec();
     let ignore = opts.ignore_index;
-    Ok(Tensor::from_op(vec![loss], vec![], &[logits], "cross_entropy", move |g, _| {
+    Ok(Tensor::from_op(vec![loss], vec![], &[logits], "cross_entropy", move |g: Vec<f32>, _| {
+        let g = &g[..];
         let scale = g[0] / valid.max(1) as f32;
         let mut gx = vec![0f32; n * v];
         gx.par_chunks_mut(v)

@@ -85,7 +85,8 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: RopeLayout) -> Resul
     }
     let (c, s) = (cos.contig(), sin.contig());
     let y = rotate(&x.contig(), &c, &s, t, d, layout, false);
-    Ok(Tensor::from_op(y, x.shape().to_vec(), &[x], "rope", move |g, _| {
+    Ok(Tensor::from_op(y, x.shape().to_vec(), &[x], "rope", move |g: Vec<f32>, _| {
+        let g = &g[..];
         // The rotation is orthogonal: the backward rotates by the opposite angle.
         Ok(vec![Some(rotate(g, &c, &s, t, d, layout, true))])
     }))

@@ -47,7 +47,8 @@ impl Tensor {
     ) -> Tensor {
         let x = self.contig();
         let y = map1(&x, f);
-        Tensor::from_op(y, self.shape().to_vec(), &[self], name, move |g, _| {
+        Tensor::from_op(y, self.shape().to_vec(), &[self], name, move |g: Vec<f32>, _| {
+        let g = &g[..];
             Ok(vec![Some(map2(g, &x, |g, x| g * df(x)))])
         })
     }
@@ -64,7 +65,8 @@ impl Tensor {
         let ys = y.clone();
         let shape = self.shape().to_vec();
         let strides = crate::shape::contiguous_strides(&shape);
-        Tensor::from_op_strided(y, shape, strides, 0, &[self], name, move |g, _| {
+        Tensor::from_op_strided(y, shape, strides, 0, &[self], name, move |g: Vec<f32>, _| {
+        let g = &g[..];
             Ok(vec![Some(map2(g, &ys, |g, y| g * df(y)))])
         })
     }
@@ -149,7 +151,8 @@ impl Tensor {
         let mask: Vec<f32> = u.iter().map(|&u| if u < p { 0.0 } else { scale }).collect();
         let x = self.contig();
         let y: Vec<f32> = x.iter().zip(&mask).map(|(x, m)| x * m).collect();
-        Ok(Tensor::from_op(y, self.shape().to_vec(), &[self], "dropout", move |g, _| {
+        Ok(Tensor::from_op(y, self.shape().to_vec(), &[self], "dropout", move |g: Vec<f32>, _| {
+        let g = &g[..];
             Ok(vec![Some(g.iter().zip(&mask).map(|(g, m)| g * m).collect())])
         }))
     }

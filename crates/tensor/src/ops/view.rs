@@ -32,7 +32,7 @@ impl Tensor {
                 rhs: shape.to_vec(),
             });
         }
-        let back = move |g: &[f32], _: &[bool]| Ok(vec![Some(g.to_vec())]);
+        let back = move |g: Vec<f32>, _: &[bool]| Ok(vec![Some(g)]);
         match view_strides(self.shape(), self.strides(), shape) {
             Some(strides) => Ok(Tensor::from_op_strided(
                 self.storage(),
@@ -74,7 +74,8 @@ impl Tensor {
             self.offset(),
             &[self],
             "permute",
-            move |g, _| {
+            move |g: Vec<f32>, _| {
+        let g = &g[..];
                 // g is contiguous in the output's shape; read it through the inverse permutation.
                 let gs = contiguous_strides(&out_shape);
                 let in_shape: Vec<usize> = inv.iter().map(|&i| out_shape[i]).collect();
@@ -121,7 +122,7 @@ impl Tensor {
             self.offset() + start * self.strides()[d],
             &[self],
             "narrow",
-            move |g, _| Ok(vec![Some(pad_into(g, &full, d, start, len))]),
+            move |g: Vec<f32>, _| Ok(vec![Some(pad_into(&g, &full, d, start, len))]),
         ))
     }
 
@@ -180,7 +181,7 @@ impl Tensor {
             self.offset(),
             &[self],
             "expand",
-            move |g, _| Ok(vec![Some(sum_to_shape(g, &out_shape, &in_shape))]),
+            move |g: Vec<f32>, _| Ok(vec![Some(sum_to_shape(&g, &out_shape, &in_shape))]),
         ))
     }
 
@@ -190,8 +191,8 @@ impl Tensor {
             return self.clone();
         }
         let data = self.contig().to_vec();
-        Tensor::from_op(data, self.shape().to_vec(), &[self], "contiguous", |g, _| {
-            Ok(vec![Some(g.to_vec())])
+        Tensor::from_op(data, self.shape().to_vec(), &[self], "contiguous", |g: Vec<f32>, _| {
+            Ok(vec![Some(g)])
         })
     }
 
@@ -278,7 +279,8 @@ pub fn cat(ts: &[&Tensor], dim: isize) -> Result<Tensor> {
         parts.push((start, w));
         start += w;
     }
-    Ok(Tensor::from_op(out, shape, ts, "cat", move |g, needs| {
+    Ok(Tensor::from_op(out, shape, ts, "cat", move |g: Vec<f32>, needs| {
+        let g = &g[..];
         Ok(parts
             .iter()
             .zip(needs)
