@@ -80,7 +80,8 @@ pub struct Block {
 }
 
 impl Block {
-    fn new(vars: &Vars, c: usize, heads: usize) -> Result<Block> {
+    /// A block of width `c` with `heads` heads, initialised like the benchmark.
+    pub fn new(vars: &Vars, c: usize, heads: usize) -> Result<Block> {
         let w = Init::Normal { mean: 0.0, std: 0.02 };
         Ok(Block {
             ln1: LayerNorm::new(&vars.pp("ln1"), c, 1e-5)?,
