@@ -32,6 +32,11 @@ fn grad_vec(p: &Tensor) -> Option<Vec<f32>> {
     p.grad().map(|g| g.to_vec())
 }
 
+/// The gradient's elements without a copy.
+fn grad_ref(p: &Tensor) -> Option<ferrolab_tensor::Contig> {
+    p.grad().map(|g| g.contig())
+}
+
 fn get_state(
     state: &std::collections::BTreeMap<String, Tensor>,
     name: &str,
@@ -44,7 +49,10 @@ fn get_state(
     if t.numel() != n {
         return Err(Error::Invalid {
             op: "load_state",
-            msg: format!("optimizer state `{name}` has {} elements, expected {n}", t.numel()),
+            msg: format!(
+                "optimizer state `{name}` has {} elements, expected {n}",
+                t.numel()
+            ),
         });
     }
     Ok(t.to_vec())
@@ -117,8 +125,14 @@ impl Optimizer for AdamW {
         // torch: denom = sqrt(v) / sqrt(bc2) + eps; p -= lr / bc1 * m / denom
         let step_size = (c.lr as f64 / bc1) as f32;
         let bc2_sqrt = bc2.sqrt() as f32;
+        // Branch-free inner loop: AdamW decays the weight, Adam adds wd * w to the gradient.
+        let (decay, l2) = if c.decoupled {
+            (1.0 - c.lr * c.weight_decay, 0.0)
+        } else {
+            (1.0, c.weight_decay)
+        };
         for (i, (_, p)) in self.params.iter().enumerate() {
-            let Some(g) = grad_vec(p) else { continue };
+            let Some(g) = grad_ref(p) else { continue };
             let (m, v) = (&mut self.m[i], &mut self.v[i]);
             p.update_data(|w| {
                 w.par_chunks_mut(CHUNK)
@@ -127,12 +141,8 @@ impl Optimizer for AdamW {
                     .zip(g.par_chunks(CHUNK))
                     .for_each(|(((w, m), v), g)| {
                         for j in 0..w.len() {
-                            let mut gj = g[j];
-                            if c.decoupled {
-                                w[j] *= 1.0 - c.lr * c.weight_decay;
-                            } else if c.weight_decay != 0.0 {
-                                gj += c.weight_decay * w[j];
-                            }
+                            let gj = g[j] + l2 * w[j];
+                            w[j] *= decay;
                             m[j] = b1 * m[j] + (1.0 - b1) * gj;
                             v[j] = b2 * v[j] + (1.0 - b2) * gj * gj;
                             let denom = v[j].sqrt() / bc2_sqrt + c.eps;
@@ -221,18 +231,24 @@ impl Optimizer for Sgd {
             let buf = &mut self.buf[i];
             p.update_data(|w| {
                 if c.weight_decay != 0.0 {
-                    g.iter_mut().zip(w.iter()).for_each(|(g, w)| *g += c.weight_decay * w);
+                    g.iter_mut()
+                        .zip(w.iter())
+                        .for_each(|(g, w)| *g += c.weight_decay * w);
                 }
                 if c.momentum != 0.0 {
                     let b = match buf {
                         None => buf.insert(g.clone()), // torch: first buffer is the gradient
                         Some(b) => {
-                            b.iter_mut().zip(&g).for_each(|(b, g)| *b = c.momentum * *b + g);
+                            b.iter_mut()
+                                .zip(&g)
+                                .for_each(|(b, g)| *b = c.momentum * *b + g);
                             b
                         }
                     };
                     if c.nesterov {
-                        g.iter_mut().zip(b.iter()).for_each(|(g, b)| *g += c.momentum * b);
+                        g.iter_mut()
+                            .zip(b.iter())
+                            .for_each(|(g, b)| *g += c.momentum * b);
                     } else {
                         g.copy_from_slice(b);
                     }
@@ -263,7 +279,8 @@ impl Optimizer for Sgd {
                 b.as_ref().map(|b| {
                     (
                         format!("{n}.momentum_buffer"),
-                        Tensor::from_vec(b.clone(), p.shape()).expect("state matches its parameter"),
+                        Tensor::from_vec(b.clone(), p.shape())
+                            .expect("state matches its parameter"),
                     )
                 })
             })
@@ -295,7 +312,12 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Result<f32> {
         .collect();
     let total: f64 = grads
         .iter()
-        .map(|(_, g)| g.contig().iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+        .map(|(_, g)| {
+            g.contig()
+                .iter()
+                .map(|&x| (x as f64) * (x as f64))
+                .sum::<f64>()
+        })
         .sum::<f64>()
         .sqrt();
     let total = total as f32;

@@ -4,7 +4,12 @@ use std::time::Instant;
 
 fn main() {
     ferrolab_tensor::set_num_threads(2).unwrap();
-    for (m, n, k) in [(1024, 768, 256), (1024, 1024, 256), (1024, 256, 1024), (1024, 4096, 256)] {
+    for (m, n, k) in [
+        (1024, 768, 256),
+        (1024, 1024, 256),
+        (1024, 256, 1024),
+        (1024, 4096, 256),
+    ] {
         let x = Tensor::randn(&[m, k], 0.0, 1.0);
         let w = Tensor::randn(&[n, k], 0.0, 1.0);
         let wt = w.t().unwrap().contiguous();

@@ -10,7 +10,10 @@ fn run(name: &str, x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32) {
         }
         std::hint::black_box(&mut *y);
     }
-    println!("{name}: {:.3} ns/elem", t.elapsed().as_secs_f64() * 1e9 / (20 * x.len()) as f64);
+    println!(
+        "{name}: {:.3} ns/elem",
+        t.elapsed().as_secs_f64() * 1e9 / (20 * x.len()) as f64
+    );
 }
 
 fn main() {
@@ -22,5 +25,8 @@ fn main() {
     run("std exp", &x, &mut y, f32::exp);
     run("math::erf", &x, &mut y, math::erf);
     run("gelu", &x, &mut y, ferrolab_tensor::gelu_erf);
-    run("gelu grad", &x, &mut y, |x| 0.5 * (1.0 + math::erf(x * std::f32::consts::FRAC_1_SQRT_2)) + x * 0.398_942_3 * math::exp(-0.5 * x * x));
+    run("gelu grad", &x, &mut y, |x| {
+        0.5 * (1.0 + math::erf(x * std::f32::consts::FRAC_1_SQRT_2))
+            + x * 0.398_942_3 * math::exp(-0.5 * x * x)
+    });
 }

@@ -80,12 +80,10 @@ fn topo_order(root: &Tensor) -> Result<Vec<Tensor>> {
             let node = t.0.node.lock().unwrap_or_else(|e| e.into_inner());
             match node.as_ref() {
                 Some(n) => n.parents.clone(),
-                None => {
-                    return Err(Error::Backward(
-                        "the graph was already freed by an earlier backward (call the forward again)"
-                            .into(),
-                    ))
-                }
+                None => return Err(Error::Backward(
+                    "the graph was already freed by an earlier backward (call the forward again)"
+                        .into(),
+                )),
             }
         };
         stack.push((t, true));

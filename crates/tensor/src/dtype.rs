@@ -92,7 +92,11 @@ fn fp8_encode(f: &Fp8, x: f32) -> u8 {
         return sign | fp8_bits(f, f.max);
     }
     let min_normal_exp = 1 - f.bias;
-    let e = if a == 0.0 { min_normal_exp } else { (a.log2().floor() as i32).max(min_normal_exp) };
+    let e = if a == 0.0 {
+        min_normal_exp
+    } else {
+        (a.log2().floor() as i32).max(min_normal_exp)
+    };
     let quantum = 2f64.powi(e - f.mbits);
     let q = round_half_even(a / quantum) * quantum;
     if q >= f.max {
@@ -129,7 +133,11 @@ fn fp8_decode(f: &Fp8, b: u8) -> f32 {
     let m = (b & ((1 << f.mbits) - 1)) as i32;
     let emax = (1 << ebits) - 1;
     if f.ieee && e == emax {
-        return if m == 0 { sign as f32 * f32::INFINITY } else { f32::NAN };
+        return if m == 0 {
+            sign as f32 * f32::INFINITY
+        } else {
+            f32::NAN
+        };
     }
     if !f.ieee && e == emax && m == (1 << f.mbits) - 1 {
         return f32::NAN;
@@ -219,9 +227,13 @@ impl Tensor {
     /// straight through (identity), as in quantisation-aware and FP8-emulated training.
     pub fn quantize_roundtrip(&self, dtype: DType) -> Tensor {
         let y = super::ops::map1(&self.contig(), move |v| round_to(v, dtype));
-        Tensor::from_op(y, self.shape().to_vec(), &[self], "quantize_roundtrip", |g: Vec<f32>, _| {
-            Ok(vec![Some(g)])
-        })
+        Tensor::from_op(
+            y,
+            self.shape().to_vec(),
+            &[self],
+            "quantize_roundtrip",
+            |g: Vec<f32>, _| Ok(vec![Some(g)]),
+        )
     }
 }
 
@@ -234,7 +246,11 @@ mod tests {
     #[test]
     fn fp8_every_code_point_round_trips() {
         for (f, enc, dec) in [
-            (&E4M3, f32_to_e4m3 as fn(f32) -> u8, e4m3_to_f32 as fn(u8) -> f32),
+            (
+                &E4M3,
+                f32_to_e4m3 as fn(f32) -> u8,
+                e4m3_to_f32 as fn(u8) -> f32,
+            ),
             (&E5M2, f32_to_e5m2, e5m2_to_f32),
         ] {
             for b in 0..=255u8 {
@@ -244,7 +260,11 @@ mod tests {
                 let e = ((b & 0x7F) >> f.mbits) as i32;
                 let m = (b & ((1 << f.mbits) - 1)) as f64;
                 let emax = (1 << (7 - f.mbits)) - 1;
-                let nan = if f.ieee { e == emax && m != 0.0 } else { b & 0x7F == 0x7F };
+                let nan = if f.ieee {
+                    e == emax && m != 0.0
+                } else {
+                    b & 0x7F == 0x7F
+                };
                 if nan {
                     assert!(v.is_nan(), "code {b:#04x} should be NaN");
                     assert!(dec(enc(v)).is_nan());
@@ -305,6 +325,9 @@ mod tests {
         }
         // bf16 keeps 8 bits of precision: 1 + 2^-8 ties to 1 (even)
         assert_eq!(round_to(1.0 + 2f32.powi(-8), DType::BF16), 1.0);
-        assert_eq!(round_to(1.0 + 3.0 * 2f32.powi(-8), DType::BF16), 1.0 + 2f32.powi(-6));
+        assert_eq!(
+            round_to(1.0 + 3.0 * 2f32.powi(-8), DType::BF16),
+            1.0 + 2f32.powi(-6)
+        );
     }
 }

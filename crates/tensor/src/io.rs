@@ -36,8 +36,14 @@ fn io_err(path: &Path, source: std::io::Error) -> Error {
 /// Writes `bytes` to `path` atomically (temp file in the same folder, fsync, rename, fsync of
 /// the folder).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let res = (|| {
         let mut f = fs::File::create(&tmp)?;
@@ -66,7 +72,13 @@ pub fn save_safetensors(
 ) -> Result<()> {
     let bufs: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(n, t)| (n.clone(), t.shape().to_vec(), dtype::encode(&t.contig(), dtype)))
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                t.shape().to_vec(),
+                dtype::encode(&t.contig(), dtype),
+            )
+        })
         .collect();
     let views = bufs
         .iter()

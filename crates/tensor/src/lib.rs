@@ -27,7 +27,9 @@ pub mod rng;
 pub mod shape;
 pub mod tensor;
 
-pub use autograd::{backward_with_grad, enable_grad_guard, is_grad_enabled, no_grad, no_grad_guard};
+pub use autograd::{
+    backward_with_grad, enable_grad_guard, is_grad_enabled, no_grad, no_grad_guard,
+};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use ops::attention::{packed_qkv_attention, scaled_dot_product_attention, AttnMask};
@@ -62,7 +64,10 @@ pub fn tune_allocator() {
 /// was already built with another size.
 pub fn set_num_threads(n: usize) -> Result<()> {
     tune_allocator();
-    match rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+    {
         Ok(()) => Ok(()),
         Err(_) if rayon::current_num_threads() == n => Ok(()),
         Err(e) => Err(Error::Invalid {

@@ -114,7 +114,10 @@ mod tests {
     fn tanh_and_sigmoid_match_f64() {
         let mut x = -20.0f32;
         while x < 20.0 {
-            assert!((tanh(x) as f64 - (x as f64).tanh()).abs() < 3e-7, "tanh({x})");
+            assert!(
+                (tanh(x) as f64 - (x as f64).tanh()).abs() < 3e-7,
+                "tanh({x})"
+            );
             let s = 1.0 / (1.0 + (-(x as f64)).exp());
             assert!((sigmoid(x) as f64 - s).abs() < 3e-7, "sigmoid({x})");
             x += 0.01;
@@ -153,7 +156,12 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[i] += ca[i] * cb[i];
         }
     }
-    let tail: f32 = ia.remainder().iter().zip(ib.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ia
+        .remainder()
+        .iter()
+        .zip(ib.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     acc.iter().sum::<f32>() + tail
 }
 
@@ -200,7 +208,9 @@ mod reduce_tests {
     #[test]
     fn split_reductions_match_plain_ones() {
         for n in [0usize, 1, 5, 16, 17, 100, 1000] {
-            let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+                .collect();
             let y: Vec<f32> = (0..n).map(|i| ((i * 31) % 13) as f32 / 6.0 - 1.0).collect();
             let s: f64 = x.iter().map(|&v| v as f64).sum();
             assert!((sum(&x) as f64 - s).abs() < 1e-4);
@@ -225,5 +235,9 @@ pub fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
             acc[i] += d * d;
         }
     }
-    acc.iter().sum::<f32>() + it.remainder().iter().map(|&v| (v - m) * (v - m)).sum::<f32>()
+    acc.iter().sum::<f32>()
+        + it.remainder()
+            .iter()
+            .map(|&v| (v - m) * (v - m))
+            .sum::<f32>()
 }

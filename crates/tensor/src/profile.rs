@@ -31,7 +31,10 @@ pub fn enabled() -> bool {
 
 fn add(name: &'static str, backward: bool, d: Duration) {
     let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
-    let e = t.get_or_insert_with(HashMap::new).entry((name, backward)).or_default();
+    let e = t
+        .get_or_insert_with(HashMap::new)
+        .entry((name, backward))
+        .or_default();
     e.0 += d;
     e.1 += 1;
 }
@@ -77,7 +80,10 @@ pub fn report() -> Option<String> {
     let mut rows: Vec<_> = t.as_ref()?.iter().map(|(k, v)| (*k, *v)).collect();
     rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
     let total: Duration = rows.iter().map(|r| r.1 .0).sum();
-    let mut s = format!("{:<28} {:>5} {:>10} {:>8} {:>6}\n", "op", "pass", "ms", "calls", "%");
+    let mut s = format!(
+        "{:<28} {:>5} {:>10} {:>8} {:>6}\n",
+        "op", "pass", "ms", "calls", "%"
+    );
     for ((name, bw), (d, n)) in rows {
         s += &format!(
             "{:<28} {:>5} {:>10.1} {:>8} {:>5.1}%\n",

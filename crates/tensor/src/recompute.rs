@@ -35,35 +35,47 @@ pub fn recompute(inputs: &[&Tensor], f: SegmentFn) -> Result<Tensor> {
     let y_shape = y.shape().to_vec();
     let data = y.contig().to_vec();
     drop(y);
-    Ok(Tensor::from_op_forced(data, y_shape, inputs, "recompute", move |g: Vec<f32>, _| {
-        let after = rng::get_state();
-        rng::set_state(state);
-        let xs: Vec<Tensor> = saved
-            .iter()
-            .zip(&needs_in)
-            .map(|(t, &n)| if n { t.detach().into_var() } else { t.detach() })
-            .collect();
-        let res = {
-            let _on = autograd::enable_grad_guard();
-            f(&xs)
-        };
-        rng::set_state(after);
-        let y = res?;
-        if y.numel() != g.len() {
-            return Err(Error::Backward(format!(
-                "recompute: the segment gave shape {:?} on the second run",
-                y.shape()
-            )));
-        }
-        if y.requires_grad() {
-            autograd::backward_with_grad(&y, g)?;
-        }
-        Ok(xs
-            .iter()
-            .zip(&needs_in)
-            .map(|(x, &n)| if n { x.grad().map(|g| g.to_vec()) } else { None })
-            .collect())
-    }))
+    Ok(Tensor::from_op_forced(
+        data,
+        y_shape,
+        inputs,
+        "recompute",
+        move |g: Vec<f32>, _| {
+            let after = rng::get_state();
+            rng::set_state(state);
+            let xs: Vec<Tensor> = saved
+                .iter()
+                .zip(&needs_in)
+                .map(|(t, &n)| if n { t.detach().into_var() } else { t.detach() })
+                .collect();
+            let res = {
+                let _on = autograd::enable_grad_guard();
+                f(&xs)
+            };
+            rng::set_state(after);
+            let y = res?;
+            if y.numel() != g.len() {
+                return Err(Error::Backward(format!(
+                    "recompute: the segment gave shape {:?} on the second run",
+                    y.shape()
+                )));
+            }
+            if y.requires_grad() {
+                autograd::backward_with_grad(&y, g)?;
+            }
+            Ok(xs
+                .iter()
+                .zip(&needs_in)
+                .map(|(x, &n)| {
+                    if n {
+                        x.grad().map(|g| g.to_vec())
+                    } else {
+                        None
+                    }
+                })
+                .collect())
+        },
+    ))
 }
 
 /// Splits `n` blocks into consecutive segments of `ceil(sqrt(n))` blocks.

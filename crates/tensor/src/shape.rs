@@ -36,8 +36,16 @@ pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -61,14 +69,23 @@ pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
     let mut s = vec![0; r];
     for i in 0..shape.len() {
         let oi = r - shape.len() + i;
-        s[oi] = if shape[i] == 1 && out[oi] != 1 { 0 } else { cs[i] };
+        s[oi] = if shape[i] == 1 && out[oi] != 1 {
+            0
+        } else {
+            cs[i]
+        };
     }
     s
 }
 
 /// Calls `f(linear_index, offset)` for every element of `shape` in row-major order, where
 /// `offset = base + sum(index_d * strides_d)`.
-pub fn for_each_offset(shape: &[usize], strides: &[usize], base: usize, mut f: impl FnMut(usize, usize)) {
+pub fn for_each_offset(
+    shape: &[usize],
+    strides: &[usize],
+    base: usize,
+    mut f: impl FnMut(usize, usize),
+) {
     let n = numel(shape);
     if n == 0 {
         return;
@@ -121,9 +138,14 @@ pub fn strided_copy(src: &[f32], offset: usize, shape: &[usize], strides: &[usiz
     if n >= 1 << 16 && shape[0] > 1 {
         let chunk = n / shape[0];
         out.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| {
-            for_each_offset(&shape[1..], &strides[1..], offset + i * strides[0], |j, off| {
-                o[j] = src[off];
-            });
+            for_each_offset(
+                &shape[1..],
+                &strides[1..],
+                offset + i * strides[0],
+                |j, off| {
+                    o[j] = src[off];
+                },
+            );
         });
     } else {
         for_each_offset(shape, strides, offset, |i, off| out[i] = src[off]);
@@ -160,7 +182,11 @@ pub fn sum_to_shape(g: &[f32], out: &[usize], target: &[usize]) -> Vec<f32> {
 /// Strides that let a tensor of `old_shape`/`old_strides` be viewed as `new_shape` without a
 /// copy, if any (PyTorch's `computeStride`): dims are split or merged only where the memory
 /// is contiguous across them.
-pub fn view_strides(old_shape: &[usize], old_strides: &[usize], new_shape: &[usize]) -> Option<Vec<usize>> {
+pub fn view_strides(
+    old_shape: &[usize],
+    old_strides: &[usize],
+    new_shape: &[usize],
+) -> Option<Vec<usize>> {
     if numel(old_shape) != numel(new_shape) {
         return None;
     }
@@ -174,8 +200,8 @@ pub fn view_strides(old_shape: &[usize], old_strides: &[usize], new_shape: &[usi
     let mut view_numel = 1usize;
     for td in (0..old_shape.len()).rev() {
         tensor_numel *= old_shape[td];
-        let boundary = td == 0
-            || (old_shape[td - 1] != 1 && old_strides[td - 1] != tensor_numel * chunk_base);
+        let boundary =
+            td == 0 || (old_shape[td - 1] != 1 && old_strides[td - 1] != tensor_numel * chunk_base);
         if boundary {
             while view_d >= 0 && (view_numel < tensor_numel || new_shape[view_d as usize] == 1) {
                 new_strides[view_d as usize] = view_numel * chunk_base;

@@ -88,7 +88,12 @@ impl Tensor {
         if data.len() != numel(shape) {
             return invalid(
                 "from_vec",
-                format!("{} elements for shape {:?} ({} needed)", data.len(), shape, numel(shape)),
+                format!(
+                    "{} elements for shape {:?} ({} needed)",
+                    data.len(),
+                    shape,
+                    numel(shape)
+                ),
             );
         }
         Ok(Self::make(
@@ -204,7 +209,10 @@ impl Tensor {
     /// Turns gradient recording on or off for a leaf (for example to freeze a parameter).
     pub fn set_requires_grad(&self, on: bool) -> Result<()> {
         if !self.0.is_leaf {
-            return invalid("set_requires_grad", "only leaf tensors can change requires_grad");
+            return invalid(
+                "set_requires_grad",
+                "only leaf tensors can change requires_grad",
+            );
         }
         self.0.requires_grad.store(on, Ordering::Relaxed);
         Ok(())
@@ -282,10 +290,14 @@ impl Tensor {
 
     /// Dims as a fixed-size array; fails naming the op if the rank differs.
     pub fn dims<const N: usize>(&self, op: &'static str) -> Result<[usize; N]> {
-        self.0.shape.as_slice().try_into().map_err(|_| Error::Invalid {
-            op,
-            msg: format!("expected a rank-{N} tensor, got shape {:?}", self.0.shape),
-        })
+        self.0
+            .shape
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Invalid {
+                op,
+                msg: format!("expected a rank-{N} tensor, got shape {:?}", self.0.shape),
+            })
     }
 
     /// Normalises a possibly negative dim index.
@@ -330,14 +342,21 @@ impl Tensor {
     /// The single element of a one-element tensor.
     pub fn item(&self) -> Result<f32> {
         if self.numel() != 1 {
-            return invalid("item", format!("tensor of shape {:?} is not a scalar", self.shape()));
+            return invalid(
+                "item",
+                format!("tensor of shape {:?} is not a scalar", self.shape()),
+            );
         }
         Ok(self.contig()[0])
     }
 
     /// The accumulated gradient of a leaf, if any backward has reached it.
     pub fn grad(&self) -> Option<Tensor> {
-        self.0.grad.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .grad
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Clears the accumulated gradient.
@@ -374,7 +393,11 @@ impl Tensor {
                 ))
             }
             Some(existing) => {
-                let mut guard = existing.0.storage.write().unwrap_or_else(|e| e.into_inner());
+                let mut guard = existing
+                    .0
+                    .storage
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner());
                 let buf = Arc::make_mut(&mut guard);
                 crate::ops::add_assign(buf, &g);
             }

@@ -109,7 +109,12 @@ struct Src {
 impl Src {
     /// Rows `r0..` of head `(b, h)` as a strided matrix.
     fn rows(&self, b: usize, h: usize, r0: usize) -> MatRef {
-        MatRef::new(&self.buf, self.l.head_off(b, h) + r0 * self.l.st, self.l.st, self.l.sd)
+        MatRef::new(
+            &self.buf,
+            self.l.head_off(b, h) + r0 * self.l.st,
+            self.l.st,
+            self.l.sd,
+        )
     }
 }
 
@@ -150,63 +155,65 @@ fn forward(g: &Geometry, q: &Src, k: &Src, v: &Src, out: SendPtr, ol: Layout) ->
     let group = g.h / g.hkv;
     let blocks = g.blocks();
     let mut p = super::alloc_out(g.b * g.h * t * s); // every row is written below
-    p.par_chunks_mut((t * s).max(1)).enumerate().for_each(|(bh, pb)| {
-        let (bi, hi) = (bh / g.h, bh % g.h);
-        let kh = hi / group;
-        let mut tmp = vec![0f32; s];
-        for &(r0, r1, kv) in &blocks {
-            let rows = r1 - r0;
-            // SAFETY: pb rows r0..r1 have s elements; q/k rows are valid strided matrices.
-            unsafe {
-                gemm_into(
-                    rows,
-                    kv,
-                    g.dk,
-                    pb[r0 * s..].as_mut_ptr(),
-                    s,
-                    false,
-                    q.rows(bi, hi, r0),
-                    k.rows(bi, kh, 0).t(),
-                    Parallelism::None,
-                )
-            };
-            for i in r0..r1 {
-                let row = &mut pb[i * s..(i + 1) * s];
-                let lim = if g.causal {
-                    (i as isize + g.shift + 1).clamp(0, kv as isize) as usize
-                } else {
-                    kv
+    p.par_chunks_mut((t * s).max(1))
+        .enumerate()
+        .for_each(|(bh, pb)| {
+            let (bi, hi) = (bh / g.h, bh % g.h);
+            let kh = hi / group;
+            let mut tmp = vec![0f32; s];
+            for &(r0, r1, kv) in &blocks {
+                let rows = r1 - r0;
+                // SAFETY: pb rows r0..r1 have s elements; q/k rows are valid strided matrices.
+                unsafe {
+                    gemm_into(
+                        rows,
+                        kv,
+                        g.dk,
+                        pb[r0 * s..].as_mut_ptr(),
+                        s,
+                        false,
+                        q.rows(bi, hi, r0),
+                        k.rows(bi, kh, 0).t(),
+                        Parallelism::None,
+                    )
                 };
-                for x in row[..lim].iter_mut() {
-                    *x *= g.scale;
-                }
-                row[lim..].iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
-                if let Some((m, ms)) = &g.mask {
-                    let base = bi * ms[0] + hi * ms[1] + i * ms[2];
-                    for (j, x) in row[..kv].iter_mut().enumerate() {
-                        *x += m[base + j * ms[3]];
+                for i in r0..r1 {
+                    let row = &mut pb[i * s..(i + 1) * s];
+                    let lim = if g.causal {
+                        (i as isize + g.shift + 1).clamp(0, kv as isize) as usize
+                    } else {
+                        kv
+                    };
+                    for x in row[..lim].iter_mut() {
+                        *x *= g.scale;
                     }
+                    row[lim..].iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
+                    if let Some((m, ms)) = &g.mask {
+                        let base = bi * ms[0] + hi * ms[1] + i * ms[2];
+                        for (j, x) in row[..kv].iter_mut().enumerate() {
+                            *x += m[base + j * ms[3]];
+                        }
+                    }
+                    tmp[..kv].copy_from_slice(&row[..kv]);
+                    super::reduce::softmax_row(&tmp[..kv], &mut row[..kv], false);
+                    row[kv..].iter_mut().for_each(|x| *x = 0.0);
                 }
-                tmp[..kv].copy_from_slice(&row[..kv]);
-                super::reduce::softmax_row(&tmp[..kv], &mut row[..kv], false);
-                row[kv..].iter_mut().for_each(|x| *x = 0.0);
+                // SAFETY: head (bi, hi) writes its own rows r0..r1 of the output, disjoint per task.
+                unsafe {
+                    gemm_into(
+                        rows,
+                        g.dv,
+                        kv,
+                        out.get().add(ol.head_off(bi, hi) + r0 * ol.st),
+                        ol.st,
+                        false,
+                        MatRef::new(pb, r0 * s, s, 1),
+                        v.rows(bi, kh, 0),
+                        Parallelism::None,
+                    )
+                };
             }
-            // SAFETY: head (bi, hi) writes its own rows r0..r1 of the output, disjoint per task.
-            unsafe {
-                gemm_into(
-                    rows,
-                    g.dv,
-                    kv,
-                    out.get().add(ol.head_off(bi, hi) + r0 * ol.st),
-                    ol.st,
-                    false,
-                    MatRef::new(pb, r0 * s, s, 1),
-                    v.rows(bi, kh, 0),
-                    Parallelism::None,
-                )
-            };
-        }
-    });
+        });
     p
 }
 
@@ -240,9 +247,29 @@ fn backward(g: &Geometry, p: &[f32], go: &Src, q: &Src, k: &Src, v: &Src, d: &De
                 // its group in dq. dp holds rows x s.
                 unsafe {
                     // dV[:kv] += P[r0..r1, :kv]^T dO[r0..r1]
-                    gemm_into(kv, g.dv, rows, d.dv.0.get().add(dv_at), d.dv.1.st, true, pm.t(), dom, Parallelism::None);
+                    gemm_into(
+                        kv,
+                        g.dv,
+                        rows,
+                        d.dv.0.get().add(dv_at),
+                        d.dv.1.st,
+                        true,
+                        pm.t(),
+                        dom,
+                        Parallelism::None,
+                    );
                     // dP = dO V[:kv]^T
-                    gemm_into(rows, kv, g.dv, dp.as_mut_ptr(), s, false, dom, v.rows(bi, kh, 0).t(), Parallelism::None);
+                    gemm_into(
+                        rows,
+                        kv,
+                        g.dv,
+                        dp.as_mut_ptr(),
+                        s,
+                        false,
+                        dom,
+                        v.rows(bi, kh, 0).t(),
+                        Parallelism::None,
+                    );
                 }
                 // dS = P * (dP - rowsum(P * dP)) * scale, in place in dp
                 for i in 0..rows {
@@ -268,7 +295,17 @@ fn backward(g: &Geometry, p: &[f32], go: &Src, q: &Src, k: &Src, v: &Src, d: &De
                         Parallelism::None,
                     );
                     // dK[:kv] += dS^T Q[r0..r1]
-                    gemm_into(kv, g.dk, rows, d.dk.0.get().add(dk_at), d.dk.1.st, true, ds.t(), q.rows(bi, hi, r0), Parallelism::None);
+                    gemm_into(
+                        kv,
+                        g.dk,
+                        rows,
+                        d.dk.0.get().add(dk_at),
+                        d.dk.1.st,
+                        true,
+                        ds.t(),
+                        q.rows(bi, hi, r0),
+                        Parallelism::None,
+                    );
                 }
             }
         }
@@ -379,11 +416,19 @@ pub fn scaled_dot_product_attention(
 /// `(B, T, H * D)`, ready for the output projection. Same maths as
 /// [`scaled_dot_product_attention`] on the split, transposed views, without any copies
 /// forward or backward.
-pub fn packed_qkv_attention(qkv: &Tensor, heads: usize, mask: AttnMask<'_>, scale: Option<f32>) -> Result<Tensor> {
+pub fn packed_qkv_attention(
+    qkv: &Tensor,
+    heads: usize,
+    mask: AttnMask<'_>,
+    scale: Option<f32>,
+) -> Result<Tensor> {
     let op = "packed_qkv_attention";
     let [b, t, c3] = qkv.dims::<3>(op)?;
     if heads == 0 || c3 % (3 * heads) != 0 {
-        return invalid(op, format!("last dim {c3} is not 3 x heads ({heads}) x head dim"));
+        return invalid(
+            op,
+            format!("last dim {c3} is not 3 x heads ({heads}) x head dim"),
+        );
     }
     let c = c3 / 3;
     let d = c / heads;
@@ -409,20 +454,33 @@ pub fn packed_qkv_attention(qkv: &Tensor, heads: usize, mask: AttnMask<'_>, scal
     };
     let (qs, ks, vs) = (src(0), src(1), src(2));
     let mut out = super::alloc_out(b * t * c); // every head writes all its rows
-    let p = forward(&geo, &qs, &ks, &vs, SendPtr(out.as_mut_ptr()), Layout::dense(heads, t, d, true));
-    Ok(Tensor::from_op(out, vec![b, t, c], &[qkv], op, move |g: Vec<f32>, _| {
-        let go = Src {
-            buf: Arc::new(g),
-            l: Layout::dense(heads, t, d, true),
-        };
-        let mut gqkv = vec![0f32; b * t * c3];
-        let ptr = SendPtr(gqkv.as_mut_ptr());
-        let dest = Dest {
-            dq: (ptr, part(0)),
-            dk: (ptr, part(1)),
-            dv: (ptr, part(2)),
-        };
-        backward(&geo, &p, &go, &qs, &ks, &vs, &dest);
-        Ok(vec![Some(gqkv)])
-    }))
+    let p = forward(
+        &geo,
+        &qs,
+        &ks,
+        &vs,
+        SendPtr(out.as_mut_ptr()),
+        Layout::dense(heads, t, d, true),
+    );
+    Ok(Tensor::from_op(
+        out,
+        vec![b, t, c],
+        &[qkv],
+        op,
+        move |g: Vec<f32>, _| {
+            let go = Src {
+                buf: Arc::new(g),
+                l: Layout::dense(heads, t, d, true),
+            };
+            let mut gqkv = vec![0f32; b * t * c3];
+            let ptr = SendPtr(gqkv.as_mut_ptr());
+            let dest = Dest {
+                dq: (ptr, part(0)),
+                dk: (ptr, part(1)),
+                dv: (ptr, part(2)),
+            };
+            backward(&geo, &p, &go, &qs, &ks, &vs, &dest);
+            Ok(vec![Some(gqkv)])
+        },
+    ))
 }

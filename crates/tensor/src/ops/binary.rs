@@ -94,81 +94,94 @@ fn binary(a: &Tensor, b: &Tensor, kind: Bin, op: &'static str) -> Result<Tensor>
         Bin::Min => bcast2(&ad, &ash, &bd, &bsh, &out, f32::min),
     };
     let out2 = out.clone();
-    Ok(Tensor::from_op(data, out, &[a, b], op, move |g: Vec<f32>, needs| {
-        let g = &g[..];
-        let out = out2;
-        let ga = if needs[0] {
-            let full = match kind {
-                Bin::Add | Bin::Sub => None,
-                Bin::Mul => Some(bcast2(g, &out, &bd, &bsh, &out, |g, y| g * y)),
-                Bin::Div => Some(bcast2(g, &out, &bd, &bsh, &out, |g, y| g / y)),
-                Bin::Max | Bin::Min => {
-                    let sel = bcast2(&ad, &ash, &bd, &bsh, &out, move |x, y| {
-                        let pick = match kind {
-                            Bin::Max => x >= y,
-                            _ => x <= y,
-                        };
-                        if pick {
-                            1.0
-                        } else {
-                            0.0
-                        }
-                    });
-                    Some(map2(g, &sel, |g, s| g * s))
-                }
+    Ok(Tensor::from_op(
+        data,
+        out,
+        &[a, b],
+        op,
+        move |g: Vec<f32>, needs| {
+            let g = &g[..];
+            let out = out2;
+            let ga = if needs[0] {
+                let full = match kind {
+                    Bin::Add | Bin::Sub => None,
+                    Bin::Mul => Some(bcast2(g, &out, &bd, &bsh, &out, |g, y| g * y)),
+                    Bin::Div => Some(bcast2(g, &out, &bd, &bsh, &out, |g, y| g / y)),
+                    Bin::Max | Bin::Min => {
+                        let sel = bcast2(&ad, &ash, &bd, &bsh, &out, move |x, y| {
+                            let pick = match kind {
+                                Bin::Max => x >= y,
+                                _ => x <= y,
+                            };
+                            if pick {
+                                1.0
+                            } else {
+                                0.0
+                            }
+                        });
+                        Some(map2(g, &sel, |g, s| g * s))
+                    }
+                };
+                Some(match full {
+                    None => sum_to_shape(g, &out, &ash),
+                    Some(f) => sum_to_shape(&f, &out, &ash),
+                })
+            } else {
+                None
             };
-            Some(match full {
-                None => sum_to_shape(g, &out, &ash),
-                Some(f) => sum_to_shape(&f, &out, &ash),
-            })
-        } else {
-            None
-        };
-        let gb = if needs[1] {
-            let full = match kind {
-                Bin::Add => None,
-                Bin::Sub => Some(map1(g, |g| -g)),
-                Bin::Mul => Some(bcast2(g, &out, &ad, &ash, &out, |g, x| g * x)),
-                Bin::Div => {
-                    // d(x/y)/dy = -x / y^2
-                    let xy = bcast2(&ad, &ash, &bd, &bsh, &out, |x, y| -x / (y * y));
-                    Some(map2(g, &xy, |g, q| g * q))
-                }
-                Bin::Max | Bin::Min => {
-                    let sel = bcast2(&ad, &ash, &bd, &bsh, &out, move |x, y| {
-                        let pick_b = match kind {
-                            Bin::Max => y > x,
-                            _ => y < x,
-                        };
-                        if pick_b {
-                            1.0
-                        } else {
-                            0.0
-                        }
-                    });
-                    Some(map2(g, &sel, |g, s| g * s))
-                }
+            let gb = if needs[1] {
+                let full = match kind {
+                    Bin::Add => None,
+                    Bin::Sub => Some(map1(g, |g| -g)),
+                    Bin::Mul => Some(bcast2(g, &out, &ad, &ash, &out, |g, x| g * x)),
+                    Bin::Div => {
+                        // d(x/y)/dy = -x / y^2
+                        let xy = bcast2(&ad, &ash, &bd, &bsh, &out, |x, y| -x / (y * y));
+                        Some(map2(g, &xy, |g, q| g * q))
+                    }
+                    Bin::Max | Bin::Min => {
+                        let sel = bcast2(&ad, &ash, &bd, &bsh, &out, move |x, y| {
+                            let pick_b = match kind {
+                                Bin::Max => y > x,
+                                _ => y < x,
+                            };
+                            if pick_b {
+                                1.0
+                            } else {
+                                0.0
+                            }
+                        });
+                        Some(map2(g, &sel, |g, s| g * s))
+                    }
+                };
+                Some(match full {
+                    None => sum_to_shape(g, &out, &bsh),
+                    Some(f) => sum_to_shape(&f, &out, &bsh),
+                })
+            } else {
+                None
             };
-            Some(match full {
-                None => sum_to_shape(g, &out, &bsh),
-                Some(f) => sum_to_shape(&f, &out, &bsh),
-            })
-        } else {
-            None
-        };
-        Ok(vec![ga, gb])
-    }))
+            Ok(vec![ga, gb])
+        },
+    ))
 }
 
 fn compare(a: &Tensor, b: &Tensor, op: &'static str, f: fn(f32, f32) -> bool) -> Result<Tensor> {
     let out = broadcast_shape(op, a.shape(), b.shape())?;
-    let data = bcast2(&a.contig(), a.shape(), &b.contig(), b.shape(), &out, move |x, y| {
-        if f(x, y) {
-            1.0
-        } else {
-            0.0
-        }
-    });
+    let data = bcast2(
+        &a.contig(),
+        a.shape(),
+        &b.contig(),
+        b.shape(),
+        &out,
+        move |x, y| {
+            if f(x, y) {
+                1.0
+            } else {
+                0.0
+            }
+        },
+    );
     Tensor::from_vec(data, &out)
 }
 
@@ -201,10 +214,16 @@ impl Tensor {
     /// `self * mul + add`, elementwise with scalars.
     pub fn affine(&self, mul: f32, add: f32) -> Tensor {
         let data = map1(&self.contig(), |x| x * mul + add);
-        Tensor::from_op(data, self.shape().to_vec(), &[self], "affine", move |g: Vec<f32>, _| {
-        let g = &g[..];
-            Ok(vec![Some(map1(g, |g| g * mul))])
-        })
+        Tensor::from_op(
+            data,
+            self.shape().to_vec(),
+            &[self],
+            "affine",
+            move |g: Vec<f32>, _| {
+                let g = &g[..];
+                Ok(vec![Some(map1(g, |g| g * mul))])
+            },
+        )
     }
     /// `self + s`.
     pub fn add_scalar(&self, s: f32) -> Tensor {
@@ -222,10 +241,16 @@ impl Tensor {
     pub fn powf(&self, p: f32) -> Tensor {
         let x = self.contig();
         let data = map1(&x, |v| v.powf(p));
-        Tensor::from_op(data, self.shape().to_vec(), &[self], "powf", move |g: Vec<f32>, _| {
-        let g = &g[..];
-            Ok(vec![Some(map2(g, &x, |g, v| g * p * v.powf(p - 1.0)))])
-        })
+        Tensor::from_op(
+            data,
+            self.shape().to_vec(),
+            &[self],
+            "powf",
+            move |g: Vec<f32>, _| {
+                let g = &g[..];
+                Ok(vec![Some(map2(g, &x, |g, v| g * p * v.powf(p - 1.0)))])
+            },
+        )
     }
 
     /// `1.0` where `self == rhs`, else `0.0` (broadcasting; no gradient).

@@ -52,9 +52,12 @@ impl Geo {
     /// Input position of output `(oy, ox)` at tap `(ky, kx)`, if inside the image.
     #[inline]
     fn src(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
-        let y = (oy * self.o.stride.0 + ky * self.o.dilation.0) as isize - self.o.padding.0 as isize;
-        let x = (ox * self.o.stride.1 + kx * self.o.dilation.1) as isize - self.o.padding.1 as isize;
-        (y >= 0 && x >= 0 && (y as usize) < self.h && (x as usize) < self.w).then_some((y as usize, x as usize))
+        let y =
+            (oy * self.o.stride.0 + ky * self.o.dilation.0) as isize - self.o.padding.0 as isize;
+        let x =
+            (ox * self.o.stride.1 + kx * self.o.dilation.1) as isize - self.o.padding.1 as isize;
+        (y >= 0 && x >= 0 && (y as usize) < self.h && (x as usize) < self.w)
+            .then_some((y as usize, x as usize))
     }
 
     /// `(C*kh*kw, OH*OW)` columns of one image.
@@ -88,7 +91,8 @@ impl Geo {
                     for oy in 0..self.oh {
                         for ox in 0..self.ow {
                             if let Some((y, x)) = self.src(oy, ox, ky, kx) {
-                                img[(ci * self.h + y) * self.w + x] += cols[row + oy * self.ow + ox];
+                                img[(ci * self.h + y) * self.w + x] +=
+                                    cols[row + oy * self.ow + ox];
                             }
                         }
                     }
@@ -100,7 +104,12 @@ impl Geo {
 
 /// `x` `(N, C, H, W)` convolved with `weight` `(O, C, kh, kw)` plus `bias` `(O)`
 /// (`torch.nn.functional.conv2d`, groups = 1).
-pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, opts: Conv2dOpts) -> Result<Tensor> {
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    opts: Conv2dOpts,
+) -> Result<Tensor> {
     let [n, c, h, w] = x.dims::<4>("conv2d")?;
     let [o, wc, kh, kw] = weight.dims::<4>("conv2d")?;
     if wc != c {
@@ -119,9 +128,32 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, opts: Conv2dOp
             });
         }
     }
-    let oh = out_size("conv2d", h, kh, opts.stride.0, opts.padding.0, opts.dilation.0)?;
-    let ow = out_size("conv2d", w, kw, opts.stride.1, opts.padding.1, opts.dilation.1)?;
-    let g = Geo { c, h, w, kh, kw, oh, ow, o: opts };
+    let oh = out_size(
+        "conv2d",
+        h,
+        kh,
+        opts.stride.0,
+        opts.padding.0,
+        opts.dilation.0,
+    )?;
+    let ow = out_size(
+        "conv2d",
+        w,
+        kw,
+        opts.stride.1,
+        opts.padding.1,
+        opts.dilation.1,
+    )?;
+    let g = Geo {
+        c,
+        h,
+        w,
+        kh,
+        kw,
+        oh,
+        ow,
+        o: opts,
+    };
     let (l, ck) = (oh * ow, c * kh * kw);
     let xd = x.contig();
     let wd = weight.contig();
@@ -137,7 +169,17 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, opts: Conv2dOp
         }
         // SAFETY: dst is o x l; w is o x ck; cols is ck x l.
         unsafe {
-            gemm_into(o, l, ck, dst.as_mut_ptr(), l, bd.is_some(), MatRef::new(&wd, 0, ck, 1), MatRef::new(&cols, 0, l, 1), par(true))
+            gemm_into(
+                o,
+                l,
+                ck,
+                dst.as_mut_ptr(),
+                l,
+                bd.is_some(),
+                MatRef::new(&wd, 0, ck, 1),
+                MatRef::new(&cols, 0, l, 1),
+                par(true),
+            )
         };
     }
     let mut parents = vec![x, weight];
@@ -145,34 +187,52 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, opts: Conv2dOp
         parents.push(b);
     }
     let has_b = bias.is_some();
-    Ok(Tensor::from_op(out, vec![n, o, oh, ow], &parents, "conv2d", move |gy, needs| {
-        let mut gx = needs[0].then(|| vec![0f32; n * c * h * w]);
-        let mut gw = vec![0f32; o * ck];
-        let mut gb = vec![0f32; o];
-        for ni in 0..n {
-            let gyn = &gy[ni * o * l..(ni + 1) * o * l];
-            let gm = MatRef::new(gyn, 0, l, 1);
-            if needs[1] {
-                let cols = g.im2col(&xd[ni * c * h * w..(ni + 1) * c * h * w]);
-                // SAFETY: gw is o x ck; gy_n is o x l; cols^T is l x ck.
-                unsafe { gemm_into(o, ck, l, gw.as_mut_ptr(), ck, true, gm, MatRef::new(&cols, 0, l, 1).t(), par(true)) };
-            }
-            if let Some(gx) = gx.as_mut() {
-                let dcols = gemm_new(ck, l, o, MatRef::new(&wd, 0, ck, 1).t(), gm);
-                g.col2im(&dcols, &mut gx[ni * c * h * w..(ni + 1) * c * h * w]);
-            }
-            if has_b {
-                for (oi, row) in gyn.chunks_exact(l.max(1)).enumerate() {
-                    gb[oi] += row.iter().sum::<f32>();
+    Ok(Tensor::from_op(
+        out,
+        vec![n, o, oh, ow],
+        &parents,
+        "conv2d",
+        move |gy, needs| {
+            let mut gx = needs[0].then(|| vec![0f32; n * c * h * w]);
+            let mut gw = vec![0f32; o * ck];
+            let mut gb = vec![0f32; o];
+            for ni in 0..n {
+                let gyn = &gy[ni * o * l..(ni + 1) * o * l];
+                let gm = MatRef::new(gyn, 0, l, 1);
+                if needs[1] {
+                    let cols = g.im2col(&xd[ni * c * h * w..(ni + 1) * c * h * w]);
+                    // SAFETY: gw is o x ck; gy_n is o x l; cols^T is l x ck.
+                    unsafe {
+                        gemm_into(
+                            o,
+                            ck,
+                            l,
+                            gw.as_mut_ptr(),
+                            ck,
+                            true,
+                            gm,
+                            MatRef::new(&cols, 0, l, 1).t(),
+                            par(true),
+                        )
+                    };
+                }
+                if let Some(gx) = gx.as_mut() {
+                    let dcols = gemm_new(ck, l, o, MatRef::new(&wd, 0, ck, 1).t(), gm);
+                    g.col2im(&dcols, &mut gx[ni * c * h * w..(ni + 1) * c * h * w]);
+                }
+                if has_b {
+                    for (oi, row) in gyn.chunks_exact(l.max(1)).enumerate() {
+                        gb[oi] += row.iter().sum::<f32>();
+                    }
                 }
             }
-        }
-        let mut res = vec![gx, needs[1].then_some(gw)];
-        if has_b {
-            res.push(Some(gb));
-        }
-        Ok(res)
-    }))
+            let mut res = vec![gx, needs[1].then_some(gw)];
+            if has_b {
+                res.push(Some(gb));
+            }
+            Ok(res)
+        },
+    ))
 }
 
 fn pool2d(x: &Tensor, k: (usize, usize), opts: Conv2dOpts, max: bool) -> Result<Tensor> {
@@ -180,7 +240,16 @@ fn pool2d(x: &Tensor, k: (usize, usize), opts: Conv2dOpts, max: bool) -> Result<
     let [n, c, h, w] = x.dims::<4>(op)?;
     let oh = out_size(op, h, k.0, opts.stride.0, opts.padding.0, opts.dilation.0)?;
     let ow = out_size(op, w, k.1, opts.stride.1, opts.padding.1, opts.dilation.1)?;
-    let g = Geo { c: 1, h, w, kh: k.0, kw: k.1, oh, ow, o: opts };
+    let g = Geo {
+        c: 1,
+        h,
+        w,
+        kh: k.0,
+        kw: k.1,
+        oh,
+        ow,
+        o: opts,
+    };
     let xd = x.contig();
     let planes = n * c;
     let mut out = vec![0f32; planes * oh * ow];
@@ -211,32 +280,38 @@ fn pool2d(x: &Tensor, k: (usize, usize), opts: Conv2dOpts, max: bool) -> Result<
             }
         }
     }
-    Ok(Tensor::from_op(out, vec![n, c, oh, ow], &[x], op, move |gy, _| {
-        let mut gx = vec![0f32; planes * h * w];
-        if max {
-            for (oi, &ii) in arg.iter().enumerate() {
-                if ii != usize::MAX {
-                    gx[ii] += gy[oi];
+    Ok(Tensor::from_op(
+        out,
+        vec![n, c, oh, ow],
+        &[x],
+        op,
+        move |gy, _| {
+            let mut gx = vec![0f32; planes * h * w];
+            if max {
+                for (oi, &ii) in arg.iter().enumerate() {
+                    if ii != usize::MAX {
+                        gx[ii] += gy[oi];
+                    }
                 }
-            }
-        } else {
-            for p in 0..planes {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let gv = gy[(p * oh + oy) * ow + ox] / taps;
-                        for ky in 0..k.0 {
-                            for kx in 0..k.1 {
-                                if let Some((y, xx)) = g.src(oy, ox, ky, kx) {
-                                    gx[(p * h + y) * w + xx] += gv;
+            } else {
+                for p in 0..planes {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let gv = gy[(p * oh + oy) * ow + ox] / taps;
+                            for ky in 0..k.0 {
+                                for kx in 0..k.1 {
+                                    if let Some((y, xx)) = g.src(oy, ox, ky, kx) {
+                                        gx[(p * h + y) * w + xx] += gv;
+                                    }
                                 }
                             }
                         }
                     }
                 }
             }
-        }
-        Ok(vec![Some(gx)])
-    }))
+            Ok(vec![Some(gx)])
+        },
+    ))
 }
 
 /// Max pooling over `kernel` windows of `x` `(N, C, H, W)`; padding counts as `-inf`.

@@ -11,7 +11,11 @@ use crate::shape::{broadcast_shape, numel, sum_to_shape};
 use crate::tensor::Tensor;
 
 fn split3(shape: &[usize], d: usize) -> (usize, usize, usize) {
-    (shape[..d].iter().product(), shape[d], shape[d + 1..].iter().product())
+    (
+        shape[..d].iter().product(),
+        shape[d],
+        shape[d + 1..].iter().product(),
+    )
 }
 
 /// Rows of `weight` `(V, D)` picked by `ids` (shaped `ids_shape`): output `(ids_shape.., D)`.
@@ -32,26 +36,39 @@ pub fn embedding(weight: &Tensor, ids: &[u32], ids_shape: &[usize]) -> Result<Te
     }
     let w = weight.contig();
     let mut out = super::alloc_out(ids.len() * d);
-    out.par_chunks_mut(d.max(1)).zip(ids.par_iter()).for_each(|(o, &id)| {
-        o.copy_from_slice(&w[id as usize * d..(id as usize + 1) * d]);
-    });
+    out.par_chunks_mut(d.max(1))
+        .zip(ids.par_iter())
+        .for_each(|(o, &id)| {
+            o.copy_from_slice(&w[id as usize * d..(id as usize + 1) * d]);
+        });
     let mut shape = ids_shape.to_vec();
     shape.push(d);
     let ids = ids.to_vec();
-    Ok(Tensor::from_op(out, shape, &[weight], "embedding", move |g: Vec<f32>, _| {
-        let g = &g[..];
-        let mut gw = vec![0f32; v * d];
-        for (r, &id) in ids.iter().enumerate() {
-            let dst = &mut gw[id as usize * d..(id as usize + 1) * d];
-            dst.iter_mut().zip(&g[r * d..(r + 1) * d]).for_each(|(a, b)| *a += b);
-        }
-        Ok(vec![Some(gw)])
-    }))
+    Ok(Tensor::from_op(
+        out,
+        shape,
+        &[weight],
+        "embedding",
+        move |g: Vec<f32>, _| {
+            let g = &g[..];
+            let mut gw = vec![0f32; v * d];
+            for (r, &id) in ids.iter().enumerate() {
+                let dst = &mut gw[id as usize * d..(id as usize + 1) * d];
+                dst.iter_mut()
+                    .zip(&g[r * d..(r + 1) * d])
+                    .for_each(|(a, b)| *a += b);
+            }
+            Ok(vec![Some(gw)])
+        },
+    ))
 }
 
 fn check_index(op: &'static str, idx: &[usize], n: usize) -> Result<()> {
     if let Some((i, &bad)) = idx.iter().enumerate().find(|(_, &x)| x >= n) {
-        return invalid(op, format!("index {bad} at position {i} is out of range for a dim of {n}"));
+        return invalid(
+            op,
+            format!("index {bad} at position {i} is out of range for a dim of {n}"),
+        );
     }
     Ok(())
 }
@@ -74,18 +91,24 @@ impl Tensor {
         let mut shape = self.shape().to_vec();
         shape[d] = k;
         let indices = indices.to_vec();
-        Ok(Tensor::from_op(out, shape, &[self], "index_select", move |g: Vec<f32>, _| {
-        let g = &g[..];
-            let mut gx = vec![0f32; outer * n * inner];
-            for o in 0..outer {
-                for (j, &ix) in indices.iter().enumerate() {
-                    let dst = &mut gx[(o * n + ix) * inner..(o * n + ix + 1) * inner];
-                    let src = &g[(o * k + j) * inner..(o * k + j + 1) * inner];
-                    dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
+        Ok(Tensor::from_op(
+            out,
+            shape,
+            &[self],
+            "index_select",
+            move |g: Vec<f32>, _| {
+                let g = &g[..];
+                let mut gx = vec![0f32; outer * n * inner];
+                for o in 0..outer {
+                    for (j, &ix) in indices.iter().enumerate() {
+                        let dst = &mut gx[(o * n + ix) * inner..(o * n + ix + 1) * inner];
+                        let src = &g[(o * k + j) * inner..(o * k + j + 1) * inner];
+                        dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
+                    }
                 }
-            }
-            Ok(vec![Some(gx)])
-        }))
+                Ok(vec![Some(gx)])
+            },
+        ))
     }
 
     /// `out[.., j, ..] = self[.., index[.., j, ..], ..]` along `dim` (`torch.gather`); `index`
@@ -93,7 +116,11 @@ impl Tensor {
     pub fn gather(&self, dim: isize, index: &[usize], index_shape: &[usize]) -> Result<Tensor> {
         let d = self.dim_index(dim, "gather")?;
         let ok = index_shape.len() == self.rank()
-            && index_shape.iter().zip(self.shape()).enumerate().all(|(i, (a, b))| i == d || a == b)
+            && index_shape
+                .iter()
+                .zip(self.shape())
+                .enumerate()
+                .all(|(i, (a, b))| i == d || a == b)
             && numel(index_shape) == index.len();
         if !ok {
             return Err(Error::ShapeMismatch {
@@ -116,19 +143,25 @@ impl Tensor {
             }
         }
         let index = index.to_vec();
-        Ok(Tensor::from_op(out, index_shape.to_vec(), &[self], "gather", move |g: Vec<f32>, _| {
-        let g = &g[..];
-            let mut gx = vec![0f32; outer * n * inner];
-            for o in 0..outer {
-                for j in 0..k {
-                    for i in 0..inner {
-                        let p = (o * k + j) * inner + i;
-                        gx[(o * n + index[p]) * inner + i] += g[p];
+        Ok(Tensor::from_op(
+            out,
+            index_shape.to_vec(),
+            &[self],
+            "gather",
+            move |g: Vec<f32>, _| {
+                let g = &g[..];
+                let mut gx = vec![0f32; outer * n * inner];
+                for o in 0..outer {
+                    for j in 0..k {
+                        for i in 0..inner {
+                            let p = (o * k + j) * inner + i;
+                            gx[(o * n + index[p]) * inner + i] += g[p];
+                        }
                     }
                 }
-            }
-            Ok(vec![Some(gx)])
-        }))
+                Ok(vec![Some(gx)])
+            },
+        ))
     }
 
     /// `self` with `src` added at `index` along `dim` (`torch.Tensor.scatter_add`); `index` has
@@ -136,7 +169,12 @@ impl Tensor {
     pub fn scatter_add(&self, dim: isize, index: &[usize], src: &Tensor) -> Result<Tensor> {
         let d = self.dim_index(dim, "scatter_add")?;
         let ok = src.rank() == self.rank()
-            && src.shape().iter().zip(self.shape()).enumerate().all(|(i, (a, b))| i == d || a == b)
+            && src
+                .shape()
+                .iter()
+                .zip(self.shape())
+                .enumerate()
+                .all(|(i, (a, b))| i == d || a == b)
             && src.numel() == index.len();
         if !ok {
             return Err(Error::ShapeMismatch {
@@ -159,22 +197,27 @@ impl Tensor {
             }
         }
         let index = index.to_vec();
-        Ok(Tensor::from_op(out, self.shape().to_vec(), &[self, src], "scatter_add", move |g: Vec<f32>, needs| {
-        
-            let gs = needs[1].then(|| {
-                let mut v = vec![0f32; index.len()];
-                for o in 0..outer {
-                    for j in 0..k {
-                        for i in 0..inner {
-                            let p = (o * k + j) * inner + i;
-                            v[p] = g[(o * n + index[p]) * inner + i];
+        Ok(Tensor::from_op(
+            out,
+            self.shape().to_vec(),
+            &[self, src],
+            "scatter_add",
+            move |g: Vec<f32>, needs| {
+                let gs = needs[1].then(|| {
+                    let mut v = vec![0f32; index.len()];
+                    for o in 0..outer {
+                        for j in 0..k {
+                            for i in 0..inner {
+                                let p = (o * k + j) * inner + i;
+                                v[p] = g[(o * n + index[p]) * inner + i];
+                            }
                         }
                     }
-                }
-                v
-            });
-            Ok(vec![needs[0].then_some(g), gs])
-        }))
+                    v
+                });
+                Ok(vec![needs[0].then_some(g), gs])
+            },
+        ))
     }
 
     /// `value` where `mask` is non-zero, `self` elsewhere (`mask` broadcasts to `self`).
@@ -205,7 +248,10 @@ impl Tensor {
                 let row = &x[r * n..(r + 1) * n];
                 let mut order: Vec<usize> = (0..n).collect();
                 let cmp = |a: &usize, b: &usize| {
-                    row[*b].partial_cmp(&row[*a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(b))
+                    row[*b]
+                        .partial_cmp(&row[*a])
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                        .then(a.cmp(b))
                 };
                 if k < n {
                     order.select_nth_unstable_by(k - 1, cmp);
@@ -221,7 +267,7 @@ impl Tensor {
         *shape.last_mut().expect("rank >= 1") = k;
         let saved = idx.clone();
         let t = Tensor::from_op(vals, shape, &[self], "topk", move |g: Vec<f32>, _| {
-        let g = &g[..];
+            let g = &g[..];
             let mut gx = vec![0f32; rows * n];
             for r in 0..rows {
                 for j in 0..k {
@@ -241,20 +287,36 @@ pub fn where_cond(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let c = cond.detach().expand(&s)?.contig();
     let av = a.detach().expand(&s)?.contig();
     let bv = b.detach().expand(&s)?.contig();
-    let out: Vec<f32> = (0..c.len()).map(|i| if c[i] != 0.0 { av[i] } else { bv[i] }).collect();
+    let out: Vec<f32> = (0..c.len())
+        .map(|i| if c[i] != 0.0 { av[i] } else { bv[i] })
+        .collect();
     let (ash, bsh, os) = (a.shape().to_vec(), b.shape().to_vec(), s.clone());
-    Ok(Tensor::from_op(out, s, &[a, b], "where", move |g: Vec<f32>, needs| {
-        let g = &g[..];
-        let ga = needs[0].then(|| {
-            let v: Vec<f32> = g.iter().zip(c.iter()).map(|(g, &c)| if c != 0.0 { *g } else { 0.0 }).collect();
-            sum_to_shape(&v, &os, &ash)
-        });
-        let gb = needs[1].then(|| {
-            let v: Vec<f32> = g.iter().zip(c.iter()).map(|(g, &c)| if c != 0.0 { 0.0 } else { *g }).collect();
-            sum_to_shape(&v, &os, &bsh)
-        });
-        Ok(vec![ga, gb])
-    }))
+    Ok(Tensor::from_op(
+        out,
+        s,
+        &[a, b],
+        "where",
+        move |g: Vec<f32>, needs| {
+            let g = &g[..];
+            let ga = needs[0].then(|| {
+                let v: Vec<f32> = g
+                    .iter()
+                    .zip(c.iter())
+                    .map(|(g, &c)| if c != 0.0 { *g } else { 0.0 })
+                    .collect();
+                sum_to_shape(&v, &os, &ash)
+            });
+            let gb = needs[1].then(|| {
+                let v: Vec<f32> = g
+                    .iter()
+                    .zip(c.iter())
+                    .map(|(g, &c)| if c != 0.0 { 0.0 } else { *g })
+                    .collect();
+                sum_to_shape(&v, &os, &bsh)
+            });
+            Ok(vec![ga, gb])
+        },
+    ))
 }
 
 /// One-hot rows: `(len, n)` with a 1 at each index.

@@ -107,8 +107,28 @@ pub(crate) unsafe fn gemm_into(
 /// Safe product of two strided matrices into a new row-major `m x n` vector.
 pub(crate) fn gemm_new(m: usize, n: usize, k: usize, lhs: MatRef, rhs: MatRef) -> Vec<f32> {
     let mut out = super::alloc_out(m * n); // gemm_into writes every element (read_dst false)
-    // SAFETY: out has m*n elements; lhs/rhs come from live buffers of the right sizes.
+                                           // SAFETY: out has m*n elements; lhs/rhs come from live buffers of the right sizes.
     unsafe { gemm_into(m, n, k, out.as_mut_ptr(), n, false, lhs, rhs, par(true)) };
+    out
+}
+
+/// Like [`gemm_new`] but on the calling thread only.
+pub(crate) fn gemm_single(m: usize, n: usize, k: usize, lhs: MatRef, rhs: MatRef) -> Vec<f32> {
+    let mut out = super::alloc_out(m * n); // gemm_into writes every element (read_dst false)
+                                           // SAFETY: out has m*n elements; lhs/rhs come from live buffers of the right sizes.
+    unsafe {
+        gemm_into(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            n,
+            false,
+            lhs,
+            rhs,
+            Parallelism::None,
+        )
+    };
     out
 }
 
@@ -157,7 +177,11 @@ impl Operand {
 
 /// Batched product of two strided operands into a contiguous `(batch, m, n)` buffer.
 fn bmm(a: &Operand, b: &Operand, batch: &[usize], ta: bool, tb: bool) -> Vec<f32> {
-    let (m, k) = if ta { (a.cols(), a.rows()) } else { (a.rows(), a.cols()) };
+    let (m, k) = if ta {
+        (a.cols(), a.rows())
+    } else {
+        (a.rows(), a.cols())
+    };
     let n = if tb { b.rows() } else { b.cols() };
     let nb = numel(batch);
     let mut out = super::alloc_out(nb * m * n); // every product writes its block
@@ -171,16 +195,40 @@ fn bmm(a: &Operand, b: &Operand, batch: &[usize], ta: bool, tb: bool) -> Vec<f32
     };
     let threads = rayon::current_num_threads();
     if nb >= threads && m * n * k <= 1 << 22 {
-        out.par_chunks_mut((m * n).max(1)).enumerate().for_each(|(bi, o)| {
-            // SAFETY: o has m*n elements; operands are live for the call.
-            unsafe {
-                gemm_into(m, n, k, o.as_mut_ptr(), n, false, get(a, bi, ta), get(b, bi, tb), Parallelism::None)
-            }
-        });
+        out.par_chunks_mut((m * n).max(1))
+            .enumerate()
+            .for_each(|(bi, o)| {
+                // SAFETY: o has m*n elements; operands are live for the call.
+                unsafe {
+                    gemm_into(
+                        m,
+                        n,
+                        k,
+                        o.as_mut_ptr(),
+                        n,
+                        false,
+                        get(a, bi, ta),
+                        get(b, bi, tb),
+                        Parallelism::None,
+                    )
+                }
+            });
     } else {
         for (bi, o) in out.chunks_mut((m * n).max(1)).enumerate() {
             // SAFETY: as above.
-            unsafe { gemm_into(m, n, k, o.as_mut_ptr(), n, false, get(a, bi, ta), get(b, bi, tb), par(true)) }
+            unsafe {
+                gemm_into(
+                    m,
+                    n,
+                    k,
+                    o.as_mut_ptr(),
+                    n,
+                    false,
+                    get(a, bi, ta),
+                    get(b, bi, tb),
+                    par(true),
+                )
+            }
         }
     }
     out
@@ -192,7 +240,11 @@ impl Tensor {
         if self.rank() < 2 || rhs.rank() < 2 {
             return invalid(
                 "matmul",
-                format!("needs rank >= 2 operands, got {:?} and {:?}", self.shape(), rhs.shape()),
+                format!(
+                    "needs rank >= 2 operands, got {:?} and {:?}",
+                    self.shape(),
+                    rhs.shape()
+                ),
             );
         }
         let (ra, rb) = (self.rank(), rhs.rank());
@@ -221,30 +273,35 @@ impl Tensor {
         let mut shape = batch.clone();
         shape.extend([m, n]);
         let (a_shape, b_shape) = (self.shape().to_vec(), rhs.shape().to_vec());
-        Ok(Tensor::from_op(data, shape.clone(), &[self, rhs], "matmul", move |g: Vec<f32>, needs| {
-        
-            let go = Operand {
-                buf: Arc::new(g),
-                off: 0,
-                strides: contiguous_strides(&shape),
-                shape: shape.clone(),
-            };
-            let full = |mut s: Vec<usize>, r: usize, c: usize| {
-                s.extend([r, c]);
-                s
-            };
-            let ga = needs[0].then(|| {
-                // dA = dC @ B^T, summed over broadcast batch dims
-                let v = bmm(&go, &b, &batch, false, true);
-                sum_to_shape(&v, &full(batch.clone(), m, k), &a_shape)
-            });
-            let gb = needs[1].then(|| {
-                // dB = A^T @ dC
-                let v = bmm(&a, &go, &batch, true, false);
-                sum_to_shape(&v, &full(batch.clone(), k, n), &b_shape)
-            });
-            Ok(vec![ga, gb])
-        }))
+        Ok(Tensor::from_op(
+            data,
+            shape.clone(),
+            &[self, rhs],
+            "matmul",
+            move |g: Vec<f32>, needs| {
+                let go = Operand {
+                    buf: Arc::new(g),
+                    off: 0,
+                    strides: contiguous_strides(&shape),
+                    shape: shape.clone(),
+                };
+                let full = |mut s: Vec<usize>, r: usize, c: usize| {
+                    s.extend([r, c]);
+                    s
+                };
+                let ga = needs[0].then(|| {
+                    // dA = dC @ B^T, summed over broadcast batch dims
+                    let v = bmm(&go, &b, &batch, false, true);
+                    sum_to_shape(&v, &full(batch.clone(), m, k), &a_shape)
+                });
+                let gb = needs[1].then(|| {
+                    // dB = A^T @ dC
+                    let v = bmm(&a, &go, &batch, true, false);
+                    sum_to_shape(&v, &full(batch.clone(), k, n), &b_shape)
+                });
+                Ok(vec![ga, gb])
+            },
+        ))
     }
 }
 
@@ -289,7 +346,17 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     };
     // SAFETY: y is rows x o; x is rows x i contiguous; w is o x i strided (read as its transpose).
     unsafe {
-        gemm_into(rows, o, i, y.as_mut_ptr(), o, accumulate, MatRef::new(&xc, 0, i, 1), wm.t(), par(true));
+        gemm_into(
+            rows,
+            o,
+            i,
+            y.as_mut_ptr(),
+            o,
+            accumulate,
+            MatRef::new(&xc, 0, i, 1),
+            wm.t(),
+            par(true),
+        );
     }
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("rank >= 1") = o;
@@ -298,34 +365,52 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         parents.push(b);
     }
     let has_b = b.is_some();
-    Ok(Tensor::from_op(y, shape, &parents, "linear", move |g: Vec<f32>, needs| {
-        let g = &g[..];
-        let wm = MatRef::new(&wo.buf, wo.off, wo.strides[0], wo.strides[1]);
-        let gm = MatRef::new(g, 0, o, 1);
-        // dx = g (rows x o) @ w (o x i)
-        let gx = needs[0].then(|| gemm_new(rows, i, o, gm, wm));
-        // dw = g^T (o x rows) @ x (rows x i)
-        let gw = needs[1].then(|| gemm_new(o, i, rows, gm.t(), MatRef::new(&xc, 0, i, 1)));
-        let mut out = vec![gx, gw];
-        if has_b {
-            let db = g
-                .par_chunks(o * 256)
-                .map(|c| {
-                    let mut acc = vec![0f32; o];
-                    for r in c.chunks_exact(o) {
-                        acc.iter_mut().zip(r).for_each(|(a, v)| *a += v);
-                    }
-                    acc
-                })
-                .reduce(
-                    || vec![0f32; o],
-                    |mut a, b| {
-                        a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                        a
-                    },
+    Ok(Tensor::from_op(
+        y,
+        shape,
+        &parents,
+        "linear",
+        move |g: Vec<f32>, needs| {
+            let g = &g[..];
+            let wm = MatRef::new(&wo.buf, wo.off, wo.strides[0], wo.strides[1]);
+            let gm = MatRef::new(g, 0, o, 1);
+            // dx = g (rows x o) @ w (o x i) and dw = g^T (o x rows) @ x (rows x i) are independent:
+            // with two threads, two single-threaded products side by side beat two products that
+            // each split over both threads (less synchronisation and packing per thread).
+            let xm = MatRef::new(&xc, 0, i, 1);
+            let (gx, gw) = if needs[0] && needs[1] && rayon::current_num_threads() == 2 {
+                let (a, b) = rayon::join(
+                    || gemm_single(rows, i, o, gm, wm),
+                    || gemm_single(o, i, rows, gm.t(), xm),
                 );
-            out.push(Some(db));
-        }
-        Ok(out)
-    }))
+                (Some(a), Some(b))
+            } else {
+                (
+                    needs[0].then(|| gemm_new(rows, i, o, gm, wm)),
+                    needs[1].then(|| gemm_new(o, i, rows, gm.t(), xm)),
+                )
+            };
+            let mut out = vec![gx, gw];
+            if has_b {
+                let db = g
+                    .par_chunks(o * 256)
+                    .map(|c| {
+                        let mut acc = vec![0f32; o];
+                        for r in c.chunks_exact(o) {
+                            acc.iter_mut().zip(r).for_each(|(a, v)| *a += v);
+                        }
+                        acc
+                    })
+                    .reduce(
+                        || vec![0f32; o],
+                        |mut a, b| {
+                            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                            a
+                        },
+                    );
+                out.push(Some(db));
+            }
+            Ok(out)
+        },
+    ))
 }

@@ -48,7 +48,12 @@ fn sum_partials(parts: Vec<Vec<f32>>, c: usize) -> Vec<f32> {
 }
 
 /// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dim (PyTorch's `LayerNorm`).
-pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+pub fn layer_norm(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+) -> Result<Tensor> {
     let c = last_dim(x, "layer_norm")?;
     check_param("layer_norm", weight, c)?;
     check_param("layer_norm", bias, c)?;
@@ -82,47 +87,53 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
     }
     let has_w = weight.is_some();
     let has_b = bias.is_some();
-    Ok(Tensor::from_op(y, x.shape().to_vec(), &parents, "layer_norm", move |g: Vec<f32>, needs| {
-        let g = &g[..];
-        let mut gx = super::alloc_out(g.len());
-        let partial: Vec<(Vec<f32>, Vec<f32>)> = gx
-            .par_chunks_mut(c * ROWS)
-            .enumerate()
-            .map(|(k, gxc)| {
-                let mut dw = vec![0f32; c];
-                let mut db = vec![0f32; c];
-                let mut xh = vec![0f32; c];
-                let mut dxh = vec![0f32; c];
-                for (r, gxr) in gxc.chunks_exact_mut(c).enumerate() {
-                    let row = k * ROWS + r;
-                    let (mean, rstd) = stats[row];
-                    let xr = &xd[row * c..(row + 1) * c];
-                    let gr = &g[row * c..(row + 1) * c];
-                    for i in 0..c {
-                        xh[i] = (xr[i] - mean) * rstd;
-                        dxh[i] = gr[i] * w[i];
-                        dw[i] += gr[i] * xh[i];
-                        db[i] += gr[i];
+    Ok(Tensor::from_op(
+        y,
+        x.shape().to_vec(),
+        &parents,
+        "layer_norm",
+        move |g: Vec<f32>, needs| {
+            let g = &g[..];
+            let mut gx = super::alloc_out(g.len());
+            let partial: Vec<(Vec<f32>, Vec<f32>)> = gx
+                .par_chunks_mut(c * ROWS)
+                .enumerate()
+                .map(|(k, gxc)| {
+                    let mut dw = vec![0f32; c];
+                    let mut db = vec![0f32; c];
+                    let mut xh = vec![0f32; c];
+                    let mut dxh = vec![0f32; c];
+                    for (r, gxr) in gxc.chunks_exact_mut(c).enumerate() {
+                        let row = k * ROWS + r;
+                        let (mean, rstd) = stats[row];
+                        let xr = &xd[row * c..(row + 1) * c];
+                        let gr = &g[row * c..(row + 1) * c];
+                        for i in 0..c {
+                            xh[i] = (xr[i] - mean) * rstd;
+                            dxh[i] = gr[i] * w[i];
+                            dw[i] += gr[i] * xh[i];
+                            db[i] += gr[i];
+                        }
+                        let m1 = math::sum(&dxh) / c as f32;
+                        let m2 = math::dot(&dxh, &xh) / c as f32;
+                        for i in 0..c {
+                            gxr[i] = rstd * (dxh[i] - m1 - xh[i] * m2);
+                        }
                     }
-                    let m1 = math::sum(&dxh) / c as f32;
-                    let m2 = math::dot(&dxh, &xh) / c as f32;
-                    for i in 0..c {
-                        gxr[i] = rstd * (dxh[i] - m1 - xh[i] * m2);
-                    }
-                }
-                (dw, db)
-            })
-            .collect();
-        let (dws, dbs): (Vec<_>, Vec<_>) = partial.into_iter().unzip();
-        let mut out = vec![needs[0].then_some(gx)];
-        if has_w {
-            out.push(Some(sum_partials(dws, c)));
-        }
-        if has_b {
-            out.push(Some(sum_partials(dbs, c)));
-        }
-        Ok(out)
-    }))
+                    (dw, db)
+                })
+                .collect();
+            let (dws, dbs): (Vec<_>, Vec<_>) = partial.into_iter().unzip();
+            let mut out = vec![needs[0].then_some(gx)];
+            if has_w {
+                out.push(Some(sum_partials(dws, c)));
+            }
+            if has_b {
+                out.push(Some(sum_partials(dbs, c)));
+            }
+            Ok(out)
+        },
+    ))
 }
 
 /// `x / sqrt(mean(x^2) + eps) * weight` over the last dim (LLaMA/DeepSeek `RMSNorm`).
@@ -153,38 +164,44 @@ pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f32) -> Result<Tensor>
         parents.push(w);
     }
     let has_w = weight.is_some();
-    Ok(Tensor::from_op(y, x.shape().to_vec(), &parents, "rms_norm", move |g: Vec<f32>, needs| {
-        let g = &g[..];
-        let mut gx = super::alloc_out(g.len());
-        let dws: Vec<Vec<f32>> = gx
-            .par_chunks_mut(c * ROWS)
-            .enumerate()
-            .map(|(k, gxc)| {
-                let mut dw = vec![0f32; c];
-                let mut xh = vec![0f32; c];
-                let mut dxh = vec![0f32; c];
-                for (r, gxr) in gxc.chunks_exact_mut(c).enumerate() {
-                    let row = k * ROWS + r;
-                    let rrms = rr[row];
-                    let xr = &xd[row * c..(row + 1) * c];
-                    let gr = &g[row * c..(row + 1) * c];
-                    for i in 0..c {
-                        xh[i] = xr[i] * rrms;
-                        dxh[i] = gr[i] * w[i];
-                        dw[i] += gr[i] * xh[i];
+    Ok(Tensor::from_op(
+        y,
+        x.shape().to_vec(),
+        &parents,
+        "rms_norm",
+        move |g: Vec<f32>, needs| {
+            let g = &g[..];
+            let mut gx = super::alloc_out(g.len());
+            let dws: Vec<Vec<f32>> = gx
+                .par_chunks_mut(c * ROWS)
+                .enumerate()
+                .map(|(k, gxc)| {
+                    let mut dw = vec![0f32; c];
+                    let mut xh = vec![0f32; c];
+                    let mut dxh = vec![0f32; c];
+                    for (r, gxr) in gxc.chunks_exact_mut(c).enumerate() {
+                        let row = k * ROWS + r;
+                        let rrms = rr[row];
+                        let xr = &xd[row * c..(row + 1) * c];
+                        let gr = &g[row * c..(row + 1) * c];
+                        for i in 0..c {
+                            xh[i] = xr[i] * rrms;
+                            dxh[i] = gr[i] * w[i];
+                            dw[i] += gr[i] * xh[i];
+                        }
+                        let m2 = math::dot(&dxh, &xh) / c as f32;
+                        for i in 0..c {
+                            gxr[i] = rrms * (dxh[i] - xh[i] * m2);
+                        }
                     }
-                    let m2 = math::dot(&dxh, &xh) / c as f32;
-                    for i in 0..c {
-                        gxr[i] = rrms * (dxh[i] - xh[i] * m2);
-                    }
-                }
-                dw
-            })
-            .collect();
-        let mut out = vec![needs[0].then_some(gx)];
-        if has_w {
-            out.push(Some(sum_partials(dws, c)));
-        }
-        Ok(out)
-    }))
+                    dw
+                })
+                .collect();
+            let mut out = vec![needs[0].then_some(gx)];
+            if has_w {
+                out.push(Some(sum_partials(dws, c)));
+            }
+            Ok(out)
+        },
+    ))
 }

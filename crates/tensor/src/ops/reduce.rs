@@ -58,7 +58,7 @@ impl Tensor {
         }
         let shape = reduced_shape(self.shape(), d, keepdim);
         Tensor::from_op(out, shape, &[self], name, move |g: Vec<f32>, _| {
-        let g = &g[..];
+            let g = &g[..];
             Ok(vec![Some(spread(g, outer, n, inner, scale))])
         })
     }
@@ -82,14 +82,23 @@ impl Tensor {
     /// Sum of all elements (rank-0 result).
     pub fn sum_all(&self) -> Tensor {
         let x = self.contig();
-        let s: f64 = x.par_chunks(1 << 14).map(|c| c.iter().map(|&v| v as f64).sum::<f64>()).sum();
+        let s: f64 = x
+            .par_chunks(1 << 14)
+            .map(|c| c.iter().map(|&v| v as f64).sum::<f64>())
+            .sum();
         let shape = self.shape().to_vec();
         let n = self.numel();
-        Tensor::from_op(vec![s as f32], vec![], &[self], "sum_all", move |g: Vec<f32>, _| {
-        let g = &g[..];
-            let _ = shape;
-            Ok(vec![Some(vec![g[0]; n])])
-        })
+        Tensor::from_op(
+            vec![s as f32],
+            vec![],
+            &[self],
+            "sum_all",
+            move |g: Vec<f32>, _| {
+                let g = &g[..];
+                let _ = shape;
+                Ok(vec![Some(vec![g[0]; n])])
+            },
+        )
     }
 
     /// Mean of all elements (rank-0 result).
@@ -124,17 +133,23 @@ impl Tensor {
             }
         }
         let shape = reduced_shape(self.shape(), d, keepdim);
-        Ok(Tensor::from_op(out, shape, &[self], "max_dim", move |g: Vec<f32>, _| {
-        let g = &g[..];
-            let mut gx = vec![0f32; outer * n * inner];
-            for o in 0..outer {
-                for i in 0..inner {
-                    let k = o * inner + i;
-                    gx[(o * n + arg[k]) * inner + i] = g[k];
+        Ok(Tensor::from_op(
+            out,
+            shape,
+            &[self],
+            "max_dim",
+            move |g: Vec<f32>, _| {
+                let g = &g[..];
+                let mut gx = vec![0f32; outer * n * inner];
+                for o in 0..outer {
+                    for i in 0..inner {
+                        let k = o * inner + i;
+                        gx[(o * n + arg[k]) * inner + i] = g[k];
+                    }
                 }
-            }
-            Ok(vec![Some(gx)])
-        }))
+                Ok(vec![Some(gx)])
+            },
+        ))
     }
 
     /// Softmax over `dim`.
@@ -143,21 +158,27 @@ impl Tensor {
         let (outer, n, inner) = split3(self.shape(), d);
         let y = softmax_kernel(&self.contig(), outer, n, inner, false);
         let ys = y.clone();
-        Ok(Tensor::from_op(y, self.shape().to_vec(), &[self], "softmax", move |g: Vec<f32>, _| {
-        let g = &g[..];
-            // dx = y * (g - sum_j g_j y_j)
-            let mut gx = vec![0f32; g.len()];
-            for o in 0..outer {
-                for i in 0..inner {
-                    let at = |j: usize| (o * n + j) * inner + i;
-                    let dot: f32 = (0..n).map(|j| g[at(j)] * ys[at(j)]).sum();
-                    for j in 0..n {
-                        gx[at(j)] = ys[at(j)] * (g[at(j)] - dot);
+        Ok(Tensor::from_op(
+            y,
+            self.shape().to_vec(),
+            &[self],
+            "softmax",
+            move |g: Vec<f32>, _| {
+                let g = &g[..];
+                // dx = y * (g - sum_j g_j y_j)
+                let mut gx = vec![0f32; g.len()];
+                for o in 0..outer {
+                    for i in 0..inner {
+                        let at = |j: usize| (o * n + j) * inner + i;
+                        let dot: f32 = (0..n).map(|j| g[at(j)] * ys[at(j)]).sum();
+                        for j in 0..n {
+                            gx[at(j)] = ys[at(j)] * (g[at(j)] - dot);
+                        }
                     }
                 }
-            }
-            Ok(vec![Some(gx)])
-        }))
+                Ok(vec![Some(gx)])
+            },
+        ))
     }
 
     /// Log-softmax over `dim`.
@@ -166,26 +187,38 @@ impl Tensor {
         let (outer, n, inner) = split3(self.shape(), d);
         let y = softmax_kernel(&self.contig(), outer, n, inner, true);
         let ys = y.clone();
-        Ok(Tensor::from_op(y, self.shape().to_vec(), &[self], "log_softmax", move |g: Vec<f32>, _| {
-        let g = &g[..];
-            // dx = g - softmax * sum_j g_j
-            let mut gx = vec![0f32; g.len()];
-            for o in 0..outer {
-                for i in 0..inner {
-                    let at = |j: usize| (o * n + j) * inner + i;
-                    let s: f32 = (0..n).map(|j| g[at(j)]).sum();
-                    for j in 0..n {
-                        gx[at(j)] = g[at(j)] - ys[at(j)].exp() * s;
+        Ok(Tensor::from_op(
+            y,
+            self.shape().to_vec(),
+            &[self],
+            "log_softmax",
+            move |g: Vec<f32>, _| {
+                let g = &g[..];
+                // dx = g - softmax * sum_j g_j
+                let mut gx = vec![0f32; g.len()];
+                for o in 0..outer {
+                    for i in 0..inner {
+                        let at = |j: usize| (o * n + j) * inner + i;
+                        let s: f32 = (0..n).map(|j| g[at(j)]).sum();
+                        for j in 0..n {
+                            gx[at(j)] = g[at(j)] - ys[at(j)].exp() * s;
+                        }
                     }
                 }
-            }
-            Ok(vec![Some(gx)])
-        }))
+                Ok(vec![Some(gx)])
+            },
+        ))
     }
 }
 
 /// Row softmax (or log-softmax) of `(outer, n, inner)` data over the middle dim.
-pub(crate) fn softmax_kernel(x: &[f32], outer: usize, n: usize, inner: usize, log: bool) -> Vec<f32> {
+pub(crate) fn softmax_kernel(
+    x: &[f32],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    log: bool,
+) -> Vec<f32> {
     let mut y = super::alloc_out(x.len());
     if inner == 1 {
         y.par_chunks_mut(n.max(1))
@@ -215,7 +248,8 @@ pub(crate) fn softmax_kernel(x: &[f32], outer: usize, n: usize, inner: usize, lo
 pub(crate) fn softmax_row(x: &[f32], y: &mut [f32], log: bool) {
     let m = math::max(x);
     if m == f32::NEG_INFINITY {
-        y.iter_mut().for_each(|v| *v = if log { f32::NEG_INFINITY } else { 0.0 });
+        y.iter_mut()
+            .for_each(|v| *v = if log { f32::NEG_INFINITY } else { 0.0 });
         return;
     }
     if log {
@@ -257,12 +291,19 @@ pub fn cross_entropy(logits: &Tensor, targets: &[i64], opts: CrossEntropyOpts) -
     if targets.len() != n {
         return invalid(
             "cross_entropy",
-            format!("{} targets for logits of shape {:?}", targets.len(), logits.shape()),
+            format!(
+                "{} targets for logits of shape {:?}",
+                targets.len(),
+                logits.shape()
+            ),
         );
     }
     let eps = opts.label_smoothing;
     if !(0.0..=1.0).contains(&eps) {
-        return invalid("cross_entropy", format!("label_smoothing {eps} is outside [0, 1]"));
+        return invalid(
+            "cross_entropy",
+            format!("label_smoothing {eps} is outside [0, 1]"),
+        );
     }
     for (i, &t) in targets.iter().enumerate() {
         if t != opts.ignore_index && (t < 0 || t as usize >= v) {
@@ -295,26 +336,36 @@ pub fn cross_entropy(logits: &Tensor, targets: &[i64], opts: CrossEntropyOpts) -
         })
         .collect();
     let total: f64 = rows.iter().map(|r| r.1 as f64).sum();
-    let loss = if valid == 0 { f32::NAN } else { (total / valid as f64) as f32 };
+    let loss = if valid == 0 {
+        f32::NAN
+    } else {
+        (total / valid as f64) as f32
+    };
     let targets = targets.to_vec();
     let ignore = opts.ignore_index;
-    Ok(Tensor::from_op(vec![loss], vec![], &[logits], "cross_entropy", move |g: Vec<f32>, _| {
-        let g = &g[..];
-        let scale = g[0] / valid.max(1) as f32;
-        let mut gx = vec![0f32; n * v];
-        gx.par_chunks_mut(v)
-            .zip(x.par_chunks(v))
-            .zip(targets.par_iter().zip(rows.par_iter()))
-            .for_each(|((gr, r), (&t, &(lse, _)))| {
-                if t == ignore {
-                    return;
-                }
-                let off = eps / v as f32;
-                for (gv, &z) in gr.iter_mut().zip(r) {
-                    *gv = (crate::math::exp(z - lse) - off) * scale;
-                }
-                gr[t as usize] -= (1.0 - eps) * scale;
-            });
-        Ok(vec![Some(gx)])
-    }))
+    Ok(Tensor::from_op(
+        vec![loss],
+        vec![],
+        &[logits],
+        "cross_entropy",
+        move |g: Vec<f32>, _| {
+            let g = &g[..];
+            let scale = g[0] / valid.max(1) as f32;
+            let mut gx = vec![0f32; n * v];
+            gx.par_chunks_mut(v)
+                .zip(x.par_chunks(v))
+                .zip(targets.par_iter().zip(rows.par_iter()))
+                .for_each(|((gr, r), (&t, &(lse, _)))| {
+                    if t == ignore {
+                        return;
+                    }
+                    let off = eps / v as f32;
+                    for (gv, &z) in gr.iter_mut().zip(r) {
+                        *gv = (crate::math::exp(z - lse) - off) * scale;
+                    }
+                    gr[t as usize] -= (1.0 - eps) * scale;
+                });
+            Ok(vec![Some(gx)])
+        },
+    ))
 }

@@ -21,7 +21,10 @@ pub enum RopeLayout {
 /// `cos` and `sin` tables `(positions.len(), dim / 2)` for frequencies `theta^(-2i/dim)`.
 pub fn rope_tables(positions: &[usize], dim: usize, theta: f32) -> Result<(Tensor, Tensor)> {
     if dim == 0 || dim % 2 != 0 {
-        return invalid("rope_tables", format!("dim must be even and > 0, got {dim}"));
+        return invalid(
+            "rope_tables",
+            format!("dim must be even and > 0, got {dim}"),
+        );
     }
     let half = dim / 2;
     let mut c = Vec::with_capacity(positions.len() * half);
@@ -40,27 +43,40 @@ pub fn rope_tables(positions: &[usize], dim: usize, theta: f32) -> Result<(Tenso
     ))
 }
 
-fn rotate(x: &[f32], cos: &[f32], sin: &[f32], t: usize, d: usize, layout: RopeLayout, inverse: bool) -> Vec<f32> {
+fn rotate(
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    t: usize,
+    d: usize,
+    layout: RopeLayout,
+    inverse: bool,
+) -> Vec<f32> {
     let half = d / 2;
     let sign = if inverse { -1.0 } else { 1.0 };
     let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(t * d).zip(x.par_chunks(t * d)).for_each(|(o, xs)| {
-        for ti in 0..t {
-            let (c, s) = (&cos[ti * half..(ti + 1) * half], &sin[ti * half..(ti + 1) * half]);
-            let xr = &xs[ti * d..(ti + 1) * d];
-            let orow = &mut o[ti * d..(ti + 1) * d];
-            for i in 0..half {
-                let (ia, ib) = match layout {
-                    RopeLayout::Interleaved => (2 * i, 2 * i + 1),
-                    RopeLayout::HalfSplit => (i, i + half),
-                };
-                let (a, b) = (xr[ia], xr[ib]);
-                let sn = sign * s[i];
-                orow[ia] = a * c[i] - b * sn;
-                orow[ib] = a * sn + b * c[i];
+    out.par_chunks_mut(t * d)
+        .zip(x.par_chunks(t * d))
+        .for_each(|(o, xs)| {
+            for ti in 0..t {
+                let (c, s) = (
+                    &cos[ti * half..(ti + 1) * half],
+                    &sin[ti * half..(ti + 1) * half],
+                );
+                let xr = &xs[ti * d..(ti + 1) * d];
+                let orow = &mut o[ti * d..(ti + 1) * d];
+                for i in 0..half {
+                    let (ia, ib) = match layout {
+                        RopeLayout::Interleaved => (2 * i, 2 * i + 1),
+                        RopeLayout::HalfSplit => (i, i + half),
+                    };
+                    let (a, b) = (xr[ia], xr[ib]);
+                    let sn = sign * s[i];
+                    orow[ia] = a * c[i] - b * sn;
+                    orow[ib] = a * sn + b * c[i];
+                }
             }
-        }
-    });
+        });
     out
 }
 
@@ -85,9 +101,15 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: RopeLayout) -> Resul
     }
     let (c, s) = (cos.contig(), sin.contig());
     let y = rotate(&x.contig(), &c, &s, t, d, layout, false);
-    Ok(Tensor::from_op(y, x.shape().to_vec(), &[x], "rope", move |g: Vec<f32>, _| {
-        let g = &g[..];
-        // The rotation is orthogonal: the backward rotates by the opposite angle.
-        Ok(vec![Some(rotate(g, &c, &s, t, d, layout, true))])
-    }))
+    Ok(Tensor::from_op(
+        y,
+        x.shape().to_vec(),
+        &[x],
+        "rope",
+        move |g: Vec<f32>, _| {
+            let g = &g[..];
+            // The rotation is orthogonal: the backward rotates by the opposite angle.
+            Ok(vec![Some(rotate(g, &c, &s, t, d, layout, true))])
+        },
+    ))
 }

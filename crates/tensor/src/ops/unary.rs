@@ -47,10 +47,16 @@ impl Tensor {
     ) -> Tensor {
         let x = self.contig();
         let y = map1(&x, f);
-        Tensor::from_op(y, self.shape().to_vec(), &[self], name, move |g: Vec<f32>, _| {
-        let g = &g[..];
-            Ok(vec![Some(map2(g, &x, |g, x| g * df(x)))])
-        })
+        Tensor::from_op(
+            y,
+            self.shape().to_vec(),
+            &[self],
+            name,
+            move |g: Vec<f32>, _| {
+                let g = &g[..];
+                Ok(vec![Some(map2(g, &x, |g, x| g * df(x)))])
+            },
+        )
     }
 
     /// Elementwise op whose derivative is a function of the output `y` (kept by sharing the
@@ -65,10 +71,18 @@ impl Tensor {
         let ys = y.clone();
         let shape = self.shape().to_vec();
         let strides = crate::shape::contiguous_strides(&shape);
-        Tensor::from_op_strided(y, shape, strides, 0, &[self], name, move |g: Vec<f32>, _| {
-        let g = &g[..];
-            Ok(vec![Some(map2(g, &ys, |g, y| g * df(y)))])
-        })
+        Tensor::from_op_strided(
+            y,
+            shape,
+            strides,
+            0,
+            &[self],
+            name,
+            move |g: Vec<f32>, _| {
+                let g = &g[..];
+                Ok(vec![Some(map2(g, &ys, |g, y| g * df(y)))])
+            },
+        )
     }
 
     /// `e^x`.
@@ -151,9 +165,17 @@ impl Tensor {
         let mask: Vec<f32> = u.iter().map(|&u| if u < p { 0.0 } else { scale }).collect();
         let x = self.contig();
         let y: Vec<f32> = x.iter().zip(&mask).map(|(x, m)| x * m).collect();
-        Ok(Tensor::from_op(y, self.shape().to_vec(), &[self], "dropout", move |g: Vec<f32>, _| {
-        let g = &g[..];
-            Ok(vec![Some(g.iter().zip(&mask).map(|(g, m)| g * m).collect())])
-        }))
+        Ok(Tensor::from_op(
+            y,
+            self.shape().to_vec(),
+            &[self],
+            "dropout",
+            move |g: Vec<f32>, _| {
+                let g = &g[..];
+                Ok(vec![Some(
+                    g.iter().zip(&mask).map(|(g, m)| g * m).collect(),
+                )])
+            },
+        ))
     }
 }

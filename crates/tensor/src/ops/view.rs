@@ -45,7 +45,13 @@ impl Tensor {
             )),
             None => {
                 let data = self.contig().to_vec();
-                Ok(Tensor::from_op(data, shape.to_vec(), &[self], "reshape", back))
+                Ok(Tensor::from_op(
+                    data,
+                    shape.to_vec(),
+                    &[self],
+                    "reshape",
+                    back,
+                ))
             }
         }
     }
@@ -54,10 +60,17 @@ impl Tensor {
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
         let r = self.rank();
         let mut seen = vec![false; r];
-        if perm.len() != r || perm.iter().any(|&p| p >= r || std::mem::replace(&mut seen[p], true)) {
+        if perm.len() != r
+            || perm
+                .iter()
+                .any(|&p| p >= r || std::mem::replace(&mut seen[p], true))
+        {
             return invalid(
                 "permute",
-                format!("{perm:?} is not a permutation of the dims of shape {:?}", self.shape()),
+                format!(
+                    "{perm:?} is not a permutation of the dims of shape {:?}",
+                    self.shape()
+                ),
             );
         }
         let shape: Vec<usize> = perm.iter().map(|&p| self.shape()[p]).collect();
@@ -75,7 +88,7 @@ impl Tensor {
             &[self],
             "permute",
             move |g: Vec<f32>, _| {
-        let g = &g[..];
+                let g = &g[..];
                 // g is contiguous in the output's shape; read it through the inverse permutation.
                 let gs = contiguous_strides(&out_shape);
                 let in_shape: Vec<usize> = inv.iter().map(|&i| out_shape[i]).collect();
@@ -144,7 +157,10 @@ impl Tensor {
     pub fn squeeze(&self, dim: isize) -> Result<Tensor> {
         let d = self.dim_index(dim, "squeeze")?;
         if self.shape()[d] != 1 {
-            return invalid("squeeze", format!("dim {d} of shape {:?} is not 1", self.shape()));
+            return invalid(
+                "squeeze",
+                format!("dim {d} of shape {:?} is not 1", self.shape()),
+            );
         }
         let mut s = self.shape().to_vec();
         s.remove(d);
@@ -191,9 +207,13 @@ impl Tensor {
             return self.clone();
         }
         let data = self.contig().to_vec();
-        Tensor::from_op(data, self.shape().to_vec(), &[self], "contiguous", |g: Vec<f32>, _| {
-            Ok(vec![Some(g)])
-        })
+        Tensor::from_op(
+            data,
+            self.shape().to_vec(),
+            &[self],
+            "contiguous",
+            |g: Vec<f32>, _| Ok(vec![Some(g)]),
+        )
     }
 
     /// Splits `dim` into pieces of the given sizes (views).
@@ -202,7 +222,10 @@ impl Tensor {
         if sizes.iter().sum::<usize>() != self.shape()[d] {
             return invalid(
                 "split",
-                format!("sizes {sizes:?} do not add up to dim {d} of shape {:?}", self.shape()),
+                format!(
+                    "sizes {sizes:?} do not add up to dim {d} of shape {:?}",
+                    self.shape()
+                ),
             );
         }
         let mut start = 0;
@@ -220,7 +243,10 @@ impl Tensor {
         if n == 0 || self.shape()[d] % n != 0 {
             return invalid(
                 "chunk",
-                format!("dim {d} of shape {:?} does not split into {n}", self.shape()),
+                format!(
+                    "dim {d} of shape {:?} does not split into {n}",
+                    self.shape()
+                ),
             );
         }
         self.split(&vec![self.shape()[d] / n; n], dim)
@@ -279,22 +305,28 @@ pub fn cat(ts: &[&Tensor], dim: isize) -> Result<Tensor> {
         parts.push((start, w));
         start += w;
     }
-    Ok(Tensor::from_op(out, shape, ts, "cat", move |g: Vec<f32>, needs| {
-        let g = &g[..];
-        Ok(parts
-            .iter()
-            .zip(needs)
-            .map(|(&(s, w), &need)| {
-                need.then(|| {
-                    let mut v = Vec::with_capacity(outer * w);
-                    for o in 0..outer {
-                        v.extend_from_slice(&g[o * row + s..o * row + s + w]);
-                    }
-                    v
+    Ok(Tensor::from_op(
+        out,
+        shape,
+        ts,
+        "cat",
+        move |g: Vec<f32>, needs| {
+            let g = &g[..];
+            Ok(parts
+                .iter()
+                .zip(needs)
+                .map(|(&(s, w), &need)| {
+                    need.then(|| {
+                        let mut v = Vec::with_capacity(outer * w);
+                        for o in 0..outer {
+                            v.extend_from_slice(&g[o * row + s..o * row + s + w]);
+                        }
+                        v
+                    })
                 })
-            })
-            .collect())
-    }))
+                .collect())
+        },
+    ))
 }
 
 /// Stacks equally shaped tensors along a new dim.

@@ -1,0 +1,211 @@
+//! Named parameters on disk, and optimizer updates checked against hand-computed values of
+//! PyTorch's documented update rules.
+
+use std::collections::BTreeMap;
+
+use ferrolab_nn::{clip_grad_norm, AdamW, AdamWConfig, Init, Optimizer, Sgd, SgdConfig, Vars};
+use ferrolab_tensor::{Error, Tensor};
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("ferrolab-nn-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn model(vars: &Vars, width: usize) {
+    vars.pp("layers.0.attn.wq").var("weight", &[width, 3], Init::Normal { mean: 0.0, std: 1.0 }).unwrap();
+    vars.pp("layers.0.attn.wq").var("bias", &[width], Init::Zeros).unwrap();
+}
+
+#[test]
+fn save_and_load_round_trip_by_name() {
+    let dir = tmpdir("roundtrip");
+    let path = dir.join("model.safetensors");
+    let a = Vars::new();
+    model(&a, 4);
+    a.save(&path).unwrap();
+    let b = Vars::new();
+    model(&b, 4);
+    assert_ne!(a.all()[0].1.to_vec(), b.all()[0].1.to_vec());
+    b.load(&path).unwrap();
+    for ((na, ta), (nb, tb)) in a.all().iter().zip(b.all().iter()) {
+        assert_eq!(na, nb);
+        assert_eq!(ta.to_vec(), tb.to_vec());
+    }
+    assert_eq!(a.all()[0].0, "layers.0.attn.wq.weight");
+}
+
+#[test]
+fn load_reports_wrong_shape_with_name_and_both_shapes() {
+    let dir = tmpdir("shape");
+    let path = dir.join("model.safetensors");
+    let a = Vars::new();
+    model(&a, 4);
+    a.save(&path).unwrap();
+    let b = Vars::new();
+    model(&b, 5);
+    let before = b.all()[0].1.to_vec();
+    let err = b.load(&path).unwrap_err();
+    match &err {
+        Error::TensorShape { name, expected, actual, .. } => {
+            assert_eq!(name, "layers.0.attn.wq.weight");
+            assert_eq!(expected, &vec![5, 3]);
+            assert_eq!(actual, &vec![4, 3]);
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("layers.0.attn.wq.weight") && msg.contains("[4, 3]") && msg.contains("[5, 3]"), "{msg}");
+    // nothing was half-loaded
+    assert_eq!(b.all()[0].1.to_vec(), before);
+}
+
+#[test]
+fn load_reports_missing_tensor_and_bad_file() {
+    let dir = tmpdir("missing");
+    let path = dir.join("model.safetensors");
+    let a = Vars::new();
+    a.pp("x").var("weight", &[2], Init::Ones).unwrap();
+    a.save(&path).unwrap();
+    let b = Vars::new();
+    b.pp("x").var("weight", &[2], Init::Ones).unwrap();
+    b.pp("y").var("weight", &[2], Init::Ones).unwrap();
+    let err = b.load(&path).unwrap_err().to_string();
+    assert!(err.contains("y.weight") && err.contains("missing"), "{err}");
+
+    let bad = dir.join("bad.safetensors");
+    std::fs::write(&bad, b"not a safetensors file at all").unwrap();
+    let err = b.load(&bad).unwrap_err().to_string();
+    assert!(err.contains("bad.safetensors"), "{err}");
+    let err = b.load(&dir.join("absent.safetensors")).unwrap_err().to_string();
+    assert!(err.contains("absent.safetensors"), "{err}");
+}
+
+#[test]
+fn duplicate_parameter_names_are_rejected() {
+    let v = Vars::new();
+    v.var("w", &[1], Init::Zeros).unwrap();
+    assert!(v.var("w", &[1], Init::Zeros).is_err());
+}
+
+fn param(vals: &[f32]) -> Tensor {
+    Tensor::from_slice(vals, &[vals.len()]).unwrap().into_var()
+}
+
+fn set_grad(p: &Tensor, g: &[f32]) {
+    p.set_grad(Some(Tensor::from_slice(g, &[g.len()]).unwrap())).unwrap();
+}
+
+/// AdamW, two steps, by hand (torch.optim.AdamW's documented algorithm).
+#[test]
+fn adamw_matches_hand_computation() {
+    let p = param(&[1.0, -2.0]);
+    let cfg = AdamWConfig { lr: 0.1, betas: (0.9, 0.99), eps: 1e-8, weight_decay: 0.5, decoupled: true };
+    let mut opt = AdamW::new(vec![("p".into(), p.clone())], cfg);
+    let grads = [[0.5f64, -1.0], [0.25, 2.0]];
+    let mut w = [1.0f64, -2.0];
+    let (mut m, mut v) = ([0f64; 2], [0f64; 2]);
+    for (t, g) in grads.iter().enumerate() {
+        set_grad(&p, &[g[0] as f32, g[1] as f32]);
+        opt.step().unwrap();
+        let t = t as i32 + 1;
+        for j in 0..2 {
+            w[j] *= 1.0 - 0.1 * 0.5;
+            m[j] = 0.9 * m[j] + 0.1 * g[j];
+            v[j] = 0.99 * v[j] + 0.01 * g[j] * g[j];
+            let mh = m[j] / (1.0 - 0.9f64.powi(t));
+            let vh = v[j] / (1.0 - 0.99f64.powi(t));
+            w[j] -= 0.1 * mh / (vh.sqrt() + 1e-8);
+        }
+        let got = p.to_vec();
+        for j in 0..2 {
+            assert!((got[j] as f64 - w[j]).abs() < 1e-5, "step {t}: {} vs {}", got[j], w[j]);
+        }
+    }
+}
+
+/// Adam with L2 weight decay (torch.optim.Adam's weight_decay adds wd * w to the gradient).
+#[test]
+fn adam_l2_matches_hand_computation() {
+    let p = param(&[2.0]);
+    let cfg = AdamWConfig { lr: 0.01, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.1, decoupled: false };
+    let mut opt = AdamW::new(vec![("p".into(), p.clone())], cfg);
+    set_grad(&p, &[0.3]);
+    opt.step().unwrap();
+    let g = 0.3 + 0.1 * 2.0f64;
+    let m = 0.1 * g / 0.1;
+    let v = 0.001 * g * g / 0.001;
+    let want = 2.0 - 0.01 * m / (v.sqrt() + 1e-8);
+    assert!((p.to_vec()[0] as f64 - want).abs() < 1e-6);
+}
+
+/// SGD with momentum and Nesterov, two steps (torch.optim.SGD, dampening 0).
+#[test]
+fn sgd_momentum_and_nesterov_match_hand_computation() {
+    for nesterov in [false, true] {
+        let p = param(&[1.0]);
+        let cfg = SgdConfig { lr: 0.1, momentum: 0.9, nesterov, weight_decay: 0.01 };
+        let mut opt = Sgd::new(vec![("p".into(), p.clone())], cfg);
+        let mut w = 1.0f64;
+        let mut buf: Option<f64> = None;
+        for g0 in [0.5f64, -0.25] {
+            set_grad(&p, &[g0 as f32]);
+            opt.step().unwrap();
+            let g = g0 + 0.01 * w;
+            let b = match buf {
+                None => g,
+                Some(b) => 0.9 * b + g,
+            };
+            buf = Some(b);
+            let d = if nesterov { g + 0.9 * b } else { b };
+            w -= 0.1 * d;
+            assert!((p.to_vec()[0] as f64 - w).abs() < 1e-6, "nesterov={nesterov}");
+        }
+    }
+}
+
+#[test]
+fn parameters_without_gradient_are_left_alone() {
+    let p = param(&[1.0, 2.0]);
+    let mut opt = AdamW::new(vec![("p".into(), p.clone())], AdamWConfig::default());
+    opt.step().unwrap();
+    assert_eq!(p.to_vec(), vec![1.0, 2.0]);
+}
+
+#[test]
+fn optimizer_state_round_trips() {
+    let p = param(&[1.0, 2.0]);
+    let mut a = AdamW::new(vec![("p".into(), p.clone())], AdamWConfig::default());
+    set_grad(&p, &[0.1, 0.2]);
+    a.step().unwrap();
+    let state: BTreeMap<String, Tensor> = a.state().into_iter().collect();
+    assert!(state.contains_key("p.exp_avg") && state.contains_key("p.exp_avg_sq"));
+    let q = param(&p.to_vec());
+    let mut b = AdamW::new(vec![("p".into(), q.clone())], AdamWConfig::default());
+    b.load_state(&state).unwrap();
+    set_grad(&p, &[0.3, -0.1]);
+    set_grad(&q, &[0.3, -0.1]);
+    a.step().unwrap();
+    b.step().unwrap();
+    assert_eq!(p.to_vec(), q.to_vec());
+    let mut bad = state.clone();
+    bad.remove("p.exp_avg");
+    assert!(b.load_state(&bad).unwrap_err().to_string().contains("p.exp_avg"));
+}
+
+#[test]
+fn clip_grad_norm_scales_to_max_norm() {
+    let a = param(&[0.0, 0.0]);
+    let b = param(&[0.0]);
+    set_grad(&a, &[3.0, 0.0]);
+    set_grad(&b, &[4.0]);
+    let n = clip_grad_norm(&[a.clone(), b.clone()], 1.0).unwrap();
+    assert!((n - 5.0).abs() < 1e-6);
+    let ga = a.grad().unwrap().to_vec();
+    let gb = b.grad().unwrap().to_vec();
+    assert!((ga[0] - 0.6).abs() < 1e-5 && (gb[0] - 0.8).abs() < 1e-5);
+    // below the limit: unchanged
+    let n = clip_grad_norm(&[a.clone(), b.clone()], 10.0).unwrap();
+    assert!((n - 1.0).abs() < 1e-4);
+    assert!((a.grad().unwrap().to_vec()[0] - 0.6).abs() < 1e-5);
+}
