@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use ferrolab_nn::{Embedding, Init, LayerNorm, Linear, Vars};
 use ferrolab_tensor::{
-    cross_entropy, packed_qkv_attention, recompute, segments, AttnMask, CrossEntropyOpts,
-    Error, Result, Tensor,
+    cross_entropy, packed_qkv_attention, recompute, segments, AttnMask, CrossEntropyOpts, Error,
+    Result, Tensor,
 };
 
 /// Shape of the decoder.
@@ -47,11 +47,16 @@ impl GptConfig {
 
     /// Checks the shape, naming the offending field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Err(Error::Invalid { op: "GptConfig", msg });
+        let bad = |msg: String| {
+            Err(Error::Invalid {
+                op: "GptConfig",
+                msg,
+            })
+        };
         if self.vocab == 0 || self.d_model == 0 || self.heads == 0 || self.max_seq == 0 {
             return bad("vocab, d_model, heads and max_seq must be > 0".into());
         }
-        if self.d_model % self.heads != 0 {
+        if !self.d_model.is_multiple_of(self.heads) {
             return bad(format!(
                 "d_model ({}) is not divisible by heads ({})",
                 self.d_model, self.heads
@@ -82,7 +87,10 @@ pub struct Block {
 impl Block {
     /// A block of width `c` with `heads` heads, initialised like the benchmark.
     pub fn new(vars: &Vars, c: usize, heads: usize) -> Result<Block> {
-        let w = Init::Normal { mean: 0.0, std: 0.02 };
+        let w = Init::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
         Ok(Block {
             ln1: LayerNorm::new(&vars.pp("ln1"), c, 1e-5)?,
             qkv: Linear::new(&vars.pp("qkv"), c, 3 * c, true, w)?,
@@ -98,10 +106,12 @@ impl Block {
     /// `(B, T, C)` -> `(B, T, C)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let qkv = self.qkv.forward(&self.ln1.forward(x)?)?; // (B, T, 3C)
-        // q, k, v as (B, H, T, D) heads of the fused projection, causal softmax(q k^T / sqrt(D)) v
+                                                            // q, k, v as (B, H, T, D) heads of the fused projection, causal softmax(q k^T / sqrt(D)) v
         let y = packed_qkv_attention(&qkv, self.heads, AttnMask::Causal, None)?; // (B, T, C)
         let x = x.add(&self.proj.forward(&y)?)?;
-        let m = self.fc2.forward(&self.fc1.forward(&self.ln2.forward(&x)?)?.gelu())?;
+        let m = self
+            .fc2
+            .forward(&self.fc1.forward(&self.ln2.forward(&x)?)?.gelu())?;
         x.add(&m)
     }
 }
@@ -126,7 +136,10 @@ impl Gpt {
     /// A model with the benchmark's init: N(0, 0.02) matrices, zero biases, unit norms.
     pub fn new(vars: &Vars, cfg: GptConfig) -> Result<Gpt> {
         cfg.validate()?;
-        let w = Init::Normal { mean: 0.0, std: 0.02 };
+        let w = Init::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
         let c = cfg.d_model;
         Ok(Gpt {
             tok: Embedding::new(&vars.pp("tok"), cfg.vocab, c, w)?,
@@ -185,6 +198,10 @@ impl Gpt {
     pub fn loss(&self, ids: &[u32], targets: &[i64], b: usize, t: usize) -> Result<Tensor> {
         let logits = self.forward(ids, b, t)?;
         let v = self.cfg.vocab;
-        cross_entropy(&logits.reshape(&[b * t, v])?, targets, CrossEntropyOpts::default())
+        cross_entropy(
+            &logits.reshape(&[b * t, v])?,
+            targets,
+            CrossEntropyOpts::default(),
+        )
     }
 }

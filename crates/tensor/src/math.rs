@@ -23,7 +23,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     // kf's low mantissa bits hold k (ROUND's mantissa is 0x400000): adding the bias and
     // shifting into the exponent field gives 2^k without a float-to-int conversion, which

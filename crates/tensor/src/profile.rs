@@ -10,7 +10,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 off, 2 on
-static TABLE: Mutex<Option<HashMap<(&'static str, bool), (Duration, u64)>>> = Mutex::new(None);
+/// `(op, is_backward) -> (total time, calls)`.
+type Table = HashMap<(&'static str, bool), (Duration, u64)>;
+static TABLE: Mutex<Option<Table>> = Mutex::new(None);
 
 thread_local! {
     static LAST: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
@@ -78,7 +80,7 @@ pub fn report() -> Option<String> {
     }
     let t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
     let mut rows: Vec<_> = t.as_ref()?.iter().map(|(k, v)| (*k, *v)).collect();
-    rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
     let total: Duration = rows.iter().map(|r| r.1 .0).sum();
     let mut s = format!(
         "{:<28} {:>5} {:>10} {:>8} {:>6}\n",

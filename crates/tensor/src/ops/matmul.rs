@@ -59,6 +59,7 @@ pub(crate) fn par(parallel: bool) -> Parallelism {
 /// # Safety
 /// `dst` must be valid for `m` rows of `ldd` elements; `lhs` and `rhs` must describe valid
 /// matrices of the given sizes.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_into(
     m: usize,
     n: usize,
@@ -392,7 +393,8 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             };
             let mut out = vec![gx, gw];
             if has_b {
-                let db = g
+                // per-chunk column sums collected in order, then added in order (deterministic)
+                let parts: Vec<Vec<f32>> = g
                     .par_chunks(o * 256)
                     .map(|c| {
                         let mut acc = vec![0f32; o];
@@ -401,13 +403,11 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
                         }
                         acc
                     })
-                    .reduce(
-                        || vec![0f32; o],
-                        |mut a, b| {
-                            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                            a
-                        },
-                    );
+                    .collect();
+                let mut db = vec![0f32; o];
+                for p in &parts {
+                    db.iter_mut().zip(p).for_each(|(a, v)| *a += v);
+                }
                 out.push(Some(db));
             }
             Ok(out)

@@ -82,22 +82,20 @@ impl Tensor {
     /// Sum of all elements (rank-0 result).
     pub fn sum_all(&self) -> Tensor {
         let x = self.contig();
-        let s: f64 = x
+        // Partial sums collected in order, then added in order: the same result on every run
+        // (a parallel `sum()` would combine partials in an order that depends on scheduling).
+        let parts: Vec<f64> = x
             .par_chunks(1 << 14)
             .map(|c| c.iter().map(|&v| v as f64).sum::<f64>())
-            .sum();
-        let shape = self.shape().to_vec();
+            .collect();
+        let s: f64 = parts.iter().sum();
         let n = self.numel();
         Tensor::from_op(
             vec![s as f32],
             vec![],
             &[self],
             "sum_all",
-            move |g: Vec<f32>, _| {
-                let g = &g[..];
-                let _ = shape;
-                Ok(vec![Some(vec![g[0]; n])])
-            },
+            move |g: Vec<f32>, _| Ok(vec![Some(vec![g[0]; n])]),
         )
     }
 
@@ -230,6 +228,13 @@ pub(crate) fn softmax_kernel(
         for i in 0..inner {
             let at = |j: usize| (o * n + j) * inner + i;
             let m = (0..n).map(|j| x[at(j)]).fold(f32::NEG_INFINITY, f32::max);
+            if m == f32::NEG_INFINITY {
+                // all -inf: zeros (log: -inf), as `softmax_row` gives over the last dim
+                for j in 0..n {
+                    y[at(j)] = if log { f32::NEG_INFINITY } else { 0.0 };
+                }
+                continue;
+            }
             let s: f32 = (0..n).map(|j| crate::math::exp(x[at(j)] - m)).sum();
             let ls = s.ln();
             for j in 0..n {

@@ -20,7 +20,7 @@ pub enum RopeLayout {
 
 /// `cos` and `sin` tables `(positions.len(), dim / 2)` for frequencies `theta^(-2i/dim)`.
 pub fn rope_tables(positions: &[usize], dim: usize, theta: f32) -> Result<(Tensor, Tensor)> {
-    if dim == 0 || dim % 2 != 0 {
+    if dim == 0 || !dim.is_multiple_of(2) {
         return invalid(
             "rope_tables",
             format!("dim must be even and > 0, got {dim}"),

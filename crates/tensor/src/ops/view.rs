@@ -240,7 +240,7 @@ impl Tensor {
     /// Splits `dim` into `n` equal pieces.
     pub fn chunk(&self, n: usize, dim: isize) -> Result<Vec<Tensor>> {
         let d = self.dim_index(dim, "chunk")?;
-        if n == 0 || self.shape()[d] % n != 0 {
+        if n == 0 || !self.shape()[d].is_multiple_of(n) {
             return invalid(
                 "chunk",
                 format!(
