@@ -143,7 +143,9 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
     if let Some(p) = ferrolab_tensor::profile::report() {
         eprintln!("{p}");
     }
-    let (mn, mx) = times.iter().fold((f64::MAX, 0f64), |(a, b), &t| (a.min(t), b.max(t)));
+    let (mn, mx) = times
+        .iter()
+        .fold((f64::MAX, 0f64), |(a, b), &t| (a.min(t), b.max(t)));
     let med = median(&mut times);
     println!(
         "ferrolab threads={} layers={} batch={} seq={} recompute={} params={}",
@@ -156,7 +158,11 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
     );
     println!(
         "losses: {}",
-        losses.iter().map(|l| format!("{l:.4}")).collect::<Vec<_>>().join(" ")
+        losses
+            .iter()
+            .map(|l| format!("{l:.4}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!(
         "init_loss={:.4} (ln V={:.4}) final_loss={:.4}",
@@ -214,10 +220,16 @@ fn side_by_side(a: &TrainStepArgs) -> Result<()> {
     let mut ours = Vec::new();
     let mut peer = Vec::new();
     for round in 0..a.rounds.max(1) {
-        let o = Command::new(&me).args(&ours_args).output().context("running ferrolab")?;
+        let o = Command::new(&me)
+            .args(&ours_args)
+            .output()
+            .context("running ferrolab")?;
         let so = String::from_utf8_lossy(&o.stdout).to_string();
         if !o.status.success() {
-            bail!("ferrolab run failed: {}", String::from_utf8_lossy(&o.stderr));
+            bail!(
+                "ferrolab run failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
         print!("[round {round}] {so}");
         ours.push((

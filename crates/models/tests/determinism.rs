@@ -7,9 +7,22 @@ use ferrolab_tensor::rng::{self, Rng};
 fn run(seed: u64, steps: usize, recompute: bool) -> (Vec<u32>, Vec<f32>) {
     rng::manual_seed(seed);
     let vars = Vars::new();
-    let cfg = GptConfig { vocab: 50, d_model: 16, layers: 3, heads: 2, max_seq: 10, recompute };
+    let cfg = GptConfig {
+        vocab: 50,
+        d_model: 16,
+        layers: 3,
+        heads: 2,
+        max_seq: 10,
+        recompute,
+    };
     let model = Gpt::new(&vars, cfg).unwrap();
-    let mut opt = AdamW::new(vars.all(), AdamWConfig { lr: 1e-2, ..AdamWConfig::default() });
+    let mut opt = AdamW::new(
+        vars.all(),
+        AdamWConfig {
+            lr: 1e-2,
+            ..AdamWConfig::default()
+        },
+    );
     let mut r = Rng::new(seed);
     let (b, t) = (2, 10);
     let x: Vec<u32> = (0..b * t).map(|_| r.below(50) as u32).collect();

@@ -13,8 +13,19 @@ fn tmpdir(name: &str) -> std::path::PathBuf {
 }
 
 fn model(vars: &Vars, width: usize) {
-    vars.pp("layers.0.attn.wq").var("weight", &[width, 3], Init::Normal { mean: 0.0, std: 1.0 }).unwrap();
-    vars.pp("layers.0.attn.wq").var("bias", &[width], Init::Zeros).unwrap();
+    vars.pp("layers.0.attn.wq")
+        .var(
+            "weight",
+            &[width, 3],
+            Init::Normal {
+                mean: 0.0,
+                std: 1.0,
+            },
+        )
+        .unwrap();
+    vars.pp("layers.0.attn.wq")
+        .var("bias", &[width], Init::Zeros)
+        .unwrap();
 }
 
 #[test]
@@ -47,7 +58,12 @@ fn load_reports_wrong_shape_with_name_and_both_shapes() {
     let before = b.all()[0].1.to_vec();
     let err = b.load(&path).unwrap_err();
     match &err {
-        Error::TensorShape { name, expected, actual, .. } => {
+        Error::TensorShape {
+            name,
+            expected,
+            actual,
+            ..
+        } => {
             assert_eq!(name, "layers.0.attn.wq.weight");
             assert_eq!(expected, &vec![5, 3]);
             assert_eq!(actual, &vec![4, 3]);
@@ -55,7 +71,10 @@ fn load_reports_wrong_shape_with_name_and_both_shapes() {
         other => panic!("unexpected error {other}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("layers.0.attn.wq.weight") && msg.contains("[4, 3]") && msg.contains("[5, 3]"), "{msg}");
+    assert!(
+        msg.contains("layers.0.attn.wq.weight") && msg.contains("[4, 3]") && msg.contains("[5, 3]"),
+        "{msg}"
+    );
     // nothing was half-loaded
     assert_eq!(b.all()[0].1.to_vec(), before);
 }
@@ -77,7 +96,10 @@ fn load_reports_missing_tensor_and_bad_file() {
     std::fs::write(&bad, b"not a safetensors file at all").unwrap();
     let err = b.load(&bad).unwrap_err().to_string();
     assert!(err.contains("bad.safetensors"), "{err}");
-    let err = b.load(&dir.join("absent.safetensors")).unwrap_err().to_string();
+    let err = b
+        .load(&dir.join("absent.safetensors"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("absent.safetensors"), "{err}");
 }
 
@@ -93,14 +115,21 @@ fn param(vals: &[f32]) -> Tensor {
 }
 
 fn set_grad(p: &Tensor, g: &[f32]) {
-    p.set_grad(Some(Tensor::from_slice(g, &[g.len()]).unwrap())).unwrap();
+    p.set_grad(Some(Tensor::from_slice(g, &[g.len()]).unwrap()))
+        .unwrap();
 }
 
 /// AdamW, two steps, by hand (torch.optim.AdamW's documented algorithm).
 #[test]
 fn adamw_matches_hand_computation() {
     let p = param(&[1.0, -2.0]);
-    let cfg = AdamWConfig { lr: 0.1, betas: (0.9, 0.99), eps: 1e-8, weight_decay: 0.5, decoupled: true };
+    let cfg = AdamWConfig {
+        lr: 0.1,
+        betas: (0.9, 0.99),
+        eps: 1e-8,
+        weight_decay: 0.5,
+        decoupled: true,
+    };
     let mut opt = AdamW::new(vec![("p".into(), p.clone())], cfg);
     let grads = [[0.5f64, -1.0], [0.25, 2.0]];
     let mut w = [1.0f64, -2.0];
@@ -119,7 +148,12 @@ fn adamw_matches_hand_computation() {
         }
         let got = p.to_vec();
         for j in 0..2 {
-            assert!((got[j] as f64 - w[j]).abs() < 1e-5, "step {t}: {} vs {}", got[j], w[j]);
+            assert!(
+                (got[j] as f64 - w[j]).abs() < 1e-5,
+                "step {t}: {} vs {}",
+                got[j],
+                w[j]
+            );
         }
     }
 }
@@ -128,7 +162,13 @@ fn adamw_matches_hand_computation() {
 #[test]
 fn adam_l2_matches_hand_computation() {
     let p = param(&[2.0]);
-    let cfg = AdamWConfig { lr: 0.01, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.1, decoupled: false };
+    let cfg = AdamWConfig {
+        lr: 0.01,
+        betas: (0.9, 0.999),
+        eps: 1e-8,
+        weight_decay: 0.1,
+        decoupled: false,
+    };
     let mut opt = AdamW::new(vec![("p".into(), p.clone())], cfg);
     set_grad(&p, &[0.3]);
     opt.step().unwrap();
@@ -144,7 +184,12 @@ fn adam_l2_matches_hand_computation() {
 fn sgd_momentum_and_nesterov_match_hand_computation() {
     for nesterov in [false, true] {
         let p = param(&[1.0]);
-        let cfg = SgdConfig { lr: 0.1, momentum: 0.9, nesterov, weight_decay: 0.01 };
+        let cfg = SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov,
+            weight_decay: 0.01,
+        };
         let mut opt = Sgd::new(vec![("p".into(), p.clone())], cfg);
         let mut w = 1.0f64;
         let mut buf: Option<f64> = None;
@@ -159,7 +204,10 @@ fn sgd_momentum_and_nesterov_match_hand_computation() {
             buf = Some(b);
             let d = if nesterov { g + 0.9 * b } else { b };
             w -= 0.1 * d;
-            assert!((p.to_vec()[0] as f64 - w).abs() < 1e-6, "nesterov={nesterov}");
+            assert!(
+                (p.to_vec()[0] as f64 - w).abs() < 1e-6,
+                "nesterov={nesterov}"
+            );
         }
     }
 }
@@ -190,7 +238,11 @@ fn optimizer_state_round_trips() {
     assert_eq!(p.to_vec(), q.to_vec());
     let mut bad = state.clone();
     bad.remove("p.exp_avg");
-    assert!(b.load_state(&bad).unwrap_err().to_string().contains("p.exp_avg"));
+    assert!(b
+        .load_state(&bad)
+        .unwrap_err()
+        .to_string()
+        .contains("p.exp_avg"));
 }
 
 #[test]

@@ -40,6 +40,33 @@ pub(crate) struct Inner {
     pub(crate) grad: Mutex<Option<Tensor>>,
 }
 
+impl Drop for Inner {
+    /// Frees the graph behind this tensor iteratively: the default drop would recurse once per
+    /// op through the parents and overflow the stack on very deep graphs that are dropped
+    /// without a backward.
+    fn drop(&mut self) {
+        let node = match self.node.get_mut() {
+            Ok(n) => n.take(),
+            Err(e) => e.into_inner().take(),
+        };
+        let Some(node) = node else { return };
+        let mut stack = node.parents;
+        drop(node.backward);
+        while let Some(t) = stack.pop() {
+            if let Ok(mut inner) = Arc::try_unwrap(t.0) {
+                let n = match inner.node.get_mut() {
+                    Ok(n) => n.take(),
+                    Err(e) => e.into_inner().take(),
+                };
+                if let Some(n) = n {
+                    stack.extend(n.parents);
+                }
+                // `inner` drops here with no node left: no recursion
+            }
+        }
+    }
+}
+
 /// An n-dimensional f32 tensor. Cloning is cheap (shared, reference counted).
 #[derive(Clone)]
 pub struct Tensor(pub(crate) Arc<Inner>);

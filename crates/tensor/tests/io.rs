@@ -13,7 +13,13 @@ fn every_dtype_round_trips_through_a_file() {
     let d = dir("dtypes");
     let vals = vec![0.0f32, 1.0, -2.5, 3.3, 100.0, -0.015625, 448.0, 1e-3];
     let t = Tensor::from_vec(vals.clone(), &[2, 4]).unwrap();
-    for dt in [DType::F32, DType::F16, DType::BF16, DType::F8E4M3, DType::F8E5M2] {
+    for dt in [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::F8E4M3,
+        DType::F8E5M2,
+    ] {
         let p = d.join(format!("{dt:?}.safetensors"));
         io::save_safetensors(&p, &[("w".into(), t.clone())], dt, None).unwrap();
         let back = io::load_safetensors(&p).unwrap();
@@ -22,7 +28,10 @@ fn every_dtype_round_trips_through_a_file() {
         let want: Vec<f32> = vals.iter().map(|&v| dtype::round_to(v, dt)).collect();
         assert_eq!(w.to_vec(), want, "{dt:?}");
         let size = std::fs::metadata(&p).unwrap().len() as usize;
-        assert!(size >= 8 * dt.size() && size < 8 * dt.size() + 200, "{dt:?}: {size} bytes");
+        assert!(
+            size >= 8 * dt.size() && size < 8 * dt.size() + 200,
+            "{dt:?}: {size} bytes"
+        );
     }
     // no temporary files left behind
     let stray: Vec<_> = std::fs::read_dir(&d)
@@ -56,6 +65,8 @@ fn atomic_write_replaces_the_whole_file() {
     io::write_atomic(&p, b"first version").unwrap();
     io::write_atomic(&p, b"2nd").unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), b"2nd");
-    let e = io::write_atomic(&d.join("no/such/dir/f.bin"), b"x").unwrap_err().to_string();
+    let e = io::write_atomic(&d.join("no/such/dir/f.bin"), b"x")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no/such/dir"), "{e}");
 }

@@ -222,6 +222,14 @@ impl Tensor {
 
     /// `value` where `mask` is non-zero, `self` elsewhere (`mask` broadcasts to `self`).
     pub fn masked_fill(&self, mask: &Tensor, value: f32) -> Result<Tensor> {
+        let s = broadcast_shape("masked_fill", mask.shape(), self.shape())?;
+        if s != self.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "masked_fill",
+                lhs: self.shape().to_vec(),
+                rhs: mask.shape().to_vec(),
+            });
+        }
         where_cond(mask, &Tensor::scalar(value), self)
     }
 

@@ -1,0 +1,925 @@
+//! Every op's backward against central finite differences (see `common::check_grad_with`).
+//!
+//! One test per op family. Inputs that meet a kink (relu and abs at 0, ties of max-like ops)
+//! are drawn away from it: `Data::away_from_zero` and `Data::distinct` keep every such
+//! distance well above the finite-difference step.
+
+mod common;
+
+use common::attn::{as_bhtd, attn_inputs, attn_mask, attn_mask_of, case, Mask, ATTN_CASES};
+use common::{assert_close, check_grad, check_grad_with, grads_of, out_weights, t, Data, Fd};
+use ferrolab_tensor::dtype::round_to;
+use ferrolab_tensor::{
+    avg_pool2d, cat, conv2d, cross_entropy, embedding, layer_norm, linear, max_pool2d, one_hot,
+    packed_qkv_attention, rms_norm, rope, rope_tables, scaled_dot_product_attention, stack,
+    where_cond, AttnMask, Conv2dOpts, CrossEntropyOpts, DType, Result, RopeLayout, Tensor,
+};
+
+/// A test body over the checker's inputs.
+type F = fn(&[Tensor]) -> Result<Tensor>;
+/// An elementwise op.
+type Unary = fn(&Tensor) -> Tensor;
+/// A reduction over `(dim, keepdim)`.
+type Reduce = fn(&Tensor, isize, bool) -> Result<Tensor>;
+
+// ---------------------------------------------------------------------------------------------
+// Elementwise
+
+#[derive(Clone, Copy)]
+enum Domain {
+    /// Standard normal.
+    Any,
+    /// In `[0.5, 2.5)`.
+    Positive,
+    /// Magnitude in `[0.1, 2)`, either sign.
+    AwayFromZero,
+}
+
+fn domain_data(d: &mut Data, domain: Domain, shape: &[usize]) -> Tensor {
+    match domain {
+        Domain::Any => d.randn(shape),
+        Domain::Positive => d.uniform(shape, 0.5, 2.5),
+        Domain::AwayFromZero => d.away_from_zero(shape, 0.1, 2.0),
+    }
+}
+
+#[test]
+fn unary_elementwise() {
+    let ops: &[(&str, Unary, Domain)] = &[
+        ("exp", |x| x.exp(), Domain::Any),
+        ("log", |x| x.log(), Domain::Positive),
+        ("sqrt", |x| x.sqrt(), Domain::Positive),
+        ("rsqrt", |x| x.rsqrt(), Domain::Positive),
+        ("sqr", |x| x.sqr(), Domain::Any),
+        ("abs", |x| x.abs(), Domain::AwayFromZero),
+        ("tanh", |x| x.tanh(), Domain::Any),
+        ("sigmoid", |x| x.sigmoid(), Domain::Any),
+        ("silu", |x| x.silu(), Domain::Any),
+        ("gelu", |x| x.gelu(), Domain::Any),
+        ("gelu_tanh", |x| x.gelu_tanh(), Domain::Any),
+        ("relu", |x| x.relu(), Domain::AwayFromZero),
+        ("affine", |x| x.affine(-1.5, 0.25), Domain::Any),
+        ("add_scalar", |x| x.add_scalar(3.0), Domain::Any),
+        ("mul_scalar", |x| x.mul_scalar(-0.7), Domain::Any),
+        ("neg", |x| x.neg(), Domain::Any),
+        ("powf 3", |x| x.powf(3.0), Domain::Any),
+        ("powf 1.5", |x| x.powf(1.5), Domain::Positive),
+        ("powf -0.5", |x| x.powf(-0.5), Domain::Positive),
+    ];
+    let mut d = Data::new(1);
+    for &(name, op, domain) in ops {
+        let x = domain_data(&mut d, domain, &[2, 3, 5]);
+        check_grad(name, [x.clone()], |x| Ok(op(&x[0])));
+        // the same op on a strided (transposed) view
+        check_grad(&format!("{name} on a transposed view"), &[x], |x| {
+            Ok(op(&x[0].transpose(0, 2)?))
+        });
+    }
+}
+
+/// Rounding is piecewise constant, so instead of finite differences: the forward rounds each
+/// element and the gradient passes straight through.
+#[test]
+fn quantize_roundtrip_is_straight_through() {
+    let x = Data::new(2).randn(&[3, 7]);
+    for dtype in [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::F8E4M3,
+        DType::F8E5M2,
+    ] {
+        let (y, g) = grads_of([x.clone()], |x| Ok(x[0].quantize_roundtrip(dtype)));
+        let want: Vec<f32> = x.to_vec().iter().map(|&v| round_to(v, dtype)).collect();
+        assert_eq!(y.to_vec(), want, "{dtype:?}: forward");
+        assert_eq!(g[0], out_weights(x.numel()), "{dtype:?}: gradient");
+    }
+}
+
+#[test]
+fn dropout_gradient_is_the_output_mask() {
+    let mut d = Data::new(3);
+    let x = d.away_from_zero(&[40, 50], 0.5, 2.0).into_var();
+    for p in [0.1f32, 0.5] {
+        ferrolab_tensor::rng::manual_seed(11);
+        let y = x.dropout(p, true).unwrap();
+        y.sum_all().backward().unwrap();
+        let g = x.grad().unwrap().to_vec();
+        x.zero_grad();
+        let (xv, yv) = (x.to_vec(), y.to_vec());
+        let scale = 1.0 / (1.0 - p);
+        let mut dropped = 0usize;
+        for i in 0..xv.len() {
+            let ratio = yv[i] / xv[i];
+            assert!(
+                ratio == 0.0 || (ratio - scale).abs() <= 1e-6 * scale,
+                "p {p}: y/x = {ratio} at {i}"
+            );
+            assert!(
+                (g[i] - ratio).abs() <= 1e-6 * scale,
+                "p {p}: gradient {} vs y/x {ratio} at {i}",
+                g[i]
+            );
+            dropped += (ratio == 0.0) as usize;
+        }
+        let frac = dropped as f32 / xv.len() as f32;
+        assert!((frac - p).abs() < 0.05, "p {p}: dropped fraction {frac}");
+        // the same generator state draws the same mask
+        ferrolab_tensor::rng::manual_seed(11);
+        assert_eq!(
+            x.dropout(p, true).unwrap().to_vec(),
+            yv,
+            "p {p}: same seed, same mask"
+        );
+    }
+    // eval mode and p = 0 are the identity; p outside [0, 1) is an error
+    assert_eq!(x.dropout(0.5, false).unwrap().to_vec(), x.to_vec());
+    assert_eq!(x.dropout(0.0, true).unwrap().to_vec(), x.to_vec());
+    assert!(x.dropout(1.0, true).is_err());
+}
+
+/// Dropout with the generator reset on every evaluation is a fixed linear map, so it can go
+/// through the finite-difference checker too.
+#[test]
+fn dropout_with_a_fixed_generator_state() {
+    let x = Data::new(4).randn(&[6, 7]);
+    check_grad("dropout", &[x], |x| {
+        ferrolab_tensor::rng::manual_seed(5);
+        x[0].sqr().dropout(0.3, true)
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binary ops with broadcasting
+
+type BinOp = fn(&Tensor, &Tensor) -> Result<Tensor>;
+
+const BINARY_OPS: &[(&str, BinOp)] = &[
+    ("add", Tensor::add),
+    ("sub", Tensor::sub),
+    ("mul", Tensor::mul),
+    ("div", Tensor::div),
+    ("maximum", Tensor::maximum),
+    ("minimum", Tensor::minimum),
+];
+
+/// Operands for a binary op: `b` never near 0 for `div`; `a` and `b` on interleaved grids
+/// (never within 0.05 of each other) for everything else, so maximum/minimum have no ties.
+fn binary_operands(d: &mut Data, name: &str, ash: &[usize], bsh: &[usize]) -> (Tensor, Tensor) {
+    let a = d.distinct(ash, 0.1, 0.0);
+    let b = if name == "div" {
+        d.away_from_zero(bsh, 0.8, 2.0)
+    } else {
+        d.distinct(bsh, 0.1, 0.05)
+    };
+    (a, b)
+}
+
+#[test]
+fn binary_broadcasting() {
+    let shapes: &[(&[usize], &[usize])] = &[
+        (&[2, 3, 4], &[2, 3, 4]),
+        (&[2, 3, 4], &[4]),
+        (&[4], &[2, 3, 4]),
+        (&[2, 3, 4], &[3, 1]),
+        (&[3, 1], &[2, 3, 4]),
+        (&[2, 3, 4], &[1]),
+        (&[1], &[2, 3, 4]),
+        (&[2, 3, 4], &[]),
+        (&[2, 1, 4], &[3, 1]),
+        (&[2, 3, 1], &[1, 3, 4]),
+        (&[3, 4], &[2, 1, 4]),
+    ];
+    let mut d = Data::new(5);
+    for &(name, op) in BINARY_OPS {
+        for &(ash, bsh) in shapes {
+            let (a, b) = binary_operands(&mut d, name, ash, bsh);
+            check_grad(&format!("{name} {ash:?} with {bsh:?}"), &[a, b], |x| {
+                op(&x[0], &x[1])
+            });
+        }
+    }
+}
+
+#[test]
+fn binary_ops_on_strided_views() {
+    let mut d = Data::new(6);
+    for &(name, op) in BINARY_OPS {
+        // a: [4,3,2] viewed as [2,3,4]; b: [4,3] viewed as [3,4] and broadcast
+        let (a, b) = binary_operands(&mut d, name, &[4, 3, 2], &[4, 3]);
+        check_grad(&format!("{name} on permuted views"), &[a, b], |x| {
+            op(&x[0].permute(&[2, 1, 0])?, &x[1].t()?)
+        });
+        // the same input on both sides (gradients from two uses accumulate)
+        let a = binary_operands(&mut d, "div", &[3, 4], &[3, 4]).1;
+        check_grad(&format!("{name} of a tensor with itself"), &[a], |x| {
+            op(&x[0], &x[0].t()?.t()?)
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reductions and softmax
+
+#[test]
+fn reductions_over_every_dim() {
+    let x = Data::new(7).distinct(&[3, 4, 5], 0.1, 0.0);
+    let ops: &[(&str, Reduce)] = &[
+        ("sum_dim", Tensor::sum_dim),
+        ("mean_dim", Tensor::mean_dim),
+        ("max_dim", Tensor::max_dim),
+    ];
+    for &(name, op) in ops {
+        for dim in [0isize, 1, 2, -1, -2] {
+            for keepdim in [false, true] {
+                check_grad(
+                    &format!("{name} dim {dim} keepdim {keepdim}"),
+                    [x.clone()],
+                    |x| op(&x[0], dim, keepdim),
+                );
+            }
+        }
+        check_grad(&format!("{name} of a permuted view"), [x.clone()], |x| {
+            op(&x[0].permute(&[2, 0, 1])?, 1, false)
+        });
+    }
+    check_grad("sum_all", [x.clone()], |x| Ok(x[0].sum_all()));
+    check_grad("mean_all", [x.clone()], |x| x[0].mean_all());
+    let v = Data::new(70).distinct(&[5], 0.1, 0.0);
+    check_grad("sum_dim of rank 1", [v.clone()], |x| x[0].sum_dim(0, false));
+    check_grad("max_dim of rank 1 keepdim", [v.clone()], |x| {
+        x[0].max_dim(-1, true)
+    });
+    check_grad("mean_all of a rank-0 tensor", &[t(vec![0.7], &[])], |x| {
+        x[0].mean_all()
+    });
+    check_grad("sum_all of a transposed view", &[x], |x| {
+        Ok(x[0].transpose(0, 2)?.sqr().sum_all())
+    });
+}
+
+#[test]
+fn softmax_and_log_softmax() {
+    let mut d = Data::new(8);
+    let x = d.randn(&[3, 4, 5]).mul_scalar(2.0);
+    let wide = d.randn(&[3, 37]).mul_scalar(2.0);
+    type Softmax = fn(&Tensor, isize) -> Result<Tensor>;
+    let ops: &[(&str, Softmax)] = &[
+        ("softmax", Tensor::softmax),
+        ("log_softmax", Tensor::log_softmax),
+    ];
+    for &(name, op) in ops {
+        for dim in [0isize, 1, -1] {
+            check_grad(&format!("{name} dim {dim}"), [x.clone()], |x| {
+                op(&x[0], dim)
+            });
+        }
+        check_grad(&format!("{name} of a 37-wide row"), [wide.clone()], |x| {
+            op(&x[0], -1)
+        });
+        check_grad(&format!("{name} of a transposed view"), [x.clone()], |x| {
+            op(&x[0].transpose(1, 2)?, -1)
+        });
+    }
+}
+
+#[test]
+fn cross_entropy_with_ignore_and_smoothing() {
+    let logits = Data::new(9).randn(&[6, 5]).mul_scalar(1.5);
+    let targets = [1i64, 0, 4, -100, 2, 4];
+    let cases = [
+        ("default", targets, CrossEntropyOpts::default()),
+        (
+            "label_smoothing 0.1",
+            targets,
+            CrossEntropyOpts {
+                label_smoothing: 0.1,
+                ..Default::default()
+            },
+        ),
+        (
+            "ignore_index 4 and smoothing",
+            [1, 0, 4, 3, 2, 4],
+            CrossEntropyOpts {
+                ignore_index: 4,
+                label_smoothing: 0.1,
+            },
+        ),
+    ];
+    for (name, tg, opts) in cases {
+        check_grad(&format!("cross_entropy {name}"), [logits.clone()], |x| {
+            cross_entropy(&x[0], &tg, opts)
+        });
+        check_grad(
+            &format!("cross_entropy {name} of a transposed view"),
+            [logits.clone()],
+            |x| cross_entropy(&x[0].t()?.contiguous().t()?, &tg, opts),
+        );
+    }
+    // all rows ignored: the mean over no targets is NaN (as in PyTorch), with no error
+    let all = cross_entropy(&logits, &[-100; 6], CrossEntropyOpts::default()).unwrap();
+    assert!(all.item().unwrap().is_nan());
+    // targets out of range are errors naming the op
+    let err = cross_entropy(&logits, &[0, 0, 0, 0, 0, 5], CrossEntropyOpts::default()).unwrap_err();
+    assert!(err.to_string().contains("cross_entropy"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matrix products
+
+#[test]
+fn matmul_shapes_broadcasting_and_strides() {
+    let cases: &[(&str, &[&[usize]], F)] = &[
+        ("2-D", &[&[3, 4], &[4, 5]], |x| x[0].matmul(&x[1])),
+        ("batched @ 2-D (rows folded)", &[&[2, 3, 4], &[4, 5]], |x| {
+            x[0].matmul(&x[1])
+        }),
+        ("batched", &[&[2, 3, 4], &[2, 4, 5]], |x| x[0].matmul(&x[1])),
+        (
+            "batch broadcast both ways",
+            &[&[2, 1, 3, 4], &[5, 4, 2]],
+            |x| x[0].matmul(&x[1]),
+        ),
+        ("2-D @ batched", &[&[3, 4], &[2, 4, 5]], |x| {
+            x[0].matmul(&x[1])
+        }),
+        ("size-1 batch @ batched", &[&[1, 3, 4], &[2, 4, 5]], |x| {
+            x[0].matmul(&x[1])
+        }),
+        ("transposed lhs", &[&[4, 3], &[4, 5]], |x| {
+            x[0].t()?.matmul(&x[1])
+        }),
+        ("transposed rhs", &[&[2, 3, 4], &[2, 5, 4]], |x| {
+            x[0].matmul(&x[1].t()?)
+        }),
+        (
+            "both transposed, broadcast",
+            &[&[2, 1, 4, 3], &[3, 5, 4]],
+            |x| x[0].t()?.matmul(&x[1].t()?),
+        ),
+        (
+            "transposed batched lhs @ 2-D",
+            &[&[2, 4, 3], &[4, 5]],
+            |x| x[0].t()?.matmul(&x[1]),
+        ),
+        ("permuted batch dims", &[&[3, 2, 4], &[2, 4, 5]], |x| {
+            x[0].permute(&[1, 0, 2])?.matmul(&x[1])
+        }),
+        ("same operand twice", &[&[4, 4]], |x| {
+            x[0].matmul(&x[0].t()?)
+        }),
+        ("narrowed views (offsets)", &[&[3, 6], &[6, 5]], |x| {
+            x[0].narrow(1, 1, 4)?.matmul(&x[1].narrow(0, 2, 4)?)
+        }),
+        ("expanded batch (stride 0)", &[&[3, 4], &[4, 5]], |x| {
+            x[0].expand(&[2, 3, 4])?.matmul(&x[1].expand(&[2, 4, 5])?)
+        }),
+        ("expanded lhs @ 2-D", &[&[3, 4], &[4, 5]], |x| {
+            x[0].expand(&[2, 3, 4])?.matmul(&x[1])
+        }),
+    ];
+    run_cases("matmul", cases, 10);
+}
+
+#[test]
+fn linear_with_and_without_bias() {
+    let cases: &[(&str, &[&[usize]], F)] = &[
+        ("bias", &[&[5, 4], &[3, 4], &[3]], |x| {
+            linear(&x[0], &x[1], Some(&x[2]))
+        }),
+        ("no bias, rank 3", &[&[2, 3, 4], &[6, 4]], |x| {
+            linear(&x[0], &x[1], None)
+        }),
+        ("transposed weight", &[&[5, 4], &[4, 3], &[3]], |x| {
+            linear(&x[0], &x[1].t()?, Some(&x[2]))
+        }),
+        ("strided input", &[&[3, 2, 4], &[3, 4], &[3]], |x| {
+            linear(&x[0].transpose(0, 1)?, &x[1], Some(&x[2]))
+        }),
+        ("rank-1 input", &[&[4], &[3, 4], &[3]], |x| {
+            linear(&x[0], &x[1], Some(&x[2]))
+        }),
+        ("narrowed weight (offset)", &[&[5, 4], &[6, 5]], |x| {
+            linear(&x[0], &x[1].narrow(0, 2, 3)?.narrow(1, 1, 4)?, None)
+        }),
+    ];
+    run_cases("linear", cases, 11);
+}
+
+/// Runs the finite-difference check for each `(name, input shapes, f)` on normal inputs.
+fn run_cases(family: &str, cases: &[(&str, &[&[usize]], F)], seed: u64) {
+    let mut d = Data::new(seed);
+    for &(name, shapes, f) in cases {
+        let inputs: Vec<Tensor> = shapes.iter().map(|s| d.randn(s)).collect();
+        check_grad(&format!("{family} {name}"), &inputs, f);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Normalisation
+
+#[test]
+fn layer_norm_and_rms_norm() {
+    // 36 rows (more than one parallel chunk of 32), a width that is not a multiple of 16
+    let (xs, c): (&[usize], usize) = (&[3, 12, 7], 7);
+    let mut d = Data::new(12);
+    let x = d.randn(xs).mul_scalar(1.5).add_scalar(0.3);
+    let w = d.uniform(&[c], 0.5, 1.5);
+    let b = d.randn(&[c]);
+    let cases: &[(&str, &[&Tensor], F)] = &[
+        ("layer_norm weight+bias", &[&x, &w, &b], |x| {
+            layer_norm(&x[0], Some(&x[1]), Some(&x[2]), 1e-5)
+        }),
+        ("layer_norm weight", &[&x, &w], |x| {
+            layer_norm(&x[0], Some(&x[1]), None, 1e-5)
+        }),
+        ("layer_norm bias", &[&x, &b], |x| {
+            layer_norm(&x[0], None, Some(&x[1]), 1e-5)
+        }),
+        ("layer_norm plain", &[&x], |x| {
+            layer_norm(&x[0], None, None, 1e-5)
+        }),
+        ("layer_norm of a strided view", &[&x, &w, &b], |x| {
+            layer_norm(&x[0].transpose(0, 1)?, Some(&x[1]), Some(&x[2]), 1e-5)
+        }),
+        ("rms_norm weight", &[&x, &w], |x| {
+            rms_norm(&x[0], Some(&x[1]), 1e-6)
+        }),
+        ("rms_norm plain", &[&x], |x| rms_norm(&x[0], None, 1e-6)),
+    ];
+    for &(name, inputs, f) in cases {
+        let inputs: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
+        check_grad(name, &inputs, f);
+    }
+    // a row wider than the 16 split accumulators
+    let wide = d.randn(&[4, 21]);
+    let ww = d.uniform(&[21], 0.5, 1.5);
+    check_grad("layer_norm 21 wide", &[wide.clone(), ww.clone()], |x| {
+        layer_norm(&x[0], Some(&x[1]), None, 1e-5)
+    });
+    check_grad("rms_norm 21 wide", &[wide, ww], |x| {
+        rms_norm(&x[0], Some(&x[1]), 1e-6)
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Indexing
+
+#[test]
+fn embedding_with_repeated_ids() {
+    let w = Data::new(13).randn(&[5, 4]);
+    let ids = [1u32, 3, 1, 0, 3, 3];
+    check_grad("embedding", [w.clone()], |x| {
+        embedding(&x[0], &ids, &[2, 3])
+    });
+    check_grad("embedding then mul", [w.clone()], |x| {
+        let e = embedding(&x[0], &ids, &[6])?;
+        e.mul(&x[0].narrow(0, 0, 1)?)
+    });
+    let err = embedding(&w, &[5], &[1]).unwrap_err();
+    assert!(err.to_string().contains("embedding"), "{err}");
+}
+
+#[test]
+fn index_select_gather_scatter_add() {
+    let mut d = Data::new(14);
+    let x = d.randn(&[4, 5]);
+    let x3 = d.randn(&[2, 5, 3]);
+    let g0 = d.indices(3 * 5, 4); // (3, 5) indices into dim 0 of (4, 5)
+    let g1 = d.indices(4 * 7, 5); // (4, 7) indices into dim 1 of (4, 5)
+    let g3 = d.indices(2 * 6 * 3, 5); // (2, 6, 3) indices into dim 1 of (2, 5, 3)
+    check_grad("index_select dim 0", [x.clone()], |x| {
+        x[0].index_select(0, &[2, 0, 2, 3])
+    });
+    check_grad("index_select dim 1", [x3.clone()], |x| {
+        x[0].index_select(1, &[4, 4, 1])
+    });
+    check_grad("index_select dim -1", [x3.clone()], |x| {
+        x[0].index_select(-1, &[2, 0])
+    });
+    check_grad("gather dim 0", [x.clone()], |x| {
+        x[0].gather(0, &g0, &[3, 5])
+    });
+    check_grad("gather dim 1", [x.clone()], |x| {
+        x[0].gather(1, &g1, &[4, 7])
+    });
+    check_grad("gather dim 1 of rank 3", [x3.clone()], |x| {
+        x[0].gather(1, &g3, &[2, 6, 3])
+    });
+
+    // scatter_add: both the destination and the source get gradients
+    let src0 = d.randn(&[6, 5]);
+    let s0 = d.indices(6 * 5, 4);
+    check_grad("scatter_add dim 0", &[x.clone(), src0], |x| {
+        x[0].scatter_add(0, &s0, &x[1])
+    });
+    let src1 = d.randn(&[4, 3]);
+    let s1 = d.indices(4 * 3, 5);
+    check_grad("scatter_add dim 1", &[x.clone(), src1], |x| {
+        x[0].scatter_add(1, &s1, &x[1])
+    });
+    let src3 = d.randn(&[2, 2, 3]);
+    let s3 = d.indices(2 * 2 * 3, 5);
+    check_grad("scatter_add dim 1 of rank 3", &[x3, src3], |x| {
+        x[0].scatter_add(1, &s3, &x[1].mul_scalar(2.0))
+    });
+    // forward of scatter_add against a direct loop
+    let (base, src) = (d.randn(&[4, 5]), d.randn(&[4, 3]));
+    let out = base.scatter_add(1, &s1, &src).unwrap().to_vec();
+    let mut want = base.to_vec();
+    for (p, &v) in src.to_vec().iter().enumerate() {
+        want[(p / 3) * 5 + s1[p]] += v;
+    }
+    assert_close("scatter_add forward", &out, &want, 1e-6);
+}
+
+/// Gradients of `sum(f(inputs))` for each input.
+fn grads_of_sum(inputs: Vec<Tensor>, f: impl Fn(&[Tensor]) -> Result<Tensor>) -> Vec<Vec<f32>> {
+    let xs: Vec<Tensor> = inputs.into_iter().map(Tensor::into_var).collect();
+    f(&xs).unwrap().sum_all().backward().unwrap();
+    xs.iter().map(common::grad_vec).collect()
+}
+
+/// Where the finite-difference checks stay away from: the subgradient each kink takes.
+#[test]
+fn kink_and_tie_conventions() {
+    let g = |f: fn(&Tensor) -> Result<Tensor>, x: Vec<f32>| {
+        let n = x.len();
+        grads_of_sum(vec![t(x, &[n])], |x| f(&x[0])).remove(0)
+    };
+    // relu and abs: 0 at 0 (PyTorch's choice)
+    assert_eq!(g(|x| Ok(x.relu()), vec![-1.0, 0.0, 2.0]), [0.0, 0.0, 1.0]);
+    assert_eq!(g(|x| Ok(x.abs()), vec![-1.0, 0.0, 2.0]), [-1.0, 0.0, 1.0]);
+    // maximum / minimum ties: the gradient goes to the left operand
+    let both = |f: BinOp| {
+        grads_of_sum(
+            vec![t(vec![1.0, 2.0], &[2]), t(vec![1.0, 3.0], &[2])],
+            |x| f(&x[0], &x[1]),
+        )
+    };
+    assert_eq!(both(Tensor::maximum), [vec![1.0, 0.0], vec![0.0, 1.0]]);
+    assert_eq!(both(Tensor::minimum), [vec![1.0, 1.0], vec![0.0, 0.0]]);
+    // max_dim and max_pool2d ties: the first maximal element
+    assert_eq!(
+        g(|x| x.max_dim(0, false), vec![1.0, 3.0, 3.0]),
+        [0.0, 1.0, 0.0]
+    );
+    let pool = grads_of_sum(vec![t(vec![1.0, 4.0, 4.0, 0.0], &[1, 1, 2, 2])], |x| {
+        max_pool2d(&x[0], (2, 2), Conv2dOpts::default())
+    });
+    assert_eq!(pool[0], [0.0, 1.0, 0.0, 0.0]);
+}
+
+#[test]
+fn topk_values_indices_and_gradient() {
+    let mut d = Data::new(15);
+    let x = d.distinct(&[3, 6], 0.1, 0.0);
+    for k in [1, 3, 6] {
+        check_grad(&format!("topk k {k}"), [x.clone()], |x| Ok(x[0].topk(k)?.0));
+    }
+    let x3 = d.distinct(&[2, 2, 5], 0.1, 0.0);
+    check_grad("topk rank 3", &[x3], |x| Ok(x[0].topk(2)?.0));
+    // values descending, indices pointing at them, ties to the lower index
+    let v = t(vec![1.0, 5.0, 3.0, 5.0, -2.0], &[5]);
+    let (vals, idx) = v.topk(3).unwrap();
+    assert_eq!(vals.to_vec(), [5.0, 5.0, 3.0]);
+    assert_eq!(idx, [1, 3, 2]);
+    assert!(v.topk(6).is_err());
+}
+
+#[test]
+fn where_cond_and_masked_fill() {
+    let mut d = Data::new(16);
+    let (a, b) = (d.randn(&[2, 3, 4]), d.randn(&[4]));
+    let cond = t(vec![1.0, 0.0, 1.0], &[3, 1]);
+    check_grad("where_cond broadcast", &[a.clone(), b.clone()], |x| {
+        where_cond(&cond, &x[0], &x[1])
+    });
+    check_grad("where_cond swapped", &[b.clone(), a.clone()], |x| {
+        where_cond(&cond, &x[0], &x[1])
+    });
+    let full_cond = t(
+        (0..24).map(|i| (i % 5 < 2) as u8 as f32).collect(),
+        &[2, 3, 4],
+    );
+    check_grad(
+        "where_cond with a rank-0 branch",
+        &[b.clone(), t(vec![0.3], &[])],
+        |x| where_cond(&full_cond, &x[0], &x[1]),
+    );
+    let mask = t(
+        (0..12).map(|i| (i % 3 == 0) as u8 as f32).collect(),
+        &[3, 4],
+    );
+    check_grad("masked_fill", [a.clone()], |x| {
+        x[0].masked_fill(&mask, -2.5)
+    });
+    check_grad("masked_fill with -inf, then exp", [a.clone()], |x| {
+        Ok(x[0].masked_fill(&mask, f32::NEG_INFINITY)?.exp())
+    });
+    let row = t(vec![0.0, 1.0, 1.0, 0.0], &[4]);
+    let y = a.masked_fill(&row, 7.0).unwrap().to_vec();
+    for (i, (&yv, &av)) in y.iter().zip(&a.to_vec()).enumerate() {
+        assert_eq!(yv, if i % 4 == 1 || i % 4 == 2 { 7.0 } else { av });
+    }
+    let oh = one_hot(&[2, 0, 2], 3).unwrap();
+    assert_eq!(oh.shape(), [3, 3]);
+    assert_eq!(oh.to_vec(), [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+    assert!(one_hot(&[3], 3).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layout ops
+
+#[test]
+fn views_and_copies() {
+    let cases: &[(&str, &[&[usize]], F)] = &[
+        ("reshape", &[&[2, 3, 4]], |x| x[0].reshape(&[4, 6])),
+        ("reshape of a transposed view (copy)", &[&[2, 3, 4]], |x| {
+            x[0].t()?.reshape(&[2, 12])
+        }),
+        ("permute", &[&[2, 3, 4]], |x| x[0].permute(&[2, 0, 1])),
+        ("transpose", &[&[2, 3, 4]], |x| x[0].transpose(0, 2)),
+        ("t", &[&[3, 4]], |x| x[0].t()),
+        ("narrow dim 0", &[&[4, 3, 2]], |x| x[0].narrow(0, 1, 2)),
+        ("narrow dim 1", &[&[4, 3, 2]], |x| x[0].narrow(1, 1, 2)),
+        ("narrow dim -1", &[&[4, 3, 2]], |x| x[0].narrow(-1, 1, 1)),
+        ("unsqueeze", &[&[3, 4]], |x| {
+            x[0].unsqueeze(1)?.mul(&x[0].unsqueeze(2)?)
+        }),
+        ("squeeze", &[&[3, 1, 4]], |x| x[0].squeeze(1)),
+        ("expand [3,1] to [2,3,4]", &[&[3, 1]], |x| {
+            x[0].expand(&[2, 3, 4])
+        }),
+        ("expand [4] to [3,4]", &[&[4]], |x| {
+            Ok(x[0].expand(&[3, 4])?.sqr())
+        }),
+        ("contiguous", &[&[3, 4]], |x| Ok(x[0].t()?.contiguous())),
+        ("split", &[&[2, 5, 3]], |x| {
+            let p = x[0].split(&[1, 3, 1], 1)?;
+            cat(&[&p[2], &p[0].mul(&p[2])?, &p[1]], 1)
+        }),
+        ("chunk", &[&[2, 3, 4]], |x| {
+            let p = x[0].chunk(2, -1)?;
+            p[0].mul(&p[1])
+        }),
+        ("flatten_from", &[&[2, 3, 4]], |x| {
+            x[0].transpose(0, 1)?.flatten_from(1)
+        }),
+        ("cat dim 0", &[&[1, 3], &[2, 3], &[3, 3]], |x| {
+            cat(&[&x[0], &x[1], &x[2]], 0)
+        }),
+        ("cat dim 1", &[&[2, 1, 2], &[2, 3, 2], &[2, 2, 2]], |x| {
+            cat(&[&x[0], &x[1], &x[2]], 1)
+        }),
+        ("cat dim -1", &[&[2, 3, 1], &[2, 3, 2]], |x| {
+            cat(&[&x[1], &x[0], &x[1]], -1)
+        }),
+        ("stack dim 0", &[&[2, 3], &[2, 3]], |x| {
+            stack(&[&x[0], &x[1]], 0)
+        }),
+        ("stack last dim", &[&[2, 3], &[2, 3]], |x| {
+            stack(&[&x[0], &x[1], &x[0]], 2)
+        }),
+        ("view chain", &[&[4, 3, 2]], |x| {
+            x[0].permute(&[2, 0, 1])?
+                .narrow(1, 1, 3)?
+                .reshape(&[2, 1, 9])?
+                .expand(&[3, 2, 2, 9])
+        }),
+    ];
+    run_cases("view", cases, 17);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rotary embedding
+
+#[test]
+fn rope_both_layouts() {
+    let mut d = Data::new(18);
+    let x = d.randn(&[2, 3, 5, 8]);
+    let (cos, sin) = rope_tables(&[3, 4, 5, 6, 7], 8, 10_000.0).unwrap();
+    for layout in [RopeLayout::Interleaved, RopeLayout::HalfSplit] {
+        check_grad(&format!("rope {layout:?}"), [x.clone()], |x| {
+            rope(&x[0], &cos, &sin, layout)
+        });
+        // (B, T, H, D) viewed as (B, H, T, D)
+        check_grad(
+            &format!("rope {layout:?} of a transposed view"),
+            [x.clone()],
+            |x| {
+                rope(
+                    &x[0].transpose(1, 2)?.transpose(1, 2)?.narrow(1, 0, 2)?,
+                    &cos,
+                    &sin,
+                    layout,
+                )
+            },
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convolution and pooling
+
+fn opts(stride: usize, padding: usize, dilation: usize) -> Conv2dOpts {
+    Conv2dOpts {
+        stride: (stride, stride),
+        padding: (padding, padding),
+        dilation: (dilation, dilation),
+    }
+}
+
+#[test]
+fn conv2d_stride_padding_dilation_bias() {
+    // (name, input shape, weight shape, bias, options)
+    type Case = (&'static str, [usize; 4], [usize; 4], bool, Conv2dOpts);
+    let cases: &[Case] = &[
+        (
+            "default",
+            [2, 3, 6, 7],
+            [4, 3, 3, 3],
+            true,
+            Conv2dOpts::default(),
+        ),
+        (
+            "stride 2 padding 1",
+            [2, 3, 6, 7],
+            [4, 3, 3, 3],
+            true,
+            opts(2, 1, 1),
+        ),
+        (
+            "dilation 2 no bias",
+            [1, 2, 7, 7],
+            [3, 2, 3, 3],
+            false,
+            opts(1, 0, 2),
+        ),
+        (
+            "stride 2 padding 1 dilation 2",
+            [2, 2, 8, 7],
+            [3, 2, 3, 2],
+            true,
+            opts(2, 1, 2),
+        ),
+        (
+            "per-axis options",
+            [1, 2, 6, 9],
+            [2, 2, 2, 3],
+            true,
+            Conv2dOpts {
+                stride: (2, 1),
+                padding: (0, 2),
+                dilation: (1, 2),
+            },
+        ),
+        (
+            "1x1",
+            [2, 3, 4, 4],
+            [5, 3, 1, 1],
+            true,
+            Conv2dOpts::default(),
+        ),
+    ];
+    let mut d = Data::new(19);
+    for &(name, xs, ws, bias, o) in cases {
+        let mut inputs = vec![d.randn(&xs), d.randn(&ws)];
+        if bias {
+            inputs.push(d.randn(&[ws[0]]));
+        }
+        check_grad(&format!("conv2d {name}"), &inputs, |x| {
+            conv2d(&x[0], &x[1], x.get(2), o)
+        });
+    }
+}
+
+#[test]
+fn max_and_avg_pooling() {
+    type Pool = fn(&Tensor, (usize, usize), Conv2dOpts) -> Result<Tensor>;
+    let cases: &[(&str, Pool, (usize, usize), Conv2dOpts)] = &[
+        ("max 2x2 stride 2", max_pool2d, (2, 2), opts(2, 0, 1)),
+        (
+            "max 3x3 stride 2 padding 1",
+            max_pool2d,
+            (3, 3),
+            opts(2, 1, 1),
+        ),
+        ("max 2x3 dilation 2", max_pool2d, (2, 3), opts(1, 0, 2)),
+        ("avg 2x2 stride 2", avg_pool2d, (2, 2), opts(2, 0, 1)),
+        (
+            "avg 3x3 stride 1 padding 1",
+            avg_pool2d,
+            (3, 3),
+            opts(1, 1, 1),
+        ),
+        (
+            "avg 2x3 per-axis stride",
+            avg_pool2d,
+            (2, 3),
+            Conv2dOpts {
+                stride: (1, 2),
+                ..Conv2dOpts::default()
+            },
+        ),
+    ];
+    let x = Data::new(20).distinct(&[2, 2, 6, 7], 0.1, 0.0);
+    for &(name, pool, k, o) in cases {
+        check_grad(name, [x.clone()], |x| pool(&x[0], k, o));
+    }
+    assert!(avg_pool2d(&x, (2, 2), opts(1, 0, 2)).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention (cases in `common::attn`)
+
+#[test]
+fn scaled_dot_product_attention_cases() {
+    let mut d = Data::new(21);
+    for c in ATTN_CASES {
+        let inputs = attn_inputs(c, &mut d);
+        let m = attn_mask(c, &mut d);
+        check_grad(&format!("attention {c:?}"), &inputs, |x| {
+            let (q, k, v) = (as_bhtd(c, &x[0])?, as_bhtd(c, &x[1])?, as_bhtd(c, &x[2])?);
+            scaled_dot_product_attention(&q, &k, &v, attn_mask_of(c, &m), c.scale)
+        });
+    }
+}
+
+#[test]
+fn packed_qkv_attention_cases() {
+    let mut d = Data::new(22);
+    let cases: &[(usize, usize, usize, usize, Mask)] = &[
+        // (B, T, heads, head dim, mask)
+        (2, 5, 2, 4, Mask::None),
+        (2, 6, 2, 3, Mask::Causal),
+        (1, 40, 2, 3, Mask::Causal),
+        (2, 5, 3, 2, Mask::Additive(&[2, 1, 5, 5])),
+    ];
+    for &(b, tt, heads, hd, mask) in cases {
+        let c = case(b, heads, heads, tt, tt, hd, hd, mask);
+        let qkv = d.randn(&[b, tt, 3 * heads * hd]);
+        let m = attn_mask(&c, &mut d);
+        check_grad(&format!("packed_qkv_attention {c:?}"), [qkv.clone()], |x| {
+            packed_qkv_attention(&x[0], heads, attn_mask_of(&c, &m), None)
+        });
+    }
+    // a contiguous qkv at a non-zero offset
+    let big = d.randn(&[3, 6, 12]);
+    check_grad("packed_qkv_attention at an offset", &[big], |x| {
+        packed_qkv_attention(&x[0].narrow(0, 1, 2)?, 2, AttnMask::Causal, None)
+    });
+    // a strided qkv (copied inside the op) and an explicit scale
+    let qkv = d.randn(&[2, 12, 5]);
+    check_grad("packed_qkv_attention of a transposed view", &[qkv], |x| {
+        packed_qkv_attention(&x[0].transpose(1, 2)?, 2, AttnMask::Causal, Some(0.7))
+    });
+}
+
+/// A composite through many ops at once (a tiny transformer block): catches gradients that
+/// only go wrong when ops feed each other.
+#[test]
+fn composite_block() {
+    let mut d = Data::new(23);
+    let (b, tt, c, heads) = (2, 6, 8, 2);
+    let inputs = vec![
+        d.randn(&[b, tt, c]),
+        d.uniform(&[c], 0.5, 1.5),
+        d.randn(&[3 * c, c]).mul_scalar(0.3),
+        d.randn(&[c, c]).mul_scalar(0.3),
+        d.randn(&[c]),
+    ];
+    let (cos, sin) = rope_tables(&(0..tt).collect::<Vec<_>>(), c / heads, 10_000.0).unwrap();
+    check_grad_with(
+        "composite block",
+        &inputs,
+        Fd {
+            eps: 1e-2,
+            tol: 3e-3,
+        },
+        |x| {
+            let h = rms_norm(&x[0], Some(&x[1]), 1e-6)?;
+            let qkv = linear(&h, &x[2], None)?;
+            let heads_of = |i: usize| -> Result<Tensor> {
+                qkv.narrow(2, i * c, c)?
+                    .reshape(&[b, tt, heads, c / heads])?
+                    .transpose(1, 2)
+            };
+            let q = rope(&heads_of(0)?, &cos, &sin, RopeLayout::HalfSplit)?;
+            let k = rope(&heads_of(1)?, &cos, &sin, RopeLayout::HalfSplit)?;
+            let a = scaled_dot_product_attention(&q, &k, &heads_of(2)?, AttnMask::Causal, None)?;
+            let a = a.transpose(1, 2)?.reshape(&[b, tt, c])?;
+            let y = x[0].add(&linear(&a, &x[3], Some(&x[4]))?)?;
+            y.silu().mean_dim(1, false)
+        },
+    );
+}
+
+/// The checker is not vacuous: `x * detach(x)` has analytic gradient `x` where the true one
+/// is `2x`, and the check must fail.
+#[test]
+#[should_panic(expected = "differ from finite differences")]
+fn checker_rejects_a_wrong_gradient() {
+    let x = Data::new(24).uniform(&[3], 0.5, 1.0);
+    check_grad("x * detach(x)", &[x], |x| x[0].mul(&x[0].detach()));
+}
