@@ -320,26 +320,57 @@ pub fn cross_entropy(logits: &Tensor, targets: &[i64], opts: CrossEntropyOpts) -
     }
     let x = logits.contig();
     let valid = targets.iter().filter(|&&t| t != opts.ignore_index).count();
-    // per row: (lse, loss)
-    let rows: Vec<(f32, f32)> = x
-        .par_chunks(v)
-        .zip(targets.par_iter())
-        .map(|(r, &t)| {
-            if t == opts.ignore_index {
-                return (0.0, 0.0);
-            }
-            let m = math::max(r);
-            let lse = m + math::sum_exp(r, m).ln();
-            let nll = lse - r[t as usize];
-            let loss = if eps > 0.0 {
-                let mean_z = math::sum(r) / v as f32;
-                (1.0 - eps) * nll + eps * (lse - mean_z)
-            } else {
-                nll
-            };
-            (lse, loss)
-        })
-        .collect();
+    let ignore = opts.ignore_index;
+    // With a graph, the forward keeps exp(z - max) per row (what the backward needs, in place
+    // of the logits) so the backward is one scaling pass over it, with no second exp.
+    let track = logits.requires_grad() && crate::autograd::is_grad_enabled();
+    let mut p = if track {
+        super::alloc_out(n * v)
+    } else {
+        Vec::new()
+    };
+    let row_loss = |r: &[f32], t: i64, e: Option<&mut [f32]>| -> (f32, f32) {
+        let m = math::max(r);
+        let s = match e {
+            Some(e) => math::exp_into(r, m, e),
+            None => math::sum_exp(r, m),
+        };
+        let lse = m + s.ln();
+        let nll = lse - r[t as usize];
+        let loss = if eps > 0.0 {
+            let mean_z = math::sum(r) / v as f32;
+            (1.0 - eps) * nll + eps * (lse - mean_z)
+        } else {
+            nll
+        };
+        (1.0 / s, loss)
+    };
+    // per row: (1 / sum exp, loss); ignored rows (0, 0)
+    let rows: Vec<(f32, f32)> = if track {
+        p.par_chunks_mut(v)
+            .zip(x.par_chunks(v))
+            .zip(targets.par_iter())
+            .map(|((e, r), &t)| {
+                if t == ignore {
+                    (0.0, 0.0)
+                } else {
+                    row_loss(r, t, Some(e))
+                }
+            })
+            .collect()
+    } else {
+        x.par_chunks(v)
+            .zip(targets.par_iter())
+            .map(|(r, &t)| {
+                if t == ignore {
+                    (0.0, 0.0)
+                } else {
+                    row_loss(r, t, None)
+                }
+            })
+            .collect()
+    };
+    drop(x);
     let total: f64 = rows.iter().map(|r| r.1 as f64).sum();
     let loss = if valid == 0 {
         f32::NAN
@@ -347,27 +378,25 @@ pub fn cross_entropy(logits: &Tensor, targets: &[i64], opts: CrossEntropyOpts) -
         (total / valid as f64) as f32
     };
     let targets = targets.to_vec();
-    let ignore = opts.ignore_index;
     Ok(Tensor::from_op(
         vec![loss],
         vec![],
         &[logits],
         "cross_entropy",
         move |g: Vec<f32>, _| {
-            let g = &g[..];
+            // d loss / d z = (softmax(z) - (1 - eps) onehot - eps / V) * g / valid
             let scale = g[0] / valid.max(1) as f32;
-            let mut gx = vec![0f32; n * v];
+            let off = eps / v as f32 * scale;
+            let mut gx = p;
             gx.par_chunks_mut(v)
-                .zip(x.par_chunks(v))
                 .zip(targets.par_iter().zip(rows.par_iter()))
-                .for_each(|((gr, r), (&t, &(lse, _)))| {
+                .for_each(|(gr, (&t, &(inv_s, _)))| {
                     if t == ignore {
+                        gr.iter_mut().for_each(|x| *x = 0.0);
                         return;
                     }
-                    let off = eps / v as f32;
-                    for (gv, &z) in gr.iter_mut().zip(r) {
-                        *gv = (crate::math::exp(z - lse) - off) * scale;
-                    }
+                    let k = inv_s * scale;
+                    gr.iter_mut().for_each(|x| *x = *x * k - off);
                     gr[t as usize] -= (1.0 - eps) * scale;
                 });
             Ok(vec![Some(gx)])

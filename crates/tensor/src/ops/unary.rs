@@ -2,7 +2,21 @@
 
 use std::sync::Arc;
 
-use super::{map1, map2};
+use rayon::prelude::*;
+
+use super::map1;
+
+/// `g[i] *= df(v[i])`, in parallel chunks.
+fn scale_by(g: &mut [f32], v: &[f32], df: impl Fn(f32) -> f32 + Sync + Send) {
+    let ch = super::chunk_len(g.len());
+    g.par_chunks_mut(ch)
+        .zip(v.par_chunks(ch))
+        .for_each(|(g, v)| {
+            for (g, &v) in g.iter_mut().zip(v) {
+                *g *= df(v);
+            }
+        });
+}
 use crate::error::{invalid, Result};
 use crate::rng;
 use crate::tensor::Tensor;
@@ -17,11 +31,6 @@ use crate::math::{erf, exp, sigmoid, tanh};
 #[inline(always)]
 pub fn gelu_erf(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * INV_SQRT_2))
-}
-
-#[inline(always)]
-fn gelu_erf_grad(x: f32) -> f32 {
-    0.5 * (1.0 + erf(x * INV_SQRT_2)) + x * INV_SQRT_2PI * exp(-0.5 * x * x)
 }
 
 /// Tanh-approximated GELU (GPT-2's).
@@ -52,9 +61,9 @@ impl Tensor {
             self.shape().to_vec(),
             &[self],
             name,
-            move |g: Vec<f32>, _| {
-                let g = &g[..];
-                Ok(vec![Some(map2(g, &x, |g, x| g * df(x)))])
+            move |mut g: Vec<f32>, _| {
+                scale_by(&mut g, &x, df);
+                Ok(vec![Some(g)])
             },
         )
     }
@@ -78,9 +87,58 @@ impl Tensor {
             0,
             &[self],
             name,
-            move |g: Vec<f32>, _| {
-                let g = &g[..];
-                Ok(vec![Some(map2(g, &ys, |g, y| g * df(y)))])
+            move |mut g: Vec<f32>, _| {
+                scale_by(&mut g, &ys, df);
+                Ok(vec![Some(g)])
+            },
+        )
+    }
+
+    /// Elementwise op that computes its value and its derivative in one pass, keeping only the
+    /// derivative for the backward (which is then one multiply, in place in the gradient).
+    fn unary_fused(
+        &self,
+        name: &'static str,
+        f: impl Fn(f32) -> (f32, f32) + Sync + Send,
+    ) -> Tensor {
+        let x = self.contig();
+        let n = x.len();
+        let mut y = super::alloc_out(n); // both buffers are filled below
+        let track = self.requires_grad() && crate::autograd::is_grad_enabled();
+        let mut d = if track {
+            super::alloc_out(n)
+        } else {
+            Vec::new()
+        };
+        let ch = super::chunk_len(n);
+        if track {
+            y.par_chunks_mut(ch)
+                .zip(d.par_chunks_mut(ch))
+                .zip(x.par_chunks(ch))
+                .for_each(|((y, d), x)| {
+                    for i in 0..x.len() {
+                        let (v, dv) = f(x[i]);
+                        y[i] = v;
+                        d[i] = dv;
+                    }
+                });
+        } else {
+            y.par_chunks_mut(ch)
+                .zip(x.par_chunks(ch))
+                .for_each(|(y, x)| {
+                    for i in 0..x.len() {
+                        y[i] = f(x[i]).0;
+                    }
+                });
+        }
+        Tensor::from_op(
+            y,
+            self.shape().to_vec(),
+            &[self],
+            name,
+            move |mut g: Vec<f32>, _| {
+                scale_by(&mut g, &d, |d| d);
+                Ok(vec![Some(g)])
             },
         )
     }
@@ -138,7 +196,11 @@ impl Tensor {
     }
     /// Exact GELU, `x * Phi(x)` with the error function (PyTorch's default).
     pub fn gelu(&self) -> Tensor {
-        self.unary_x("gelu", gelu_erf, gelu_erf_grad)
+        self.unary_fused("gelu", |x| {
+            // one erf and one exp give both x * Phi(x) and Phi(x) + x * phi(x)
+            let cdf = 0.5 * (1.0 + erf(x * INV_SQRT_2));
+            (x * cdf, cdf + x * INV_SQRT_2PI * exp(-0.5 * x * x))
+        })
     }
     /// GELU with the tanh approximation (PyTorch's `approximate="tanh"`).
     pub fn gelu_tanh(&self) -> Tensor {
