@@ -3,6 +3,7 @@ use std::time::Instant;
 
 type S = (isize, isize);
 
+#[allow(clippy::too_many_arguments)]
 fn mm(m: usize, n: usize, k: usize, d: &mut [f32], ds: S, a: &[f32], a_s: S, b: &[f32], bs: S) {
     unsafe {
         gemm::gemm(
