@@ -140,7 +140,9 @@ impl Optimizer for AdamW {
                     .zip(v.par_chunks_mut(CHUNK))
                     .zip(g.par_chunks(CHUNK))
                     .for_each(|(((w, m), v), g)| {
-                        for j in 0..w.len() {
+                        let n = w.len();
+                        let (m, v, g) = (&mut m[..n], &mut v[..n], &g[..n]); // no bounds checks
+                        for j in 0..n {
                             let gj = g[j] + l2 * w[j];
                             w[j] *= decay;
                             m[j] = b1 * m[j] + (1.0 - b1) * gj;

@@ -57,6 +57,7 @@ fn rows_kernel(full: &[f32], row: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + S
     let mut o = super::alloc_out(n);
     let rows = |(oc, ac): (&mut [f32], &[f32])| {
         for (orow, arow) in oc.chunks_exact_mut(m).zip(ac.chunks_exact(m)) {
+            let (orow, arow, row) = (&mut orow[..m], &arow[..m], &row[..m]);
             for i in 0..m {
                 orow[i] = f(arow[i], row[i]);
             }
@@ -93,6 +94,35 @@ fn binary(a: &Tensor, b: &Tensor, kind: Bin, op: &'static str) -> Result<Tensor>
         Bin::Max => bcast2(&ad, &ash, &bd, &bsh, &out, f32::max),
         Bin::Min => bcast2(&ad, &ash, &bd, &bsh, &out, f32::min),
     };
+    if matches!(kind, Bin::Add | Bin::Sub) {
+        // The gradient does not depend on the operands: keep neither alive, and hand the
+        // incoming gradient itself to `a` when no reduction is needed.
+        let neg = matches!(kind, Bin::Sub);
+        let o = out.clone();
+        return Ok(Tensor::from_op(
+            data,
+            out,
+            &[a, b],
+            op,
+            move |g: Vec<f32>, needs| {
+                let gb = needs[1].then(|| {
+                    let mut v = sum_to_shape(&g, &o, &bsh);
+                    if neg {
+                        v.iter_mut().for_each(|x| *x = -*x);
+                    }
+                    v
+                });
+                let ga = needs[0].then(|| {
+                    if ash == o {
+                        g
+                    } else {
+                        sum_to_shape(&g, &o, &ash)
+                    }
+                });
+                Ok(vec![ga, gb])
+            },
+        ));
+    }
     let out2 = out.clone();
     Ok(Tensor::from_op(
         data,

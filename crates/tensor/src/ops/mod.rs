@@ -70,12 +70,16 @@ pub(crate) fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Se
         out.par_chunks_mut(ch)
             .zip(a.par_chunks(ch).zip(b.par_chunks(ch)))
             .for_each(|(o, (a, b))| {
-                for i in 0..o.len() {
+                let n = o.len();
+                let (a, b) = (&a[..n], &b[..n]); // equal lengths: no bounds checks, vectorises
+                for i in 0..n {
                     o[i] = f(a[i], b[i]);
                 }
             });
     } else {
-        for i in 0..out.len() {
+        let n = out.len();
+        let (a, b) = (&a[..n], &b[..n]);
+        for i in 0..n {
             out[i] = f(a[i], b[i]);
         }
     }

@@ -73,6 +73,7 @@ pub fn layer_norm(
                 let var = math::sum_sq_dev(xr, mean) / c as f32;
                 let rstd = 1.0 / (var + eps).sqrt();
                 *st = (mean, rstd);
+                let (yr, w, b) = (&mut yr[..c], &w[..c], &b[..c]);
                 for i in 0..c {
                     yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
                 }
@@ -108,14 +109,16 @@ pub fn layer_norm(
                         let (mean, rstd) = stats[row];
                         let xr = &xd[row * c..(row + 1) * c];
                         let gr = &g[row * c..(row + 1) * c];
+                        let (xh, dxh, w) = (&mut xh[..c], &mut dxh[..c], &w[..c]);
+                        let (dw, db, gxr) = (&mut dw[..c], &mut db[..c], &mut gxr[..c]);
                         for i in 0..c {
                             xh[i] = (xr[i] - mean) * rstd;
                             dxh[i] = gr[i] * w[i];
                             dw[i] += gr[i] * xh[i];
                             db[i] += gr[i];
                         }
-                        let m1 = math::sum(&dxh) / c as f32;
-                        let m2 = math::dot(&dxh, &xh) / c as f32;
+                        let m1 = math::sum(dxh) / c as f32;
+                        let m2 = math::dot(dxh, xh) / c as f32;
                         for i in 0..c {
                             gxr[i] = rstd * (dxh[i] - m1 - xh[i] * m2);
                         }
@@ -154,6 +157,7 @@ pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f32) -> Result<Tensor>
                 let ms = math::dot(xr, xr) / c as f32;
                 let rrms = 1.0 / (ms + eps).sqrt();
                 *st = rrms;
+                let (yr, w) = (&mut yr[..c], &w[..c]);
                 for i in 0..c {
                     yr[i] = xr[i] * rrms * w[i];
                 }
@@ -184,12 +188,14 @@ pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f32) -> Result<Tensor>
                         let rrms = rr[row];
                         let xr = &xd[row * c..(row + 1) * c];
                         let gr = &g[row * c..(row + 1) * c];
+                        let (xh, dxh, w) = (&mut xh[..c], &mut dxh[..c], &w[..c]);
+                        let (dw, gxr) = (&mut dw[..c], &mut gxr[..c]);
                         for i in 0..c {
                             xh[i] = xr[i] * rrms;
                             dxh[i] = gr[i] * w[i];
                             dw[i] += gr[i] * xh[i];
                         }
-                        let m2 = math::dot(&dxh, &xh) / c as f32;
+                        let m2 = math::dot(dxh, xh) / c as f32;
                         for i in 0..c {
                             gxr[i] = rrms * (dxh[i] - xh[i] * m2);
                         }

@@ -116,18 +116,16 @@ impl Tensor {
                 .zip(d.par_chunks_mut(ch))
                 .zip(x.par_chunks(ch))
                 .for_each(|((y, d), x)| {
-                    for i in 0..x.len() {
-                        let (v, dv) = f(x[i]);
-                        y[i] = v;
-                        d[i] = dv;
+                    for ((y, d), &x) in y.iter_mut().zip(d.iter_mut()).zip(x) {
+                        (*y, *d) = f(x);
                     }
                 });
         } else {
             y.par_chunks_mut(ch)
                 .zip(x.par_chunks(ch))
                 .for_each(|(y, x)| {
-                    for i in 0..x.len() {
-                        y[i] = f(x[i]).0;
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = f(x).0;
                     }
                 });
         }
