@@ -61,6 +61,33 @@ pub fn erf(x: f32) -> f32 {
     x * p / q
 }
 
+/// `(Phi(x), phi(x))`: the standard normal CDF and density, sharing one `exp`.
+///
+/// Abramowitz and Stegun 7.1.26 for `erfc` (absolute error below 1.5e-7; 3e-7 in f32), so that the
+/// lower tail is computed directly (no `1 - (1 - tiny)` cancellation). Costs one `exp` and one
+/// division, against the rational `erf` plus a separate `exp` that GELU's value and derivative
+/// otherwise need.
+#[inline(always)]
+pub fn normal_cdf_pdf(x: f32) -> (f32, f32) {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_8,
+        -1.453_152,
+        1.061_405_4,
+    ];
+    const INV_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    let z = x.abs() * INV_SQRT_2;
+    let t = 1.0 / (1.0 + P * z);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let e = exp(-0.5 * x * x); // = exp(-z^2)
+    let tail = 0.5 * poly * e; // P(N > |x|)
+    let cdf = if x < 0.0 { tail } else { 1.0 - tail };
+    (cdf, INV_SQRT_2PI * e)
+}
+
 /// `1 / (1 + e^-x)`.
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
@@ -108,6 +135,23 @@ mod tests {
             x += 0.001;
         }
         assert!(worst < 5e-7, "max absolute error {worst}");
+    }
+
+    #[test]
+    fn normal_cdf_pdf_matches_f64() {
+        let mut x = -9.0f32;
+        while x < 9.0 {
+            let (c, p) = normal_cdf_pdf(x);
+            let xd = x as f64;
+            let want_c = 0.5 * libm::erfc(-xd / std::f64::consts::SQRT_2);
+            let want_p = (-0.5 * xd * xd).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            assert!(
+                (c as f64 - want_c).abs() < 3e-7,
+                "cdf({x}) = {c} vs {want_c}"
+            );
+            assert!((p as f64 - want_p).abs() < 1e-7, "pdf({x})");
+            x += 0.003;
+        }
     }
 
     #[test]

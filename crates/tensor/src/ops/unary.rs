@@ -23,9 +23,8 @@ use crate::tensor::Tensor;
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const INV_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
-const INV_SQRT_2PI: f32 = 0.398_942_3;
 
-use crate::math::{erf, exp, sigmoid, tanh};
+use crate::math::{erf, exp, normal_cdf_pdf, sigmoid, tanh};
 
 /// Exact GELU: `x * Phi(x)`.
 #[inline(always)]
@@ -195,9 +194,9 @@ impl Tensor {
     /// Exact GELU, `x * Phi(x)` with the error function (PyTorch's default).
     pub fn gelu(&self) -> Tensor {
         self.unary_fused("gelu", |x| {
-            // one erf and one exp give both x * Phi(x) and Phi(x) + x * phi(x)
-            let cdf = 0.5 * (1.0 + erf(x * INV_SQRT_2));
-            (x * cdf, cdf + x * INV_SQRT_2PI * exp(-0.5 * x * x))
+            // one exp gives both x * Phi(x) and its derivative Phi(x) + x * phi(x)
+            let (cdf, pdf) = normal_cdf_pdf(x);
+            (x * cdf, cdf + x * pdf)
         })
     }
     /// GELU with the tanh approximation (PyTorch's `approximate="tanh"`).
