@@ -139,6 +139,10 @@ pub fn strided_copy(src: &[f32], offset: usize, shape: &[usize], strides: &[usiz
     if r >= 2 && strides[r - 1] != 1 && shape[r - 1] > 1 && shape[r - 2] > 1 {
         let (a, b) = (shape[r - 2], shape[r - 1]);
         let (sa, sb) = (strides[r - 2], strides[r - 1]);
+        if r == 2 && sa == 1 && sb == a {
+            // a plain transpose of a contiguous (b, a) matrix
+            return crate::ops::transpose_copy(&src[offset..offset + n], b, a);
+        }
         let outer_shape = &shape[..r - 2];
         let mut bases = Vec::with_capacity(numel(outer_shape));
         for_each_offset(outer_shape, &strides[..r - 2], offset, |_, off| {

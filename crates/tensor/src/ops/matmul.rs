@@ -115,23 +115,37 @@ pub(crate) fn gemm_new(m: usize, n: usize, k: usize, lhs: MatRef, rhs: MatRef) -
 
 /// Row-major transpose of a `rows x cols` matrix, in 32 x 32 tiles (parallel over bands).
 pub(crate) fn transpose_copy(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 32;
     let mut out = super::alloc_out(rows * cols); // every element is written below
     if rows == 0 || cols == 0 {
         return out;
     }
-    // out is cols x rows; a band is TILE output rows (= TILE input columns)
-    out.par_chunks_mut(TILE * rows)
+    // out is cols x rows; a band is 8 output rows (= 8 input columns), done in 8 x 8 blocks
+    // held in registers: 8 contiguous loads, 8 contiguous stores.
+    out.par_chunks_mut(8 * rows)
         .enumerate()
         .for_each(|(band, o)| {
-            let c0 = band * TILE;
-            let cw = (cols - c0).min(TILE);
-            for r0 in (0..rows).step_by(TILE) {
-                let rh = (rows - r0).min(TILE);
-                for c in 0..cw {
-                    for r in 0..rh {
-                        o[c * rows + r0 + r] = src[(r0 + r) * cols + c0 + c];
+            let c0 = band * 8;
+            let cw = (cols - c0).min(8);
+            let mut r0 = 0;
+            if cw == 8 {
+                while r0 + 8 <= rows {
+                    let mut blk = [[0f32; 8]; 8];
+                    for (r, b) in blk.iter_mut().enumerate() {
+                        let at = (r0 + r) * cols + c0;
+                        b.copy_from_slice(&src[at..at + 8]);
                     }
+                    for c in 0..8 {
+                        let d = &mut o[c * rows + r0..c * rows + r0 + 8];
+                        for r in 0..8 {
+                            d[r] = blk[r][c];
+                        }
+                    }
+                    r0 += 8;
+                }
+            }
+            for r in r0..rows {
+                for c in 0..cw {
+                    o[c * rows + r] = src[r * cols + c0 + c];
                 }
             }
         });

@@ -12,6 +12,8 @@ pub(crate) mod rope;
 pub(crate) mod unary;
 pub(crate) mod view;
 
+pub(crate) use matmul::transpose_copy;
+
 use rayon::prelude::*;
 
 /// Below this many elements an elementwise kernel runs on the calling thread: waking rayon
