@@ -15,6 +15,7 @@ use clap::{Args, Subcommand};
 use ferrolab_models::{Gpt, GptConfig};
 use ferrolab_nn::{AdamW, AdamWConfig, Optimizer, Vars};
 use ferrolab_tensor::rng::{self, Rng};
+use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -97,8 +98,8 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn train_step(a: &TrainStepArgs) -> Result<()> {
-    if a.steps == 0 {
-        bail!("--steps must be at least 1");
+    if a.steps == 0 || a.batch == 0 || a.threads == 0 {
+        bail!("--steps, --batch and --threads must be at least 1");
     }
     ferrolab_tensor::set_num_threads(a.threads)?;
     rng::manual_seed(0);
@@ -123,6 +124,12 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
     let y: Vec<i64> = (0..n).map(|_| r.below(cfg.vocab) as i64).collect();
     let mut losses = Vec::new();
     let mut times = Vec::new();
+    // progress on stderr (drawn only on a terminal); Ctrl-C simply ends the run: nothing is
+    // written to disk
+    let bar = ProgressBar::new((a.warmup + a.steps) as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps, loss {msg}, ETA {eta}")
+            .expect("valid template"),
+    );
     for i in 0..a.warmup + a.steps {
         let t0 = Instant::now();
         ferrolab_tensor::profile::mark();
@@ -139,7 +146,10 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
         if i >= a.warmup {
             times.push(ms);
         }
+        bar.set_message(format!("{l:.4}"));
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     if let Some(p) = ferrolab_tensor::profile::report() {
         eprintln!("{p}");
     }

@@ -158,7 +158,7 @@ impl Gpt {
     /// # Shapes
     /// `ids` `(B, T)` -> `(B, T, V)`.
     pub fn forward(&self, ids: &[u32], b: usize, t: usize) -> Result<Tensor> {
-        if t > self.cfg.max_seq || ids.len() != b * t {
+        if b == 0 || t == 0 || t > self.cfg.max_seq || ids.len() != b * t {
             return Err(Error::Invalid {
                 op: "Gpt::forward",
                 msg: format!(
