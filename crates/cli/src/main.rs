@@ -1,6 +1,7 @@
 //! The `ferrolab` command line: one subcommand per file, thin over the libraries.
 
 mod bench;
+mod word2vec;
 
 use clap::{Parser, Subcommand};
 
@@ -16,17 +17,28 @@ struct Cli {
 enum Command {
     /// Benchmarks, with the PyTorch peer side by side where it is installed.
     Bench(bench::BenchArgs),
+    /// word2vec: train, evaluate and query word vectors.
+    Word2vec(word2vec::Word2VecArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Bench(a) => bench::run(a),
+        Command::Word2vec(a) => word2vec::run(a),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // the error and its causes, skipping a cause that the message already quotes
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg = format!("{msg}: {c}");
+                }
+            }
+            eprintln!("error: {msg}");
             std::process::ExitCode::FAILURE
         }
     }

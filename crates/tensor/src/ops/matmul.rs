@@ -151,8 +151,8 @@ pub(crate) fn transpose_copy(src: &[f32], rows: usize, cols: usize) -> Vec<f32> 
                 }
                 for c in 0..C {
                     let mut line = [0f32; R];
-                    for r in 0..R {
-                        line[r] = blk[r][c];
+                    for (l, b) in line.iter_mut().zip(&blk) {
+                        *l = b[c];
                     }
                     // SAFETY: row c0 + c of the output, columns r0..r0+R, inside the buffer
                     // and written by this band only.

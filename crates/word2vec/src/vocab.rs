@@ -1,0 +1,125 @@
+//! Vocabulary: word counts, `min_count`, `max_vocab`, frequency ordering.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::corpus::for_each_sentence;
+use crate::error::{Result, Word2VecError};
+
+/// How the vocabulary is built.
+#[derive(Debug, Clone)]
+pub struct VocabConfig {
+    /// Words occurring fewer times are dropped (default 5).
+    pub min_count: u64,
+    /// If set, keep only this many most frequent words (after `min_count`).
+    pub max_vocab: Option<usize>,
+}
+
+impl Default for VocabConfig {
+    fn default() -> Self {
+        Self {
+            min_count: 5,
+            max_vocab: None,
+        }
+    }
+}
+
+/// A vocabulary sorted by descending count (ties broken by the word, ascending).
+#[derive(Debug, Clone)]
+pub struct Vocab {
+    words: Vec<String>,
+    counts: Vec<u64>,
+    index: HashMap<String, u32>,
+    total: u64,
+}
+
+impl Vocab {
+    /// Counts the words of the corpus at `path` (streamed line by line) and applies `config`.
+    ///
+    /// Errors: [`Word2VecError::EmptyCorpus`] when the file has no token,
+    /// [`Word2VecError::NoWordAboveMinCount`] when no word reaches `min_count`.
+    pub fn build(path: &Path, config: &VocabConfig) -> Result<Self> {
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for_each_sentence(path, |sentence| {
+            for &w in sentence {
+                if let Some(c) = counts.get_mut(w) {
+                    *c += 1;
+                } else {
+                    counts.insert(w.to_string(), 1);
+                }
+            }
+        })?;
+        if counts.is_empty() {
+            return Err(Word2VecError::EmptyCorpus {
+                path: path.to_path_buf(),
+            });
+        }
+        let distinct = counts.len();
+        Self::from_counts(counts, config).ok_or_else(|| Word2VecError::NoWordAboveMinCount {
+            path: path.to_path_buf(),
+            min_count: config.min_count,
+            distinct,
+        })
+    }
+
+    /// Builds a vocabulary from `(word, count)` pairs; `None` when no word survives `config`.
+    pub fn from_counts<I: IntoIterator<Item = (String, u64)>>(
+        counts: I,
+        config: &VocabConfig,
+    ) -> Option<Self> {
+        let mut entries: Vec<(String, u64)> = counts
+            .into_iter()
+            .filter(|&(_, c)| c >= config.min_count.max(1))
+            .collect();
+        entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        if let Some(max) = config.max_vocab {
+            entries.truncate(max);
+        }
+        if entries.is_empty() {
+            return None;
+        }
+        let total = entries.iter().map(|e| e.1).sum();
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.0.clone(), i as u32))
+            .collect();
+        let (words, counts) = entries.into_iter().unzip();
+        Some(Self {
+            words,
+            counts,
+            index,
+            total,
+        })
+    }
+
+    /// Number of words.
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    /// Always false (a vocabulary has at least one word); present for API symmetry.
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    /// Index of `word`, if present.
+    pub fn index(&self, word: &str) -> Option<u32> {
+        self.index.get(word).copied()
+    }
+
+    /// The words, most frequent first.
+    pub fn words(&self) -> &[String] {
+        &self.words
+    }
+
+    /// The counts, aligned with [`Vocab::words`].
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+
+    /// Sum of the counts of the retained words.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}

@@ -1,0 +1,184 @@
+//! End-to-end training on a synthetic two-topic corpus.
+
+mod common;
+
+use common::temp_path;
+use ferrolab_word2vec::{
+    keep_probabilities, train, Architecture, CbowCombine, Corpus, KeyedVectors, Lcg, Loss,
+    QueryIndex, TrainConfig, TrainStats, Vocab, VocabConfig,
+};
+
+const PETS: [&str; 10] = [
+    "cat", "dog", "pet", "fur", "paw", "kitten", "puppy", "leash", "bark", "meow",
+];
+const CARS: [&str; 10] = [
+    "car", "road", "wheel", "engine", "tire", "brake", "gear", "fuel", "driver", "highway",
+];
+
+/// Writes `n` sentences of 8 words, each drawn from one topic, and returns vocab + corpus.
+fn synthetic(n: usize, name: &str) -> (Vocab, Corpus) {
+    let mut rng = Lcg::new(2024);
+    let mut text = String::new();
+    for _ in 0..n {
+        let topic = if rng.below(2) == 0 { &PETS } else { &CARS };
+        let words: Vec<&str> = (0..8).map(|_| topic[rng.below(10) as usize]).collect();
+        text.push_str(&words.join(" "));
+        text.push('\n');
+    }
+    let path = temp_path(name);
+    std::fs::write(&path, text).unwrap();
+    let vocab = Vocab::build(&path, &VocabConfig::default()).unwrap();
+    let corpus = Corpus::load(&path, &vocab).unwrap();
+    (vocab, corpus)
+}
+
+fn config(architecture: Architecture, loss: Loss, threads: usize) -> TrainConfig {
+    TrainConfig {
+        architecture,
+        loss,
+        dim: 24,
+        window: 4,
+        sample: 0.0,
+        epochs: 5,
+        threads,
+        seed: 7,
+        ..TrainConfig::default()
+    }
+}
+
+/// Fraction of same-topic words among each word's 5 nearest neighbours.
+fn topic_purity(kv: &KeyedVectors) -> f64 {
+    let q = QueryIndex::new(kv);
+    let topic = |w: &str| PETS.contains(&w);
+    let mut same = 0;
+    let mut total = 0;
+    for w in PETS.iter().chain(CARS.iter()) {
+        for (n, _) in q.most_similar(w, 5).unwrap() {
+            total += 1;
+            if topic(&n) == topic(w) {
+                same += 1;
+            }
+        }
+    }
+    same as f64 / total as f64
+}
+
+fn mean_within_minus_across(kv: &KeyedVectors) -> f64 {
+    let q = QueryIndex::new(kv);
+    let (mut within, mut across) = (0.0, 0.0);
+    for a in PETS {
+        for b in PETS {
+            if a != b {
+                within += q.similarity(a, b).unwrap() as f64 / 90.0;
+            }
+        }
+        for b in CARS {
+            across += q.similarity(a, b).unwrap() as f64 / 100.0;
+        }
+    }
+    within - across
+}
+
+fn check(kv: &KeyedVectors, stats: &TrainStats, label: &str) {
+    let purity = topic_purity(kv);
+    let gap = mean_within_minus_across(kv);
+    eprintln!(
+        "{label}: purity {purity:.3} gap {gap:.3} {:.0} words/s ({} words, {:.3}s, loglik {:.3})",
+        stats.words_per_sec, stats.words, stats.seconds, stats.last_epoch_loglik
+    );
+    assert!(purity >= 0.95, "{label}: purity {purity}");
+    assert!(gap > 0.3, "{label}: gap {gap}");
+}
+
+#[test]
+fn skipgram_negative_sampling_separates_topics() {
+    let (vocab, corpus) = synthetic(3000, "sg.txt");
+    assert_eq!(vocab.len(), 20);
+    let (kv, stats) = train(
+        &corpus,
+        &vocab,
+        &config(Architecture::SkipGram, Loss::NegativeSampling(5), 1),
+    )
+    .unwrap();
+    assert_eq!(stats.words, 3000 * 8 * 5);
+    assert_eq!(stats.effective_words, stats.words); // sample = 0
+    check(&kv, &stats, "sg+ns t1");
+    let (kv2, stats2) = train(
+        &corpus,
+        &vocab,
+        &config(Architecture::SkipGram, Loss::NegativeSampling(5), 2),
+    )
+    .unwrap();
+    check(&kv2, &stats2, "sg+ns t2");
+}
+
+#[test]
+fn cbow_hierarchical_softmax_separates_topics() {
+    let (vocab, corpus) = synthetic(3000, "cbow.txt");
+    let (kv, stats) = train(
+        &corpus,
+        &vocab,
+        &config(Architecture::Cbow, Loss::HierarchicalSoftmax, 1),
+    )
+    .unwrap();
+    check(&kv, &stats, "cbow+hs t1");
+    let (kv2, stats2) = train(
+        &corpus,
+        &vocab,
+        &config(Architecture::Cbow, Loss::HierarchicalSoftmax, 2),
+    )
+    .unwrap();
+    check(&kv2, &stats2, "cbow+hs t2");
+    let mut sum = config(Architecture::Cbow, Loss::NegativeSampling(5), 1);
+    sum.cbow_combine = CbowCombine::Sum;
+    sum.alpha = Some(0.01);
+    let (kv3, stats3) = train(&corpus, &vocab, &sum).unwrap();
+    check(&kv3, &stats3, "cbow(sum)+ns t1");
+}
+
+#[test]
+fn single_thread_with_seed_is_bitwise_deterministic() {
+    let (vocab, corpus) = synthetic(500, "det.txt");
+    for (arch, loss) in [
+        (Architecture::SkipGram, Loss::NegativeSampling(5)),
+        (Architecture::Cbow, Loss::HierarchicalSoftmax),
+    ] {
+        let mut cfg = config(arch, loss, 1);
+        cfg.sample = 1e-3;
+        let (a, _) = train(&corpus, &vocab, &cfg).unwrap();
+        let (b, _) = train(&corpus, &vocab, &cfg).unwrap();
+        let bits = |k: &KeyedVectors| k.vectors().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b));
+        cfg.seed = 8;
+        let (c, _) = train(&corpus, &vocab, &cfg).unwrap();
+        assert_ne!(bits(&a), bits(&c), "the seed must matter");
+    }
+}
+
+#[test]
+fn subsampling_drops_frequent_words_and_init_is_in_range() {
+    let (vocab, corpus) = synthetic(500, "sub.txt");
+    let mut cfg = config(Architecture::SkipGram, Loss::NegativeSampling(5), 1);
+    cfg.sample = 1e-3;
+    let (_, stats) = train(&corpus, &vocab, &cfg).unwrap();
+    // every word has ~200 of 4000 occurrences: keep p = (sqrt(f/4)+1)*4/f ≈ 0.16
+    let keep = keep_probabilities(vocab.counts(), 1e-3);
+    let expected: f64 = vocab
+        .counts()
+        .iter()
+        .zip(&keep)
+        .map(|(&c, p)| c as f64 * p)
+        .sum::<f64>()
+        / vocab.total() as f64;
+    assert!((0.14..0.18).contains(&expected), "{expected}");
+    let ratio = stats.effective_words as f64 / stats.words as f64;
+    assert!((ratio - expected).abs() < 0.01, "{ratio} vs {expected}");
+
+    cfg.epochs = 1;
+    cfg.alpha = Some(0.0);
+    cfg.min_alpha = 0.0;
+    let (kv, _) = train(&corpus, &vocab, &cfg).unwrap();
+    let bound = 0.5 / cfg.dim as f32;
+    assert!(kv.vectors().iter().all(|x| x.abs() <= bound));
+    assert!(kv.vectors().iter().any(|x| x.abs() > 0.8 * bound));
+}

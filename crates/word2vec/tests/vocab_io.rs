@@ -1,0 +1,192 @@
+//! Vocabulary building and vector file I/O.
+
+mod common;
+
+use common::temp_path;
+use ferrolab_word2vec::{
+    for_each_sentence, read_binary, read_text, write_binary, write_text, Corpus, KeyedVectors,
+    Vocab, VocabConfig, Word2VecError, MAX_SENTENCE_LEN,
+};
+
+#[test]
+fn vocab_min_count_ordering_and_max_vocab() {
+    let path = temp_path("vocab.txt");
+    std::fs::write(&path, "b a c a b a\n\n  d d\td e \n").unwrap();
+    let cfg = VocabConfig {
+        min_count: 2,
+        max_vocab: None,
+    };
+    let v = Vocab::build(&path, &cfg).unwrap();
+    assert_eq!(v.words(), &["a", "d", "b"]);
+    assert_eq!(v.counts(), &[3, 3, 2]);
+    assert_eq!(v.total(), 8);
+    assert_eq!(v.index("b"), Some(2));
+    assert_eq!(v.index("c"), None);
+    let v2 = Vocab::build(
+        &path,
+        &VocabConfig {
+            min_count: 1,
+            max_vocab: Some(2),
+        },
+    )
+    .unwrap();
+    assert_eq!(v2.words(), &["a", "d"]);
+    // default min_count is 5
+    assert_eq!(VocabConfig::default().min_count, 5);
+    let err = Vocab::build(&path, &VocabConfig::default()).unwrap_err();
+    assert!(matches!(err, Word2VecError::NoWordAboveMinCount { .. }));
+    assert!(err.to_string().contains("vocab.txt"), "{err}");
+
+    let corpus = Corpus::load(&path, &v).unwrap();
+    assert_eq!(corpus.sentences(), &[vec![2, 0, 0, 2, 0], vec![1, 1, 1]]);
+    assert_eq!(corpus.word_count(), 8);
+}
+
+#[test]
+fn empty_corpus_is_an_error_naming_the_file() {
+    let path = temp_path("empty_corpus.txt");
+    std::fs::write(&path, "\n   \n\n").unwrap();
+    let err = Vocab::build(&path, &VocabConfig::default()).unwrap_err();
+    assert!(matches!(err, Word2VecError::EmptyCorpus { .. }));
+    assert!(err.to_string().contains("empty_corpus.txt"), "{err}");
+    let missing = Vocab::build(&temp_path("does_not_exist.txt"), &VocabConfig::default());
+    assert!(matches!(missing, Err(Word2VecError::Io { .. })));
+}
+
+#[test]
+fn long_lines_are_split_at_10000_tokens() {
+    let path = temp_path("long.txt");
+    let line: Vec<String> = (0..25_000).map(|i| format!("w{}", i % 3)).collect();
+    std::fs::write(&path, format!("{}\nx y\n", line.join(" "))).unwrap();
+    let mut lens = Vec::new();
+    for_each_sentence(&path, |s| lens.push(s.len())).unwrap();
+    assert_eq!(MAX_SENTENCE_LEN, 10_000);
+    assert_eq!(lens, vec![10_000, 10_000, 5_000, 2]);
+    let v = Vocab::build(
+        &path,
+        &VocabConfig {
+            min_count: 1,
+            max_vocab: None,
+        },
+    )
+    .unwrap();
+    let corpus = Corpus::load(&path, &v).unwrap();
+    let clens: Vec<usize> = corpus.sentences().iter().map(Vec::len).collect();
+    assert_eq!(clens, vec![10_000, 10_000, 5_000, 2]);
+}
+
+fn sample_vectors() -> KeyedVectors {
+    let words = vec!["the".to_string(), "über".into(), "x".into()];
+    let vectors = vec![
+        0.1,
+        -2.5e-7,
+        3.0,
+        1.0 / 3.0,
+        f32::MIN_POSITIVE,
+        -0.0,
+        123456.78,
+        1e30,
+        -1e-30,
+    ];
+    KeyedVectors::new(words, vectors, 3).unwrap()
+}
+
+#[test]
+fn text_round_trip() {
+    let kv = sample_vectors();
+    let path = temp_path("vec.txt");
+    write_text(&kv, &path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("3 3\nthe "));
+    let back = read_text(&path).unwrap();
+    assert_eq!(back.words(), kv.words());
+    let bits = |k: &KeyedVectors| k.vectors().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&back), bits(&kv));
+}
+
+#[test]
+fn binary_round_trip_with_and_without_newlines() {
+    let kv = sample_vectors();
+    for newline in [true, false] {
+        let path = temp_path(&format!("vec_{newline}.bin"));
+        write_binary(&kv, &path, newline).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let expected_len = 4
+            + kv.words().iter().map(|w| w.len() + 1 + 12).sum::<usize>()
+            + if newline { 3 } else { 0 };
+        assert_eq!(bytes.len(), expected_len);
+        let back = read_binary(&path).unwrap();
+        assert_eq!(back.words(), kv.words());
+        let bits = |k: &KeyedVectors| k.vectors().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back), bits(&kv));
+    }
+}
+
+#[test]
+fn malformed_text_files_name_the_line() {
+    let cases = [
+        ("bad_header.txt", "3 x\na 1 2\n", ":1:"),
+        ("short_line.txt", "2 3\na 1 2 3\nb 1 2\n", ":3:"),
+        ("bad_value.txt", "2 2\na 1 2\nb 1 zz\n", ":3:"),
+        ("too_few.txt", "3 2\na 1 2\nb 1 2\n", "header announced 3"),
+        ("dup.txt", "2 1\na 1\na 2\n", ":3:"),
+    ];
+    for (name, content, needle) in cases {
+        let path = temp_path(name);
+        std::fs::write(&path, content).unwrap();
+        let err = read_text(&path).unwrap_err();
+        assert!(matches!(err, Word2VecError::Parse { .. }), "{name}: {err}");
+        let msg = err.to_string();
+        assert!(msg.contains(needle) && msg.contains(name), "{name}: {msg}");
+    }
+}
+
+#[test]
+fn truncated_binary_reports_offset() {
+    let kv = sample_vectors();
+    let path = temp_path("trunc.bin");
+    write_binary(&kv, &path, true).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 6]).unwrap();
+    let err = read_binary(&path).unwrap_err();
+    match &err {
+        Word2VecError::Binary {
+            offset, problem, ..
+        } => {
+            // the last vector starts after "x "
+            assert_eq!(*offset as usize, bytes.len() - 1 - 12);
+            assert!(problem.contains("truncated"), "{problem}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    std::fs::write(&path, b"3 3").unwrap();
+    assert!(matches!(
+        read_binary(&path),
+        Err(Word2VecError::Binary { offset: 0, .. })
+    ));
+    std::fs::write(&path, b"three 3\n").unwrap();
+    assert!(matches!(
+        read_binary(&path),
+        Err(Word2VecError::Parse { line: 1, .. })
+    ));
+}
+
+#[test]
+fn in_memory_corpus_drops_oov_and_splits() {
+    let v = Vocab::from_counts(
+        [
+            ("a".to_string(), 5),
+            ("b".to_string(), 7),
+            ("c".to_string(), 1),
+        ],
+        &VocabConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(v.words(), &["b", "a"]);
+    let long: Vec<&str> = std::iter::repeat_n("a", MAX_SENTENCE_LEN + 1).collect();
+    let corpus = Corpus::from_sentences(&v, vec![vec!["a", "c", "b"], vec!["c"], long]);
+    assert_eq!(corpus.sentences()[0], vec![1, 0]);
+    let lens: Vec<usize> = corpus.sentences().iter().map(Vec::len).collect();
+    assert_eq!(lens, vec![2, MAX_SENTENCE_LEN, 1]);
+    assert_eq!(corpus.word_count(), 2 + MAX_SENTENCE_LEN as u64 + 1);
+}
