@@ -26,11 +26,18 @@ pub fn keep_probabilities(counts: &[u64], sample: f64) -> Vec<f64> {
 /// Resolution of the cumulative table (gensim's `cum_table` domain).
 const DOMAIN: f64 = 2_147_483_647.0;
 
-/// The negative-sampling distribution `count^0.75 / Σ count^0.75` as a cumulative integer
-/// table (gensim's `cum_table`), sampled by binary search.
+/// The negative-sampling distribution `count^0.75 / Σ count^0.75`.
+///
+/// Kept as a cumulative integer table (gensim's `cum_table`, for [`NegativeTable::probability`])
+/// and sampled in O(1) with Walker's alias method: a binary search over the cumulative table
+/// was 28% of skip-gram training time (unpredictable branches, a 64-bit division).
 #[derive(Debug, Clone)]
 pub struct NegativeTable {
     cum: Vec<u64>,
+    /// Alias method: keep slot `i` when a uniform 32-bit draw is below `threshold[i]`,
+    /// else take `alias[i]`.
+    threshold: Vec<u64>,
+    alias: Vec<u32>,
 }
 
 impl NegativeTable {
@@ -46,15 +53,47 @@ impl NegativeTable {
                 (acc / sum * DOMAIN).round() as u64
             })
             .collect();
-        Self { cum }
+        // Vose's alias construction over the same weights
+        let n = weights.len();
+        let mut scaled: Vec<f64> = weights
+            .iter()
+            .map(|w| w * n as f64 / sum.max(f64::MIN_POSITIVE))
+            .collect();
+        let mut threshold = vec![1u64 << 32; n];
+        let mut alias: Vec<u32> = (0..n as u32).collect();
+        let (mut small, mut large): (Vec<usize>, Vec<usize>) =
+            (0..n).partition(|&i| scaled[i] < 1.0);
+        while let (Some(s_i), Some(&l_i)) = (small.pop(), large.last()) {
+            threshold[s_i] = (scaled[s_i] * (1u64 << 32) as f64) as u64;
+            alias[s_i] = l_i as u32;
+            scaled[l_i] -= 1.0 - scaled[s_i];
+            if scaled[l_i] < 1.0 {
+                large.pop();
+                small.push(l_i);
+            }
+        }
+        Self {
+            cum,
+            threshold,
+            alias,
+        }
     }
 
     /// Draws a word index.
     #[inline]
     pub fn sample(&self, rng: &mut Lcg) -> usize {
-        let last = *self.cum.last().unwrap_or(&1);
-        let r = rng.below(last.max(1));
-        self.cum.partition_point(|&c| c <= r)
+        let n = self.alias.len() as u64;
+        if n == 0 {
+            return 0;
+        }
+        // slot from the high 48 bits by multiply-shift (no division), coin from the next draw
+        let slot = (((rng.next_u64() >> 16) as u128 * n as u128) >> 48) as usize;
+        let coin = rng.next_u64() >> 32;
+        if coin < self.threshold[slot] {
+            slot
+        } else {
+            self.alias[slot] as usize
+        }
     }
 
     /// The probability the table assigns to word `i`.

@@ -268,7 +268,10 @@ pub fn train(
                     s.spawn(move || {
                         // SAFETY: syn0/syn1 outlive this scope; Hogwild aliasing is intended.
                         let (w0, w1) = unsafe { (s0.slice(), s1.slice()) };
-                        run_worker(job, share, w0, w1, seed, dim, bar)
+                        // the log-likelihood costs two transcendental calls per target: only the
+                        // last epoch's, which is the one reported, is computed
+                        let with_loss = epoch + 1 == config.epochs;
+                        run_worker(job, share, w0, w1, seed, dim, bar, with_loss)
                     })
                 })
                 .collect();
@@ -307,6 +310,7 @@ pub fn train(
 /// Words between two updates of the shared progress counter / learning rate.
 const PROGRESS_CHUNK: u64 = 10_000;
 
+#[allow(clippy::too_many_arguments)]
 fn run_worker(
     job: &Job<'_>,
     sentences: &[Vec<u32>],
@@ -315,6 +319,7 @@ fn run_worker(
     seed: u64,
     dim: usize,
     bar: &ProgressBar,
+    with_loss: bool,
 ) -> WorkerStats {
     let config = job.config;
     let mut rng = Lcg::new(seed);
@@ -349,7 +354,8 @@ fn run_worker(
                         job.fill_targets(word, &mut rng, &mut targets);
                         neu1e.fill(0.0);
                         let h = &syn0[ctx * dim..(ctx + 1) * dim];
-                        stats.loglik += targets_step(h, &mut neu1e, syn1, &targets, alpha);
+                        stats.loglik +=
+                            targets_step(h, &mut neu1e, syn1, &targets, alpha, with_loss);
                         stats.groups += 1;
                         for (x, e) in syn0[ctx * dim..(ctx + 1) * dim].iter_mut().zip(&neu1e) {
                             *x += e;
@@ -380,7 +386,8 @@ fn run_worker(
                     }
                     job.fill_targets(word, &mut rng, &mut targets);
                     neu1e.fill(0.0);
-                    stats.loglik += targets_step(&neu1, &mut neu1e, syn1, &targets, alpha);
+                    stats.loglik +=
+                        targets_step(&neu1, &mut neu1e, syn1, &targets, alpha, with_loss);
                     stats.groups += 1;
                     if scale != 1.0 {
                         neu1e.iter_mut().for_each(|e| *e *= scale);
