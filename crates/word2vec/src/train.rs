@@ -258,7 +258,15 @@ pub fn train(
         let results: Vec<WorkerStats> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..n)
                 .map(|t| {
-                    let share = &sentences[t * sentences.len() / n..(t + 1) * sentences.len() / n];
+                    // sentences dealt round-robin, so that every thread moves through the corpus
+                    // in order, as gensim's job queue does (rather than each training one
+                    // contiguous part of it)
+                    let share: Vec<&[u32]> = sentences
+                        .iter()
+                        .skip(t)
+                        .step_by(n)
+                        .map(|s| s.as_slice())
+                        .collect();
                     let (job, s0, s1, bar) = (&job, &shared0, &shared1, &bar);
                     let seed = config
                         .seed
@@ -271,7 +279,7 @@ pub fn train(
                         // the log-likelihood costs two transcendental calls per target: only the
                         // last epoch's, which is the one reported, is computed
                         let with_loss = epoch + 1 == config.epochs;
-                        run_worker(job, share, w0, w1, seed, dim, bar, with_loss)
+                        run_worker(job, &share, w0, w1, seed, dim, bar, with_loss)
                     })
                 })
                 .collect();
@@ -313,7 +321,7 @@ const PROGRESS_CHUNK: u64 = 10_000;
 #[allow(clippy::too_many_arguments)]
 fn run_worker(
     job: &Job<'_>,
-    sentences: &[Vec<u32>],
+    sentences: &[&[u32]],
     syn0: &mut [f32],
     syn1: &mut [f32],
     seed: u64,
@@ -332,7 +340,7 @@ fn run_worker(
     let mut alpha = job.alpha(job.processed.load(Ordering::Relaxed));
     for sentence in sentences {
         kept.clear();
-        for &w in sentence {
+        for &w in sentence.iter() {
             let w = w as usize;
             let p = job.keep[w];
             if p >= 1.0 || rng.uniform() < p {
