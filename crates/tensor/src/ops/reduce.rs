@@ -2,6 +2,8 @@
 //!
 //! A reduction over dim `d` sees the tensor as `(outer, n, inner)` with `n = shape[d]`.
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
 use crate::error::{invalid, Result};
@@ -152,55 +154,54 @@ impl Tensor {
 
     /// Softmax over `dim`.
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
-        let d = self.dim_index(dim, "softmax")?;
-        let (outer, n, inner) = split3(self.shape(), d);
-        let y = softmax_kernel(&self.contig(), outer, n, inner, false);
-        let ys = y.clone();
-        Ok(Tensor::from_op(
-            y,
-            self.shape().to_vec(),
-            &[self],
-            "softmax",
-            move |g: Vec<f32>, _| {
-                let g = &g[..];
-                // dx = y * (g - sum_j g_j y_j)
-                let mut gx = vec![0f32; g.len()];
-                for o in 0..outer {
-                    for i in 0..inner {
-                        let at = |j: usize| (o * n + j) * inner + i;
-                        let dot: f32 = (0..n).map(|j| g[at(j)] * ys[at(j)]).sum();
-                        for j in 0..n {
-                            gx[at(j)] = ys[at(j)] * (g[at(j)] - dot);
-                        }
-                    }
-                }
-                Ok(vec![Some(gx)])
-            },
-        ))
+        // dx = y * (g - sum_j g_j y_j)
+        self.softmax_op(dim, false, "softmax", |g, y, lane, gx| {
+            let dot: f32 = lane.iter().map(|&k| g[k] * y[k]).sum();
+            lane.iter().for_each(|&k| gx[k] = y[k] * (g[k] - dot));
+        })
     }
 
     /// Log-softmax over `dim`.
     pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
-        let d = self.dim_index(dim, "log_softmax")?;
+        // dx = g - softmax * sum_j g_j
+        self.softmax_op(dim, true, "log_softmax", |g, y, lane, gx| {
+            let s: f32 = lane.iter().map(|&k| g[k]).sum();
+            lane.iter().for_each(|&k| gx[k] = g[k] - y[k].exp() * s);
+        })
+    }
+
+    /// Softmax or log-softmax over `dim`. The output is kept for the backward by sharing its
+    /// storage (no copy); `grad(g, y, lane, gx)` writes the input gradient of one lane (the
+    /// flat indices of one softmax row).
+    fn softmax_op(
+        &self,
+        dim: isize,
+        log: bool,
+        name: &'static str,
+        grad: impl Fn(&[f32], &[f32], &[usize], &mut [f32]) + Send + 'static,
+    ) -> Result<Tensor> {
+        let d = self.dim_index(dim, name)?;
         let (outer, n, inner) = split3(self.shape(), d);
-        let y = softmax_kernel(&self.contig(), outer, n, inner, true);
+        let y = Arc::new(softmax_kernel(&self.contig(), outer, n, inner, log));
         let ys = y.clone();
-        Ok(Tensor::from_op(
+        let shape = self.shape().to_vec();
+        let strides = crate::shape::contiguous_strides(&shape);
+        Ok(Tensor::from_op_strided(
             y,
-            self.shape().to_vec(),
+            shape,
+            strides,
+            0,
             &[self],
-            "log_softmax",
+            name,
             move |g: Vec<f32>, _| {
-                let g = &g[..];
-                // dx = g - softmax * sum_j g_j
                 let mut gx = vec![0f32; g.len()];
+                let mut lane = vec![0usize; n];
                 for o in 0..outer {
                     for i in 0..inner {
-                        let at = |j: usize| (o * n + j) * inner + i;
-                        let s: f32 = (0..n).map(|j| g[at(j)]).sum();
-                        for j in 0..n {
-                            gx[at(j)] = g[at(j)] - ys[at(j)].exp() * s;
+                        for (j, k) in lane.iter_mut().enumerate() {
+                            *k = (o * n + j) * inner + i;
                         }
+                        grad(&g, &ys, &lane, &mut gx);
                     }
                 }
                 Ok(vec![Some(gx)])
