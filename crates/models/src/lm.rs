@@ -17,8 +17,8 @@ use std::sync::Arc;
 use ferrolab_nn::{Embedding, Init, Linear, RmsNorm, Vars};
 use ferrolab_tensor::{
     cat, cross_entropy, linear, no_grad, recompute, rope, rope_tables,
-    scaled_dot_product_attention, segments, AttnMask, CrossEntropyOpts, Error, Result, RopeLayout,
-    Tensor,
+    scaled_dot_product_attention, segments, swiglu, AttnMask, CrossEntropyOpts, Error, Result,
+    RopeLayout, Tensor,
 };
 use serde::{Deserialize, Serialize};
 
@@ -252,23 +252,26 @@ impl Attention {
     ) -> Result<Tensor> {
         let [b, t, _c] = x.dims::<3>("Attention")?;
         let (h, hkv) = (self.heads, self.kv_heads);
-        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
-            let d = y.shape()[2] / n;
-            y.reshape(&[b, t, n, d])?.permute(&[0, 2, 1, 3]) // (B, n, T, D) view
+        // one product with the three weights stacked: x is read once and the backward gives
+        // one input gradient instead of three to add up
+        let w = cat(
+            &[
+                &self.q_proj.weight,
+                &self.k_proj.weight,
+                &self.v_proj.weight,
+            ],
+            0,
+        )?; // ((H + 2 Hkv) D, C)
+        let qkv = linear(x, &w, None)?; // (B, T, (H + 2 Hkv) D)
+        let d = qkv.shape()[2] / (h + 2 * hkv);
+        let heads = |start: usize, n: usize| -> Result<Tensor> {
+            qkv.narrow(2, start * d, n * d)?
+                .reshape(&[b, t, n, d])?
+                .permute(&[0, 2, 1, 3]) // (B, n, T, D) view
         };
-        let q = rope(
-            &heads(self.q_proj.forward(x)?, h)?,
-            cos,
-            sin,
-            RopeLayout::HalfSplit,
-        )?; // (B, H, T, D)
-        let mut k = rope(
-            &heads(self.k_proj.forward(x)?, hkv)?,
-            cos,
-            sin,
-            RopeLayout::HalfSplit,
-        )?; // (B, Hkv, T, D)
-        let mut v = heads(self.v_proj.forward(x)?, hkv)?; // (B, Hkv, T, D)
+        let q = rope(&heads(0, h)?, cos, sin, RopeLayout::HalfSplit)?; // (B, H, T, D)
+        let mut k = rope(&heads(h, hkv)?, cos, sin, RopeLayout::HalfSplit)?; // (B, Hkv, T, D)
+        let mut v = heads(h + hkv, hkv)?; // (B, Hkv, T, D) view
         if let Some(slot) = cache {
             if let Some((pk, pv)) = slot.take() {
                 k = cat(&[&pk, &k], 2)?; // (B, Hkv, S, D)
@@ -309,8 +312,10 @@ impl SwiGlu {
     /// # Shapes
     /// `(.., C)` -> `(.., C)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.gate_proj.forward(x)?.silu(); // (.., F)
-        self.down_proj.forward(&g.mul(&self.up_proj.forward(x)?)?)
+        // gate and up projections as one product, then the fused activation
+        let w = cat(&[&self.gate_proj.weight, &self.up_proj.weight], 0)?; // (2F, C)
+        let h = swiglu(&linear(x, &w, None)?)?; // (.., F)
+        self.down_proj.forward(&h)
     }
 }
 

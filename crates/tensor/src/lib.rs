@@ -39,7 +39,7 @@ pub use ops::matmul::linear;
 pub use ops::norm::{layer_norm, rms_norm};
 pub use ops::reduce::{cross_entropy, CrossEntropyOpts};
 pub use ops::rope::{rope, rope_tables, RopeLayout};
-pub use ops::unary::{gelu_erf, gelu_tanh};
+pub use ops::unary::{gelu_erf, gelu_tanh, swiglu};
 pub use ops::view::{cat, stack};
 pub use recompute::{recompute, segments, SegmentFn};
 pub use tensor::{Contig, Device, Tensor, TensorId};

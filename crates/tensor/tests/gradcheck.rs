@@ -923,3 +923,25 @@ fn checker_rejects_a_wrong_gradient() {
     let x = Data::new(24).uniform(&[3], 0.5, 1.0);
     check_grad("x * detach(x)", &[x], |x| x[0].mul(&x[0].detach()));
 }
+
+#[test]
+fn swiglu_fused() {
+    let mut d = Data::new(77);
+    let x = d.randn(&[3, 5, 8]);
+    check_grad("swiglu", [x.clone()], |xs| ferrolab_tensor::swiglu(&xs[0]));
+    // against the unfused reference silu(a) * b
+    common::check_same(
+        "swiglu vs silu * mul",
+        [x],
+        1e-5,
+        |xs| ferrolab_tensor::swiglu(&xs[0]),
+        |xs| {
+            let h = xs[0].split(&[4, 4], -1)?;
+            h[0].silu().mul(&h[1])
+        },
+    );
+    let e = ferrolab_tensor::swiglu(&d.randn(&[2, 3]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("swiglu") && e.contains("even"), "{e}");
+}
