@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use ferrolab_nn::{Embedding, Init, Linear, RmsNorm, Vars};
 use ferrolab_tensor::{
-    cat, cross_entropy, linear, no_grad, recompute, rope, rope_tables,
+    cat, cross_entropy, linear, no_grad, packed_gqa_attention, recompute, rope_packed, rope_tables,
     scaled_dot_product_attention, segments, swiglu, AttnMask, CrossEntropyOpts, Error, Result,
     RopeLayout, Tensor,
 };
@@ -264,27 +264,31 @@ impl Attention {
         )?; // ((H + 2 Hkv) D, C)
         let qkv = linear(x, &w, None)?; // (B, T, (H + 2 Hkv) D)
         let d = qkv.shape()[2] / (h + 2 * hkv);
+        // rotate the q and k heads in place in the packed layout (v passes through)
+        let qkv = rope_packed(&qkv, d, h + hkv, cos, sin, RopeLayout::HalfSplit)?;
+        let Some(slot) = cache else {
+            // training and prefill without a cache: attention straight from the packed
+            // projection, no head split or transpose copies forward or backward
+            let y = packed_gqa_attention(&qkv, h, hkv, AttnMask::Causal, None)?; // (B, T, H D)
+            return self.o_proj.forward(&y);
+        };
         let heads = |start: usize, n: usize| -> Result<Tensor> {
             qkv.narrow(2, start * d, n * d)?
                 .reshape(&[b, t, n, d])?
                 .permute(&[0, 2, 1, 3]) // (B, n, T, D) view
         };
-        let q = rope(&heads(0, h)?, cos, sin, RopeLayout::HalfSplit)?; // (B, H, T, D)
-        let mut k = rope(&heads(h, hkv)?, cos, sin, RopeLayout::HalfSplit)?; // (B, Hkv, T, D)
-        let mut v = heads(h + hkv, hkv)?; // (B, Hkv, T, D) view
-        if let Some(slot) = cache {
-            if let Some((pk, pv)) = slot.take() {
-                k = cat(&[&pk, &k], 2)?; // (B, Hkv, S, D)
-                v = cat(&[&pv, &v], 2)?;
-            } else {
-                v = v.contiguous();
-            }
-            *slot = Some((k.clone(), v.clone()));
+        let q = heads(0, h)?; // (B, H, T, D)
+        let (mut k, mut v) = (heads(h, hkv)?, heads(h + hkv, hkv)?); // (B, Hkv, T, D)
+        if let Some((pk, pv)) = slot.take() {
+            k = cat(&[&pk, &k], 2)?; // (B, Hkv, S, D)
+            v = cat(&[&pv, &v], 2)?;
+        } else {
+            (k, v) = (k.contiguous(), v.contiguous());
         }
+        *slot = Some((k.clone(), v.clone()));
         // causal with the new queries aligned to the last keys
         let y = scaled_dot_product_attention(&q, &k, &v, AttnMask::Causal, None)?; // (B, H, T, D)
-        let d = y.shape()[3];
-        let y = y.permute(&[0, 2, 1, 3])?.reshape(&[b, t, h * d])?; // (B, T, C)
+        let y = y.permute(&[0, 2, 1, 3])?.reshape(&[b, t, h * d])?; // (B, T, H D)
         self.o_proj.forward(&y)
     }
 }

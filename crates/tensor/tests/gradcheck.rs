@@ -945,3 +945,35 @@ fn swiglu_fused() {
         .to_string();
     assert!(e.contains("swiglu") && e.contains("even"), "{e}");
 }
+
+#[test]
+fn rope_packed_and_packed_gqa_attention() {
+    let mut d = Data::new(78);
+    for layout in [RopeLayout::HalfSplit, RopeLayout::Interleaved] {
+        let x = d.randn(&[2, 5, 3 * 4 + 3]); // 3 rotated heads of 4, then 3 passed through
+        let (c, s) = rope_tables(&[0, 1, 2, 3, 4], 4, 10.0).unwrap();
+        check_grad(&format!("rope_packed {layout:?}"), [x], |xs| {
+            ferrolab_tensor::rope_packed(&xs[0], 4, 3, &c, &s, layout)
+        });
+    }
+    let qkv = d.randn(&[2, 6, (4 + 2 * 2) * 3]);
+    check_grad("packed_gqa_attention H4 Hkv2", [qkv], |xs| {
+        ferrolab_tensor::packed_gqa_attention(&xs[0], 4, 2, AttnMask::Causal, None)
+    });
+    let e = ferrolab_tensor::rope_packed(
+        &d.randn(&[1, 2, 6]),
+        4,
+        2,
+        &Tensor::zeros(&[2, 2]),
+        &Tensor::zeros(&[2, 2]),
+        RopeLayout::HalfSplit,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("rope_packed"), "{e}");
+    let e =
+        ferrolab_tensor::packed_gqa_attention(&d.randn(&[1, 2, 14]), 3, 2, AttnMask::Causal, None)
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains("multiple"), "{e}");
+}
