@@ -72,6 +72,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         }
     })?;
     let secs = t0.elapsed().as_secs_f64();
+    if let Some(p) = ferrolab_tensor::profile::report() {
+        eprintln!("{p}");
+    }
     writeln!(stdout, "{}", tok.decode(&pending))?;
     eprintln!(
         "{} tokens in {:.2} s ({:.1} tokens/s, prompt included); KV cache {} bytes per token ({} layers)",

@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use ferrolab_nn::{Embedding, Init, Linear, RmsNorm, Vars};
 use ferrolab_tensor::{
-    cat, cross_entropy, linear, no_grad, packed_gqa_attention, recompute, rope_packed, rope_tables,
-    scaled_dot_product_attention, segments, swiglu, AttnMask, CrossEntropyOpts, Error, Result,
-    RopeLayout, Tensor,
+    cat, cross_entropy, is_grad_enabled, linear, no_grad, packed_gqa_attention, recompute,
+    rope_packed, rope_tables, scaled_dot_product_attention, segments, swiglu, AttnMask,
+    CrossEntropyOpts, Error, Result, RopeLayout, Tensor,
 };
 use serde::{Deserialize, Serialize};
 
@@ -252,17 +252,28 @@ impl Attention {
     ) -> Result<Tensor> {
         let [b, t, _c] = x.dims::<3>("Attention")?;
         let (h, hkv) = (self.heads, self.kv_heads);
-        // one product with the three weights stacked: x is read once and the backward gives
-        // one input gradient instead of three to add up
-        let w = cat(
-            &[
-                &self.q_proj.weight,
-                &self.k_proj.weight,
-                &self.v_proj.weight,
-            ],
-            0,
-        )?; // ((H + 2 Hkv) D, C)
-        let qkv = linear(x, &w, None)?; // (B, T, (H + 2 Hkv) D)
+        let qkv = if is_grad_enabled() {
+            // training: one product with the three weights stacked, so x is read once and the
+            // backward gives one input gradient instead of three to add up
+            let w = cat(
+                &[
+                    &self.q_proj.weight,
+                    &self.k_proj.weight,
+                    &self.v_proj.weight,
+                ],
+                0,
+            )?; // ((H + 2 Hkv) D, C)
+            linear(x, &w, None)?
+        } else {
+            // inference (often one token): stacking the weights would copy them every call;
+            // stack the small outputs instead
+            let (q, k, v) = (
+                self.q_proj.forward(x)?,
+                self.k_proj.forward(x)?,
+                self.v_proj.forward(x)?,
+            );
+            cat(&[&q, &k, &v], 2)?
+        }; // (B, T, (H + 2 Hkv) D)
         let d = qkv.shape()[2] / (h + 2 * hkv);
         // rotate the q and k heads in place in the packed layout (v passes through)
         let qkv = rope_packed(&qkv, d, h + hkv, cos, sin, RopeLayout::HalfSplit)?;
@@ -316,9 +327,19 @@ impl SwiGlu {
     /// # Shapes
     /// `(.., C)` -> `(.., C)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // gate and up projections as one product, then the fused activation
-        let w = cat(&[&self.gate_proj.weight, &self.up_proj.weight], 0)?; // (2F, C)
-        let h = swiglu(&linear(x, &w, None)?)?; // (.., F)
+        // gate and up projections side by side, then the fused activation (stacked weights
+        // when training, stacked outputs at inference; see Attention::forward)
+        let gu = if is_grad_enabled() {
+            let w = cat(&[&self.gate_proj.weight, &self.up_proj.weight], 0)?; // (2F, C)
+            linear(x, &w, None)?
+        } else {
+            let last = x.rank() as isize - 1;
+            cat(
+                &[&self.gate_proj.forward(x)?, &self.up_proj.forward(x)?],
+                last,
+            )?
+        }; // (.., 2F)
+        let h = swiglu(&gu)?; // (.., F)
         self.down_proj.forward(&h)
     }
 }

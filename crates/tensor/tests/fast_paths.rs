@@ -176,7 +176,8 @@ fn packed_qkv_attention_matches_split_views() {
 #[test]
 fn linear_matches_matmul_plus_bias() {
     let mut d = Data::new(34);
-    // the second case has enough rows for several parallel bias chunks
+    // the first case has fewer rows than the transpose threshold (the w^T view path), the
+    // second enough for the transposed copy and several parallel bias chunks
     for (xs, o) in [(vec![2usize, 5, 7], 6usize), (vec![3, 100, 16], 20)] {
         let i = *xs.last().unwrap();
         let inputs = [d.randn(&xs), d.randn(&[o, i]), d.randn(&[o])];

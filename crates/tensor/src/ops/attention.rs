@@ -30,6 +30,10 @@ use crate::tensor::{Contig, Tensor};
 /// Query rows per block when a causal mask lets blocks skip keys.
 pub const ROW_BLOCK: usize = 64;
 
+/// Blocks of at most this many query rows (decoding) use direct dot products instead of
+/// `gemm`.
+const DIRECT_ROWS: usize = 2;
+
 /// The mask of [`scaled_dot_product_attention`].
 #[derive(Clone, Copy)]
 pub enum AttnMask<'a> {
@@ -164,20 +168,34 @@ fn forward(g: &Geometry, q: &Src, k: &Src, v: &Src, out: SendPtr, ol: Layout) ->
             let mut tmp = vec![0f32; s];
             for &(r0, r1, kv) in &blocks {
                 let rows = r1 - r0;
-                // SAFETY: pb rows r0..r1 have s elements; q/k rows are valid strided matrices.
-                unsafe {
-                    gemm_into(
-                        rows,
-                        kv,
-                        g.dk,
-                        pb[r0 * s..].as_mut_ptr(),
-                        s,
-                        false,
-                        q.rows(bi, hi, r0),
-                        k.rows(bi, kh, 0).t(),
-                        Parallelism::None,
-                    )
-                };
+                // Decoding (a query row or two): `gemm`'s per-call set-up costs more than the
+                // products, so take direct dot products over unit-stride rows.
+                let direct = rows <= DIRECT_ROWS && q.l.sd == 1 && k.l.sd == 1;
+                if direct {
+                    for i in r0..r1 {
+                        let qo = q.l.head_off(bi, hi) + i * q.l.st;
+                        let qr = &q.buf[qo..qo + g.dk];
+                        for j in 0..kv {
+                            let ko = k.l.head_off(bi, kh) + j * k.l.st;
+                            pb[i * s + j] = crate::math::dot(qr, &k.buf[ko..ko + g.dk]);
+                        }
+                    }
+                } else {
+                    // SAFETY: pb rows r0..r1 have s elements; q/k rows are valid strided matrices.
+                    unsafe {
+                        gemm_into(
+                            rows,
+                            kv,
+                            g.dk,
+                            pb[r0 * s..].as_mut_ptr(),
+                            s,
+                            false,
+                            q.rows(bi, hi, r0),
+                            k.rows(bi, kh, 0).t(),
+                            Parallelism::None,
+                        )
+                    };
+                }
                 for i in r0..r1 {
                     let row = &mut pb[i * s..(i + 1) * s];
                     let lim = if g.causal {
@@ -198,6 +216,26 @@ fn forward(g: &Geometry, q: &Src, k: &Src, v: &Src, out: SendPtr, ol: Layout) ->
                     tmp[..kv].copy_from_slice(&row[..kv]);
                     super::reduce::softmax_row(&tmp[..kv], &mut row[..kv], false);
                     row[kv..].iter_mut().for_each(|x| *x = 0.0);
+                }
+                if direct && v.l.sd == 1 && ol.sd == 1 {
+                    for i in r0..r1 {
+                        let mut acc = vec![0f32; g.dv];
+                        for j in 0..kv {
+                            let pij = pb[i * s + j];
+                            let vo = v.l.head_off(bi, kh) + j * v.l.st;
+                            let (acc, vr) = (&mut acc[..], &v.buf[vo..vo + g.dv]);
+                            for (a, &x) in acc.iter_mut().zip(vr) {
+                                *a += pij * x;
+                            }
+                        }
+                        // SAFETY: head (bi, hi) writes its own row i of the output, disjoint
+                        // per task.
+                        unsafe {
+                            let o = out.get().add(ol.head_off(bi, hi) + i * ol.st);
+                            std::ptr::copy_nonoverlapping(acc.as_ptr(), o, g.dv);
+                        }
+                    }
+                    continue;
                 }
                 // SAFETY: head (bi, hi) writes its own rows r0..r1 of the output, disjoint per task.
                 unsafe {

@@ -355,6 +355,11 @@ impl Tensor {
     }
 }
 
+/// Below this many rows, `linear` takes direct dot products instead of `gemm` (see inside).
+const SMALL_ROWS: usize = 32;
+/// Outputs per parallel task of the direct path.
+const DIRECT_CHUNK: usize = 256;
+
 /// `x @ w^T + b` with `x` `(.., in)`, `w` `(out, in)` (PyTorch's `Linear` layout), `b` `(out)`.
 /// One product over all rows; the bias is written first and accumulated into.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
@@ -382,8 +387,10 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let xc = x.contig();
     let wc = w.contig();
     // `gemm` runs 20-60% faster with both operands row-major than with the `w^T` view as the
-    // right operand (PERFORMANCE.md); transposing w costs far less than that.
-    let wt = transpose_copy(&wc, o, i); // (in, out)
+    // right operand (PERFORMANCE.md); transposing w costs far less than that when there are
+    // many rows. With a few rows (decoding one token at a time) both the copy of the whole
+    // weight and `gemm`'s set-up cost more than the products: each output is then a direct
+    // dot product of an input row with a weight row.
     let mut y = super::alloc_out(rows * o); // bias rows or the product fill it
     let accumulate = if let Some(b) = b {
         let bc = b.contig();
@@ -396,19 +403,39 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     } else {
         false
     };
-    // SAFETY: y is rows x o; x is rows x i contiguous; wt is i x o contiguous.
-    unsafe {
-        gemm_into(
-            rows,
-            o,
-            i,
-            y.as_mut_ptr(),
-            o,
-            accumulate,
-            MatRef::new(&xc, 0, i, 1),
-            MatRef::new(&wt, 0, o, 1),
-            par(true),
-        );
+    let mut wt = Vec::new();
+    if rows < SMALL_ROWS {
+        // element `e` of y is (row e / o, column e % o); chunks of columns run in parallel
+        // when the weight is large enough to pay for waking the threads
+        let work = |(c, yc): (usize, &mut [f32])| {
+            for (k, ye) in yc.iter_mut().enumerate() {
+                let e = c * DIRECT_CHUNK + k;
+                let (r, j) = (e / o, e % o);
+                let d = crate::math::dot(&xc[r * i..(r + 1) * i], &wc[j * i..(j + 1) * i]);
+                *ye = if accumulate { *ye + d } else { d };
+            }
+        };
+        if rows * o * i >= 1 << 20 {
+            y.par_chunks_mut(DIRECT_CHUNK).enumerate().for_each(work);
+        } else {
+            y.chunks_mut(DIRECT_CHUNK).enumerate().for_each(work);
+        }
+    } else {
+        wt = transpose_copy(&wc, o, i); // (in, out)
+                                        // SAFETY: y is rows x o; x is rows x i contiguous; wt is i x o contiguous.
+        unsafe {
+            gemm_into(
+                rows,
+                o,
+                i,
+                y.as_mut_ptr(),
+                o,
+                accumulate,
+                MatRef::new(&xc, 0, i, 1),
+                MatRef::new(&wt, 0, o, 1),
+                par(true),
+            );
+        }
     }
     drop(wt);
     let mut shape = x.shape().to_vec();
