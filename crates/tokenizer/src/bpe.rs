@@ -1,0 +1,503 @@
+//! The byte-level BPE model: a vocabulary of byte strings and the merge rule, and the encoding
+//! of one pre-tokenised piece.
+//!
+//! Two merge rules exist in the wild and differ on real vocabularies:
+//! - tiktoken (`.tiktoken` files): two adjacent parts merge when their concatenated bytes are a
+//!   token; the lowest rank (= id) merges first; a piece that is a token is returned directly.
+//! - GPT-2 / HF (`merges` lists): two adjacent parts merge when the pair *of tokens* is in the
+//!   merge list; the earliest merge goes first. `bc` + `a` -> `abc` is not allowed unless that
+//!   exact pair was a merge, even when `abc` is a token.
+//!
+//! Both run through one generic merge loop over a [`MergeTable`]; ties go to the leftmost pair,
+//! as in both references.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use rustc_hash::FxHashMap;
+
+use crate::error::{Result, TokenizerError};
+
+/// A token id. For tiktoken vocabularies the id is also the merge rank.
+pub type Rank = u32;
+
+/// Pieces shorter than this use the quadratic scan (fast on the short pieces of real text:
+/// a flat vector beats a heap); longer ones the heap, which keeps a piece with no split points
+/// O(n log n) instead of O(n^2).
+const HEAP_THRESHOLD: usize = 128;
+
+/// Which merge rule the vocabulary follows (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MergeRule {
+    /// tiktoken: merge by the rank of the concatenated bytes.
+    ByteRanks,
+    /// GPT-2 / HF: merge by the position of the token pair in the merge list.
+    Pairs {
+        /// Use a piece that is itself a token directly (HF's `ignore_merges`).
+        ignore_merges: bool,
+    },
+}
+
+/// The vocabulary and merge rule of a byte-level BPE.
+#[derive(Clone, Debug)]
+pub struct Bpe {
+    /// id -> bytes; `None` for ids that are not used
+    tokens: Vec<Option<Box<[u8]>>>,
+    /// bytes -> id
+    ids: FxHashMap<Box<[u8]>, Rank>,
+    /// the id of each single byte
+    byte_ids: [Rank; 256],
+    rule: MergeRule,
+    /// (left, right) packed as `left << 32 | right` -> (priority, merged id); Pairs rule only
+    pair_merges: FxHashMap<u64, (Rank, Rank)>,
+    /// the merge list in priority order; Pairs rule only
+    merges: Vec<(Rank, Rank)>,
+}
+
+/// Work done by the merge loop on one piece, for tests of its complexity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MergeWork {
+    /// Merges performed.
+    pub merges: usize,
+    /// Candidate pairs examined (heap pushes and pops, or scan steps on the short path).
+    pub steps: usize,
+}
+
+#[inline(always)]
+fn pack(a: Rank, b: Rank) -> u64 {
+    ((a as u64) << 32) | b as u64
+}
+
+impl Bpe {
+    /// A tiktoken-style vocabulary: `ranks[i] = (bytes, rank)`; every single byte must be a token.
+    pub fn from_ranks(ranks: impl IntoIterator<Item = (Vec<u8>, Rank)>) -> Result<Bpe> {
+        let (tokens, ids) = Self::tables(ranks)?;
+        let byte_ids = Self::byte_ids(&ids)?;
+        Ok(Bpe {
+            tokens,
+            ids,
+            byte_ids,
+            rule: MergeRule::ByteRanks,
+            pair_merges: FxHashMap::default(),
+            merges: Vec::new(),
+        })
+    }
+
+    /// A GPT-2 / HF-style vocabulary: token bytes with their ids, and the merge list in priority
+    /// order as pairs of ids. Each merge must produce a token of the vocabulary.
+    pub fn from_merges(
+        vocab: impl IntoIterator<Item = (Vec<u8>, Rank)>,
+        merges: Vec<(Rank, Rank)>,
+        ignore_merges: bool,
+    ) -> Result<Bpe> {
+        let (tokens, ids) = Self::tables(vocab)?;
+        let byte_ids = Self::byte_ids(&ids)?;
+        let mut pair_merges = FxHashMap::default();
+        for (prio, &(a, b)) in merges.iter().enumerate() {
+            let bytes = |t: Rank| {
+                tokens
+                    .get(t as usize)
+                    .and_then(|x| x.as_deref())
+                    .ok_or(TokenizerError::BadVocab(format!(
+                        "merge {prio} uses id {t}, which is not in the vocabulary"
+                    )))
+            };
+            let mut joined = bytes(a)?.to_vec();
+            joined.extend_from_slice(bytes(b)?);
+            let Some(&new) = ids.get(joined.as_slice()) else {
+                return Err(TokenizerError::BadVocab(format!(
+                    "merge {prio} ({a} {b}) makes {:?}, which is not in the vocabulary",
+                    String::from_utf8_lossy(&joined)
+                )));
+            };
+            // the first occurrence wins, as in HF (later duplicates never fire)
+            pair_merges.entry(pack(a, b)).or_insert((prio as Rank, new));
+        }
+        Ok(Bpe {
+            tokens,
+            ids,
+            byte_ids,
+            rule: MergeRule::Pairs { ignore_merges },
+            pair_merges,
+            merges,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn tables(
+        vocab: impl IntoIterator<Item = (Vec<u8>, Rank)>,
+    ) -> Result<(Vec<Option<Box<[u8]>>>, FxHashMap<Box<[u8]>, Rank>)> {
+        let mut tokens: Vec<Option<Box<[u8]>>> = Vec::new();
+        let mut ids = FxHashMap::default();
+        for (bytes, id) in vocab {
+            if bytes.is_empty() {
+                return Err(TokenizerError::BadVocab(format!("id {id} is the empty string")));
+            }
+            let i = id as usize;
+            if i >= tokens.len() {
+                tokens.resize(i + 1, None);
+            }
+            if tokens[i].is_some() {
+                return Err(TokenizerError::BadVocab(format!("id {id} appears twice")));
+            }
+            let b: Box<[u8]> = bytes.into_boxed_slice();
+            if let Some(other) = ids.insert(b.clone(), id) {
+                return Err(TokenizerError::BadVocab(format!(
+                    "{:?} has two ids, {other} and {id}",
+                    String::from_utf8_lossy(&b)
+                )));
+            }
+            tokens[i] = Some(b);
+        }
+        Ok((tokens, ids))
+    }
+
+    fn byte_ids(ids: &FxHashMap<Box<[u8]>, Rank>) -> Result<[Rank; 256]> {
+        let mut out = [0; 256];
+        for (b, o) in out.iter_mut().enumerate() {
+            *o = *ids.get(&[b as u8][..]).ok_or_else(|| {
+                TokenizerError::BadVocab(format!(
+                    "byte 0x{b:02x} is not a token: a byte-level BPE needs all 256 bytes"
+                ))
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// The merge rule.
+    pub fn rule(&self) -> &MergeRule {
+        &self.rule
+    }
+
+    /// One past the largest id.
+    pub fn id_end(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether there are no tokens (never true for a valid byte-level BPE).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The bytes of a token.
+    pub fn token_bytes(&self, id: Rank) -> Option<&[u8]> {
+        self.tokens.get(id as usize).and_then(|t| t.as_deref())
+    }
+
+    /// The id of a byte string, if it is a token.
+    pub fn token_id(&self, bytes: &[u8]) -> Option<Rank> {
+        self.ids.get(bytes).copied()
+    }
+
+    /// The id of a single byte.
+    pub fn byte_id(&self, byte: u8) -> Rank {
+        self.byte_ids[byte as usize]
+    }
+
+    /// All `(bytes, id)` pairs, by id.
+    pub fn vocab(&self) -> impl Iterator<Item = (&[u8], Rank)> {
+        self.tokens
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.as_deref().map(|b| (b, i as Rank)))
+    }
+
+    /// The merge list in priority order. For a tiktoken vocabulary it is derived: each token
+    /// (by rank) is encoded with the lower ranks only, which must give exactly two parts; a
+    /// token for which it does not is an error (the vocabulary is not a merge list).
+    pub fn merges(&self) -> Result<Vec<(Rank, Rank)>> {
+        match self.rule {
+            MergeRule::Pairs { .. } => Ok(self.merges.clone()),
+            MergeRule::ByteRanks => {
+                let mut out = Vec::new();
+                for (bytes, id) in self.vocab() {
+                    if bytes.len() < 2 {
+                        continue;
+                    }
+                    let table = ByteTable {
+                        ids: &self.ids,
+                        below: id,
+                    };
+                    let mut parts = Vec::new();
+                    merge_small(bytes, &self.byte_ids, &table, &mut parts);
+                    match parts[..] {
+                        [a, b] => out.push((a, b)),
+                        _ => {
+                            return Err(TokenizerError::BadVocab(format!(
+                                "token {id} is not the merge of two lower-ranked tokens"
+                            )))
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Appends the ids of one pre-tokenised piece to `out`.
+    pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<Rank>) {
+        match piece.len() {
+            0 => return,
+            1 => return out.push(self.byte_ids[piece[0] as usize]),
+            _ => {}
+        }
+        let direct = match self.rule {
+            MergeRule::ByteRanks => true,
+            MergeRule::Pairs { ignore_merges } => ignore_merges,
+        };
+        if direct {
+            if let Some(&id) = self.ids.get(piece) {
+                return out.push(id);
+            }
+        }
+        self.merge_piece(piece, out);
+    }
+
+    fn merge_piece(&self, piece: &[u8], out: &mut Vec<Rank>) -> MergeWork {
+        match self.rule {
+            MergeRule::ByteRanks => {
+                let t = ByteTable {
+                    ids: &self.ids,
+                    below: Rank::MAX,
+                };
+                if piece.len() < HEAP_THRESHOLD {
+                    merge_small(piece, &self.byte_ids, &t, out)
+                } else {
+                    merge_heap(piece, &self.byte_ids, &t, out)
+                }
+            }
+            MergeRule::Pairs { .. } => {
+                let t = PairTable(&self.pair_merges);
+                if piece.len() < HEAP_THRESHOLD {
+                    merge_small(piece, &self.byte_ids, &t, out)
+                } else {
+                    merge_heap(piece, &self.byte_ids, &t, out)
+                }
+            }
+        }
+    }
+
+    /// Encodes one piece through the merge loop (never the whole-piece shortcut) and reports
+    /// the work done; used to test that work grows linearly with the piece length.
+    pub fn merge_work(&self, piece: &[u8]) -> (Vec<Rank>, MergeWork) {
+        let mut out = Vec::new();
+        let w = self.merge_piece(piece, &mut out);
+        (out, w)
+    }
+
+    /// The straightforward reference merge: repeatedly merge the lowest-priority pair, scanning
+    /// all pairs each time (quadratic). Used by tests to check both fast paths.
+    pub fn encode_piece_reference(&self, piece: &[u8]) -> Vec<Rank> {
+        let mut parts: Vec<Rank> = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
+        let byte_len = |t: Rank| self.token_bytes(t).map_or(0, |b| b.len());
+        loop {
+            let mut best: Option<(Rank, usize, Rank)> = None;
+            let mut start = 0;
+            for i in 0..parts.len().saturating_sub(1) {
+                let (a, b) = (parts[i], parts[i + 1]);
+                let cand = match self.rule {
+                    MergeRule::ByteRanks => {
+                        let end = start + byte_len(a) + byte_len(b);
+                        self.ids.get(&piece[start..end]).map(|&r| (r, r))
+                    }
+                    MergeRule::Pairs { .. } => self.pair_merges.get(&pack(a, b)).copied(),
+                };
+                if let Some((p, new)) = cand {
+                    if best.is_none_or(|(bp, _, _)| p < bp) {
+                        best = Some((p, i, new));
+                    }
+                }
+                start += byte_len(a);
+            }
+            let Some((_, i, new)) = best else { break };
+            parts[i] = new;
+            parts.remove(i + 1);
+        }
+        parts
+    }
+}
+
+/// What the merge loop asks of a vocabulary.
+trait MergeTable {
+    /// Priority and resulting id of merging `piece[a..b]` (id `ta`) with `piece[b..c]` (id `tb`).
+    fn merge(&self, piece: &[u8], a: usize, c: usize, ta: Rank, tb: Rank) -> Option<(Rank, Rank)>;
+}
+
+/// tiktoken's rule; `below` limits the ranks (for deriving merges).
+struct ByteTable<'a> {
+    ids: &'a FxHashMap<Box<[u8]>, Rank>,
+    below: Rank,
+}
+
+impl MergeTable for ByteTable<'_> {
+    #[inline(always)]
+    fn merge(&self, piece: &[u8], a: usize, c: usize, _: Rank, _: Rank) -> Option<(Rank, Rank)> {
+        match self.ids.get(&piece[a..c]) {
+            Some(&r) if r < self.below => Some((r, r)),
+            _ => None,
+        }
+    }
+}
+
+/// The merge-list rule.
+struct PairTable<'a>(&'a FxHashMap<u64, (Rank, Rank)>);
+
+impl MergeTable for PairTable<'_> {
+    #[inline(always)]
+    fn merge(&self, _: &[u8], _: usize, _: usize, ta: Rank, tb: Rank) -> Option<(Rank, Rank)> {
+        self.0.get(&pack(ta, tb)).copied()
+    }
+}
+
+/// A part of a piece during merging.
+#[derive(Clone, Copy)]
+struct Part {
+    start: usize,
+    id: Rank,
+    /// priority of merging with the next part (`Rank::MAX`: none)
+    prio: Rank,
+    /// id that merge makes
+    new: Rank,
+}
+
+/// Quadratic merge for short pieces: a flat vector of parts, a linear scan for the best pair.
+fn merge_small<T: MergeTable>(
+    piece: &[u8],
+    byte_ids: &[Rank; 256],
+    t: &T,
+    out: &mut Vec<Rank>,
+) -> MergeWork {
+    let n = piece.len();
+    let mut work = MergeWork::default();
+    let mut parts: Vec<Part> = Vec::with_capacity(n + 1);
+    for (i, &b) in piece.iter().enumerate() {
+        parts.push(Part {
+            start: i,
+            id: byte_ids[b as usize],
+            prio: Rank::MAX,
+            new: 0,
+        });
+    }
+    // sentinel: the end of the last part
+    parts.push(Part {
+        start: n,
+        id: 0,
+        prio: Rank::MAX,
+        new: 0,
+    });
+    let set = |parts: &mut Vec<Part>, i: usize| {
+        if i + 2 < parts.len() {
+            let (p, q, r) = (parts[i], parts[i + 1], parts[i + 2]);
+            let m = t.merge(piece, p.start, r.start, p.id, q.id);
+            let (prio, new) = m.unwrap_or((Rank::MAX, 0));
+            parts[i].prio = prio;
+            parts[i].new = new;
+        } else {
+            parts[i].prio = Rank::MAX;
+        }
+    };
+    for i in 0..n.saturating_sub(1) {
+        set(&mut parts, i);
+    }
+    loop {
+        let mut best = (Rank::MAX, 0usize);
+        for (i, p) in parts[..parts.len() - 1].iter().enumerate() {
+            // strict `<` keeps the leftmost of equal priorities
+            if p.prio < best.0 {
+                best = (p.prio, i);
+            }
+        }
+        work.steps += parts.len();
+        if best.0 == Rank::MAX {
+            break;
+        }
+        let i = best.1;
+        parts[i].id = parts[i].new;
+        parts.remove(i + 1);
+        work.merges += 1;
+        set(&mut parts, i);
+        if i > 0 {
+            set(&mut parts, i - 1);
+        }
+    }
+    out.extend(parts[..parts.len() - 1].iter().map(|p| p.id));
+    work
+}
+
+/// Heap merge for long pieces: parts in a doubly linked list over byte positions, candidate
+/// pairs in a min-heap keyed by (priority, start) so equal priorities go leftmost. Stale heap
+/// entries are skipped when popped: an entry is current iff its left part still starts there
+/// and the pair still ends where it did (same bytes, same ids).
+fn merge_heap<T: MergeTable>(
+    piece: &[u8],
+    byte_ids: &[Rank; 256],
+    t: &T,
+    out: &mut Vec<Rank>,
+) -> MergeWork {
+    const NONE: u32 = u32::MAX;
+    let n = piece.len();
+    let mut work = MergeWork::default();
+    // per byte position: the part that starts there (if alive)
+    let mut id: Vec<Rank> = piece.iter().map(|&b| byte_ids[b as usize]).collect();
+    let mut next: Vec<u32> = (1..=n as u32).collect(); // n = end
+    let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
+    let mut alive = vec![true; n];
+    let mut heap: BinaryHeap<Reverse<(Rank, u32, u32, Rank)>> = BinaryHeap::with_capacity(n);
+    let end_of = |next: &Vec<u32>, i: u32| -> u32 { next[i as usize] };
+    let candidate = |id: &Vec<Rank>, next: &Vec<u32>, i: u32| -> Option<(Rank, u32, u32, Rank)> {
+        let j = next[i as usize];
+        if j as usize >= n {
+            return None;
+        }
+        let c = end_of(next, j);
+        t.merge(piece, i as usize, c as usize, id[i as usize], id[j as usize])
+            .map(|(p, new)| (p, i, c, new))
+    };
+    for i in 0..n.saturating_sub(1) as u32 {
+        if let Some(e) = candidate(&id, &next, i) {
+            heap.push(Reverse(e));
+            work.steps += 1;
+        }
+    }
+    while let Some(Reverse((_, i, c, new))) = heap.pop() {
+        work.steps += 1;
+        let iu = i as usize;
+        if !alive[iu] {
+            continue;
+        }
+        let j = next[iu];
+        if j as usize >= n || end_of(&next, j) != c {
+            continue;
+        }
+        // merge part i with part j
+        id[iu] = new;
+        alive[j as usize] = false;
+        next[iu] = c;
+        if (c as usize) < n {
+            prev[c as usize] = i;
+        }
+        work.merges += 1;
+        if let Some(e) = candidate(&id, &next, i) {
+            heap.push(Reverse(e));
+            work.steps += 1;
+        }
+        let p = prev[iu];
+        if p != NONE {
+            if let Some(e) = candidate(&id, &next, p) {
+                heap.push(Reverse(e));
+                work.steps += 1;
+            }
+        }
+    }
+    let mut i = 0usize;
+    while i < n {
+        out.push(id[i]);
+        i = next[i] as usize;
+    }
+    work
+}
