@@ -105,6 +105,11 @@ impl WordCounts {
         self.counts.is_empty()
     }
 
+    /// Every word with its count, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.counts.iter().map(|(w, &c)| (w.as_str(), c))
+    }
+
     /// The count of one word.
     pub fn count(&self, word: &str) -> u64 {
         self.counts.get(word).copied().unwrap_or(0)
