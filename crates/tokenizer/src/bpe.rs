@@ -290,6 +290,12 @@ impl Bpe {
         (out, w)
     }
 
+    /// Total byte length of a run of ids (unknown ids count 0); a cheap check that an encoding
+    /// covers its input.
+    pub fn bytes_len(&self, ids: &[Rank]) -> usize {
+        ids.iter().map(|&i| self.token_bytes(i).map_or(0, <[u8]>::len)).sum()
+    }
+
     /// The straightforward reference merge: repeatedly merge the lowest-priority pair, scanning
     /// all pairs each time (quadratic). Used by tests to check both fast paths.
     pub fn encode_piece_reference(&self, piece: &[u8]) -> Vec<Rank> {
