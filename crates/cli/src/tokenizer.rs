@@ -121,7 +121,9 @@ fn read_input(file: &Option<PathBuf>) -> Result<Vec<u8>> {
     match file {
         Some(p) => buf = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         None => {
-            std::io::stdin().read_to_end(&mut buf).context("reading stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("reading stdin")?;
         }
     }
     Ok(buf)
@@ -181,7 +183,10 @@ fn decode(a: DecodeArgs) -> Result<()> {
     let text = std::str::from_utf8(&input).context("the ids are not text")?;
     let ids = text
         .split_whitespace()
-        .map(|w| w.parse::<Rank>().with_context(|| format!("{w:?} is not a token id")))
+        .map(|w| {
+            w.parse::<Rank>()
+                .with_context(|| format!("{w:?} is not a token id"))
+        })
         .collect::<Result<Vec<_>>>()?;
     let bytes = if a.bytes {
         tok.decode_bytes(&ids)?
@@ -220,7 +225,13 @@ fn inspect(a: InspectArgs) -> Result<()> {
     let tok = load_tokenizer(&a.tokenizer, None)?;
     let text = &a.text;
     let pieces = tok.pre_tokenizer().split(text)?;
-    println!("{} pieces, pre-tokenizer {}", pieces.len(), tok.pre_tokenizer().preset_kind().map_or("custom regex", |p| p.name()));
+    println!(
+        "{} pieces, pre-tokenizer {}",
+        pieces.len(),
+        tok.pre_tokenizer()
+            .preset_kind()
+            .map_or("custom regex", |p| p.name())
+    );
     let mut n = 0;
     for (s, e) in pieces {
         let enc = tok.encode_with_offsets(&text[s..e], &AllowedSpecial::All)?;

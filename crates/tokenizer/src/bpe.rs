@@ -131,7 +131,9 @@ impl Bpe {
         let mut ids = FxHashMap::default();
         for (bytes, id) in vocab {
             if bytes.is_empty() {
-                return Err(TokenizerError::BadVocab(format!("id {id} is the empty string")));
+                return Err(TokenizerError::BadVocab(format!(
+                    "id {id} is the empty string"
+                )));
             }
             let i = id as usize;
             if i >= tokens.len() {
@@ -293,7 +295,9 @@ impl Bpe {
     /// Total byte length of a run of ids (unknown ids count 0); a cheap check that an encoding
     /// covers its input.
     pub fn bytes_len(&self, ids: &[Rank]) -> usize {
-        ids.iter().map(|&i| self.token_bytes(i).map_or(0, <[u8]>::len)).sum()
+        ids.iter()
+            .map(|&i| self.token_bytes(i).map_or(0, <[u8]>::len))
+            .sum()
     }
 
     /// The straightforward reference merge: repeatedly merge the lowest-priority pair, scanning
@@ -461,8 +465,14 @@ fn merge_heap<T: MergeTable>(
             return None;
         }
         let c = end_of(next, j);
-        t.merge(piece, i as usize, c as usize, id[i as usize], id[j as usize])
-            .map(|(p, new)| (p, i, c, new))
+        t.merge(
+            piece,
+            i as usize,
+            c as usize,
+            id[i as usize],
+            id[j as usize],
+        )
+        .map(|(p, new)| (p, i, c, new))
     };
     for i in 0..n.saturating_sub(1) as u32 {
         if let Some(e) = candidate(&id, &next, i) {

@@ -14,18 +14,45 @@ use crate::files::{gpt2, hf, tiktoken};
 use crate::pretokenize::{PreTokenizer, Preset};
 use crate::tokenizer::Tokenizer;
 
-/// The named vocabularies: name, preset, special tokens.
-pub const BUILTIN: [(&str, Preset, &[(&str, Rank)]); 4] = [
-    ("cl100k_base", Preset::Cl100k, &[
-        ("<|endoftext|>", 100257),
-        ("<|fim_prefix|>", 100258),
-        ("<|fim_middle|>", 100259),
-        ("<|fim_suffix|>", 100260),
-        ("<|endofprompt|>", 100276),
-    ]),
-    ("o200k_base", Preset::O200k, &[("<|endoftext|>", 199999), ("<|endofprompt|>", 200018)]),
-    ("r50k_base", Preset::Gpt2, &[("<|endoftext|>", 50256)]),
-    ("p50k_base", Preset::Gpt2, &[("<|endoftext|>", 50256)]),
+/// A named vocabulary.
+#[derive(Clone, Copy, Debug)]
+pub struct Builtin {
+    /// The name (`cl100k_base`).
+    pub name: &'static str,
+    /// Its pre-tokenisation.
+    pub preset: Preset,
+    /// Its special tokens and their ids.
+    pub specials: &'static [(&'static str, Rank)],
+}
+
+/// The named vocabularies.
+pub const BUILTIN: [Builtin; 4] = [
+    Builtin {
+        name: "cl100k_base",
+        preset: Preset::Cl100k,
+        specials: &[
+            ("<|endoftext|>", 100257),
+            ("<|fim_prefix|>", 100258),
+            ("<|fim_middle|>", 100259),
+            ("<|fim_suffix|>", 100260),
+            ("<|endofprompt|>", 100276),
+        ],
+    },
+    Builtin {
+        name: "o200k_base",
+        preset: Preset::O200k,
+        specials: &[("<|endoftext|>", 199999), ("<|endofprompt|>", 200018)],
+    },
+    Builtin {
+        name: "r50k_base",
+        preset: Preset::Gpt2,
+        specials: &[("<|endoftext|>", 50256)],
+    },
+    Builtin {
+        name: "p50k_base",
+        preset: Preset::Gpt2,
+        specials: &[("<|endoftext|>", 50256)],
+    },
 ];
 
 fn specials(list: &[(&str, Rank)]) -> Vec<(String, Rank)> {
@@ -35,7 +62,12 @@ fn specials(list: &[(&str, Rank)]) -> Vec<(String, Rank)> {
 /// A named vocabulary.
 #[cfg(feature = "builtin")]
 pub fn builtin(name: &str) -> Result<Tokenizer> {
-    let Some(&(_, preset, sp)) = BUILTIN.iter().find(|(n, _, _)| *n == name) else {
+    let Some(&Builtin {
+        preset,
+        specials: sp,
+        ..
+    }) = BUILTIN.iter().find(|b| b.name == name)
+    else {
         return Err(TokenizerError::UnknownTokenizer(name.to_string()));
     };
     let load = match name {
@@ -67,7 +99,7 @@ pub fn builtin(name: &str) -> Result<Tokenizer> {
 pub fn load(name_or_path: &str, preset: Option<Preset>) -> Result<Tokenizer> {
     let path = Path::new(name_or_path);
     if !path.exists() {
-        if BUILTIN.iter().any(|(n, _, _)| *n == name_or_path) {
+        if BUILTIN.iter().any(|b| b.name == name_or_path) {
             let t = builtin(name_or_path)?;
             return Ok(match preset {
                 Some(p) => t.with_pre_tokenizer(PreTokenizer::preset(p)),
@@ -88,17 +120,23 @@ pub fn load(name_or_path: &str, preset: Option<Preset>) -> Result<Tokenizer> {
         hf::read_hf(path)?
     } else {
         let bpe = tiktoken::read_tiktoken(path)?;
-        let known = BUILTIN.iter().find(|(n, _, _)| file_name.starts_with(n));
+        let known = BUILTIN.iter().find(|b| file_name.starts_with(b.name));
         let guess = if file_name.contains("o200k") {
             Preset::O200k
-        } else if ["r50k", "p50k", "gpt2"].iter().any(|k| file_name.contains(k)) {
+        } else if ["r50k", "p50k", "gpt2"]
+            .iter()
+            .any(|k| file_name.contains(k))
+        {
             Preset::Gpt2
         } else {
             Preset::Cl100k
         };
-        let sp = known.map(|(_, _, sp)| specials(sp)).unwrap_or_default();
+        let sp = known.map(|b| specials(b.specials)).unwrap_or_default();
         // specials only where their ids are free (a file can hold more ranks than the original)
-        let sp = sp.into_iter().filter(|(_, id)| bpe.token_bytes(*id).is_none()).collect();
+        let sp = sp
+            .into_iter()
+            .filter(|(_, id)| bpe.token_bytes(*id).is_none())
+            .collect();
         Tokenizer::new(bpe, PreTokenizer::preset(guess), sp)?
     };
     Ok(match preset {

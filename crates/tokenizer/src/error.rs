@@ -65,7 +65,9 @@ pub enum TokenizerError {
     #[error("token id {0} is not in the vocabulary")]
     UnknownId(Rank),
     /// Decoded bytes are not valid UTF-8 (use `decode_bytes` for partial characters).
-    #[error("the decoded bytes are not valid UTF-8 at byte {valid_up_to}; decode to bytes instead")]
+    #[error(
+        "the decoded bytes are not valid UTF-8 at byte {valid_up_to}; decode to bytes instead"
+    )]
     InvalidUtf8 {
         /// Length of the valid prefix.
         valid_up_to: usize,

@@ -21,7 +21,7 @@ pub mod train;
 mod unicode;
 
 pub use bpe::{Bpe, MergeRule, MergeWork, Rank};
-pub use builtin::{builtin, load, BUILTIN};
+pub use builtin::{builtin, load, Builtin, BUILTIN};
 pub use error::{Result, TokenizerError};
 pub use files::gpt2::{bytes_to_text, read_gpt2, text_to_bytes, write_gpt2};
 pub use files::hf::{hf_string, parse_hf_str, read_hf, write_hf};

@@ -10,7 +10,9 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use crate::error::{Result, TokenizerError};
-use crate::unicode::{self, Table, CI_D, CI_E, CI_L, CI_M, CI_R, CI_S, CI_T, CI_V, L, LOWER, N, UPPER, WS};
+use crate::unicode::{
+    self, Table, CI_D, CI_E, CI_L, CI_M, CI_R, CI_S, CI_T, CI_V, L, LOWER, N, UPPER, WS,
+};
 
 /// GPT-2 / r50k / p50k pattern (also HF's `ByteLevel` pre-tokenizer with `use_regex`).
 pub const GPT2_PATTERN: &str =
@@ -50,7 +52,12 @@ pub enum Preset {
 
 impl Preset {
     /// All presets.
-    pub const ALL: [Preset; 4] = [Preset::Gpt2, Preset::Cl100k, Preset::O200k, Preset::DeepSeek];
+    pub const ALL: [Preset; 4] = [
+        Preset::Gpt2,
+        Preset::Cl100k,
+        Preset::O200k,
+        Preset::DeepSeek,
+    ];
 
     /// The regex that defines the preset.
     pub fn pattern(self) -> &'static str {
@@ -129,8 +136,12 @@ impl PreTokenizer {
     pub fn reference(preset: Preset) -> PreTokenizer {
         // compiled once per process: fancy-regex compilation of these patterns takes
         // milliseconds, and tokenizers are built often in tests and tools
-        static COMPILED: [OnceLock<fancy_regex::Regex>; 4] =
-            [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        static COMPILED: [OnceLock<fancy_regex::Regex>; 4] = [
+            OnceLock::new(),
+            OnceLock::new(),
+            OnceLock::new(),
+            OnceLock::new(),
+        ];
         let k = Preset::ALL.iter().position(|&p| p == preset).unwrap_or(0);
         let regex = COMPILED[k]
             .get_or_init(|| {
@@ -413,7 +424,10 @@ fn cl100k_end(t: &Table, s: &str, i: usize) -> usize {
         return end;
     }
     // `\s*[\r\n]` backtracks to the last line break in the run
-    if let Some(k) = s.as_bytes()[i..end].iter().rposition(|&x| x == b'\r' || x == b'\n') {
+    if let Some(k) = s.as_bytes()[i..end]
+        .iter()
+        .rposition(|&x| x == b'\r' || x == b'\n')
+    {
         return i + k + 1;
     }
     ws_tail(s, i, end, last)
@@ -466,7 +480,10 @@ fn o200k_end(t: &Table, s: &str, i: usize) -> usize {
     }
     let (end, last) = ws_run(t, s, i);
     // `\s*[\r\n]+` backtracks to the last line break of the run
-    if let Some(k) = s.as_bytes()[i..end].iter().rposition(|&x| x == b'\r' || x == b'\n') {
+    if let Some(k) = s.as_bytes()[i..end]
+        .iter()
+        .rposition(|&x| x == b'\r' || x == b'\n')
+    {
         return i + k + 1;
     }
     ws_tail(s, i, end, last)

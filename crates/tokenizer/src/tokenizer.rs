@@ -134,7 +134,9 @@ impl Tokenizer {
 
     /// The id of a special token.
     pub fn special_id(&self, name: &str) -> Option<Rank> {
-        self.special_tokens().find(|(n, _)| *n == name).map(|(_, id)| id)
+        self.special_tokens()
+            .find(|(n, _)| *n == name)
+            .map(|(_, id)| id)
     }
 
     /// One past the largest id, special tokens included.
@@ -160,13 +162,18 @@ impl Tokenizer {
     /// any other special token in the text is an error.
     pub fn encode(&self, text: &str, allowed: &AllowedSpecial) -> Result<Vec<Rank>> {
         let mut out = Vec::with_capacity(text.len() / 4);
-        self.encode_segments(text, allowed, |seg, out| match seg {
-            Segment::Text(s, _) => self.encode_ordinary_into(s, out),
-            Segment::Special(id, _) => {
-                out.push(id);
-                Ok(())
-            }
-        }, &mut out)?;
+        self.encode_segments(
+            text,
+            allowed,
+            |seg, out| match seg {
+                Segment::Text(s, _) => self.encode_ordinary_into(s, out),
+                Segment::Special(id, _) => {
+                    out.push(id);
+                    Ok(())
+                }
+            },
+            &mut out,
+        )?;
         Ok(out)
     }
 
@@ -174,29 +181,34 @@ impl Tokenizer {
     pub fn encode_with_offsets(&self, text: &str, allowed: &AllowedSpecial) -> Result<Encoding> {
         let mut enc = Encoding::default();
         let mut ids = Vec::new();
-        self.encode_segments(text, allowed, |seg, _| {
-            match seg {
-                Segment::Text(s, base) => {
-                    let b = s.as_bytes();
-                    self.pre.for_each_piece(s, |ps, pe| {
-                        ids.clear();
-                        self.bpe.encode_piece(&b[ps..pe], &mut ids);
-                        let mut at = base + ps;
-                        for &id in &ids {
-                            let len = self.bpe.token_bytes(id).map_or(0, <[u8]>::len);
-                            enc.ids.push(id);
-                            enc.offsets.push((at, at + len));
-                            at += len;
-                        }
-                    })?;
+        self.encode_segments(
+            text,
+            allowed,
+            |seg, _| {
+                match seg {
+                    Segment::Text(s, base) => {
+                        let b = s.as_bytes();
+                        self.pre.for_each_piece(s, |ps, pe| {
+                            ids.clear();
+                            self.bpe.encode_piece(&b[ps..pe], &mut ids);
+                            let mut at = base + ps;
+                            for &id in &ids {
+                                let len = self.bpe.token_bytes(id).map_or(0, <[u8]>::len);
+                                enc.ids.push(id);
+                                enc.offsets.push((at, at + len));
+                                at += len;
+                            }
+                        })?;
+                    }
+                    Segment::Special(id, (s, e)) => {
+                        enc.ids.push(id);
+                        enc.offsets.push((s, e));
+                    }
                 }
-                Segment::Special(id, (s, e)) => {
-                    enc.ids.push(id);
-                    enc.offsets.push((s, e));
-                }
-            }
-            Ok(())
-        }, &mut Vec::new())?;
+                Ok(())
+            },
+            &mut Vec::new(),
+        )?;
         Ok(enc)
     }
 
@@ -236,7 +248,10 @@ impl Tokenizer {
             if hit.start() > last {
                 f(Segment::Text(&text[last..hit.start()], last), out)?;
             }
-            f(Segment::Special(self.specials.ids[k], (hit.start(), hit.end())), out)?;
+            f(
+                Segment::Special(self.specials.ids[k], (hit.start(), hit.end())),
+                out,
+            )?;
             last = hit.end();
         }
         if last < text.len() {

@@ -169,7 +169,9 @@ impl WordCounts {
 fn last_cut(b: &[u8]) -> usize {
     (2..b.len())
         .rev()
-        .find(|&p| b[p - 1] == b'\n' && b[p - 2].is_ascii_alphabetic() && b[p].is_ascii_alphabetic())
+        .find(|&p| {
+            b[p - 1] == b'\n' && b[p - 2].is_ascii_alphabetic() && b[p].is_ascii_alphabetic()
+        })
         .unwrap_or(0)
 }
 
@@ -184,7 +186,10 @@ pub fn train_files(paths: &[impl AsRef<Path>], cfg: &TrainConfig) -> Result<Toke
 }
 
 /// Trains on texts from an iterator (each one text).
-pub fn train_texts<S: AsRef<str>>(texts: impl IntoIterator<Item = S>, cfg: &TrainConfig) -> Result<Tokenizer> {
+pub fn train_texts<S: AsRef<str>>(
+    texts: impl IntoIterator<Item = S>,
+    cfg: &TrainConfig,
+) -> Result<Tokenizer> {
     cfg.validate()?;
     let mut wc = WordCounts::new(cfg.preset);
     for t in texts {
@@ -237,7 +242,9 @@ pub fn train(words: &WordCounts, cfg: &TrainConfig) -> Result<Tokenizer> {
 
     let bar = if cfg.show_progress {
         let b = ProgressBar::new(n_merges as u64);
-        if let Ok(style) = ProgressStyle::with_template("merges {bar:40} {pos}/{len} {per_sec} eta {eta}") {
+        if let Ok(style) =
+            ProgressStyle::with_template("merges {bar:40} {pos}/{len} {per_sec} eta {eta}")
+        {
             b.set_style(style);
         }
         b
@@ -249,7 +256,9 @@ pub fn train(words: &WordCounts, cfg: &TrainConfig) -> Result<Tokenizer> {
     let min_freq = cfg.min_frequency.max(1) as i64;
     let mut n_tokens = 256usize;
     while n_tokens < 256 + n_merges {
-        let Some((c, std::cmp::Reverse(k))) = heap.pop() else { break };
+        let Some((c, std::cmp::Reverse(k))) = heap.pop() else {
+            break;
+        };
         let cur = pair_count.get(&k).copied().unwrap_or(0);
         if cur != c {
             if cur > 0 {

@@ -13,7 +13,9 @@ use ferrolab_tokenizer::{
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -25,15 +27,26 @@ fn tmp(name: &str) -> PathBuf {
 #[test]
 fn hf_fixtures_encode_like_hf() {
     let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("hf_expected.json")).unwrap()).unwrap();
-    let probes: Vec<&str> = expected["probes"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        serde_json::from_str(&std::fs::read_to_string(fixture("hf_expected.json")).unwrap())
+            .unwrap();
+    let probes: Vec<&str> = expected["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     let ids = expected["ids"].as_object().unwrap();
     // made by HF (GPT-2 ByteLevel; Split(cl100k)+ByteLevel) and by ferrolab's trainer, encoded by HF
     for name in ["hf_gpt2.json", "hf_cl100k.json", "ours_trained.json"] {
         let tok = read_hf(&fixture(name)).unwrap();
         assert!(matches!(tok.bpe().rule(), MergeRule::Pairs { .. }));
         for (k, p) in probes.iter().enumerate() {
-            let want: Vec<u32> = ids[name][k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            let want: Vec<u32> = ids[name][k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
             let got = tok.encode(p, &AllowedSpecial::All).unwrap();
             assert_eq!(got, want, "{name}: {p:?}");
             assert_eq!(tok.decode(&got).unwrap(), *p);
@@ -52,7 +65,10 @@ fn hf_write_read_round_trip() {
         assert_eq!(a.special_id("<|endoftext|>"), b.special_id("<|endoftext|>"));
         for _ in 0..100 {
             let t = random_text(&mut rng, 20);
-            assert_eq!(a.encode_ordinary(&t).unwrap(), b.encode_ordinary(&t).unwrap());
+            assert_eq!(
+                a.encode_ordinary(&t).unwrap(),
+                b.encode_ordinary(&t).unwrap()
+            );
         }
     }
 }
@@ -64,7 +80,10 @@ fn derived_merges_reproduce_tiktoken() {
     let r50k = builtin("r50k_base").unwrap();
     let oracle = tiktoken_rs::r50k_base_singleton();
     let (enc, bpe) = (tmp("encoder.json"), tmp("vocab.bpe"));
-    let specials: Vec<(String, u32)> = r50k.special_tokens().map(|(n, i)| (n.to_string(), i)).collect();
+    let specials: Vec<(String, u32)> = r50k
+        .special_tokens()
+        .map(|(n, i)| (n.to_string(), i))
+        .collect();
     write_gpt2(r50k.bpe(), &specials, &enc, &bpe).unwrap();
     let (model, sp) = read_gpt2(&enc, &bpe).unwrap();
     assert_eq!(sp, specials);
@@ -101,7 +120,9 @@ fn err_text<T>(r: Result<T, TokenizerError>) -> String {
 
 #[test]
 fn malformed_rank_files_name_the_line() {
-    let mut good: String = (0..=255u8).map(|b| format!("{} {b}\n", ferrolab_tokenizer::files::base64::encode(&[b]))).collect();
+    let mut good: String = (0..=255u8)
+        .map(|b| format!("{} {b}\n", ferrolab_tokenizer::files::base64::encode(&[b])))
+        .collect();
     assert!(parse_tiktoken_str(&good).is_ok());
     let e = err_text(parse_tiktoken_str(&good.replacen("AA== 0", "A#== 0", 1)));
     assert!(e.contains(":1:") && e.contains("base64"), "{e}");
@@ -120,15 +141,42 @@ fn malformed_rank_files_name_the_line() {
 fn malformed_tokenizer_json_names_the_key() {
     let good = std::fs::read_to_string(fixture("hf_gpt2.json")).unwrap();
     let mut v: Value = serde_json::from_str(&good).unwrap();
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
-        (Box::new(|v| v["model"]["merges"][3] = Value::from("one two three")), "model.merges[3]"),
-        (Box::new(|v| v["model"]["merges"][4] = serde_json::json!(["Ġ", "nope"])), "model.merges[4]"),
-        (Box::new(|v| v["model"]["vocab"]["Ġt"] = Value::from("x")), "model.vocab.Ġt"),
-        (Box::new(|v| v["model"]["type"] = Value::from("WordPiece")), "model.type"),
-        (Box::new(|v| v["pre_tokenizer"] = serde_json::json!({"type": "Whitespace"})), "pre_tokenizer.type"),
-        (Box::new(|v| v["normalizer"] = serde_json::json!({"type": "NFC"})), "normalizer"),
-        (Box::new(|v| v["added_tokens"][0]["id"] = Value::from(-1)), "added_tokens[0].id"),
-        (Box::new(|v| { v.as_object_mut().unwrap().remove("model"); }), "model"),
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(|v| v["model"]["merges"][3] = Value::from("one two three")),
+            "model.merges[3]",
+        ),
+        (
+            Box::new(|v| v["model"]["merges"][4] = serde_json::json!(["Ġ", "nope"])),
+            "model.merges[4]",
+        ),
+        (
+            Box::new(|v| v["model"]["vocab"]["Ġt"] = Value::from("x")),
+            "model.vocab.Ġt",
+        ),
+        (
+            Box::new(|v| v["model"]["type"] = Value::from("WordPiece")),
+            "model.type",
+        ),
+        (
+            Box::new(|v| v["pre_tokenizer"] = serde_json::json!({"type": "Whitespace"})),
+            "pre_tokenizer.type",
+        ),
+        (
+            Box::new(|v| v["normalizer"] = serde_json::json!({"type": "NFC"})),
+            "normalizer",
+        ),
+        (
+            Box::new(|v| v["added_tokens"][0]["id"] = Value::from(-1)),
+            "added_tokens[0].id",
+        ),
+        (
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("model");
+            }),
+            "model",
+        ),
     ];
     for (edit, key) in cases {
         let mut w = v.clone();

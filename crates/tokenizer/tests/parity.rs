@@ -40,7 +40,10 @@ fn builtin_vocabularies_have_their_sizes() {
     // ordinary tokens: 100256 in cl100k, 199998 in o200k
     assert_eq!(ours("cl100k_base").bpe().len(), 100_256);
     assert_eq!(ours("o200k_base").bpe().len(), 199_998);
-    assert_eq!(ours("cl100k_base").special_id("<|endoftext|>"), Some(100_257));
+    assert_eq!(
+        ours("cl100k_base").special_id("<|endoftext|>"),
+        Some(100_257)
+    );
 }
 
 #[test]
@@ -109,11 +112,19 @@ fn long_runs_match() {
 #[test]
 fn reference_pre_tokenizer_gives_the_same_tokens() {
     let mut rng = Rng(99);
-    for (name, preset) in [("cl100k_base", Preset::Cl100k), ("o200k_base", Preset::O200k)] {
-        let slow = ours(name).clone().with_pre_tokenizer(PreTokenizer::reference(preset));
+    for (name, preset) in [
+        ("cl100k_base", Preset::Cl100k),
+        ("o200k_base", Preset::O200k),
+    ] {
+        let slow = ours(name)
+            .clone()
+            .with_pre_tokenizer(PreTokenizer::reference(preset));
         for _ in 0..100 {
             let t = random_text(&mut rng, 30);
-            assert_eq!(slow.encode_ordinary(&t).unwrap(), ours(name).encode_ordinary(&t).unwrap());
+            assert_eq!(
+                slow.encode_ordinary(&t).unwrap(),
+                ours(name).encode_ordinary(&t).unwrap()
+            );
         }
     }
 }
@@ -128,13 +139,21 @@ fn special_tokens_follow_tiktoken() {
         let want = theirs(name).encode(t, &all).unwrap().0;
         assert_eq!(tok.encode(t, &AllowedSpecial::All).unwrap(), want, "{name}");
         // ordinary: the strings are text
-        assert_eq!(tok.encode_ordinary(t).unwrap(), theirs(name).encode_ordinary(t));
+        assert_eq!(
+            tok.encode_ordinary(t).unwrap(),
+            theirs(name).encode_ordinary(t)
+        );
         // not allowed: an error naming the token
-        let err = tok.encode(t, &AllowedSpecial::None).unwrap_err().to_string();
+        let err = tok
+            .encode(t, &AllowedSpecial::None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("<|endoftext|>"), "{err}");
         // allowed set
         let only: HashSet<String> = ["<|endoftext|>".to_string()].into();
-        let r = tok.encode("a<|endoftext|>b", &AllowedSpecial::Some(only)).unwrap();
+        let r = tok
+            .encode("a<|endoftext|>b", &AllowedSpecial::Some(only))
+            .unwrap();
         assert!(r.contains(&tok.special_id("<|endoftext|>").unwrap()));
     }
 }
@@ -149,6 +168,11 @@ fn batch_and_parallel_equal_sequential() {
         assert_eq!(ids, &tok.encode_ordinary(t).unwrap());
     }
     // one long text with many line starts: the parallel cut must not change anything
-    let long: String = (0..3000).map(|i| format!("Line {i} says hello\nand goes on, {i}!\n")).collect();
-    assert_eq!(tok.encode_ordinary_parallel(&long).unwrap(), theirs("cl100k_base").encode_ordinary(&long));
+    let long: String = (0..3000)
+        .map(|i| format!("Line {i} says hello\nand goes on, {i}!\n"))
+        .collect();
+    assert_eq!(
+        tok.encode_ordinary_parallel(&long).unwrap(),
+        theirs("cl100k_base").encode_ordinary(&long)
+    );
 }

@@ -6,12 +6,19 @@ use common::{random_scalars, random_text, Rng};
 use ferrolab_tokenizer::{PreTokenizer, Preset};
 
 fn check(preset: Preset, text: &str) {
-    let (fast, slow) = (PreTokenizer::preset(preset), PreTokenizer::reference(preset));
+    let (fast, slow) = (
+        PreTokenizer::preset(preset),
+        PreTokenizer::reference(preset),
+    );
     let a = fast.split(text).unwrap();
     let b = slow.split(text).unwrap();
     if a != b {
         let show = |v: &[(usize, usize)]| v.iter().map(|&(s, e)| &text[s..e]).collect::<Vec<_>>();
-        panic!("{preset}: {text:?}\nfast: {:?}\nregex: {:?}", show(&a), show(&b));
+        panic!(
+            "{preset}: {text:?}\nfast: {:?}\nregex: {:?}",
+            show(&a),
+            show(&b)
+        );
     }
 }
 
@@ -27,12 +34,68 @@ fn fast_splitters_exist() {
 #[test]
 fn adversarial_cases_agree() {
     let cases = [
-        "", " ", "a", "'s", "'S", "'ſ", "'ll", "'LL", "'lL", "'ve", "'re", "'x", "''s", "' s", "x's", "X'S",
-        "Hello world", "  hello", "hello  ", "a\n\nb", "a \n b", "a\r\n\r\nb", " \n", "\n ", "   \t\n  x",
-        "x\u{a0}\u{a0}y", "1234567", "a1b2", "...\n\n", ".\r\n", "foo//bar//\n", " !!!", "!!! ", " 'x",
-        "e\u{301}\u{301}", "\u{301}a", "\u{301}1", " \u{301}", "ABCdef", "ABC", "abcDEF", "ǅǈ", "ʰa", "aʰ",
-        "Aʰ", "ʰA", "あA", "Aあ", "Aあb", "ꞈA", "中文abc", "ＡＢＣ１２３", "DON'T", "don'ts", "I'M'S",
-        "\u{85}\u{85}x", "\u{2028}a", "a\u{3000}\u{3000}b", "😀😀 😀", "\t\tx", "\n\n\n", "x \t \n\n y",
+        "",
+        " ",
+        "a",
+        "'s",
+        "'S",
+        "'ſ",
+        "'ll",
+        "'LL",
+        "'lL",
+        "'ve",
+        "'re",
+        "'x",
+        "''s",
+        "' s",
+        "x's",
+        "X'S",
+        "Hello world",
+        "  hello",
+        "hello  ",
+        "a\n\nb",
+        "a \n b",
+        "a\r\n\r\nb",
+        " \n",
+        "\n ",
+        "   \t\n  x",
+        "x\u{a0}\u{a0}y",
+        "1234567",
+        "a1b2",
+        "...\n\n",
+        ".\r\n",
+        "foo//bar//\n",
+        " !!!",
+        "!!! ",
+        " 'x",
+        "e\u{301}\u{301}",
+        "\u{301}a",
+        "\u{301}1",
+        " \u{301}",
+        "ABCdef",
+        "ABC",
+        "abcDEF",
+        "ǅǈ",
+        "ʰa",
+        "aʰ",
+        "Aʰ",
+        "ʰA",
+        "あA",
+        "Aあ",
+        "Aあb",
+        "ꞈA",
+        "中文abc",
+        "ＡＢＣ１２３",
+        "DON'T",
+        "don'ts",
+        "I'M'S",
+        "\u{85}\u{85}x",
+        "\u{2028}a",
+        "a\u{3000}\u{3000}b",
+        "😀😀 😀",
+        "\t\tx",
+        "\n\n\n",
+        "x \t \n\n y",
     ];
     for p in FAST {
         for c in cases {
@@ -86,6 +149,11 @@ fn every_byte_is_in_one_piece() {
 fn deepseek_splits_digits_and_categories() {
     let pre = PreTokenizer::preset(Preset::DeepSeek);
     let t = "abc123中文!! x";
-    let pieces: Vec<&str> = pre.split(t).unwrap().iter().map(|&(s, e)| &t[s..e]).collect();
+    let pieces: Vec<&str> = pre
+        .split(t)
+        .unwrap()
+        .iter()
+        .map(|&(s, e)| &t[s..e])
+        .collect();
     assert_eq!(pieces, ["abc", "1", "2", "3", "中文", "!!", " x"]);
 }

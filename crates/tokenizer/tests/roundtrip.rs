@@ -24,7 +24,11 @@ fn decode_inverts_encode() {
     let toks = [cl100k().clone(), builtin("r50k_base").unwrap(), trained()];
     for tok in &toks {
         for _ in 0..300 {
-            let t = if rng.below(2) == 0 { random_text(&mut rng, 30) } else { random_scalars(&mut rng, 30) };
+            let t = if rng.below(2) == 0 {
+                random_text(&mut rng, 30)
+            } else {
+                random_scalars(&mut rng, 30)
+            };
             let ids = tok.encode(&t, &AllowedSpecial::All).unwrap();
             assert_eq!(tok.decode(&ids).unwrap(), t);
         }
@@ -50,8 +54,16 @@ fn decode_reports_split_characters_and_unknown_ids() {
     assert!(ids.len() > 1, "emoji is several byte tokens in cl100k");
     let part = tok.decode_bytes(&ids[..1]).unwrap();
     assert_eq!(part, &"😀".as_bytes()[..part.len()]);
-    assert!(tok.decode(&ids[..1]).unwrap_err().to_string().contains("UTF-8"));
-    assert!(tok.decode(&[4_000_000]).unwrap_err().to_string().contains("4000000"));
+    assert!(tok
+        .decode(&ids[..1])
+        .unwrap_err()
+        .to_string()
+        .contains("UTF-8"));
+    assert!(tok
+        .decode(&[4_000_000])
+        .unwrap_err()
+        .to_string()
+        .contains("4000000"));
 }
 
 #[test]
@@ -80,8 +92,11 @@ fn heap_and_scan_merges_agree_with_reference() {
     for tok in [cl100k().clone(), trained()] {
         for len in [2usize, 5, 50, 127, 128, 129, 300, 700] {
             for _ in 0..6 {
-                let alphabet: &[u8] = [&b"ab"[..], b"the ", b"aaab", b"0123456789", b"e\xcc\x81"][rng.below(5)];
-                let piece: Vec<u8> = (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect();
+                let alphabet: &[u8] =
+                    [&b"ab"[..], b"the ", b"aaab", b"0123456789", b"e\xcc\x81"][rng.below(5)];
+                let piece: Vec<u8> = (0..len)
+                    .map(|_| alphabet[rng.below(alphabet.len())])
+                    .collect();
                 let (ids, _) = tok.bpe().merge_work(&piece);
                 assert_eq!(ids, tok.bpe().encode_piece_reference(&piece), "len {len}");
             }
@@ -94,7 +109,9 @@ fn heap_and_scan_merges_agree_with_reference() {
 #[test]
 fn long_piece_work_is_linear() {
     let mut rng = Rng(25);
-    let letters: Vec<u8> = (0..1 << 20).map(|_| b"abcdefghijklmnopqrstuvwxyz"[rng.below(26)]).collect();
+    let letters: Vec<u8> = (0..1 << 20)
+        .map(|_| b"abcdefghijklmnopqrstuvwxyz"[rng.below(26)])
+        .collect();
     let random: Vec<u8> = (0..1 << 20).map(|_| rng.next() as u8).collect();
     for tok in [cl100k().clone(), trained()] {
         for big in [&letters, &random] {

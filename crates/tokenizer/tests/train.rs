@@ -8,15 +8,21 @@ use std::path::Path;
 
 use common::{random_text, Rng};
 use ferrolab_tokenizer::{
-    read_hf, train_files, train_texts, AllowedSpecial, Preset, PreTokenizer, TrainConfig, WordCounts,
+    read_hf, train_files, train_texts, AllowedSpecial, PreTokenizer, Preset, TrainConfig,
+    WordCounts,
 };
 
 fn corpus() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus.txt")).unwrap()
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus.txt"))
+        .unwrap()
 }
 
 fn cfg(vocab_size: usize, preset: Preset) -> TrainConfig {
-    TrainConfig { vocab_size, preset, ..TrainConfig::default() }
+    TrainConfig {
+        vocab_size,
+        preset,
+        ..TrainConfig::default()
+    }
 }
 
 #[test]
@@ -32,7 +38,11 @@ fn vocabulary_size_specials_and_round_trip() {
         let ids = tok.encode(&text, &AllowedSpecial::All).unwrap();
         assert_eq!(tok.decode(&ids).unwrap(), text);
         // merges compress the training text
-        assert!(ids.len() * 3 < text.len() * 2, "{preset}: {} tokens", ids.len());
+        assert!(
+            ids.len() * 3 < text.len() * 2,
+            "{preset}: {} tokens",
+            ids.len()
+        );
     }
 }
 
@@ -49,7 +59,12 @@ fn first_merge_is_the_most_frequent_pair() {
     }
     let best = counts.values().max().copied().unwrap();
     let merged = tok.bpe().token_bytes(256).unwrap();
-    assert_eq!(counts[&(merged[0], merged[1])], best, "{:?}", String::from_utf8_lossy(merged));
+    assert_eq!(
+        counts[&(merged[0], merged[1])],
+        best,
+        "{:?}",
+        String::from_utf8_lossy(merged)
+    );
 }
 
 #[test]
@@ -60,8 +75,16 @@ fn min_frequency_stops_early() {
     let tok = train_texts([&text], &c).unwrap();
     assert!(tok.vocab_end() < 5000 && tok.vocab_end() > 256);
     // every merged token occurs at least 5 times in the pieces of the text
-    let last = tok.bpe().token_bytes(tok.vocab_end() as u32 - 1).unwrap().to_vec();
-    let n = text.as_bytes().windows(last.len()).filter(|w| *w == last.as_slice()).count();
+    let last = tok
+        .bpe()
+        .token_bytes(tok.vocab_end() as u32 - 1)
+        .unwrap()
+        .to_vec();
+    let n = text
+        .as_bytes()
+        .windows(last.len())
+        .filter(|w| *w == last.as_slice())
+        .count();
     assert!(n >= 5, "{n}");
 }
 
@@ -96,19 +119,34 @@ fn streamed_file_counts_equal_whole_text_counts() {
 /// almost entirely (they differ only in how ties between equally frequent pairs are broken).
 #[test]
 fn vocabulary_agrees_with_hf_trainer() {
-    let hf = read_hf(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_gpt2.json")).unwrap();
+    let hf = read_hf(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_gpt2.json"))
+        .unwrap();
     let mut c = cfg(400, Preset::Gpt2);
     c.special_tokens = vec!["<|endoftext|>".into()];
     let ours = train_texts([corpus()], &c).unwrap();
     let theirs: std::collections::HashSet<&[u8]> = hf.bpe().vocab().map(|(b, _)| b).collect();
-    let shared = ours.bpe().vocab().filter(|(b, _)| theirs.contains(b)).count();
-    assert!(shared as f64 >= 0.9 * theirs.len() as f64, "{shared} of {}", theirs.len());
+    let shared = ours
+        .bpe()
+        .vocab()
+        .filter(|(b, _)| theirs.contains(b))
+        .count();
+    assert!(
+        shared as f64 >= 0.9 * theirs.len() as f64,
+        "{shared} of {}",
+        theirs.len()
+    );
 }
 
 #[test]
 fn bad_configs_are_refused() {
-    assert!(train_texts(["x"], &cfg(100, Preset::Gpt2)).unwrap_err().to_string().contains("vocab_size"));
+    assert!(train_texts(["x"], &cfg(100, Preset::Gpt2))
+        .unwrap_err()
+        .to_string()
+        .contains("vocab_size"));
     let mut c = cfg(300, Preset::Gpt2);
     c.special_tokens = vec!["a".into(), "a".into()];
-    assert!(train_texts(["x"], &c).unwrap_err().to_string().contains("special_tokens"));
+    assert!(train_texts(["x"], &c)
+        .unwrap_err()
+        .to_string()
+        .contains("special_tokens"));
 }

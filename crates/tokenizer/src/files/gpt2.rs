@@ -33,7 +33,11 @@ fn byte_map() -> &'static ByteMap {
                 char::from_u32(next - 1).unwrap_or('\0')
             };
         }
-        let to_byte = to_char.iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
+        let to_byte = to_char
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect();
         ByteMap { to_char, to_byte }
     })
 }

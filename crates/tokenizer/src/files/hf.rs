@@ -35,9 +35,10 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
         key: key.to_string(),
         message,
     };
-    let root: Value =
-        serde_json::from_str(text).map_err(|e| bad("", format!("not JSON: {e}")))?;
-    let model = root.get("model").ok_or_else(|| bad("model", "missing".into()))?;
+    let root: Value = serde_json::from_str(text).map_err(|e| bad("", format!("not JSON: {e}")))?;
+    let model = root
+        .get("model")
+        .ok_or_else(|| bad("model", "missing".into()))?;
     match model.get("type").and_then(Value::as_str) {
         Some("BPE") | None => {}
         Some(t) => return Err(bad("model.type", format!("{t:?} is not BPE"))),
@@ -46,11 +47,19 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
         match model.get(key) {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s.is_empty() => {}
-            Some(v) => return Err(bad(&format!("model.{key}"), format!("{v} is not supported"))),
+            Some(v) => {
+                return Err(bad(
+                    &format!("model.{key}"),
+                    format!("{v} is not supported"),
+                ))
+            }
         }
     }
     if model.get("byte_fallback").and_then(Value::as_bool) == Some(true) {
-        return Err(bad("model.byte_fallback", "not supported (byte-level BPE needs none)".into()));
+        return Err(bad(
+            "model.byte_fallback",
+            "not supported (byte-level BPE needs none)".into(),
+        ));
     }
     let ignore_merges = model
         .get("ignore_merges")
@@ -118,7 +127,11 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
                     _ => return Err(bad(&key, format!("{s:?} is not `left right`"))),
                 }
             }
-            Value::Array(p) => match (p.first().and_then(Value::as_str), p.get(1).and_then(Value::as_str), p.len()) {
+            Value::Array(p) => match (
+                p.first().and_then(Value::as_str),
+                p.get(1).and_then(Value::as_str),
+                p.len(),
+            ) {
                 (Some(a), Some(b), 2) => (a, b),
                 _ => return Err(bad(&key, "is not a pair of strings".into())),
             },
@@ -146,11 +159,17 @@ fn parse_pre_tokenizer(
 ) -> Result<PreTokenizer> {
     let key = "pre_tokenizer";
     let Some(v) = v.filter(|v| !v.is_null()) else {
-        return Err(bad(key, "missing: a byte-level BPE needs a ByteLevel pre-tokenizer".into()));
+        return Err(bad(
+            key,
+            "missing: a byte-level BPE needs a ByteLevel pre-tokenizer".into(),
+        ));
     };
     let byte_level = |v: &Value, key: &str| -> Result<bool> {
         if v.get("add_prefix_space").and_then(Value::as_bool) == Some(true) {
-            return Err(bad(&format!("{key}.add_prefix_space"), "true is not supported".into()));
+            return Err(bad(
+                &format!("{key}.add_prefix_space"),
+                "true is not supported".into(),
+            ));
         }
         Ok(v.get("use_regex").and_then(Value::as_bool).unwrap_or(true))
     };
@@ -159,7 +178,10 @@ fn parse_pre_tokenizer(
             if byte_level(v, key)? {
                 Ok(PreTokenizer::preset(Preset::Gpt2))
             } else {
-                Err(bad(key, "ByteLevel without its regex does not split words".into()))
+                Err(bad(
+                    key,
+                    "ByteLevel without its regex does not split words".into(),
+                ))
             }
         }
         Some("Sequence") => {
@@ -174,16 +196,26 @@ fn parse_pre_tokenizer(
                 {
                     let k0 = format!("{key}.pretokenizers[0]");
                     if byte_level(bl, &format!("{key}.pretokenizers[1]"))? {
-                        return Err(bad(&format!("{key}.pretokenizers[1].use_regex"), "a Split before a ByteLevel with its own regex is not supported".into()));
+                        return Err(bad(
+                            &format!("{key}.pretokenizers[1].use_regex"),
+                            "a Split before a ByteLevel with its own regex is not supported".into(),
+                        ));
                     }
                     let pattern = split
                         .get("pattern")
                         .and_then(|p| p.get("Regex"))
                         .and_then(Value::as_str)
-                        .ok_or_else(|| bad(&format!("{k0}.pattern"), "not a Regex pattern".into()))?;
+                        .ok_or_else(|| {
+                            bad(&format!("{k0}.pattern"), "not a Regex pattern".into())
+                        })?;
                     match split.get("behavior").and_then(Value::as_str) {
                         Some("Isolated") | None => {}
-                        Some(b) => return Err(bad(&format!("{k0}.behavior"), format!("{b:?} is not supported (Isolated is)"))),
+                        Some(b) => {
+                            return Err(bad(
+                                &format!("{k0}.behavior"),
+                                format!("{b:?} is not supported (Isolated is)"),
+                            ))
+                        }
                     }
                     if split.get("invert").and_then(Value::as_bool) == Some(true) {
                         return Err(bad(&format!("{k0}.invert"), "true is not supported".into()));
@@ -193,10 +225,16 @@ fn parse_pre_tokenizer(
                 [bl] if bl.get("type").and_then(Value::as_str) == Some("ByteLevel") => {
                     parse_pre_tokenizer(Some(bl), bad)
                 }
-                _ => Err(bad(key, "only [Split(Regex), ByteLevel] sequences are supported".into())),
+                _ => Err(bad(
+                    key,
+                    "only [Split(Regex), ByteLevel] sequences are supported".into(),
+                )),
             }
         }
-        other => Err(bad(&format!("{key}.type"), format!("{other:?} is not supported"))),
+        other => Err(bad(
+            &format!("{key}.type"),
+            format!("{other:?} is not supported"),
+        )),
     }
 }
 
@@ -235,7 +273,10 @@ pub fn hf_string(tok: &Tokenizer) -> Result<String> {
             {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
         ]})
     };
-    let merges: Vec<Value> = merges.iter().map(|&(a, b)| json!([text(a), text(b)])).collect();
+    let merges: Vec<Value> = merges
+        .iter()
+        .map(|&(a, b)| json!([text(a), text(b)]))
+        .collect();
     let root = json!({
         "version": "1.0",
         "truncation": null,
