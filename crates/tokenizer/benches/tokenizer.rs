@@ -101,7 +101,7 @@ fn main() {
     );
     println!("| tokens | {} | {} | equal |", ids.len(), ids_tr.len());
     println!("| train 32k (gpt2 preset, 90%), s | {t_train:.2} | | |");
-    println!("| held-out bytes/token, 32k | {bpt:.3} | | |");
+    println!("| held-out bytes/token, 32k | {bpt:.4} | | |");
 
     // the Python peers, same machine, same run
     let py = std::env::var("FERROLAB_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -146,7 +146,7 @@ fn main() {
             }
             if let Some(v) = get("hf_heldout_bytes_per_token=") {
                 println!(
-                    "| held-out bytes/token, 32k | {bpt:.3} | HF tokenizers {v:.3} | {:+.2}% |",
+                    "| held-out bytes/token, 32k | {bpt:.4} | HF tokenizers {v:.4} | {:+.3}% |",
                     (bpt / v - 1.0) * 100.0
                 );
             }

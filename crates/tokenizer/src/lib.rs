@@ -27,7 +27,8 @@ pub use files::gpt2::{bytes_to_text, read_gpt2, text_to_bytes, write_gpt2};
 pub use files::hf::{hf_string, parse_hf_str, read_hf, write_hf};
 pub use files::tiktoken::{parse_tiktoken_str, read_tiktoken, tiktoken_string, write_tiktoken};
 pub use pretokenize::{
-    PreTokenizer, Preset, CL100K_PATTERN, DEEPSEEK_PATTERN, GPT2_PATTERN, O200K_PATTERN,
+    is_safe_cut, PreTokenizer, Preset, CL100K_PATTERN, DEEPSEEK_PATTERN, GPT2_PATTERN,
+    O200K_PATTERN,
 };
 pub use tokenizer::{AllowedSpecial, Encoding, Tokenizer};
 pub use train::{train, train_files, train_texts, TrainConfig, WordCounts};

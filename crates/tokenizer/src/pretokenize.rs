@@ -247,6 +247,20 @@ impl PreTokenizer {
     }
 }
 
+/// Whether every preset ends a piece at byte `p` whatever the rest of the text holds, so text
+/// cut there pre-tokenises exactly like the whole: an ASCII letter, then a space and an ASCII
+/// letter (`x| y`). Every preset's piece holding the letter stops at a space (letter runs,
+/// contractions), none looks behind, and the piece from the space (` y...`) does not depend on
+/// what came before. Used to encode one text on several threads and to stream training files.
+#[inline]
+pub fn is_safe_cut(b: &[u8], p: usize) -> bool {
+    p >= 1
+        && p + 1 < b.len()
+        && b[p] == b' '
+        && b[p - 1].is_ascii_alphabetic()
+        && b[p + 1].is_ascii_alphabetic()
+}
+
 /// The character at byte `i` and its length in bytes. `i` is always a char boundary here.
 #[inline(always)]
 fn ch(s: &str, i: usize) -> (char, usize) {

@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 
 use crate::bpe::{Bpe, Rank};
 use crate::error::{Result, TokenizerError};
-use crate::pretokenize::PreTokenizer;
+use crate::pretokenize::{is_safe_cut, PreTokenizer};
 
 /// Which special tokens `encode` may produce; every other special token found in the text is an
 /// error, as with tiktoken's default `disallowed_special="all"`.
@@ -270,7 +270,7 @@ impl Tokenizer {
 
     /// Encodes one long text as ordinary text on the rayon thread pool. The text is cut only at
     /// places where every preset's pre-tokenizer has a piece boundary that does not depend on the
-    /// rest of the text (a line break between ASCII letters), so the result equals
+    /// rest of the text ([`is_safe_cut`]), so the result equals
     /// [`Tokenizer::encode_ordinary`]; other pre-tokenizers run on one thread.
     pub fn encode_ordinary_parallel(&self, text: &str) -> Result<Vec<Rank>> {
         let threads = rayon::current_num_threads();
@@ -330,19 +330,15 @@ enum Segment<'a> {
     Special(Rank, (usize, usize)),
 }
 
-/// About `n` cut points (including 0 and the end) at `[A-Za-z]\n[A-Za-z]` line starts, where
-/// every preset ends a piece after the `\n` whatever follows later in the text.
+/// About `n` cut points (including 0 and the end) where [`is_safe_cut`] holds.
 pub(crate) fn safe_cuts(text: &str, n: usize) -> Vec<usize> {
     let b = text.as_bytes();
     let step = (b.len() / n.max(1)).max(1);
     let mut cuts = vec![0];
     let mut target = step;
     while target < b.len() {
-        let mut p = target.max(2);
-        while p < b.len() {
-            if b[p - 1] == b'\n' && b[p - 2].is_ascii_alphabetic() && b[p].is_ascii_alphabetic() {
-                break;
-            }
+        let mut p = target;
+        while p < b.len() && !is_safe_cut(b, p) {
             p += 1;
         }
         if p >= b.len() {

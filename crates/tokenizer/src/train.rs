@@ -18,7 +18,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::bpe::{Bpe, Rank};
 use crate::error::{Result, TokenizerError};
-use crate::pretokenize::{PreTokenizer, Preset};
+use crate::pretokenize::{is_safe_cut, PreTokenizer, Preset};
 use crate::tokenizer::Tokenizer;
 
 /// Training options.
@@ -129,9 +129,9 @@ impl WordCounts {
         })
     }
 
-    /// Counts the words of a UTF-8 file as one text, reading it in blocks. A block is cut after
-    /// a line break between ASCII letters, where every preset ends a piece whatever follows, so
-    /// the counts equal those of the whole file read at once.
+    /// Counts the words of a UTF-8 file as one text, reading it in blocks. A block is cut where
+    /// [`is_safe_cut`] holds (every preset ends a piece there whatever follows), so the counts
+    /// equal those of the whole file read at once.
     pub fn add_file(&mut self, path: &Path) -> Result<()> {
         let io = |source| TokenizerError::Io {
             path: path.to_path_buf(),

@@ -157,3 +157,26 @@ fn deepseek_splits_digits_and_categories() {
         .collect();
     assert_eq!(pieces, ["abc", "1", "2", "3", "中文", "!!", " x"]);
 }
+
+/// Cutting a text where `is_safe_cut` holds and splitting the two halves gives the pieces of the
+/// whole, for every preset (checked on the reference regexes).
+#[test]
+fn safe_cuts_do_not_change_pieces() {
+    let mut rng = Rng(77);
+    let mut checked = 0;
+    for _ in 0..300 {
+        let t = random_text(&mut rng, 30) + " ab cd" + &random_text(&mut rng, 30);
+        let b = t.as_bytes();
+        for p in (0..b.len()).filter(|&p| ferrolab_tokenizer::is_safe_cut(b, p)) {
+            for preset in Preset::ALL {
+                let pre = PreTokenizer::reference(preset);
+                let whole = pre.split(&t).unwrap();
+                let mut parts = pre.split(&t[..p]).unwrap();
+                parts.extend(pre.split(&t[p..]).unwrap().into_iter().map(|(s, e)| (s + p, e + p)));
+                assert_eq!(parts, whole, "{preset}: {t:?} cut at {p}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 1000);
+}
