@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ferrolab_tokenizer::{builtin, train_files, Preset, TrainConfig};
+use ferrolab_tokenizer::{builtin, train_files, PreTokenizer, Preset, TrainConfig};
 
 fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (f64, T) {
     let mut best = f64::INFINITY;
@@ -73,6 +73,18 @@ fn main() {
     assert_eq!(ids, ids_tr, "ids differ from tiktoken-rs");
     assert_eq!(ids, ids_par, "parallel ids differ");
     let threads = rayon::current_num_threads();
+    // where the time goes: splitting alone, and encoding with the regex splitter instead
+    let fast = ours.pre_tokenizer().clone();
+    let (t_split, n_pieces) = best_of(3, || {
+        let mut n = 0usize;
+        fast.for_each_piece(&text, |_, _| n += 1).expect("split");
+        n
+    });
+    let slow = ours
+        .clone()
+        .with_pre_tokenizer(PreTokenizer::reference(Preset::Cl100k));
+    let (t_regex, ids_regex) = best_of(1, || slow.encode_ordinary(&text).expect("encode"));
+    assert_eq!(ids, ids_regex, "regex path ids differ");
 
     let cfg = TrainConfig {
         vocab_size: 32_000,
@@ -100,6 +112,15 @@ fn main() {
         t_ours / t_par
     );
     println!("| tokens | {} | {} | equal |", ids.len(), ids_tr.len());
+    println!(
+        "| cl100k pre-tokenise only ({n_pieces} pieces), MB/s | {:.1} | | |",
+        mb / t_split
+    );
+    println!(
+        "| cl100k encode with the fancy-regex splitter, MB/s | {:.1} | | {:.2}x slower |",
+        mb / t_regex,
+        t_regex / t_ours
+    );
     println!("| train 32k (gpt2 preset, 90%), s | {t_train:.2} | | |");
     println!("| held-out bytes/token, 32k | {bpt:.4} | | |");
 

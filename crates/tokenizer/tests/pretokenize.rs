@@ -172,7 +172,12 @@ fn safe_cuts_do_not_change_pieces() {
                 let pre = PreTokenizer::reference(preset);
                 let whole = pre.split(&t).unwrap();
                 let mut parts = pre.split(&t[..p]).unwrap();
-                parts.extend(pre.split(&t[p..]).unwrap().into_iter().map(|(s, e)| (s + p, e + p)));
+                parts.extend(
+                    pre.split(&t[p..])
+                        .unwrap()
+                        .into_iter()
+                        .map(|(s, e)| (s + p, e + p)),
+                );
                 assert_eq!(parts, whole, "{preset}: {t:?} cut at {p}");
                 checked += 1;
             }
