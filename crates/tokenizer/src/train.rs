@@ -165,14 +165,9 @@ impl WordCounts {
     }
 }
 
-/// The last `[A-Za-z]\n[A-Za-z]` line start in `b`, or 0.
+/// The last place in `b` where [`is_safe_cut`] holds, or 0.
 fn last_cut(b: &[u8]) -> usize {
-    (2..b.len())
-        .rev()
-        .find(|&p| {
-            b[p - 1] == b'\n' && b[p - 2].is_ascii_alphabetic() && b[p].is_ascii_alphabetic()
-        })
-        .unwrap_or(0)
+    (1..b.len()).rev().find(|&p| is_safe_cut(b, p)).unwrap_or(0)
 }
 
 /// Trains on files (each one text).
