@@ -224,28 +224,25 @@ fn train(a: TrainArgs) -> Result<()> {
 fn inspect(a: InspectArgs) -> Result<()> {
     let tok = load_tokenizer(&a.tokenizer, None)?;
     let text = &a.text;
-    let pieces = tok.pre_tokenizer().split(text)?;
-    println!(
-        "{} pieces, pre-tokenizer {}",
-        pieces.len(),
-        tok.pre_tokenizer()
-            .preset_kind()
-            .map_or("custom regex", |p| p.name())
-    );
-    let mut n = 0;
-    for (s, e) in pieces {
-        let enc = tok.encode_with_offsets(&text[s..e], &AllowedSpecial::All)?;
-        let toks: Vec<String> = enc
-            .ids
-            .iter()
-            .map(|&id| {
-                let b = tok.token_bytes(id).unwrap_or_default();
-                format!("{:?}={id}", String::from_utf8_lossy(b))
-            })
-            .collect();
-        println!("{:>24?} -> {}", &text[s..e], toks.join(" "));
-        n += enc.ids.len();
+    let pre = tok.pre_tokenizer();
+    let kind = pre.preset_kind().map_or("custom regex", |p| p.name());
+    // special tokens are matched before pre-tokenisation, so the tokens come from the whole text
+    let enc = tok.encode_with_offsets(text, &AllowedSpecial::All)?;
+    let pieces = pre.split(text)?;
+    println!("pre-tokenizer {kind}: {} pieces", pieces.len());
+    let shown: Vec<String> = pieces
+        .iter()
+        .map(|&(s, e)| format!("{:?}", &text[s..e]))
+        .collect();
+    println!("  {}", shown.join(" | "));
+    println!("{} tokens, {} bytes:", enc.ids.len(), text.len());
+    for (&id, &(s, e)) in enc.ids.iter().zip(&enc.offsets) {
+        let bytes = tok.token_bytes(id).unwrap_or_default();
+        let shown = match std::str::from_utf8(bytes) {
+            Ok(t) => format!("{t:?}"),
+            Err(_) => format!("{bytes:02x?} (part of a character)"),
+        };
+        println!("  {id:>8}  {shown}  bytes {s}..{e}");
     }
-    println!("{n} tokens, {} bytes", text.len());
     Ok(())
 }
