@@ -90,9 +90,20 @@ impl Preset {
         }
     }
 
-    /// The preset whose pattern is exactly `pattern`, if any.
+    /// The pattern as written into HF `tokenizer.json`, which HF runs with Oniguruma. Oniguruma
+    /// (Ruby syntax) reads `X{n,m}+` not as possessive but as `(?:X{n,m})+`, so cl100k's
+    /// `\p{N}{1,3}+` would let HF put any number of digits in one piece. Written as
+    /// `\p{N}{1,3}` (the same thing for a backtracking engine: nothing follows it in its
+    /// alternative) HF splits exactly like tiktoken.
+    pub fn hf_pattern(self) -> String {
+        self.pattern().replace(r"\p{N}{1,3}+", r"\p{N}{1,3}")
+    }
+
+    /// The preset whose pattern (or HF form of it) is exactly `pattern`, if any.
     pub fn from_pattern(pattern: &str) -> Option<Preset> {
-        Preset::ALL.into_iter().find(|p| p.pattern() == pattern)
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.pattern() == pattern || p.hf_pattern() == pattern)
     }
 }
 

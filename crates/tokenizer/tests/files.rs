@@ -238,3 +238,27 @@ fn randomly_corrupted_files_never_panic() {
         }
     }
 }
+
+/// HF runs `Split` patterns with Oniguruma, which reads `\p{N}{1,3}+` as `(?:\p{N}{1,3})+`: a
+/// file HF wrote with tiktoken's cl100k pattern keeps digit runs whole, and so does this crate
+/// when it reads that file. cl100k written by this crate uses `\p{N}{1,3}`, which both engines
+/// read as tiktoken does, and it encodes exactly like tiktoken after the round trip.
+#[test]
+fn oniguruma_quantifiers_and_cl100k_as_tokenizer_json() {
+    let hf = read_hf(&fixture("hf_cl100k.json")).unwrap();
+    assert_eq!(hf.pre_tokenizer().split("17912026").unwrap(), [(0, 8)]);
+    assert!(!hf.pre_tokenizer().is_fast());
+
+    let cl = builtin("cl100k_base").unwrap();
+    let json = hf_string(&cl).unwrap();
+    assert!(json.contains(r#"\\p{N}{1,3}|"#) && !json.contains(r#"\\p{N}{1,3}+"#));
+    let back = parse_hf_str(&json).unwrap();
+    assert!(back.pre_tokenizer().is_fast());
+    assert_eq!(back.pre_tokenizer().split("17912026").unwrap().len(), 3);
+    let oracle = tiktoken_rs::cl100k_base_singleton();
+    let mut rng = Rng(41);
+    for _ in 0..300 {
+        let t = random_text(&mut rng, 30);
+        assert_eq!(back.encode_ordinary(&t).unwrap(), oracle.encode_ordinary(&t), "{t:?}");
+    }
+}

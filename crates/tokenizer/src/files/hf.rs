@@ -220,7 +220,7 @@ fn parse_pre_tokenizer(
                     if split.get("invert").and_then(Value::as_bool) == Some(true) {
                         return Err(bad(&format!("{k0}.invert"), "true is not supported".into()));
                     }
-                    PreTokenizer::from_pattern(pattern)
+                    PreTokenizer::from_pattern(&onig_to_fancy(pattern))
                 }
                 [bl] if bl.get("type").and_then(Value::as_str) == Some("ByteLevel") => {
                     parse_pre_tokenizer(Some(bl), bad)
@@ -235,6 +235,21 @@ fn parse_pre_tokenizer(
             &format!("{key}.type"),
             format!("{other:?} is not supported"),
         )),
+    }
+}
+
+/// Rewrites the one Oniguruma reading that differs from fancy-regex in the patterns HF files
+/// carry: `X{n,m}+` is `(?:X{n,m})+` in Oniguruma's Ruby syntax (HF's engine), possessive in
+/// fancy-regex. Handled for `X` a `\p{..}` class, an escape like `\d`, or a bracket class
+/// without nested brackets, which covers the patterns seen in the wild (cl100k's
+/// `\p{N}{1,3}+`).
+pub fn onig_to_fancy(pattern: &str) -> String {
+    const QUANT: &str = r"(\\p\{[^}]*\}|\\[a-zA-Z]|\[[^\[\]]*\])(\{\d+(?:,\d*)?\})\+";
+    match fancy_regex::Regex::new(QUANT) {
+        Ok(re) => re.replace_all(pattern, "(?:$1$2)+").into_owned(),
+        // a constant pattern: cannot fail; if it did, reading the pattern as written is the
+        // best remaining choice
+        Err(_) => pattern.to_string(),
     }
 }
 
@@ -264,11 +279,15 @@ pub fn hf_string(tok: &Tokenizer) -> Result<String> {
                    "rstrip": false, "normalized": false, "special": true})
         })
         .collect();
+    let hf_pattern = match tok.pre_tokenizer().preset_kind() {
+        Some(p) => p.hf_pattern(),
+        None => tok.pre_tokenizer().pattern().to_string(),
+    };
     let pre = if tok.pre_tokenizer().preset_kind() == Some(Preset::Gpt2) {
         json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
     } else {
         json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": tok.pre_tokenizer().pattern()},
+            {"type": "Split", "pattern": {"Regex": hf_pattern},
              "behavior": "Isolated", "invert": false},
             {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
         ]})
