@@ -19,8 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ferrolab_tokenizer::write_tiktoken(tok.bpe(), out)?;
     } else {
         std::fs::create_dir_all(out)?;
-        let specials: Vec<(String, u32)> =
-            tok.special_tokens().map(|(n, id)| (n.to_string(), id)).collect();
+        let specials: Vec<(String, u32)> = tok
+            .special_tokens()
+            .map(|(n, id)| (n.to_string(), id))
+            .collect();
         ferrolab_tokenizer::write_gpt2(
             tok.bpe(),
             &specials,

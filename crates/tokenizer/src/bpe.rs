@@ -45,6 +45,9 @@ pub struct Bpe {
     tokens: Vec<Option<Box<[u8]>>>,
     /// bytes -> id
     ids: FxHashMap<Box<[u8]>, Rank>,
+    /// the same for tokens of at most 15 bytes, keyed by the bytes packed into a `u128`: one
+    /// probe with the key inline instead of a probe plus a pointer chase to the key's bytes
+    short: ShortMap,
     /// the id of each single byte
     byte_ids: [Rank; 256],
     rule: MergeRule,
@@ -63,6 +66,42 @@ pub struct MergeWork {
     pub steps: usize,
 }
 
+/// Token lookup keyed by short byte strings packed into a `u128` (length in the top byte).
+#[derive(Clone, Debug, Default)]
+struct ShortMap(FxHashMap<u128, Rank>);
+
+/// Longest token kept in [`ShortMap`].
+const SHORT: usize = 15;
+
+impl ShortMap {
+    #[inline(always)]
+    fn key(bytes: &[u8]) -> u128 {
+        let mut buf = [0u8; 16];
+        buf[..bytes.len()].copy_from_slice(bytes);
+        buf[15] = bytes.len() as u8;
+        u128::from_le_bytes(buf)
+    }
+
+    fn build(ids: &FxHashMap<Box<[u8]>, Rank>) -> ShortMap {
+        ShortMap(
+            ids.iter()
+                .filter(|(b, _)| b.len() <= SHORT)
+                .map(|(b, &id)| (Self::key(b), id))
+                .collect(),
+        )
+    }
+}
+
+/// Looks up a byte string: inline keys for short ones, the full map for the rest.
+#[inline(always)]
+fn lookup(short: &ShortMap, ids: &FxHashMap<Box<[u8]>, Rank>, bytes: &[u8]) -> Option<Rank> {
+    if bytes.len() <= SHORT {
+        short.0.get(&ShortMap::key(bytes)).copied()
+    } else {
+        ids.get(bytes).copied()
+    }
+}
+
 #[inline(always)]
 fn pack(a: Rank, b: Rank) -> u64 {
     ((a as u64) << 32) | b as u64
@@ -74,6 +113,7 @@ impl Bpe {
         let (tokens, ids) = Self::tables(ranks)?;
         let byte_ids = Self::byte_ids(&ids)?;
         Ok(Bpe {
+            short: ShortMap::build(&ids),
             tokens,
             ids,
             byte_ids,
@@ -114,6 +154,7 @@ impl Bpe {
             pair_merges.entry(pack(a, b)).or_insert((prio as Rank, new));
         }
         Ok(Bpe {
+            short: ShortMap::build(&ids),
             tokens,
             ids,
             byte_ids,
@@ -193,7 +234,7 @@ impl Bpe {
 
     /// The id of a byte string, if it is a token.
     pub fn token_id(&self, bytes: &[u8]) -> Option<Rank> {
-        self.ids.get(bytes).copied()
+        lookup(&self.short, &self.ids, bytes)
     }
 
     /// The id of a single byte.
@@ -222,6 +263,7 @@ impl Bpe {
                         continue;
                     }
                     let table = ByteTable {
+                        short: &self.short,
                         ids: &self.ids,
                         below: id,
                     };
@@ -253,7 +295,7 @@ impl Bpe {
             MergeRule::Pairs { ignore_merges } => ignore_merges,
         };
         if direct {
-            if let Some(&id) = self.ids.get(piece) {
+            if let Some(id) = lookup(&self.short, &self.ids, piece) {
                 return out.push(id);
             }
         }
@@ -264,6 +306,7 @@ impl Bpe {
         match self.rule {
             MergeRule::ByteRanks => {
                 let t = ByteTable {
+                    short: &self.short,
                     ids: &self.ids,
                     below: Rank::MAX,
                 };
@@ -340,6 +383,7 @@ trait MergeTable {
 
 /// tiktoken's rule; `below` limits the ranks (for deriving merges).
 struct ByteTable<'a> {
+    short: &'a ShortMap,
     ids: &'a FxHashMap<Box<[u8]>, Rank>,
     below: Rank,
 }
@@ -347,8 +391,8 @@ struct ByteTable<'a> {
 impl MergeTable for ByteTable<'_> {
     #[inline(always)]
     fn merge(&self, piece: &[u8], a: usize, c: usize, _: Rank, _: Rank) -> Option<(Rank, Rank)> {
-        match self.ids.get(&piece[a..c]) {
-            Some(&r) if r < self.below => Some((r, r)),
+        match lookup(self.short, self.ids, &piece[a..c]) {
+            Some(r) if r < self.below => Some((r, r)),
             _ => None,
         }
     }

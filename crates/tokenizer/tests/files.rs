@@ -259,6 +259,10 @@ fn oniguruma_quantifiers_and_cl100k_as_tokenizer_json() {
     let mut rng = Rng(41);
     for _ in 0..300 {
         let t = random_text(&mut rng, 30);
-        assert_eq!(back.encode_ordinary(&t).unwrap(), oracle.encode_ordinary(&t), "{t:?}");
+        assert_eq!(
+            back.encode_ordinary(&t).unwrap(),
+            oracle.encode_ordinary(&t),
+            "{t:?}"
+        );
     }
 }
