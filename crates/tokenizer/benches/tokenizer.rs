@@ -207,6 +207,16 @@ fn main() {
                     (bpt / v - 1.0) * 100.0
                 );
             }
+            if let Some(v) = s
+                .lines()
+                .find(|l| l.starts_with("hf_heldout"))
+                .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("tokens=")))
+            {
+                println!(
+                    "| held-out tokens, 32k | {} | HF tokenizers {v} | |",
+                    held_ids.len()
+                );
+            }
         }
         Ok(o) => println!(
             "\n(Python peers not run: {})",
