@@ -111,6 +111,23 @@ fn main() {
     }
     assert_eq!(ids_o, ids_o_tr, "o200k ids differ from tiktoken-rs");
 
+    // one piece with no split points: a run of pseudo-random lowercase letters
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let letters: String = (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (b'a' + (x % 26) as u8) as char
+        })
+        .collect();
+    let (t_256k, _) = best_of(3, || {
+        ours.encode_ordinary(&letters[..1 << 18]).expect("encode")
+    });
+    let (t_1m, _) = best_of(3, || ours.encode_ordinary(&letters).expect("encode"));
+    let (t_tr_16k, _) = best_of(1, || theirs.encode_ordinary(&letters[..1 << 14]));
+    let (t_tr_64k, _) = best_of(1, || theirs.encode_ordinary(&letters[..1 << 16]));
+
     let cfg = TrainConfig {
         vocab_size: 32_000,
         preset: Preset::Gpt2,
@@ -156,6 +173,10 @@ fn main() {
         "| cl100k encode with the fancy-regex splitter, MB/s | {:.1} | | {:.2}x slower |",
         mb / t_regex,
         t_regex / t_ours
+    );
+    println!(
+        "| one 256 KB / 1 MB letter run, ms | {:.1} / {:.1} ({:.1}x for 4x) | tiktoken-rs 16 KB / 64 KB: {:.0} / {:.0} ({:.1}x for 4x) | |",
+        t_256k * 1e3, t_1m * 1e3, t_1m / t_256k, t_tr_16k * 1e3, t_tr_64k * 1e3, t_tr_64k / t_tr_16k
     );
     println!("| train 32k (gpt2 preset, 90%), s | {t_train:.2} | | |");
     println!("| held-out bytes/token, 32k | {bpt:.4} | | |");
