@@ -28,6 +28,40 @@ enum BenchWhat {
     /// One training step of the GPT benchmark model (vocab 4096, d_model 256, 4 heads,
     /// seq 128, batch 8, AdamW).
     TrainStep(TrainStepArgs),
+    /// Training throughput (tokens/s) of a `ferrolab train` preset, side by side with the
+    /// same model in PyTorch (`bench/lm_train_torch.py`) when torch is installed.
+    Lm(LmArgs),
+}
+
+#[derive(Args, Clone)]
+struct LmArgs {
+    /// Preset (as `ferrolab train --preset`).
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// Overrides (as `ferrolab train --set`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Kernel threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Rounds of (ours, peer).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Python interpreter with torch for the peer.
+    #[arg(long, env = "FERROLAB_PYTHON", default_value = "python3")]
+    python: String,
+    /// The peer script.
+    #[arg(long, default_value = "bench/lm_train_torch.py")]
+    peer_script: PathBuf,
+    /// Internal: run only our side once and print its figures.
+    #[arg(long, hide = true)]
+    ours_only: bool,
 }
 
 #[derive(Args, Clone)]
@@ -69,6 +103,13 @@ struct TrainStepArgs {
 
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.what {
+        BenchWhat::Lm(l) => {
+            if l.ours_only {
+                lm_ours(&l)
+            } else {
+                lm_side_by_side(&l)
+            }
+        }
         BenchWhat::TrainStep(t) => {
             if t.peer {
                 side_by_side(&t)
@@ -284,6 +325,180 @@ fn side_by_side(a: &TrainStepArgs) -> Result<()> {
         );
     } else {
         println!("step_ms_median={om:.1} peak_rss_mib={orss:.1}");
+    }
+    Ok(())
+}
+
+fn lm_config(a: &LmArgs) -> Result<ferrolab_train::RunConfig> {
+    let mut cfg = ferrolab_train::RunConfig::preset(&a.preset)?;
+    for s in &a.sets {
+        cfg = cfg.set(s)?;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// One process's measurement of the `ferrolab train` step: the same work as the trainer
+/// (forward, cross-entropy, backward, clip, grouped AdamW) on random windows of a random
+/// token stream.
+fn lm_ours(a: &LmArgs) -> Result<()> {
+    ferrolab_tensor::set_num_threads(a.threads)?;
+    let cfg = lm_config(a)?;
+    let (b, t, v) = (cfg.batch_size, cfg.seq_len, cfg.model.vocab_size);
+    rng::manual_seed(0);
+    let vars = Vars::new();
+    let model = ferrolab_models::Lm::new(&vars, cfg.model.clone())?;
+    let mut opt = ferrolab_train::GroupedAdamW::new(
+        vars.all(),
+        AdamWConfig {
+            lr: cfg.max_lr,
+            betas: (cfg.beta1, cfg.beta2),
+            eps: 1e-8,
+            weight_decay: cfg.weight_decay,
+            decoupled: true,
+        },
+    );
+    let mut r = Rng::new(1);
+    let stream: Vec<u32> = (0..1 << 20).map(|_| r.below(v) as u32).collect();
+    let mut times = Vec::new();
+    let mut losses = Vec::new();
+    for step in 0..a.warmup + a.steps {
+        let starts: Vec<usize> = (0..b).map(|_| r.below(stream.len() - t - 1)).collect();
+        let ids: Vec<u32> = starts
+            .iter()
+            .flat_map(|&s| stream[s..s + t].to_vec())
+            .collect();
+        let tg: Vec<i64> = starts
+            .iter()
+            .flat_map(|&s| stream[s + 1..s + t + 1].iter().map(|&x| x as i64))
+            .collect();
+        let t0 = Instant::now();
+        ferrolab_tensor::profile::mark();
+        opt.zero_grad();
+        let loss = model.loss(&ids, &tg, b, t)?;
+        loss.backward()?;
+        let t1 = Instant::now();
+        ferrolab_nn::clip_grad_norm(&vars.tensors(), cfg.grad_clip)?;
+        opt.step()?;
+        ferrolab_tensor::profile::record("clip + optimizer.step", t1.elapsed());
+        let dt = t0.elapsed().as_secs_f64();
+        losses.push(loss.item()?);
+        if step >= a.warmup {
+            times.push(dt);
+        }
+    }
+    if let Some(p) = ferrolab_tensor::profile::report() {
+        eprintln!("{p}");
+    }
+    let med = median(&mut times);
+    println!(
+        "ferrolab threads={} params={} B={b} T={t} init_loss={:.4} final_loss={:.4}",
+        a.threads,
+        vars.num_params(),
+        losses[0],
+        losses[losses.len() - 1]
+    );
+    println!(
+        "step_ms_median={:.1} tokens_per_s_median={:.0} peak_rss_mib={:.1}",
+        med * 1e3,
+        (b * t) as f64 / med,
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+fn lm_side_by_side(a: &LmArgs) -> Result<()> {
+    let cfg = lm_config(a)?;
+    let torch_ok = Command::new(&a.python)
+        .args(["-c", "import torch"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !torch_ok {
+        eprintln!(
+            "peer: `{} -c \"import torch\"` failed; running ferrolab only (set --python or FERROLAB_PYTHON)",
+            a.python
+        );
+    }
+    let cfg_path =
+        std::env::temp_dir().join(format!("ferrolab-bench-lm-{}.json", std::process::id()));
+    std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg)?)
+        .with_context(|| format!("writing {}", cfg_path.display()))?;
+    let me = std::env::current_exe().context("locating the ferrolab binary")?;
+    let mut ours_args: Vec<String> = vec![
+        "bench".into(),
+        "lm".into(),
+        "--ours-only".into(),
+        "--preset".into(),
+        a.preset.clone(),
+        "--threads".into(),
+        a.threads.to_string(),
+        "--warmup".into(),
+        a.warmup.to_string(),
+        "--steps".into(),
+        a.steps.to_string(),
+    ];
+    for s in &a.sets {
+        ours_args.push("--set".into());
+        ours_args.push(s.clone());
+    }
+    let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    let (mut orss, mut prss) = (0f64, 0f64);
+    for round in 0..a.rounds.max(1) {
+        let o = Command::new(&me)
+            .args(&ours_args)
+            .output()
+            .context("running ferrolab")?;
+        let so = String::from_utf8_lossy(&o.stdout).to_string();
+        if !o.status.success() {
+            bail!(
+                "ferrolab run failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        print!("[round {round}] {so}");
+        ours.push(
+            field(&so, "tokens_per_s_median=").context("no tokens_per_s_median in our output")?,
+        );
+        orss = orss.max(field(&so, "peak_rss_mib=").unwrap_or(f64::NAN));
+        if torch_ok {
+            let p = Command::new(&a.python)
+                .arg(&a.peer_script)
+                .arg(&cfg_path)
+                .args(["--threads", &a.threads.to_string()])
+                .args(["--warmup", &a.warmup.to_string()])
+                .args(["--steps", &a.steps.to_string()])
+                .output()
+                .with_context(|| format!("running {}", a.peer_script.display()))?;
+            let sp = String::from_utf8_lossy(&p.stdout).to_string();
+            if !p.status.success() {
+                bail!("peer failed: {}", String::from_utf8_lossy(&p.stderr));
+            }
+            print!("[round {round}] {sp}");
+            peer.push(
+                field(&sp, "tokens_per_s_median=")
+                    .context("no tokens_per_s_median in the peer's output")?,
+            );
+            prss = prss.max(field(&sp, "peak_rss_MiB=").unwrap_or(f64::NAN));
+        }
+    }
+    let _ = std::fs::remove_file(&cfg_path);
+    let om = median(&mut ours);
+    println!();
+    println!("| engine | preset | tokens/s (median of rounds) | peak RSS MiB |");
+    println!("|---|---|---|---|");
+    println!("| ferrolab | {} | {om:.0} | {orss:.1} |", a.preset);
+    if !peer.is_empty() {
+        let pm = median(&mut peer);
+        println!("| PyTorch | {} | {pm:.0} | {prss:.1} |", a.preset);
+        println!();
+        println!(
+            "tokens_per_s={om:.0} peer_tokens_per_s={pm:.0} throughput_ratio={:.3} memory_ratio={:.3}",
+            om / pm,
+            orss / prss
+        );
+    } else {
+        println!("tokens_per_s={om:.0}");
     }
     Ok(())
 }

@@ -1,7 +1,11 @@
 //! The `ferrolab` command line: one subcommand per file, thin over the libraries.
 
 mod bench;
+mod data;
+mod generate;
+mod plan;
 mod tokenizer;
+mod train;
 mod word2vec;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +20,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a language model on real text (the main job).
+    Train(train::TrainArgs),
+    /// Continue a prompt with a trained run.
+    Generate(generate::GenerateArgs),
+    /// Scaling-law planner (DeepSeek LLM): hyperparameters from a compute budget.
+    Plan(plan::PlanArgs),
+    /// Real data sets: list and fetch.
+    Data(data::DataArgs),
     /// Benchmarks, with the PyTorch peer side by side where it is installed.
     Bench(bench::BenchArgs),
     /// Byte-level BPE tokenizers: encode, decode, train, inspect.
@@ -27,6 +39,10 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Plan(a) => plan::run(a),
+        Command::Data(a) => data::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Tokenizer(a) => tokenizer::run(a),
         Command::Word2vec(a) => word2vec::run(a),

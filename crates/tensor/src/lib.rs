@@ -32,14 +32,16 @@ pub use autograd::{
 };
 pub use dtype::DType;
 pub use error::{Error, Result};
-pub use ops::attention::{packed_qkv_attention, scaled_dot_product_attention, AttnMask};
+pub use ops::attention::{
+    packed_gqa_attention, packed_qkv_attention, scaled_dot_product_attention, AttnMask,
+};
 pub use ops::conv::{avg_pool2d, conv2d, max_pool2d, Conv2dOpts};
 pub use ops::index::{embedding, one_hot, where_cond};
 pub use ops::matmul::linear;
 pub use ops::norm::{layer_norm, rms_norm};
 pub use ops::reduce::{cross_entropy, CrossEntropyOpts};
-pub use ops::rope::{rope, rope_tables, RopeLayout};
-pub use ops::unary::{gelu_erf, gelu_tanh};
+pub use ops::rope::{rope, rope_packed, rope_tables, RopeLayout};
+pub use ops::unary::{gelu_erf, gelu_tanh, swiglu};
 pub use ops::view::{cat, stack};
 pub use recompute::{recompute, segments, SegmentFn};
 pub use tensor::{Contig, Device, Tensor, TensorId};

@@ -742,3 +742,56 @@ fn embedding_matches_one_hot_matmul() {
         |x| oh.matmul(&x[0]),
     );
 }
+
+/// Reference for the packed GQA path: split the fused projection into q, k, v heads, rotate
+/// q and k with [`rope`], attend with [`scaled_dot_product_attention`].
+fn gqa_on_views(
+    qkv: &Tensor,
+    heads: usize,
+    kv: usize,
+    tables: Option<(&Tensor, &Tensor)>,
+) -> Result<Tensor> {
+    let [b, tt, w] = qkv.dims::<3>("test")?;
+    let d = w / (heads + 2 * kv);
+    let part = |start: usize, n: usize| -> Result<Tensor> {
+        qkv.narrow(2, start * d, n * d)?
+            .reshape(&[b, tt, n, d])?
+            .transpose(1, 2)
+    };
+    let (mut q, mut k, v) = (part(0, heads)?, part(heads, kv)?, part(heads + kv, kv)?);
+    if let Some((c, s)) = tables {
+        q = rope(&q, c, s, RopeLayout::HalfSplit)?;
+        k = rope(&k, c, s, RopeLayout::HalfSplit)?;
+    }
+    let y = scaled_dot_product_attention(&q, &k, &v, AttnMask::Causal, None)?;
+    y.transpose(1, 2)?.reshape(&[b, tt, heads * d])
+}
+
+#[test]
+fn packed_gqa_attention_and_rope_packed_match_split_views() {
+    let mut d = Data::new(35);
+    // (B, T, heads, kv heads, head dim)
+    for &(b, tt, h, kv, hd) in &[(2, 7, 4, 2, 4), (1, 70, 4, 1, 8), (2, 9, 3, 3, 2)] {
+        let qkv = d.randn(&[b, tt, (h + 2 * kv) * hd]);
+        check_same(
+            &format!("packed_gqa_attention B{b} T{tt} H{h} Hkv{kv} D{hd}"),
+            std::slice::from_ref(&qkv),
+            1e-5,
+            |x| ferrolab_tensor::packed_gqa_attention(&x[0], h, kv, AttnMask::Causal, None),
+            |x| gqa_on_views(&x[0], h, kv, None),
+        );
+        let positions: Vec<usize> = (3..3 + tt).collect();
+        let (c, s) = rope_tables(&positions, hd, 100.0).unwrap();
+        check_same(
+            &format!("rope_packed + packed_gqa_attention B{b} T{tt} H{h} Hkv{kv} D{hd}"),
+            &[qkv],
+            1e-5,
+            |x| {
+                let r =
+                    ferrolab_tensor::rope_packed(&x[0], hd, h + kv, &c, &s, RopeLayout::HalfSplit)?;
+                ferrolab_tensor::packed_gqa_attention(&r, h, kv, AttnMask::Causal, None)
+            },
+            |x| gqa_on_views(&x[0], h, kv, Some((&c, &s))),
+        );
+    }
+}

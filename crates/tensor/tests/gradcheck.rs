@@ -923,3 +923,57 @@ fn checker_rejects_a_wrong_gradient() {
     let x = Data::new(24).uniform(&[3], 0.5, 1.0);
     check_grad("x * detach(x)", &[x], |x| x[0].mul(&x[0].detach()));
 }
+
+#[test]
+fn swiglu_fused() {
+    let mut d = Data::new(77);
+    let x = d.randn(&[3, 5, 8]);
+    check_grad("swiglu", [x.clone()], |xs| ferrolab_tensor::swiglu(&xs[0]));
+    // against the unfused reference silu(a) * b
+    common::check_same(
+        "swiglu vs silu * mul",
+        [x],
+        1e-5,
+        |xs| ferrolab_tensor::swiglu(&xs[0]),
+        |xs| {
+            let h = xs[0].split(&[4, 4], -1)?;
+            h[0].silu().mul(&h[1])
+        },
+    );
+    let e = ferrolab_tensor::swiglu(&d.randn(&[2, 3]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("swiglu") && e.contains("even"), "{e}");
+}
+
+#[test]
+fn rope_packed_and_packed_gqa_attention() {
+    let mut d = Data::new(78);
+    for layout in [RopeLayout::HalfSplit, RopeLayout::Interleaved] {
+        let x = d.randn(&[2, 5, 3 * 4 + 3]); // 3 rotated heads of 4, then 3 passed through
+        let (c, s) = rope_tables(&[0, 1, 2, 3, 4], 4, 10.0).unwrap();
+        check_grad(&format!("rope_packed {layout:?}"), [x], |xs| {
+            ferrolab_tensor::rope_packed(&xs[0], 4, 3, &c, &s, layout)
+        });
+    }
+    let qkv = d.randn(&[2, 6, (4 + 2 * 2) * 3]);
+    check_grad("packed_gqa_attention H4 Hkv2", [qkv], |xs| {
+        ferrolab_tensor::packed_gqa_attention(&xs[0], 4, 2, AttnMask::Causal, None)
+    });
+    let e = ferrolab_tensor::rope_packed(
+        &d.randn(&[1, 2, 6]),
+        4,
+        2,
+        &Tensor::zeros(&[2, 2]),
+        &Tensor::zeros(&[2, 2]),
+        RopeLayout::HalfSplit,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("rope_packed"), "{e}");
+    let e =
+        ferrolab_tensor::packed_gqa_attention(&d.randn(&[1, 2, 14]), 3, 2, AttnMask::Causal, None)
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains("multiple"), "{e}");
+}

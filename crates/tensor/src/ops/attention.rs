@@ -423,24 +423,40 @@ pub fn packed_qkv_attention(
     mask: AttnMask<'_>,
     scale: Option<f32>,
 ) -> Result<Tensor> {
+    packed_gqa_attention(qkv, heads, heads, mask, scale)
+}
+
+/// [`packed_qkv_attention`] with grouped-query attention: `qkv` `(B, T, (H + 2 Hkv) D)` holds
+/// H query heads, then Hkv key heads, then Hkv value heads (query head `i` uses key/value head
+/// `i / (H / Hkv)`); the result is `(B, T, H * D)`.
+pub fn packed_gqa_attention(
+    qkv: &Tensor,
+    heads: usize,
+    kv_heads: usize,
+    mask: AttnMask<'_>,
+    scale: Option<f32>,
+) -> Result<Tensor> {
     let op = "packed_qkv_attention";
     let [b, t, c3] = qkv.dims::<3>(op)?;
-    if heads == 0 || c3 % (3 * heads) != 0 {
+    let groups = heads + 2 * kv_heads;
+    if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || !c3.is_multiple_of(groups)
+    {
         return invalid(
             op,
-            format!("last dim {c3} is not 3 x heads ({heads}) x head dim"),
+            format!("last dim {c3} is not (heads {heads} + 2 x kv heads {kv_heads}) x head dim, with heads a multiple of kv heads"),
         );
     }
-    let c = c3 / 3;
-    let d = c / heads;
-    let geo = geometry(op, [b, heads, heads, t, t, d, d], mask, scale)?;
+    let d = c3 / groups;
+    let c = heads * d;
+    let starts = [0, heads * d, (heads + kv_heads) * d];
+    let geo = geometry(op, [b, heads, kv_heads, t, t, d, d], mask, scale)?;
     let (buf, base) = if qkv.is_contiguous() {
         (qkv.storage(), qkv.offset())
     } else {
         (Arc::new(qkv.contig().to_vec()), 0)
     };
     let part = move |i: usize| Layout {
-        off: i * c,
+        off: starts[i],
         sb: t * c3,
         sh: d,
         st: c3,
@@ -449,7 +465,7 @@ pub fn packed_qkv_attention(
     let src = |i: usize| Src {
         buf: buf.clone(),
         l: Layout {
-            off: base + i * c,
+            off: base + starts[i],
             ..part(i)
         },
     };

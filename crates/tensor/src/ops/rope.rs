@@ -113,3 +113,94 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: RopeLayout) -> Resul
         },
     ))
 }
+
+fn rotate_packed(
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    (t, w, d, n_rot): (usize, usize, usize, usize),
+    layout: RopeLayout,
+    inverse: bool,
+) -> Vec<f32> {
+    let half = d / 2;
+    let sign = if inverse { -1.0 } else { 1.0 };
+    let mut out = super::alloc_out(x.len());
+    let rows_per = (super::chunk_len(x.len()) / w).max(1);
+    out.par_chunks_mut(rows_per * w)
+        .zip(x.par_chunks(rows_per * w))
+        .enumerate()
+        .for_each(|(ci, (o, xs))| {
+            for (ri, (orow, xrow)) in o.chunks_exact_mut(w).zip(xs.chunks_exact(w)).enumerate() {
+                let ti = (ci * rows_per + ri) % t;
+                let (c, s) = (
+                    &cos[ti * half..(ti + 1) * half],
+                    &sin[ti * half..(ti + 1) * half],
+                );
+                for j in 0..n_rot {
+                    let xr = &xrow[j * d..(j + 1) * d];
+                    let or = &mut orow[j * d..(j + 1) * d];
+                    for i in 0..half {
+                        let (ia, ib) = match layout {
+                            RopeLayout::Interleaved => (2 * i, 2 * i + 1),
+                            RopeLayout::HalfSplit => (i, i + half),
+                        };
+                        let (a, b) = (xr[ia], xr[ib]);
+                        let sn = sign * s[i];
+                        or[ia] = a * c[i] - b * sn;
+                        or[ib] = a * sn + b * c[i];
+                    }
+                }
+                orow[n_rot * d..].copy_from_slice(&xrow[n_rot * d..]);
+            }
+        });
+    out
+}
+
+/// RoPE on a packed projection: `x` `(B, T, W)` holds heads of size `head_dim` side by side
+/// (e.g. q heads, then k heads, then v heads of one fused `Linear`); the first `n_rot` heads
+/// are rotated, the rest of each row is passed through. Tables `(T, head_dim / 2)` from
+/// [`rope_tables`]. One pass and one buffer each way, where splitting into heads, permuting
+/// and rotating would copy the projection several times; the result feeds
+/// [`packed_qkv_attention`](crate::packed_qkv_attention) directly.
+pub fn rope_packed(
+    x: &Tensor,
+    head_dim: usize,
+    n_rot: usize,
+    cos: &Tensor,
+    sin: &Tensor,
+    layout: RopeLayout,
+) -> Result<Tensor> {
+    let op = "rope_packed";
+    let [_b, t, w] = x.dims::<3>(op)?;
+    let d = head_dim;
+    if d == 0 || !d.is_multiple_of(2) || n_rot * d > w {
+        return invalid(
+            op,
+            format!(
+                "{n_rot} heads of even size {d} do not fit in rows of {w} ({:?})",
+                x.shape()
+            ),
+        );
+    }
+    if cos.shape() != [t, d / 2] || sin.shape() != [t, d / 2] {
+        return invalid(
+            op,
+            format!(
+                "cos/sin must be [{t}, {}], got {:?} and {:?}",
+                d / 2,
+                cos.shape(),
+                sin.shape()
+            ),
+        );
+    }
+    let (c, s) = (cos.contig(), sin.contig());
+    let dims = (t, w, d, n_rot);
+    let y = rotate_packed(&x.contig(), &c, &s, dims, layout, false);
+    Ok(Tensor::from_op(
+        y,
+        x.shape().to_vec(),
+        &[x],
+        op,
+        move |g: Vec<f32>, _| Ok(vec![Some(rotate_packed(&g, &c, &s, dims, layout, true))]),
+    ))
+}

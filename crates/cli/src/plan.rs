@@ -1,0 +1,80 @@
+//! `ferrolab plan`: DeepSeek LLM's scaling laws for a compute budget, or the model scale of a
+//! config.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ferrolab_models::LmConfig;
+use ferrolab_train::plan;
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// Compute budget C in FLOPs (e.g. 1e18).
+    #[arg(long)]
+    compute: Option<f64>,
+    /// A model config (HF `config.json`, or a run's) to measure instead.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Sequence length.
+    #[arg(long, default_value_t = 4096)]
+    seq_len: usize,
+}
+
+pub fn run(a: PlanArgs) -> Result<()> {
+    if a.seq_len == 0 {
+        bail!("--seq-len must be > 0");
+    }
+    match (a.compute, &a.model) {
+        (Some(c), None) => {
+            if !(c.is_finite() && c > 0.0) {
+                bail!("--compute must be a positive number of FLOPs, got {c}");
+            }
+            let p = plan::plan(c, a.seq_len);
+            println!("compute C          {:.3e} FLOPs", p.compute);
+            println!("eta_opt            {:.3e}   (0.3118 C^-0.1250)", p.eta);
+            println!(
+                "B_opt              {:.4e} tokens = {:.0} sequences of {}   (0.2920 C^0.3271)",
+                p.batch_tokens,
+                p.batch_seqs(),
+                p.seq_len
+            );
+            println!(
+                "M_opt              {:.4e} FLOPs/token   (0.1715 C^0.5243)",
+                p.m
+            );
+            println!("D_opt              {:.4e} tokens   (5.8316 C^0.4757)", p.d);
+            println!(
+                "shape              {} layers x {} wide (M = 72 n d^2 + 12 n d l = {:.4e}, {:+.1}% of M_opt)",
+                p.layers,
+                p.width,
+                p.shape_m,
+                100.0 * (p.shape_m / p.m - 1.0)
+            );
+            Ok(())
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let cfg: LmConfig = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a model config", path.display()))?;
+            cfg.validate()?;
+            let (total, non_emb) = cfg.num_params();
+            let m = plan::m_of(&cfg, a.seq_len);
+            println!(
+                "parameters         {total} total, {non_emb} non-embedding (all active: dense)"
+            );
+            println!(
+                "M                  {m:.4e} non-embedding FLOPs/token at sequence {} (attention included)",
+                a.seq_len
+            );
+            println!(
+                "KV cache           {} elements = {} bytes (f32) per token, all layers",
+                2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim(),
+                ferrolab_models::KvCache::bytes_per_token(&cfg)
+            );
+            Ok(())
+        }
+        _ => bail!("give exactly one of --compute C or --model CONFIG.json"),
+    }
+}

@@ -1,0 +1,173 @@
+//! `ferrolab train`: train a language model on real text, with progress, snapshots, Ctrl-C
+//! and `--resume`; then print samples.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ferrolab_train::{generate, RunConfig, SampleOpts, Trainer};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Preset to start from: tiny (about 10 minutes on 2 cores) or small.
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// TOML file merged over the preset (top-level run keys, `[model]` for model keys).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override one setting, e.g. `--set steps=200 --set model.hidden_size=128` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Run directory (default: runs/<preset>, or runs/<preset>-N if that exists).
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// Continue the run in this directory from its last snapshot.
+    #[arg(long, conflicts_with_all = ["preset", "config", "sets", "run"])]
+    resume: Option<PathBuf>,
+    /// UTF-8 text to train on (default: the State of the Union corpus, fetched on first use).
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Kernel threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Samples printed at the end.
+    #[arg(long, default_value_t = 3)]
+    samples: usize,
+}
+
+fn free_run_dir(preset: &str) -> PathBuf {
+    let base = PathBuf::from("runs").join(preset);
+    if !base.join("train.json").exists() {
+        return base;
+    }
+    (2..)
+        .map(|i| PathBuf::from("runs").join(format!("{preset}-{i}")))
+        .find(|p| !p.join("train.json").exists())
+        .unwrap_or(base)
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    ferrolab_tensor::set_num_threads(threads)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond Ctrl-C: exiting without a snapshot");
+                std::process::exit(130);
+            }
+            eprintln!("\nCtrl-C: finishing this step and writing a snapshot (Ctrl-C again to quit at once)");
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let mut trainer = match &a.resume {
+        Some(dir) => {
+            let (_, cfg) = ferrolab_train::RunDir::open(dir)?;
+            let data = Trainer::load_corpus(&cfg, a.corpus.as_deref())?;
+            let t = Trainer::resume(dir, data)?;
+            eprintln!(
+                "resuming {} at step {}/{}",
+                dir.display(),
+                t.step(),
+                t.cfg.steps
+            );
+            t
+        }
+        None => {
+            let mut cfg = RunConfig::preset(&a.preset)?;
+            if let Some(p) = &a.config {
+                cfg = cfg.merge_toml_file(p)?;
+            }
+            for s in &a.sets {
+                cfg = cfg.set(s)?;
+            }
+            cfg.validate()?;
+            let dir = a.run.clone().unwrap_or_else(|| free_run_dir(&cfg.preset));
+            let data = Trainer::load_corpus(&cfg, a.corpus.as_deref())?;
+            let t = Trainer::create(&dir, cfg, data)?;
+            describe(&t, &dir, threads);
+            t
+        }
+    };
+    let out = trainer.train(&stop)?;
+    let dir = trainer.run.path.clone();
+    if out.interrupted {
+        eprintln!(
+            "stopped at step {}; continue with: ferrolab train --resume {}",
+            out.step,
+            dir.display()
+        );
+        return Ok(());
+    }
+    eprintln!(
+        "done: {} steps in {:.1} s, {:.0} tokens/s{}",
+        out.step,
+        out.seconds,
+        out.tokens_per_s,
+        out.val
+            .map(|(l, b)| format!(", val loss {l:.4}, val bits/byte {b:.4}"))
+            .unwrap_or_default()
+    );
+    print_samples(&trainer, a.samples)?;
+    eprintln!(
+        "run directory: {}  (generate: ferrolab generate --run {} --prompt \"...\")",
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn describe(t: &Trainer, dir: &Path, threads: usize) {
+    let c = &t.cfg;
+    let (total, non_emb) = c.model.num_params();
+    let d = t.data();
+    eprintln!(
+        "run {}: preset {}, {} layers x {} wide, {:.2}M parameters ({:.2}M non-embedding), {} threads",
+        dir.display(),
+        c.preset,
+        c.model.num_hidden_layers,
+        c.model.hidden_size,
+        total as f64 / 1e6,
+        non_emb as f64 / 1e6,
+        threads
+    );
+    eprintln!(
+        "data: {} training / {} held-out tokens; {} steps x {} tokens = {:.2} epochs; unigram baseline {:.4} nats/token",
+        d.train.len(),
+        d.val.len(),
+        c.steps,
+        c.tokens_per_step(),
+        (c.steps * c.tokens_per_step()) as f64 / d.train.len() as f64,
+        d.unigram_baseline(c.model.vocab_size)
+    );
+}
+
+fn print_samples(t: &Trainer, n: usize) -> Result<()> {
+    let prompts = [
+        "The ",
+        "We must ",
+        "Congress ",
+        "In the year ",
+        "Our country ",
+    ];
+    for (i, p) in prompts.iter().cycle().take(n).enumerate() {
+        let ids = t.tokenizer.encode(p);
+        let opts = SampleOpts {
+            max_tokens: 200,
+            temperature: 0.8,
+            top_k: 0,
+            top_p: 0.95,
+            seed: i as u64,
+        };
+        let out = generate(&t.model, &ids, &opts, |_| {})?;
+        println!("--- sample {} ---\n{p}{}", i + 1, t.tokenizer.decode(&out));
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! The `ferrolab train / generate / plan` commands as a user runs them: a small corpus, a tiny
+//! model, `kill -9` at arbitrary moments, `--resume`, generation from the run, the planner.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ferrolab-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn corpus(dir: &Path) -> PathBuf {
+    let words = [
+        "fellow", "citizens", "of", "the", "senate", "and", "house", "we", "meet", "again",
+    ];
+    let text: String = (0..6000)
+        .map(|i| words[(i * 3 + i / 7) % words.len()])
+        .collect::<Vec<_>>()
+        .join(" ");
+    let p = dir.join("corpus.txt");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const TINY: &[&str] = &[
+    "--set",
+    "model.hidden_size=32",
+    "--set",
+    "model.intermediate_size=64",
+    "--set",
+    "model.num_hidden_layers=2",
+    "--set",
+    "model.num_attention_heads=2",
+    "--set",
+    "model.num_key_value_heads=2",
+    "--set",
+    "model.max_position_embeddings=64",
+    "--set",
+    "batch_size=4",
+    "--set",
+    "seq_len=64",
+    "--set",
+    "eval_batches=2",
+    "--set",
+    "warmup_steps=2",
+];
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(out.status.success(), "stdout:\n{o}\nstderr:\n{e}");
+    o + &e
+}
+
+#[test]
+fn train_generate_and_resume_from_the_command_line() {
+    let d = scratch("train");
+    let c = corpus(&d);
+    let run = d.join("run");
+    let out = run_ok(
+        bin()
+            .args(["train", "--threads", "1", "--samples", "1", "--corpus"])
+            .arg(&c)
+            .arg("--run")
+            .arg(&run)
+            .args(TINY)
+            .args(["--set", "steps=6", "--set", "eval_every=3"]),
+    );
+    assert!(
+        out.contains("val loss") && out.contains("--- sample 1 ---"),
+        "{out}"
+    );
+    for f in [
+        "config.json",
+        "train.json",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+        "metrics.jsonl",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.iter().filter(|v| v.get("loss").is_some()).count(), 6);
+    assert_eq!(
+        lines.iter().filter(|v| v.get("val_bpb").is_some()).count(),
+        2
+    );
+    for k in ["loss", "lr", "grad_norm", "tokens_per_s"] {
+        assert!(lines[0].get(k).is_some(), "metrics lack {k}: {}", lines[0]);
+    }
+
+    let g = run_ok(bin().args(["generate", "--run"]).arg(&run).args([
+        "--prompt",
+        "fellow ",
+        "--max-tokens",
+        "20",
+        "--greedy",
+    ]));
+    assert!(g.starts_with("fellow "), "{g}");
+    assert!(g.contains("KV cache"), "{g}");
+    // greedy is deterministic
+    let g2 = run_ok(bin().args(["generate", "--run"]).arg(&run).args([
+        "--prompt",
+        "fellow ",
+        "--max-tokens",
+        "20",
+        "--greedy",
+    ]));
+    assert_eq!(g.lines().next(), g2.lines().next());
+
+    // a finished run resumes as a no-op; a bad --set is named
+    let e = bin()
+        .args(["train", "--corpus"])
+        .arg(&c)
+        .arg("--run")
+        .arg(d.join("bad"))
+        .args(["--set", "model.hidden_sise=3"])
+        .output()
+        .unwrap();
+    assert!(!e.status.success());
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(msg.contains("model.hidden_sise"), "{msg}");
+}
+
+#[test]
+fn kill_9_at_any_moment_leaves_a_resumable_run() {
+    let d = scratch("kill");
+    let c = corpus(&d);
+    let run = d.join("run");
+    let mut first = true;
+    // kill at assorted moments; each time the run must resume from a good snapshot
+    for (i, ms) in [150u64, 40, 260, 90, 10, 200].iter().enumerate() {
+        let mut cmd = bin();
+        if first {
+            cmd.args(["train", "--threads", "1", "--samples", "0", "--corpus"])
+                .arg(&c)
+                .arg("--run")
+                .arg(&run)
+                .args(TINY)
+                .args([
+                    "--set",
+                    "steps=100000",
+                    "--set",
+                    "snapshot_every=1",
+                    "--set",
+                    "eval_every=0",
+                ]);
+        } else {
+            cmd.args(["train", "--threads", "1", "--samples", "0", "--corpus"])
+                .arg(&c)
+                .arg("--resume")
+                .arg(&run);
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(*ms));
+        child.kill().unwrap(); // SIGKILL
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("error"), "round {i}: {err}");
+        if run.join("train.json").exists() {
+            first = false;
+        }
+    }
+    // the run's snapshot loads and it got somewhere
+    let (_, cfg) = ferrolab_train::RunDir::open(&run).unwrap();
+    assert_eq!(cfg.steps, 100000);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+    assert!(state["step"].as_u64().unwrap() > 0, "{state}");
+    let out = bin()
+        .args(["generate", "--run"])
+        .arg(&run)
+        .args(["--prompt", "the ", "--max-tokens", "5"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn plan_reproduces_deepseek_llm_7b() {
+    // 7B: M = 4.23e10, 2T tokens
+    let out = run_ok(bin().args(["plan", "--compute", "8.46e22", "--seq-len", "4096"]));
+    let num = |key: &str| -> f64 {
+        let line = out.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert!((num("eta_opt") / 4.25e-4 - 1.0).abs() < 5e-3, "{out}");
+    assert!((num("B_opt") / 9.22e6 - 1.0).abs() < 5e-3, "{out}");
+    assert!(out.contains("2252 sequences of 4096"), "{out}");
+    let d = scratch("plan");
+    let cfg = d.join("config.json");
+    std::fs::write(
+        &cfg,
+        r#"{"vocab_size": 102400, "hidden_size": 4096, "intermediate_size": 11008,
+            "num_hidden_layers": 30, "num_attention_heads": 32, "num_key_value_heads": 32,
+            "max_position_embeddings": 4096}"#,
+    )
+    .unwrap();
+    let out = run_ok(bin().args(["plan", "--model"]).arg(&cfg));
+    assert!(out.contains("non-embedding"), "{out}");
+    let e = bin().args(["plan"]).output().unwrap();
+    assert!(!e.status.success());
+}

@@ -1,0 +1,350 @@
+//! The resolved configuration of a training run: a preset, then a TOML file, then `--set`
+//! overrides, validated once and written into the run directory before step 0.
+
+use std::path::Path;
+
+use ferrolab_models::LmConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// How text becomes token ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    /// One token per UTF-8 byte (vocabulary 256): no training, every text encodes.
+    Bytes,
+}
+
+/// Everything a run needs besides the data; saved as `train.json` (the model part also as an
+/// HF `config.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Name of the preset this started from.
+    pub preset: String,
+    /// Tokenizer.
+    pub tokenizer: TokenizerKind,
+    /// Model shape (HF `config.json` keys).
+    pub model: LmConfig,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Tokens per sequence (at most `model.max_position_embeddings`).
+    pub seq_len: usize,
+    /// Micro-batches summed into one optimizer step.
+    pub grad_accum: usize,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Peak learning rate.
+    pub max_lr: f32,
+    /// Warm-up steps of the multi-step schedule (DeepSeek LLM: 2000 of ~100k; here ~5%).
+    pub warmup_steps: usize,
+    /// AdamW decoupled weight decay on matrices (DeepSeek LLM: 0.1); norms are not decayed.
+    pub weight_decay: f32,
+    /// AdamW beta1 (DeepSeek LLM: 0.9).
+    pub beta1: f32,
+    /// AdamW beta2 (DeepSeek LLM: 0.95).
+    pub beta2: f32,
+    /// Global gradient-norm clip (DeepSeek LLM: 1.0).
+    pub grad_clip: f32,
+    /// Steps between validations (0: only at the end).
+    pub eval_every: usize,
+    /// Micro-batches per validation.
+    pub eval_batches: usize,
+    /// Steps between snapshots (0: only at the end and on Ctrl-C).
+    pub snapshot_every: usize,
+    /// Fraction of the corpus (its end) held out for validation.
+    pub val_fraction: f32,
+    /// Seed of the initial weights and of the batch order.
+    pub seed: u64,
+    /// Non-finite losses in a row after which the run stops.
+    pub max_bad_steps: usize,
+}
+
+impl RunConfig {
+    /// A named preset: `tiny` (about ten minutes on two cores) or `small`.
+    pub fn preset(name: &str) -> Result<RunConfig> {
+        let vocab = 256;
+        match name {
+            "tiny" => Ok(RunConfig {
+                preset: name.into(),
+                tokenizer: TokenizerKind::Bytes,
+                model: LmConfig::tiny(vocab),
+                batch_size: 16,
+                seq_len: 256,
+                grad_accum: 1,
+                steps: 1000,
+                max_lr: 3e-3,
+                warmup_steps: 50,
+                weight_decay: 0.1,
+                beta1: 0.9,
+                beta2: 0.95,
+                grad_clip: 1.0,
+                eval_every: 100,
+                eval_batches: 8,
+                snapshot_every: 100,
+                val_fraction: 0.1,
+                seed: 1234,
+                max_bad_steps: 5,
+            }),
+            "small" => Ok(RunConfig {
+                preset: name.into(),
+                model: LmConfig::small(vocab),
+                batch_size: 16,
+                seq_len: 512,
+                steps: 4000,
+                max_lr: 1.5e-3,
+                warmup_steps: 200,
+                eval_every: 250,
+                snapshot_every: 250,
+                ..RunConfig::preset("tiny")?
+            }),
+            other => Err(TrainError::Config {
+                key: "preset".into(),
+                msg: format!("unknown preset `{other}` (known: tiny, small)"),
+            }),
+        }
+    }
+
+    /// Merges a TOML file over this config: top-level keys are run settings, `[model]` holds
+    /// model keys. Unknown keys are errors.
+    pub fn merge_toml_file(self, path: &Path) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| TrainError::Config {
+                key: path.display().to_string(),
+                msg: e.to_string(),
+            })?;
+        let mut cfg = self;
+        for (key, value) in flatten("", &toml::Value::Table(table)) {
+            cfg = cfg.set_value(&key, value)?;
+        }
+        Ok(cfg)
+    }
+
+    /// Applies `key=value` (dotted keys reach into `model`, e.g. `model.hidden_size=128`).
+    pub fn set(self, assignment: &str) -> Result<RunConfig> {
+        let (key, raw) = assignment
+            .split_once('=')
+            .ok_or_else(|| TrainError::Config {
+                key: assignment.into(),
+                msg: "expected key=value".into(),
+            })?;
+        let (key, raw) = (key.trim(), raw.trim());
+        // numbers and booleans as such, anything else as a string
+        let value = serde_json::from_str::<serde_json::Value>(raw)
+            .ok()
+            .filter(|v| !v.is_object() && !v.is_array())
+            .unwrap_or_else(|| serde_json::Value::String(raw.to_string()));
+        self.set_value(key, value)
+    }
+
+    fn set_value(self, key: &str, value: serde_json::Value) -> Result<RunConfig> {
+        let err = |msg: String| TrainError::Config {
+            key: key.to_string(),
+            msg,
+        };
+        let mut json = serde_json::to_value(&self).map_err(|e| err(e.to_string()))?;
+        let mut slot = &mut json;
+        for part in key.split('.') {
+            slot = slot
+                .as_object_mut()
+                .and_then(|o| o.get_mut(part))
+                .ok_or_else(|| err("no such setting".into()))?;
+        }
+        if slot.is_object() {
+            return Err(err("is a table; set one of its keys".into()));
+        }
+        *slot = value;
+        serde_json::from_value(json).map_err(|e| err(format!("bad value: {e}")))
+    }
+
+    /// Checks every setting; the error names the key.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate().map_err(|e| TrainError::Config {
+            key: "model".into(),
+            msg: e.to_string(),
+        })?;
+        let bad = |key: &str, msg: String| {
+            Err(TrainError::Config {
+                key: key.into(),
+                msg,
+            })
+        };
+        match self.tokenizer {
+            TokenizerKind::Bytes if self.model.vocab_size < 256 => {
+                return bad(
+                    "model.vocab_size",
+                    format!(
+                        "{} is too small for byte tokens (256)",
+                        self.model.vocab_size
+                    ),
+                )
+            }
+            TokenizerKind::Bytes => {}
+        }
+        for (key, v) in [
+            ("batch_size", self.batch_size),
+            ("seq_len", self.seq_len),
+            ("grad_accum", self.grad_accum),
+            ("steps", self.steps),
+            ("eval_batches", self.eval_batches),
+            ("max_bad_steps", self.max_bad_steps),
+        ] {
+            if v == 0 {
+                return bad(key, "must be > 0".into());
+            }
+        }
+        if self.seq_len > self.model.max_position_embeddings {
+            return bad(
+                "seq_len",
+                format!(
+                    "{} exceeds model.max_position_embeddings ({})",
+                    self.seq_len, self.model.max_position_embeddings
+                ),
+            );
+        }
+        for (key, v, lo, hi) in [
+            ("max_lr", self.max_lr, 0.0, 10.0),
+            ("weight_decay", self.weight_decay, 0.0, 1.0),
+            ("beta1", self.beta1, 0.0, 1.0),
+            ("beta2", self.beta2, 0.0, 1.0),
+            ("val_fraction", self.val_fraction, 0.0, 0.5),
+        ] {
+            if !(v.is_finite() && v >= lo && v < hi) || (key == "max_lr" && v == 0.0) {
+                return bad(key, format!("{v} is outside [{lo}, {hi})"));
+            }
+        }
+        if self.grad_clip.is_nan() || self.grad_clip <= 0.0 {
+            return bad("grad_clip", format!("{} must be > 0", self.grad_clip));
+        }
+        if self.val_fraction <= 0.0 {
+            return bad(
+                "val_fraction",
+                "must be > 0 (a held-out split is needed)".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Tokens per optimizer step.
+    pub fn tokens_per_step(&self) -> usize {
+        self.batch_size * self.seq_len * self.grad_accum
+    }
+}
+
+/// `(dotted key, value)` for every leaf of a TOML value.
+fn flatten(prefix: &str, v: &toml::Value) -> Vec<(String, serde_json::Value)> {
+    match v {
+        toml::Value::Table(t) => t
+            .iter()
+            .flat_map(|(k, v)| {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v)
+            })
+            .collect(),
+        other => vec![(
+            prefix.to_string(),
+            serde_json::to_value(other).unwrap_or(serde_json::Value::Null),
+        )],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_validate() {
+        for p in ["tiny", "small"] {
+            RunConfig::preset(p).unwrap().validate().unwrap();
+        }
+        assert!(RunConfig::preset("huge")
+            .unwrap_err()
+            .to_string()
+            .contains("huge"));
+    }
+
+    #[test]
+    fn set_overrides_nested_keys_and_rejects_unknown_ones() {
+        let c = RunConfig::preset("tiny").unwrap();
+        let c = c
+            .set("model.hidden_size=128")
+            .unwrap()
+            .set("steps = 7")
+            .unwrap();
+        assert_eq!((c.model.hidden_size, c.steps), (128, 7));
+        let c = c.set("max_lr=1e-4").unwrap();
+        assert_eq!(c.max_lr, 1e-4);
+        let e = c.clone().set("model.hiden_size=3").unwrap_err().to_string();
+        assert!(
+            e.contains("model.hiden_size") && e.contains("no such setting"),
+            "{e}"
+        );
+        let e = c.clone().set("steps=many").unwrap_err().to_string();
+        assert!(e.contains("steps") && e.contains("bad value"), "{e}");
+        let e = c.set("model=3").unwrap_err().to_string();
+        assert!(e.contains("table"), "{e}");
+    }
+
+    #[test]
+    fn validate_names_the_bad_key() {
+        let c = RunConfig::preset("tiny").unwrap();
+        let e = c
+            .clone()
+            .set("model.num_attention_heads=3")
+            .unwrap()
+            .validate();
+        let e = e.unwrap_err().to_string();
+        assert!(
+            e.contains("hidden_size") && e.contains("num_attention_heads"),
+            "{e}"
+        );
+        let e = c
+            .clone()
+            .set("seq_len=4096")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("seq_len"), "{e}");
+        let e = c.set("beta2=1.5").unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("beta2"), "{e}");
+    }
+
+    #[test]
+    fn toml_file_merges_over_the_preset() {
+        let dir = std::env::temp_dir().join(format!("ferrolab-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("run.toml");
+        std::fs::write(
+            &p,
+            "steps = 12\nmax_lr = 0.001\n[model]\nnum_hidden_layers = 2\n",
+        )
+        .unwrap();
+        let c = RunConfig::preset("tiny")
+            .unwrap()
+            .merge_toml_file(&p)
+            .unwrap();
+        assert_eq!(
+            (c.steps, c.max_lr, c.model.num_hidden_layers),
+            (12, 0.001, 2)
+        );
+        std::fs::write(&p, "stepz = 12\n").unwrap();
+        let e = RunConfig::preset("tiny")
+            .unwrap()
+            .merge_toml_file(&p)
+            .unwrap_err();
+        assert!(e.to_string().contains("stepz"), "{e}");
+        std::fs::write(&p, "steps = \n").unwrap();
+        let e = RunConfig::preset("tiny")
+            .unwrap()
+            .merge_toml_file(&p)
+            .unwrap_err();
+        assert!(e.to_string().contains("run.toml"), "{e}");
+    }
+}

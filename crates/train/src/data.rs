@@ -1,0 +1,218 @@
+//! Token data: a corpus encoded once, split into a training part and a held-out tail, and
+//! the batches drawn from them.
+//!
+//! Batch `k` of step `s` is a pure function of `(seed, s, k)`: each row starts at an offset
+//! hashed from those numbers. So the data position of a run is just its step, a resumed run
+//! sees exactly the batches it would have seen, and no state needs saving beyond the step.
+
+use std::path::Path;
+
+use ferrolab_tensor::rng::Rng;
+
+use crate::config::TokenizerKind;
+use crate::error::{Result, TrainError};
+
+/// A text encoder/decoder.
+#[derive(Clone, Copy, Debug)]
+pub struct Tokenizer {
+    /// Which one.
+    pub kind: TokenizerKind,
+}
+
+impl Tokenizer {
+    /// Token ids of `text`.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        match self.kind {
+            TokenizerKind::Bytes => text.bytes().map(u32::from).collect(),
+        }
+    }
+
+    /// Text of `ids`; bytes that do not form UTF-8 become U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        match self.kind {
+            TokenizerKind::Bytes => {
+                let bytes: Vec<u8> = ids.iter().map(|&i| i.min(255) as u8).collect();
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+        }
+    }
+
+    /// An identifier of the vocabulary, stored in snapshots so a run is never resumed with
+    /// another one.
+    pub fn id(&self) -> String {
+        match self.kind {
+            TokenizerKind::Bytes => "bytes-256".into(),
+        }
+    }
+}
+
+/// An encoded corpus split into training tokens and held-out tokens.
+pub struct TokenData {
+    /// Training tokens.
+    pub train: Vec<u32>,
+    /// Held-out tokens (the corpus's tail).
+    pub val: Vec<u32>,
+    /// UTF-8 bytes of the held-out text (for bits per byte).
+    pub val_bytes: usize,
+}
+
+impl TokenData {
+    /// Encodes `text` and holds out its last `val_fraction` (cut at a character boundary).
+    /// `origin` names the corpus in errors.
+    pub fn from_text(
+        text: &str,
+        tok: &Tokenizer,
+        val_fraction: f32,
+        min_len: usize,
+        origin: &str,
+    ) -> Result<TokenData> {
+        let mut cut = ((text.len() as f64) * (1.0 - val_fraction as f64)).round() as usize;
+        while cut < text.len() && !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        let (a, b) = text.split_at(cut);
+        let data = TokenData {
+            train: tok.encode(a),
+            val: tok.encode(b),
+            val_bytes: b.len(),
+        };
+        if data.train.len() <= min_len || data.val.len() <= min_len {
+            return Err(TrainError::Corpus {
+                path: origin.into(),
+                msg: format!(
+                    "too short: {} training and {} held-out tokens, each part needs more than one sequence ({min_len} + 1)",
+                    data.train.len(),
+                    data.val.len()
+                ),
+            });
+        }
+        Ok(data)
+    }
+
+    /// Reads a UTF-8 text file (an error names the first invalid byte).
+    pub fn read_text(path: &Path) -> Result<String> {
+        let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+        String::from_utf8(bytes).map_err(|e| TrainError::Corpus {
+            path: path.display().to_string(),
+            msg: format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        })
+    }
+
+    /// Training micro-batch `micro` of step `step`: inputs and next-token targets, each
+    /// `(B, T)` row-major.
+    pub fn train_batch(
+        &self,
+        seed: u64,
+        step: usize,
+        micro: usize,
+        b: usize,
+        t: usize,
+    ) -> (Vec<u32>, Vec<i64>) {
+        let mut rng = Rng::new(seed ^ 0x5eed_ba7c_u64.wrapping_mul(step as u64 + 1));
+        // skip to this micro-batch's numbers without drawing the earlier ones
+        let mut rng = Rng::from_state(ferrolab_tensor::rng::RngState {
+            seed: rng.next_u64(),
+            offset: (micro * b) as u64,
+        });
+        let span = self.train.len() - t; // valid starts: 0..span (targets need t + 1 tokens)
+        let starts: Vec<usize> = (0..b).map(|_| rng.below(span)).collect();
+        window_batch(&self.train, &starts, t)
+    }
+
+    /// Held-out micro-batch `k` of `n`: fixed windows spread evenly over the held-out part.
+    pub fn val_batch(&self, k: usize, n: usize, b: usize, t: usize) -> (Vec<u32>, Vec<i64>) {
+        let span = self.val.len() - t;
+        let rows = n * b;
+        let starts: Vec<usize> = (0..b).map(|r| (k * b + r) * span / rows).collect();
+        window_batch(&self.val, &starts, t)
+    }
+
+    /// Cross-entropy (nats per token) of the held-out tokens under the training tokens'
+    /// unigram distribution (add-one smoothed): the loss of a model that learned only token
+    /// frequencies.
+    pub fn unigram_baseline(&self, vocab: usize) -> f64 {
+        let mut counts = vec![1f64; vocab];
+        for &t in &self.train {
+            counts[t as usize] += 1.0;
+        }
+        let total: f64 = counts.iter().sum();
+        let nll: f64 = self
+            .val
+            .iter()
+            .map(|&t| -(counts[t as usize] / total).ln())
+            .sum();
+        nll / self.val.len() as f64
+    }
+}
+
+fn window_batch(tokens: &[u32], starts: &[usize], t: usize) -> (Vec<u32>, Vec<i64>) {
+    let mut ids = Vec::with_capacity(starts.len() * t);
+    let mut tg = Vec::with_capacity(starts.len() * t);
+    for &s in starts {
+        ids.extend_from_slice(&tokens[s..s + t]);
+        tg.extend(tokens[s + 1..s + t + 1].iter().map(|&x| x as i64));
+    }
+    (ids, tg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> TokenData {
+        let text: String = (0..2000).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        TokenData::from_text(
+            &text,
+            &Tokenizer {
+                kind: TokenizerKind::Bytes,
+            },
+            0.1,
+            16,
+            "test",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn batches_are_windows_with_shifted_targets_and_depend_only_on_step() {
+        let d = data();
+        let (ids, tg) = d.train_batch(7, 3, 1, 4, 16);
+        assert_eq!((ids.len(), tg.len()), (64, 64));
+        for r in 0..4 {
+            for j in 0..15 {
+                assert_eq!(tg[r * 16 + j], ids[r * 16 + j + 1] as i64);
+            }
+        }
+        assert_eq!(d.train_batch(7, 3, 1, 4, 16), (ids.clone(), tg));
+        assert_ne!(d.train_batch(7, 4, 1, 4, 16).0, ids);
+        assert_ne!(d.train_batch(7, 3, 0, 4, 16).0, ids);
+        assert_eq!((d.train.len(), d.val.len(), d.val_bytes), (1800, 200, 200));
+    }
+
+    #[test]
+    fn too_short_and_non_utf8_corpora_are_errors() {
+        let tok = Tokenizer {
+            kind: TokenizerKind::Bytes,
+        };
+        let e = TokenData::from_text("", &tok, 0.1, 16, "empty.txt")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("empty.txt") && e.to_string().contains("too short"));
+        let dir = std::env::temp_dir().join(format!("ferrolab-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("latin1.txt");
+        std::fs::write(&p, b"caf\xe9 au lait").unwrap();
+        let e = TokenData::read_text(&p).unwrap_err().to_string();
+        assert!(e.contains("latin1.txt") && e.contains("offset 3"), "{e}");
+    }
+
+    #[test]
+    fn unigram_baseline_of_uniform_letters_is_log_26() {
+        let b = data().unigram_baseline(256);
+        // add-one smoothing over 256 symbols moves it slightly above ln 26
+        assert!((b - 26f64.ln()).abs() < 0.15, "{b}");
+    }
+}

@@ -1,0 +1,77 @@
+//! Errors of training runs: each names the file, key or step involved.
+
+use std::path::Path;
+
+/// Result with [`TrainError`].
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+/// What went wrong in a run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A bad setting.
+    #[error("config `{key}`: {msg}")]
+    Config {
+        /// The dotted key (or the file).
+        key: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The corpus cannot be used.
+    #[error("corpus {path}: {msg}")]
+    Corpus {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A run directory or snapshot is unusable.
+    #[error("run {path}: {msg}")]
+    Snapshot {
+        /// The file or folder.
+        path: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// Too many non-finite losses in a row.
+    #[error("stopped at step {step}: {count} non-finite losses in a row (last {loss}); the last snapshot (step {snapshot_step}) is kept; lower max_lr or check the data")]
+    Diverged {
+        /// The step that failed last.
+        step: usize,
+        /// How many in a row.
+        count: usize,
+        /// The last loss.
+        loss: f32,
+        /// Step of the snapshot on disk.
+        snapshot_step: usize,
+    },
+    /// A tensor-engine error.
+    #[error(transparent)]
+    Tensor(#[from] ferrolab_tensor::Error),
+    /// A data-set error.
+    #[error(transparent)]
+    Data(#[from] ferrolab_data::DataError),
+    /// A file-system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl TrainError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> TrainError {
+        TrainError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn snapshot(path: &Path, msg: impl Into<String>) -> TrainError {
+        TrainError::Snapshot {
+            path: path.display().to_string(),
+            msg: msg.into(),
+        }
+    }
+}

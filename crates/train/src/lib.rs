@@ -1,0 +1,19 @@
+//! Training for ferrolab: run configs (presets, TOML, `--set`), token data and batches, the
+//! training loop with snapshots that survive `kill -9` and resume exactly, text generation
+//! with a KV cache, and DeepSeek LLM's scaling-law planner.
+
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod generate;
+pub mod plan;
+pub mod run;
+pub mod trainer;
+
+pub use config::{RunConfig, TokenizerKind};
+pub use data::{TokenData, Tokenizer};
+pub use error::{Result, TrainError};
+pub use generate::{generate, sample, SampleOpts};
+pub use plan::{plan, Plan};
+pub use run::{CrashPoint, RunDir, State};
+pub use trainer::{load_model, GroupedAdamW, Outcome, Trainer};

@@ -1,0 +1,374 @@
+//! A run directory and its snapshots.
+//!
+//! ```text
+//! RUN/config.json            model config, HF key names (written before step 0)
+//! RUN/train.json             the whole resolved run config (written before step 0)
+//! RUN/model.safetensors      parameters            }
+//! RUN/optimizer.safetensors  AdamW moments and step } the snapshot
+//! RUN/state.json             step, RNG, checksums  }
+//! RUN/metrics.jsonl          one line per step, one per validation
+//! ```
+//!
+//! A snapshot is three files that must match. They are replaced with a small journal so that a
+//! `kill -9` at any moment leaves a loadable snapshot:
+//! 1. write `*.next` files (each fsynced);
+//! 2. write `snapshot.commit` atomically: from here the new snapshot is complete;
+//! 3. rename each `*.next` over its file, then delete `snapshot.commit`.
+//!
+//! Loading first finishes an interrupted step 3 when `snapshot.commit` exists (roll forward),
+//! else deletes stray `*.next` files (the old snapshot is untouched). `state.json` records the
+//! sha256 of the two tensor files, so a truncated or corrupt file is reported, never loaded.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ferrolab_nn::{Optimizer, Vars};
+use ferrolab_tensor::{io, rng::RngState, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::RunConfig;
+use crate::error::{Result, TrainError};
+
+/// Version of the snapshot format; bumped when its meaning changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+const FILES: [&str; 3] = ["model.safetensors", "optimizer.safetensors", "state.json"];
+const COMMIT: &str = "snapshot.commit";
+
+/// `state.json`: what besides tensors a resumed run needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// [`FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
+    /// Optimizer steps done; the data position (batches are a function of the step).
+    pub step: usize,
+    /// Seed of the tensor engine's generator.
+    pub rng_seed: u64,
+    /// Numbers drawn from it.
+    pub rng_offset: u64,
+    /// Identifier of the tokenizer's vocabulary.
+    pub tokenizer: String,
+    /// Tokens trained on so far.
+    pub tokens_seen: u64,
+    /// sha256 of `model.safetensors`.
+    pub model_sha256: String,
+    /// sha256 of `optimizer.safetensors`.
+    pub optimizer_sha256: String,
+}
+
+impl State {
+    /// The engine generator's state.
+    pub fn rng(&self) -> RngState {
+        RngState {
+            seed: self.rng_seed,
+            offset: self.rng_offset,
+        }
+    }
+}
+
+/// Where a snapshot write stops, for tests that simulate a crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// After writing some `*.next` files.
+    BeforeCommit,
+    /// After the commit record, before the renames.
+    AfterCommit,
+    /// After renaming the first file.
+    MidRename,
+}
+
+/// A run directory.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    /// Its path.
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates `path` for a new run and writes `config.json` and `train.json`. Refuses a
+    /// folder that already holds a run.
+    pub fn create(path: &Path, cfg: &RunConfig) -> Result<RunDir> {
+        std::fs::create_dir_all(path).map_err(|e| TrainError::io(path, e))?;
+        let run = RunDir { path: path.into() };
+        if run.file("train.json").exists() {
+            return Err(TrainError::snapshot(
+                path,
+                "already holds a run; continue it with --resume or choose another --run",
+            ));
+        }
+        run.write_json("config.json", &cfg.model)?;
+        run.write_json("train.json", cfg)?;
+        std::fs::write(run.file("metrics.jsonl"), b"")
+            .map_err(|e| TrainError::io(&run.file("metrics.jsonl"), e))?;
+        Ok(run)
+    }
+
+    /// Opens an existing run and reads its config.
+    pub fn open(path: &Path) -> Result<(RunDir, RunConfig)> {
+        let run = RunDir { path: path.into() };
+        let p = run.file("train.json");
+        if !p.exists() {
+            return Err(TrainError::snapshot(
+                path,
+                "is not a run directory (no train.json)",
+            ));
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
+        let cfg: RunConfig = serde_json::from_str(&text)
+            .map_err(|e| TrainError::snapshot(&p, format!("unreadable: {e}")))?;
+        Ok((run, cfg))
+    }
+
+    /// A file of the run.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    fn write_json<T: Serialize>(&self, name: &str, v: &T) -> Result<()> {
+        let p = self.file(name);
+        let text =
+            serde_json::to_string_pretty(v).map_err(|e| TrainError::snapshot(&p, e.to_string()))?;
+        io::write_atomic(&p, format!("{text}\n").as_bytes())?;
+        Ok(())
+    }
+
+    /// Writes a snapshot (see the module docs).
+    pub fn save_snapshot(
+        &self,
+        vars: &Vars,
+        opt: &dyn Optimizer,
+        state: State,
+        crash: Option<CrashPoint>,
+    ) -> Result<()> {
+        let next = |n: &str| self.file(&format!("{n}.next"));
+        let model = encode_tensors(&vars.all(), &next(FILES[0]))?;
+        let optim = encode_tensors(&opt.state(), &next(FILES[1]))?;
+        let state = State {
+            format_version: FORMAT_VERSION,
+            model_sha256: ferrolab_data::sha256_hex(&model),
+            optimizer_sha256: ferrolab_data::sha256_hex(&optim),
+            ..state
+        };
+        write_synced(&next(FILES[0]), &model)?;
+        write_synced(&next(FILES[1]), &optim)?;
+        if crash == Some(CrashPoint::BeforeCommit) {
+            return Ok(());
+        }
+        let json = serde_json::to_string_pretty(&state)
+            .map_err(|e| TrainError::snapshot(&self.path, e.to_string()))?;
+        write_synced(&next(FILES[2]), json.as_bytes())?;
+        io::write_atomic(&self.file(COMMIT), b"complete\n")?;
+        if crash == Some(CrashPoint::AfterCommit) {
+            return Ok(());
+        }
+        self.finish_commit(crash == Some(CrashPoint::MidRename))
+    }
+
+    /// Renames the `*.next` files into place and removes the commit record.
+    fn finish_commit(&self, crash_mid: bool) -> Result<()> {
+        for (i, n) in FILES.iter().enumerate() {
+            let from = self.file(&format!("{n}.next"));
+            if from.exists() {
+                std::fs::rename(&from, self.file(n)).map_err(|e| TrainError::io(&from, e))?;
+            }
+            if crash_mid && i == 0 {
+                return Ok(());
+            }
+        }
+        sync_dir(&self.path);
+        let c = self.file(COMMIT);
+        std::fs::remove_file(&c).map_err(|e| TrainError::io(&c, e))?;
+        sync_dir(&self.path);
+        Ok(())
+    }
+
+    /// Brings the files to a consistent snapshot after a crash (see the module docs).
+    pub fn recover(&self) -> Result<()> {
+        if self.file(COMMIT).exists() {
+            return self.finish_commit(false);
+        }
+        for n in FILES {
+            let p = self.file(&format!("{n}.next"));
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(|e| TrainError::io(&p, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a snapshot exists (after [`RunDir::recover`]).
+    pub fn has_snapshot(&self) -> bool {
+        self.file("state.json").exists()
+    }
+
+    /// Loads the snapshot into `vars` and `opt` and returns its state. Checksums, the format
+    /// version and the tokenizer are checked first; nothing is changed on error.
+    pub fn load_snapshot(
+        &self,
+        vars: &Vars,
+        opt: &mut dyn Optimizer,
+        tokenizer: &str,
+    ) -> Result<State> {
+        self.recover()?;
+        let sp = self.file("state.json");
+        if !sp.exists() {
+            return Err(TrainError::snapshot(
+                &self.path,
+                "has no snapshot yet (state.json missing): it was stopped before its first snapshot; start it again",
+            ));
+        }
+        let text = std::fs::read_to_string(&sp).map_err(|e| TrainError::io(&sp, e))?;
+        let state: State = serde_json::from_str(&text)
+            .map_err(|e| TrainError::snapshot(&sp, format!("unreadable: {e}")))?;
+        if state.format_version != FORMAT_VERSION {
+            return Err(TrainError::snapshot(
+                &sp,
+                format!(
+                    "format version {} but this ferrolab reads {FORMAT_VERSION}",
+                    state.format_version
+                ),
+            ));
+        }
+        if state.tokenizer != tokenizer {
+            return Err(TrainError::snapshot(
+                &sp,
+                format!(
+                    "was trained with tokenizer `{}`, not `{tokenizer}`",
+                    state.tokenizer
+                ),
+            ));
+        }
+        let mp = self.file(FILES[0]);
+        let op = self.file(FILES[1]);
+        let model = read_checked(&mp, &state.model_sha256)?;
+        let optim = read_checked(&op, &state.optimizer_sha256)?;
+        let optim = io::parse_safetensors(&optim, &op.display().to_string())?;
+        let model = io::parse_safetensors(&model, &mp.display().to_string())?;
+        // check every parameter before changing any
+        for (name, p) in vars.all() {
+            match model.get(&name) {
+                None => {
+                    return Err(TrainError::snapshot(
+                        &mp,
+                        format!("tensor `{name}` is missing"),
+                    ))
+                }
+                Some(t) if t.shape() != p.shape() => {
+                    return Err(TrainError::snapshot(
+                        &mp,
+                        format!(
+                            "tensor `{name}` has shape {:?}, the model needs {:?}",
+                            t.shape(),
+                            p.shape()
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        opt.load_state(&optim)?;
+        for (name, p) in vars.all() {
+            p.copy_from(&model[&name])?;
+        }
+        Ok(state)
+    }
+
+    /// Appends one JSON line to `metrics.jsonl`.
+    pub fn log_metrics(&self, line: &serde_json::Value) -> Result<()> {
+        let p = self.file("metrics.jsonl");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(|e| TrainError::io(&p, e))?;
+        writeln!(f, "{line}").map_err(|e| TrainError::io(&p, e))
+    }
+
+    /// Drops metrics lines of steps after `step` (written after the snapshot a run resumes
+    /// from, and about to be written again).
+    pub fn truncate_metrics(&self, step: usize) -> Result<()> {
+        let p = self.file("metrics.jsonl");
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                    .is_some_and(|s| s as usize <= step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        io::write_atomic(&p, kept.as_bytes())?;
+        Ok(())
+    }
+
+    /// The metrics lines, parsed.
+    pub fn metrics(&self) -> Result<Vec<serde_json::Value>> {
+        let p = self.file("metrics.jsonl");
+        let text = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .map_err(|e| TrainError::snapshot(&p, format!("line {}: {e}", i + 1)))
+            })
+            .collect()
+    }
+}
+
+/// Snapshots are always f32: resuming must be exact.
+fn encode_tensors(tensors: &[(String, Tensor)], path: &Path) -> Result<Vec<u8>> {
+    let bufs: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            let bytes: Vec<u8> = t.contig().iter().flat_map(|v| v.to_le_bytes()).collect();
+            (n.clone(), t.shape().to_vec(), bytes)
+        })
+        .collect();
+    let views = bufs
+        .iter()
+        .map(|(n, s, b)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| TrainError::snapshot(path, format!("tensor `{n}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, None).map_err(|e| TrainError::snapshot(path, e.to_string()))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let res = (|| {
+        let mut f = std::fs::File::create(path)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    res.map_err(|e| TrainError::io(path, e))
+}
+
+fn read_checked(path: &Path, sha: &str) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    let got = ferrolab_data::sha256_hex(&bytes);
+    if got != sha {
+        return Err(TrainError::snapshot(
+            path,
+            format!(
+                "corrupt or truncated ({} bytes, sha256 {got}, state.json expects {sha})",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all(); // best effort: not every platform can fsync a folder
+    }
+}
+
+/// Named tensors of a snapshot file, for inspection.
+pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    Ok(io::load_safetensors(path)?)
+}

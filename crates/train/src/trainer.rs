@@ -1,0 +1,412 @@
+//! The training loop: AdamW with DeepSeek LLM's settings and multi-step schedule, gradient
+//! accumulation, clipping, held-out validation, snapshots, metrics and a progress bar.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use ferrolab_models::Lm;
+use ferrolab_nn::{clip_grad_norm, AdamW, AdamWConfig, LrSchedule, Optimizer, Vars};
+use ferrolab_tensor::{no_grad, rng, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::config::RunConfig;
+use crate::data::{TokenData, Tokenizer};
+use crate::error::{Result, TrainError};
+use crate::run::{RunDir, State};
+
+/// AdamW over two parameter groups: matrices (decayed) and vectors such as norm scales (not
+/// decayed, as in DeepSeek LLM / LLaMA / nanoGPT practice).
+pub struct GroupedAdamW {
+    decay: AdamW,
+    no_decay: AdamW,
+}
+
+impl GroupedAdamW {
+    /// Splits `params` by rank: rank >= 2 get `cfg.weight_decay`, the rest none.
+    pub fn new(params: Vec<(String, Tensor)>, cfg: AdamWConfig) -> GroupedAdamW {
+        let (mats, vecs): (Vec<_>, Vec<_>) = params.into_iter().partition(|(_, t)| t.rank() >= 2);
+        GroupedAdamW {
+            decay: AdamW::new(mats, cfg),
+            no_decay: AdamW::new(
+                vecs,
+                AdamWConfig {
+                    weight_decay: 0.0,
+                    ..cfg
+                },
+            ),
+        }
+    }
+}
+
+impl Optimizer for GroupedAdamW {
+    fn step(&mut self) -> ferrolab_tensor::Result<()> {
+        self.decay.step()?;
+        self.no_decay.step()
+    }
+    fn lr(&self) -> f32 {
+        self.decay.lr()
+    }
+    fn set_lr(&mut self, lr: f32) {
+        self.decay.set_lr(lr);
+        self.no_decay.set_lr(lr);
+    }
+    fn zero_grad(&self) {
+        self.decay.zero_grad();
+        self.no_decay.zero_grad();
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let prefix = |g: &str, v: Vec<(String, Tensor)>| {
+            v.into_iter()
+                .map(|(n, t)| (format!("{g}.{n}"), t))
+                .collect::<Vec<_>>()
+        };
+        let mut s = prefix("decay", self.decay.state());
+        s.extend(prefix("no_decay", self.no_decay.state()));
+        s
+    }
+    fn load_state(&mut self, state: &BTreeMap<String, Tensor>) -> ferrolab_tensor::Result<()> {
+        let group = |g: &str| -> BTreeMap<String, Tensor> {
+            state
+                .iter()
+                .filter_map(|(n, t)| {
+                    n.strip_prefix(&format!("{g}."))
+                        .map(|k| (k.to_string(), t.clone()))
+                })
+                .collect()
+        };
+        // each group checks all its names and shapes before changing anything; a failure in
+        // the second leaves the first loaded, and the caller (resume) then gives up the run
+        self.decay.load_state(&group("decay"))?;
+        self.no_decay.load_state(&group("no_decay"))
+    }
+}
+
+/// How a call to [`Trainer::train`] ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// Steps done in total (the run's step).
+    pub step: usize,
+    /// Stopped by the stop flag (Ctrl-C) before the last step.
+    pub interrupted: bool,
+    /// Last held-out loss (nats per token) and bits per byte.
+    pub val: Option<(f64, f64)>,
+    /// Mean training throughput of this call.
+    pub tokens_per_s: f64,
+    /// Wall time of this call in seconds.
+    pub seconds: f64,
+}
+
+/// A run in progress.
+pub struct Trainer {
+    /// The resolved config.
+    pub cfg: RunConfig,
+    /// Its directory.
+    pub run: RunDir,
+    /// The model.
+    pub model: Lm,
+    /// Its parameters.
+    pub vars: Vars,
+    /// Text <-> ids.
+    pub tokenizer: Tokenizer,
+    data: TokenData,
+    opt: GroupedAdamW,
+    schedule: LrSchedule,
+    step: usize,
+    tokens_seen: u64,
+    /// Show a progress bar (off in tests).
+    pub progress: bool,
+}
+
+impl Trainer {
+    fn build(cfg: RunConfig, run: RunDir, data: TokenData) -> Result<Trainer> {
+        cfg.validate()?;
+        rng::manual_seed(cfg.seed);
+        let vars = Vars::new();
+        let model = Lm::new(&vars, cfg.model.clone())?;
+        let opt = GroupedAdamW::new(
+            vars.all(),
+            AdamWConfig {
+                lr: cfg.max_lr,
+                betas: (cfg.beta1, cfg.beta2),
+                eps: 1e-8,
+                weight_decay: cfg.weight_decay,
+                decoupled: true,
+            },
+        );
+        let schedule = LrSchedule::MultiStep {
+            warmup: cfg.warmup_steps,
+            total: cfg.steps,
+        };
+        Ok(Trainer {
+            tokenizer: Tokenizer {
+                kind: cfg.tokenizer,
+            },
+            cfg,
+            run,
+            model,
+            vars,
+            data,
+            opt,
+            schedule,
+            step: 0,
+            tokens_seen: 0,
+            progress: true,
+        })
+    }
+
+    /// Starts a new run in `dir` (config files are written before step 0).
+    pub fn create(dir: &std::path::Path, cfg: RunConfig, data: TokenData) -> Result<Trainer> {
+        cfg.validate()?;
+        let run = RunDir::create(dir, &cfg)?;
+        Trainer::build(cfg, run, data)
+    }
+
+    /// Continues the run in `dir` from its snapshot; `data` must be the same corpus.
+    pub fn resume(dir: &std::path::Path, data: TokenData) -> Result<Trainer> {
+        let (run, cfg) = RunDir::open(dir)?;
+        let mut t = Trainer::build(cfg, run, data)?;
+        t.run.recover()?;
+        if !t.run.has_snapshot() {
+            // stopped between writing its config and its first snapshot: nothing was trained,
+            // so start from step 0 (the weights above come from the same seed)
+            t.run.truncate_metrics(0)?;
+            return Ok(t);
+        }
+        let tok = t.tokenizer.id();
+        let state = t.run.load_snapshot(&t.vars, &mut t.opt, &tok)?;
+        rng::set_state(state.rng());
+        t.step = state.step;
+        t.tokens_seen = state.tokens_seen;
+        t.run.truncate_metrics(state.step)?;
+        Ok(t)
+    }
+
+    /// Reads a corpus for `cfg` (the file at `corpus`, or the State of the Union speeches,
+    /// fetched on first use).
+    pub fn load_corpus(cfg: &RunConfig, corpus: Option<&std::path::Path>) -> Result<TokenData> {
+        let tok = Tokenizer {
+            kind: cfg.tokenizer,
+        };
+        let (text, origin) = match corpus {
+            Some(p) => (TokenData::read_text(p)?, p.display().to_string()),
+            None => {
+                let speeches = ferrolab_data::sotu_speeches()?;
+                let text: String = speeches
+                    .iter()
+                    .map(|(_, s)| format!("{}\n", s.trim()))
+                    .collect();
+                (text, "sotu".to_string())
+            }
+        };
+        TokenData::from_text(&text, &tok, cfg.val_fraction, cfg.seq_len, &origin)
+    }
+
+    /// Steps done.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// The training and held-out data.
+    pub fn data(&self) -> &TokenData {
+        &self.data
+    }
+
+    /// Writes a snapshot of the current state.
+    pub fn snapshot(&self) -> Result<()> {
+        let r = rng::get_state();
+        self.run.save_snapshot(
+            &self.vars,
+            &self.opt,
+            State {
+                format_version: crate::run::FORMAT_VERSION,
+                step: self.step,
+                rng_seed: r.seed,
+                rng_offset: r.offset,
+                tokenizer: self.tokenizer.id(),
+                tokens_seen: self.tokens_seen,
+                model_sha256: String::new(),
+                optimizer_sha256: String::new(),
+            },
+            None,
+        )
+    }
+
+    /// Mean held-out loss (nats per token) and bits per byte over `eval_batches` fixed
+    /// micro-batches.
+    pub fn evaluate(&self) -> Result<(f64, f64)> {
+        let (b, t, n) = (self.cfg.batch_size, self.cfg.seq_len, self.cfg.eval_batches);
+        let mut total = 0f64;
+        no_grad(|| -> Result<()> {
+            for k in 0..n {
+                let (ids, tg) = self.data.val_batch(k, n, b, t);
+                total += self.model.loss(&ids, &tg, b, t)?.item()? as f64;
+            }
+            Ok(())
+        })?;
+        let loss = total / n as f64;
+        // nats/token -> bits/byte: tokens per byte of the held-out text
+        let tokens_per_byte = self.data.val.len() as f64 / self.data.val_bytes.max(1) as f64;
+        Ok((loss, loss * tokens_per_byte / std::f64::consts::LN_2))
+    }
+
+    /// Trains until `cfg.steps` or until `stop` is set (then a snapshot is written and the
+    /// call returns with `interrupted`). Snapshots every `snapshot_every` steps and at the end.
+    pub fn train(&mut self, stop: &AtomicBool) -> Result<Outcome> {
+        let cfg = self.cfg.clone();
+        let (b, t) = (cfg.batch_size, cfg.seq_len);
+        let start = Instant::now();
+        let start_step = self.step;
+        let pb = if self.progress {
+            ProgressBar::new(cfg.steps as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb.set_position(self.step as u64);
+        if !self.run.has_snapshot() {
+            // a run always has a snapshot to resume from, even if stopped during step 1
+            self.snapshot()?;
+        }
+        let mut bad_streak = 0usize;
+        let mut last_snapshot = self.step;
+        let mut val = None;
+        while self.step < cfg.steps {
+            if stop.load(Ordering::SeqCst) {
+                self.snapshot()?;
+                pb.abandon_with_message(format!("stopped; snapshot at step {}", self.step));
+                return Ok(self.outcome(true, val, start, start_step));
+            }
+            let t0 = Instant::now();
+            let lr = self.schedule.lr(cfg.max_lr, self.step);
+            self.opt.set_lr(lr);
+            self.opt.zero_grad();
+            let mut loss_sum = 0f32;
+            for micro in 0..cfg.grad_accum {
+                let (ids, tg) = self.data.train_batch(cfg.seed, self.step, micro, b, t);
+                let loss = self.model.loss(&ids, &tg, b, t)?;
+                loss_sum += loss.item()?;
+                if cfg.grad_accum > 1 {
+                    loss.mul_scalar(1.0 / cfg.grad_accum as f32).backward()?;
+                } else {
+                    loss.backward()?;
+                }
+            }
+            let loss = loss_sum / cfg.grad_accum as f32;
+            let params = self.vars.tensors();
+            let gnorm = if loss.is_finite() {
+                clip_grad_norm(&params, cfg.grad_clip)?
+            } else {
+                f32::NAN
+            };
+            self.step += 1;
+            if !(loss.is_finite() && gnorm.is_finite()) {
+                bad_streak += 1;
+                self.opt.zero_grad();
+                say(&pb, format!(
+                    "warning: step {}: loss {loss}, gradient norm {gnorm}: step skipped ({bad_streak} in a row)",
+                    self.step
+                ));
+                self.run.log_metrics(&json!({
+                    "step": self.step, "loss": loss, "lr": lr, "grad_norm": gnorm, "skipped": true
+                }))?;
+                if bad_streak >= cfg.max_bad_steps {
+                    pb.abandon();
+                    return Err(TrainError::Diverged {
+                        step: self.step,
+                        count: bad_streak,
+                        loss,
+                        snapshot_step: last_snapshot,
+                    });
+                }
+                continue;
+            }
+            bad_streak = 0;
+            self.opt.step()?;
+            self.tokens_seen += cfg.tokens_per_step() as u64;
+            let dt = t0.elapsed().as_secs_f64();
+            let tok_rate = cfg.tokens_per_step() as f64 / dt;
+            self.run.log_metrics(&json!({
+                "step": self.step, "loss": loss, "lr": lr, "grad_norm": gnorm,
+                "tokens_per_s": tok_rate.round()
+            }))?;
+            pb.set_position(self.step as u64);
+            pb.set_message(format!(
+                "loss {loss:.3}  lr {lr:.2e}  {:.0} tok/s",
+                tok_rate
+            ));
+            let last = self.step == cfg.steps;
+            if last || (cfg.eval_every > 0 && self.step.is_multiple_of(cfg.eval_every)) {
+                let (vl, bpb) = self.evaluate()?;
+                val = Some((vl, bpb));
+                self.run.log_metrics(&json!({
+                    "step": self.step, "val_loss": vl, "val_bpb": bpb
+                }))?;
+                say(
+                    &pb,
+                    format!(
+                    "step {:>6}  train loss {loss:.4}  val loss {vl:.4}  val bits/byte {bpb:.4}",
+                    self.step
+                ),
+                );
+            }
+            if last || (cfg.snapshot_every > 0 && self.step.is_multiple_of(cfg.snapshot_every)) {
+                self.snapshot()?;
+                last_snapshot = self.step;
+            }
+        }
+        pb.finish();
+        Ok(self.outcome(false, val, start, start_step))
+    }
+
+    fn outcome(
+        &self,
+        interrupted: bool,
+        val: Option<(f64, f64)>,
+        start: Instant,
+        start_step: usize,
+    ) -> Outcome {
+        let seconds = start.elapsed().as_secs_f64();
+        let tokens = (self.step - start_step) * self.cfg.tokens_per_step();
+        Outcome {
+            step: self.step,
+            interrupted,
+            val,
+            tokens_per_s: tokens as f64 / seconds.max(1e-9),
+            seconds,
+        }
+    }
+}
+
+/// Prints above the bar, or plainly when there is no bar (stderr is not a terminal): a
+/// hidden indicatif bar drops `println`, and logs must keep the validation lines.
+fn say(pb: &ProgressBar, msg: String) {
+    if pb.is_hidden() {
+        eprintln!("{msg}");
+    } else {
+        pb.println(msg);
+    }
+}
+
+/// Loads a trained model from a run directory (its config and the snapshot's weights).
+pub fn load_model(dir: &std::path::Path) -> Result<(Lm, RunConfig)> {
+    let (run, cfg) = RunDir::open(dir)?;
+    run.recover()?;
+    let vars = Vars::new();
+    let model = Lm::new(&vars, cfg.model.clone())?;
+    let path = run.file("model.safetensors");
+    if !path.exists() {
+        return Err(TrainError::snapshot(
+            dir,
+            "has no model.safetensors yet (no snapshot was written)",
+        ));
+    }
+    vars.load(&path)?;
+    Ok((model, cfg))
+}

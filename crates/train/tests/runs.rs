@@ -1,0 +1,320 @@
+//! Run-level behaviour: exact resume, crash-safe snapshots, clear errors on corrupt snapshots,
+//! divergence handling, bad configs and corpora.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use ferrolab_nn::Vars;
+use ferrolab_train::{
+    CrashPoint, RunConfig, TokenData, Tokenizer, TokenizerKind, TrainError, Trainer,
+};
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ferrolab-run-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn cfg(steps: usize) -> RunConfig {
+    let c = RunConfig::preset("tiny").unwrap();
+    let mut c = [
+        "model.hidden_size=32",
+        "model.intermediate_size=64",
+        "model.num_hidden_layers=2",
+        "model.num_attention_heads=2",
+        "model.num_key_value_heads=1",
+        "model.max_position_embeddings=32",
+        "batch_size=4",
+        "seq_len=32",
+        "eval_every=5",
+        "eval_batches=2",
+        "snapshot_every=4",
+        "warmup_steps=2",
+    ]
+    .iter()
+    .fold(c, |c, s| c.set(s).unwrap());
+    c.steps = steps;
+    c
+}
+
+fn corpus(c: &RunConfig) -> TokenData {
+    let words = [
+        "the", "union", "is", "strong", "and", "we", "shall", "prosper", "together",
+    ];
+    let text: String = (0..3000)
+        .map(|i| words[(i * 7 + i / 5) % words.len()])
+        .collect::<Vec<_>>()
+        .join(" ");
+    let tok = Tokenizer {
+        kind: TokenizerKind::Bytes,
+    };
+    TokenData::from_text(&text, &tok, c.val_fraction, c.seq_len, "synthetic").unwrap()
+}
+
+fn losses(run: &Path) -> Vec<(u64, u32)> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let loss = v.get("loss")?.as_f64()? as f32;
+            Some((v["step"].as_u64().unwrap(), loss.to_bits()))
+        })
+        .collect()
+}
+
+fn params(t: &Trainer) -> Vec<u32> {
+    t.vars
+        .tensors()
+        .iter()
+        .flat_map(|p| p.to_vec())
+        .map(f32::to_bits)
+        .collect()
+}
+
+fn train(t: &mut Trainer) {
+    t.progress = false;
+    t.train(&AtomicBool::new(false)).unwrap();
+}
+
+#[test]
+fn interrupted_and_resumed_run_equals_an_uninterrupted_one_bitwise() {
+    ferrolab_tensor::set_num_threads(1).unwrap();
+    let c = cfg(10);
+    let a = dir("straight");
+    let mut t = Trainer::create(&a, c.clone(), corpus(&c)).unwrap();
+    train(&mut t);
+    let want = params(&t);
+    let want_losses = losses(&a);
+    assert_eq!(want_losses.len(), 10);
+    // the loss went down on this easy corpus
+    assert!(want_losses[9].1 != want_losses[0].1);
+
+    // stop at step 6 (Ctrl-C), snapshot, resume in a new trainer
+    let b = dir("resumed");
+    let mut t = Trainer::create(
+        &b,
+        RunConfig {
+            steps: 10,
+            ..c.clone()
+        },
+        corpus(&c),
+    )
+    .unwrap();
+    t.progress = false;
+    // run 6 steps by lowering the target, then resume to 10 from the step-4 snapshot + 2
+    t.cfg.steps = 6;
+    t.train(&AtomicBool::new(false)).unwrap(); // snapshots at 4 and at 6 (the end)
+    drop(t);
+    let mut t = Trainer::resume(&b, corpus(&c)).unwrap();
+    assert_eq!(t.step(), 6);
+    train(&mut t);
+    assert_eq!(t.step(), 10);
+    assert_eq!(losses(&b), want_losses, "losses after resume differ");
+    assert_eq!(params(&t), want, "weights after resume differ");
+}
+
+#[test]
+fn stop_flag_writes_a_snapshot_and_resume_continues() {
+    ferrolab_tensor::set_num_threads(1).unwrap();
+    let c = cfg(6);
+    let a = dir("stop");
+    let mut t = Trainer::create(&a, c.clone(), corpus(&c)).unwrap();
+    t.progress = false;
+    let out = t.train(&AtomicBool::new(true)).unwrap();
+    assert!(out.interrupted);
+    assert_eq!(out.step, 0);
+    let mut t = Trainer::resume(&a, corpus(&c)).unwrap();
+    assert_eq!(t.step(), 0);
+    train(&mut t);
+    assert_eq!(t.step(), 6);
+}
+
+#[test]
+fn a_crash_at_any_point_of_a_snapshot_leaves_a_loadable_one() {
+    ferrolab_tensor::set_num_threads(1).unwrap();
+    let c = cfg(4);
+    for (i, crash) in [
+        CrashPoint::BeforeCommit,
+        CrashPoint::AfterCommit,
+        CrashPoint::MidRename,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let a = dir(&format!("crash{i}"));
+        let mut t = Trainer::create(&a, c.clone(), corpus(&c)).unwrap();
+        train(&mut t); // snapshot at step 4
+        let at4 = params(&t);
+        // change the weights, then "crash" while writing the next snapshot
+        for p in t.vars.tensors() {
+            p.update_data(|w| w.iter_mut().for_each(|x| *x += 1.0))
+                .unwrap();
+        }
+        let changed = params(&t);
+        let state = ferrolab_train::State {
+            format_version: ferrolab_train::run::FORMAT_VERSION,
+            step: 5,
+            rng_seed: 0,
+            rng_offset: 0,
+            tokenizer: "bytes-256".into(),
+            tokens_seen: 0,
+            model_sha256: String::new(),
+            optimizer_sha256: String::new(),
+        };
+        let opt = ferrolab_train::GroupedAdamW::new(t.vars.all(), Default::default());
+        t.run
+            .save_snapshot(&t.vars, &opt, state, Some(crash))
+            .unwrap();
+        drop(t);
+        let (want_step, want) = match crash {
+            CrashPoint::BeforeCommit => (4, at4), // the old snapshot is intact
+            _ => (5, changed),                    // committed: rolled forward
+        };
+        let (run, _) = ferrolab_train::RunDir::open(&a).unwrap();
+        run.recover().unwrap();
+        let (model, _) = ferrolab_train::load_model(&a).unwrap();
+        let _ = model;
+        let vars = Vars::new();
+        let _m = ferrolab_models::Lm::new(&vars, c.model.clone()).unwrap();
+        vars.load(&a.join("model.safetensors")).unwrap();
+        let got: Vec<u32> = vars
+            .tensors()
+            .iter()
+            .flat_map(|p| p.to_vec())
+            .map(f32::to_bits)
+            .collect();
+        assert_eq!(got, want, "{crash:?}");
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(a.join("state.json")).unwrap()).unwrap();
+        assert_eq!(state["step"], want_step, "{crash:?}");
+        // no journal files are left behind
+        for n in [
+            "snapshot.commit",
+            "model.safetensors.next",
+            "state.json.next",
+        ] {
+            assert!(!a.join(n).exists(), "{crash:?}: {n} left");
+        }
+    }
+}
+
+#[test]
+fn corrupt_or_truncated_snapshot_is_a_clear_error() {
+    ferrolab_tensor::set_num_threads(1).unwrap();
+    let c = cfg(4);
+    let a = dir("corrupt");
+    let mut t = Trainer::create(&a, c.clone(), corpus(&c)).unwrap();
+    train(&mut t);
+    let m = a.join("model.safetensors");
+    let bytes = std::fs::read(&m).unwrap();
+    std::fs::write(&m, &bytes[..bytes.len() / 2]).unwrap();
+    let e = Trainer::resume(&a, corpus(&c)).err().unwrap().to_string();
+    assert!(
+        e.contains("model.safetensors") && e.contains("truncated"),
+        "{e}"
+    );
+    std::fs::write(&m, &bytes).unwrap();
+    std::fs::write(a.join("state.json"), "{ not json").unwrap();
+    let e = Trainer::resume(&a, corpus(&c)).err().unwrap().to_string();
+    assert!(e.contains("state.json") && e.contains("unreadable"), "{e}");
+    let e = Trainer::resume(&dir("nothing-here"), corpus(&c))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("not a run directory"), "{e}");
+}
+
+#[test]
+fn a_new_run_refuses_an_existing_run_directory() {
+    let c = cfg(1);
+    let a = dir("twice");
+    let _t = Trainer::create(&a, c.clone(), corpus(&c)).unwrap();
+    let e = Trainer::create(&a, c.clone(), corpus(&c))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("--resume"), "{e}");
+    // the resolved config was written before step 0
+    let back: RunConfig =
+        serde_json::from_str(&std::fs::read_to_string(a.join("train.json")).unwrap()).unwrap();
+    assert_eq!(back, c);
+    let hf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("config.json")).unwrap()).unwrap();
+    assert_eq!(hf["hidden_size"], 32);
+    assert_eq!(hf["num_key_value_heads"], 1);
+}
+
+#[test]
+fn diverging_run_skips_steps_then_stops_keeping_its_snapshot() {
+    ferrolab_tensor::set_num_threads(1).unwrap();
+    let mut c = cfg(30);
+    c.max_bad_steps = 3;
+    let a = dir("diverge");
+    let mut t = Trainer::create(&a, c.clone(), corpus(&c)).unwrap();
+    t.progress = false;
+    t.cfg.steps = 4;
+    t.train(&AtomicBool::new(false)).unwrap(); // snapshot at step 4
+                                               // a weight goes NaN (as after an overflow): every loss from now on is NaN
+    let (_, norm) = t
+        .vars
+        .all()
+        .into_iter()
+        .find(|(n, _)| n == "model.norm.weight")
+        .unwrap();
+    norm.update_data(|w| w[0] = f32::NAN).unwrap();
+    t.cfg.steps = 30;
+    let e = t.train(&AtomicBool::new(false)).unwrap_err();
+    let TrainError::Diverged {
+        count,
+        snapshot_step,
+        step,
+        ..
+    } = &e
+    else {
+        panic!("expected Diverged, got {e}");
+    };
+    assert_eq!((*count, *step, *snapshot_step), (3, 7, 4));
+    assert!(e.to_string().contains("non-finite"), "{e}");
+    // skipped steps are logged as such
+    let m = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    assert_eq!(m.matches("\"skipped\":true").count(), 3, "{m}");
+    // the snapshot on disk is the last good one and loads
+    let r = Trainer::resume(&a, corpus(&c)).unwrap();
+    assert_eq!(r.step(), 4);
+    let finite = r
+        .vars
+        .tensors()
+        .iter()
+        .all(|p| p.to_vec().iter().all(|v| v.is_finite()));
+    assert!(finite, "the kept snapshot holds finite weights");
+}
+
+#[test]
+fn bad_configs_and_corpora_are_named() {
+    let c = cfg(1);
+    let bad = RunConfig {
+        seq_len: 64,
+        ..c.clone()
+    };
+    let e = Trainer::create(&dir("badcfg"), bad, corpus(&c))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("seq_len") && e.contains("max_position_embeddings"),
+        "{e}"
+    );
+    let tok = Tokenizer {
+        kind: TokenizerKind::Bytes,
+    };
+    let e = TokenData::from_text("", &tok, 0.1, 32, "empty.txt")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("empty.txt") && e.contains("too short"), "{e}");
+    let e = Trainer::load_corpus(&c, Some(Path::new("/nonexistent/corpus.txt")))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("/nonexistent/corpus.txt"), "{e}");
+}
