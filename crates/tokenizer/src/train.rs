@@ -133,6 +133,15 @@ impl WordCounts {
     /// [`is_safe_cut`] holds (every preset ends a piece there whatever follows), so the counts
     /// equal those of the whole file read at once.
     pub fn add_file(&mut self, path: &Path) -> Result<()> {
+        self.add_file_with_progress(path, &mut |_| {})
+    }
+
+    /// [`WordCounts::add_file`], calling `progress(bytes)` after each block is counted.
+    pub fn add_file_with_progress(
+        &mut self,
+        path: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
         let io = |source| TokenizerError::Io {
             path: path.to_path_buf(),
             source,
@@ -157,6 +166,7 @@ impl WordCounts {
                 self.add_text(text)?;
                 buf.drain(..cut);
                 done += cut;
+                progress(cut as u64);
             }
             if eof {
                 return Ok(());
@@ -174,10 +184,34 @@ fn last_cut(b: &[u8]) -> usize {
 pub fn train_files(paths: &[impl AsRef<Path>], cfg: &TrainConfig) -> Result<Tokenizer> {
     cfg.validate()?;
     let mut wc = WordCounts::new(cfg.preset);
+    let total: u64 = paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p.as_ref()).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = progress_bar(
+        cfg.show_progress,
+        total,
+        "words {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    );
     for p in paths {
-        wc.add_file(p.as_ref())?;
+        wc.add_file_with_progress(p.as_ref(), &mut |n| bar.inc(n))?;
     }
+    bar.finish_and_clear();
     train(&wc, cfg)
+}
+
+/// A progress bar on stderr, or a hidden one.
+fn progress_bar(show: bool, len: u64, template: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    // the templates are constants of this file; a bad one only loses the styling
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        b.set_style(style);
+    }
+    b
 }
 
 /// Trains on texts from an iterator (each one text).
@@ -235,17 +269,11 @@ pub fn train(words: &WordCounts, cfg: &TrainConfig) -> Result<Tokenizer> {
         .map(|(&k, &c)| (c, std::cmp::Reverse(k)))
         .collect();
 
-    let bar = if cfg.show_progress {
-        let b = ProgressBar::new(n_merges as u64);
-        if let Ok(style) =
-            ProgressStyle::with_template("merges {bar:40} {pos}/{len} {per_sec} eta {eta}")
-        {
-            b.set_style(style);
-        }
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress_bar(
+        cfg.show_progress,
+        n_merges as u64,
+        "merges {bar:40} {pos}/{len} {per_sec} eta {eta}",
+    );
     let mut stamp = vec![u32::MAX; syms.len()];
     let mut touched: FxHashSet<u64> = FxHashSet::default();
     let min_freq = cfg.min_frequency.max(1) as i64;
