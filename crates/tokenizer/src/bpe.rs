@@ -480,10 +480,13 @@ fn merge_small<T: MergeTable>(
     work
 }
 
-/// Heap merge for long pieces: parts in a doubly linked list over byte positions, candidate
-/// pairs in a min-heap keyed by (priority, start) so equal priorities go leftmost. Stale heap
-/// entries are skipped when popped: an entry is current iff its left part still starts there
-/// and the pair still ends where it did (same bytes, same ids).
+/// Heap merge for long pieces: parts in a doubly linked list over byte positions (one record
+/// per position, so a merge touches few cache lines), candidate pairs in a min-heap of `u64`
+/// keys `priority << 32 | start`, so equal priorities go leftmost. Each part records the
+/// priority and result of the pair it starts; a popped key is stale, and skipped, unless its
+/// priority is still that record's. A stale key cannot carry the current priority: the same
+/// priority means the same token (or the same merge-list entry), hence the same byte length,
+/// hence the same pair.
 fn merge_heap<T: MergeTable>(
     piece: &[u8],
     byte_ids: &[Rank; 256],
@@ -491,74 +494,83 @@ fn merge_heap<T: MergeTable>(
     out: &mut Vec<Rank>,
 ) -> MergeWork {
     const NONE: u32 = u32::MAX;
+    #[derive(Clone, Copy)]
+    struct Node {
+        /// start of the next part (`n` at the end)
+        next: u32,
+        /// start of the previous part (`NONE` for the first)
+        prev: u32,
+        id: Rank,
+        /// priority of merging with the next part; `Rank::MAX` for none (or a merged-away part)
+        prio: Rank,
+        /// the id that merge makes
+        new: Rank,
+    }
     let n = piece.len();
     let mut work = MergeWork::default();
-    // per byte position: the part that starts there (if alive)
-    let mut id: Vec<Rank> = piece.iter().map(|&b| byte_ids[b as usize]).collect();
-    let mut next: Vec<u32> = (1..=n as u32).collect(); // n = end
-    let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
-    let mut alive = vec![true; n];
-    let end_of = |next: &Vec<u32>, i: u32| -> u32 { next[i as usize] };
-    // (priority, left start, pair end): 12 bytes, so the heap of a 1 MB piece stays small; the
-    // id a merge makes is asked again only when the merge happens
-    let candidate = |id: &Vec<Rank>, next: &Vec<u32>, i: u32| -> Option<(Rank, u32, u32)> {
-        let j = next[i as usize];
-        if j as usize >= n {
+    let mut nodes: Vec<Node> = piece
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| Node {
+            next: i as u32 + 1,
+            prev: (i as u32).wrapping_sub(1),
+            id: byte_ids[b as usize],
+            prio: Rank::MAX,
+            new: 0,
+        })
+        .collect();
+    // recomputes the candidate pair starting at part `i`; its heap key if there is one
+    let refresh = |nodes: &mut Vec<Node>, i: u32| -> Option<u64> {
+        let iu = i as usize;
+        let j = nodes[iu].next as usize;
+        nodes[iu].prio = Rank::MAX;
+        if j >= n {
             return None;
         }
-        let c = end_of(next, j);
-        t.merge(
-            piece,
-            i as usize,
-            c as usize,
-            id[i as usize],
-            id[j as usize],
-        )
-        .map(|(p, _)| (p, i, c))
+        let c = nodes[j].next as usize;
+        let (prio, new) = t.merge(piece, iu, c, nodes[iu].id, nodes[j].id)?;
+        nodes[iu].prio = prio;
+        nodes[iu].new = new;
+        Some((prio as u64) << 32 | i as u64)
     };
     // built in one O(n) heapify rather than n pushes
-    let initial: Vec<(Rank, u32, u32)> = (0..n.saturating_sub(1) as u32)
-        .filter_map(|i| candidate(&id, &next, i))
+    let initial: Vec<u64> = (0..n.saturating_sub(1) as u32)
+        .filter_map(|i| refresh(&mut nodes, i))
         .collect();
     work.steps += initial.len();
     let mut heap = QuadHeap::from_vec(initial);
-    while let Some((_, i, c)) = heap.pop() {
+    while let Some(key) = heap.pop() {
         work.steps += 1;
-        let iu = i as usize;
-        if !alive[iu] {
+        let (prio, i) = ((key >> 32) as Rank, key as u32 as usize);
+        if nodes[i].prio != prio {
             continue;
         }
-        let j = next[iu];
-        if j as usize >= n || end_of(&next, j) != c {
-            continue;
-        }
-        let Some((_, new)) = t.merge(piece, iu, c as usize, id[iu], id[j as usize]) else {
-            continue;
-        };
-        // merge part i with part j
-        id[iu] = new;
-        alive[j as usize] = false;
-        next[iu] = c;
+        // merge part i with the next part j
+        let j = nodes[i].next as usize;
+        let c = nodes[j].next;
+        nodes[i].id = nodes[i].new;
+        nodes[i].next = c;
+        nodes[j].prio = Rank::MAX;
         if (c as usize) < n {
-            prev[c as usize] = i;
+            nodes[c as usize].prev = i as u32;
         }
         work.merges += 1;
-        if let Some(e) = candidate(&id, &next, i) {
-            heap.push(e);
+        if let Some(k) = refresh(&mut nodes, i as u32) {
+            heap.push(k);
             work.steps += 1;
         }
-        let p = prev[iu];
+        let p = nodes[i].prev;
         if p != NONE {
-            if let Some(e) = candidate(&id, &next, p) {
-                heap.push(e);
+            if let Some(k) = refresh(&mut nodes, p) {
+                heap.push(k);
                 work.steps += 1;
             }
         }
     }
     let mut i = 0usize;
     while i < n {
-        out.push(id[i]);
-        i = next[i] as usize;
+        out.push(nodes[i].id);
+        i = nodes[i].next as usize;
     }
     work
 }
