@@ -131,7 +131,9 @@ impl WordCounts {
 
     /// Counts the words of a UTF-8 file as one text, reading it in blocks. A block is cut where
     /// [`is_safe_cut`] holds (every preset ends a piece there whatever follows), so the counts
-    /// equal those of the whole file read at once.
+    /// equal those of the whole file read at once. Text with no such place (no ASCII letter,
+    /// space, ASCII letter anywhere, as in Chinese without spaces) is held until one comes or
+    /// the file ends.
     pub fn add_file(&mut self, path: &Path) -> Result<()> {
         self.add_file_with_progress(path, &mut |_| {})
     }
