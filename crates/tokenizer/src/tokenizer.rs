@@ -162,18 +162,13 @@ impl Tokenizer {
     /// any other special token in the text is an error.
     pub fn encode(&self, text: &str, allowed: &AllowedSpecial) -> Result<Vec<Rank>> {
         let mut out = Vec::with_capacity(text.len() / 4);
-        self.encode_segments(
-            text,
-            allowed,
-            |seg, out| match seg {
-                Segment::Text(s, _) => self.encode_ordinary_into(s, out),
-                Segment::Special(id, _) => {
-                    out.push(id);
-                    Ok(())
-                }
-            },
-            &mut out,
-        )?;
+        self.encode_segments(text, allowed, |seg| match seg {
+            Segment::Text(s, _) => self.encode_ordinary_into(s, &mut out),
+            Segment::Special(id, _) => {
+                out.push(id);
+                Ok(())
+            }
+        })?;
         Ok(out)
     }
 
@@ -181,34 +176,29 @@ impl Tokenizer {
     pub fn encode_with_offsets(&self, text: &str, allowed: &AllowedSpecial) -> Result<Encoding> {
         let mut enc = Encoding::default();
         let mut ids = Vec::new();
-        self.encode_segments(
-            text,
-            allowed,
-            |seg, _| {
-                match seg {
-                    Segment::Text(s, base) => {
-                        let b = s.as_bytes();
-                        self.pre.for_each_piece(s, |ps, pe| {
-                            ids.clear();
-                            self.bpe.encode_piece(&b[ps..pe], &mut ids);
-                            let mut at = base + ps;
-                            for &id in &ids {
-                                let len = self.bpe.token_bytes(id).map_or(0, <[u8]>::len);
-                                enc.ids.push(id);
-                                enc.offsets.push((at, at + len));
-                                at += len;
-                            }
-                        })?;
-                    }
-                    Segment::Special(id, (s, e)) => {
-                        enc.ids.push(id);
-                        enc.offsets.push((s, e));
-                    }
+        self.encode_segments(text, allowed, |seg| {
+            match seg {
+                Segment::Text(s, base) => {
+                    let b = s.as_bytes();
+                    self.pre.for_each_piece(s, |ps, pe| {
+                        ids.clear();
+                        self.bpe.encode_piece(&b[ps..pe], &mut ids);
+                        let mut at = base + ps;
+                        for &id in &ids {
+                            let len = self.bpe.token_bytes(id).map_or(0, <[u8]>::len);
+                            enc.ids.push(id);
+                            enc.offsets.push((at, at + len));
+                            at += len;
+                        }
+                    })?;
                 }
-                Ok(())
-            },
-            &mut Vec::new(),
-        )?;
+                Segment::Special(id, (s, e)) => {
+                    enc.ids.push(id);
+                    enc.offsets.push((s, e));
+                }
+            }
+            Ok(())
+        })?;
         Ok(enc)
     }
 
@@ -229,11 +219,10 @@ impl Tokenizer {
         &self,
         text: &str,
         allowed: &AllowedSpecial,
-        mut f: impl FnMut(Segment<'_>, &mut Vec<Rank>) -> Result<()>,
-        out: &mut Vec<Rank>,
+        mut f: impl FnMut(Segment<'_>) -> Result<()>,
     ) -> Result<()> {
         let Some(m) = &self.specials.matcher else {
-            return f(Segment::Text(text, 0), out);
+            return f(Segment::Text(text, 0));
         };
         let mut last = 0;
         for hit in m.find_iter(text) {
@@ -246,16 +235,16 @@ impl Tokenizer {
                 });
             }
             if hit.start() > last {
-                f(Segment::Text(&text[last..hit.start()], last), out)?;
+                f(Segment::Text(&text[last..hit.start()], last))?;
             }
-            f(
-                Segment::Special(self.specials.ids[k], (hit.start(), hit.end())),
-                out,
-            )?;
+            f(Segment::Special(
+                self.specials.ids[k],
+                (hit.start(), hit.end()),
+            ))?;
             last = hit.end();
         }
         if last < text.len() {
-            f(Segment::Text(&text[last..], last), out)?;
+            f(Segment::Text(&text[last..], last))?;
         }
         Ok(())
     }
