@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use ferrolab_tokenizer::{load, train_files, write_hf, AllowedSpecial, Preset, Rank, TrainConfig};
+use ferrolab_tokenizer::{load, train_files, write_hf, Preset, Rank, SpecialSet, TrainConfig};
 
 /// Arguments of `ferrolab tokenizer`.
 #[derive(Args)]
@@ -138,10 +138,10 @@ fn encode(a: EncodeArgs) -> Result<()> {
     let tok = load_tokenizer(&a.tokenizer, a.preset.as_deref())?;
     let input = read_input(&a.file)?;
     let allowed = match a.special {
-        SpecialArg::All => AllowedSpecial::All,
-        SpecialArg::None => AllowedSpecial::None,
+        SpecialArg::All => SpecialSet::All,
+        SpecialArg::None => SpecialSet::None,
         // no special is allowed, and none is looked for
-        SpecialArg::Ordinary => AllowedSpecial::Some(HashSet::new()),
+        SpecialArg::Ordinary => SpecialSet::Some(HashSet::new()),
     };
     let ids = match (std::str::from_utf8(&input), a.special) {
         (Ok(text), SpecialArg::Ordinary) => tok.encode_ordinary(text)?,
@@ -151,7 +151,7 @@ fn encode(a: EncodeArgs) -> Result<()> {
                 let mut out = Vec::new();
                 for chunk in input.utf8_chunks() {
                     out.extend(tok.encode_ordinary(chunk.valid())?);
-                    out.extend(tok.encode_bytes(chunk.invalid(), &AllowedSpecial::None)?);
+                    out.extend(tok.encode_bytes(chunk.invalid(), &SpecialSet::None)?);
                 }
                 out
             } else {
@@ -227,7 +227,7 @@ fn inspect(a: InspectArgs) -> Result<()> {
     let pre = tok.pre_tokenizer();
     let kind = pre.preset_kind().map_or("custom regex", |p| p.name());
     // special tokens are matched before pre-tokenisation, so the tokens come from the whole text
-    let enc = tok.encode_with_offsets(text, &AllowedSpecial::All)?;
+    let enc = tok.encode_with_offsets(text, &SpecialSet::All)?;
     let pieces = pre.split(text)?;
     println!("pre-tokenizer {kind}: {} pieces", pieces.len());
     let shown: Vec<String> = pieces

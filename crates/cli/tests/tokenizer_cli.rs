@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use ferrolab_tokenizer::{load, AllowedSpecial};
+use ferrolab_tokenizer::{load, SpecialSet};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -44,7 +44,7 @@ fn encode_prints_ids_and_decode_reverses_it() {
     assert!(printed.ends_with('\n') && !printed.ends_with(" \n"));
     let want = load(tok, None)
         .unwrap()
-        .encode(text, &AllowedSpecial::All)
+        .encode(text, &SpecialSet::All)
         .unwrap();
     let got: Vec<u32> = printed
         .split(' ')

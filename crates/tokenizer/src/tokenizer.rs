@@ -10,25 +10,25 @@ use crate::bpe::{Bpe, Rank};
 use crate::error::{Result, TokenizerError};
 use crate::pretokenize::{is_safe_cut, PreTokenizer};
 
-/// Which special tokens `encode` may produce; every other special token found in the text is an
-/// error, as with tiktoken's default `disallowed_special="all"`.
+/// A set of special tokens, as tiktoken's `allowed_special` / `disallowed_special` arguments:
+/// `"all"`, none, or named ones.
 #[derive(Clone, Debug, Default)]
-pub enum AllowedSpecial {
-    /// All special tokens are encoded as themselves.
+pub enum SpecialSet {
+    /// All special tokens.
     All,
-    /// No special token may appear in the text.
+    /// None.
     #[default]
     None,
-    /// Only these may appear (and are encoded as themselves).
+    /// These.
     Some(HashSet<String>),
 }
 
-impl AllowedSpecial {
-    fn allows(&self, token: &str) -> bool {
+impl SpecialSet {
+    fn contains(&self, token: &str) -> bool {
         match self {
-            AllowedSpecial::All => true,
-            AllowedSpecial::None => false,
-            AllowedSpecial::Some(s) => s.contains(token),
+            SpecialSet::All => true,
+            SpecialSet::None => false,
+            SpecialSet::Some(s) => s.contains(token),
         }
     }
 }
@@ -158,11 +158,22 @@ impl Tokenizer {
             .for_each_piece(text, |s, e| self.bpe.encode_piece(&b[s..e], out))
     }
 
-    /// Encodes text with tiktoken's special-token semantics: allowed specials become their ids,
-    /// any other special token in the text is an error.
-    pub fn encode(&self, text: &str, allowed: &AllowedSpecial) -> Result<Vec<Rank>> {
+    /// Encodes text with tiktoken's default special-token semantics: allowed specials become
+    /// their ids, any other special token in the text is an error (`disallowed_special="all"`).
+    pub fn encode(&self, text: &str, allowed: &SpecialSet) -> Result<Vec<Rank>> {
+        self.encode_with_special(text, allowed, &SpecialSet::All)
+    }
+
+    /// tiktoken's `encode(text, allowed_special, disallowed_special)`: allowed specials become
+    /// their ids; a disallowed one that is not allowed is an error; the rest are ordinary text.
+    pub fn encode_with_special(
+        &self,
+        text: &str,
+        allowed: &SpecialSet,
+        disallowed: &SpecialSet,
+    ) -> Result<Vec<Rank>> {
         let mut out = Vec::with_capacity(text.len() / 4);
-        self.encode_segments(text, allowed, |seg| match seg {
+        self.encode_segments(text, allowed, disallowed, |seg| match seg {
             Segment::Text(s, _) => self.encode_ordinary_into(s, &mut out),
             Segment::Special(id, _) => {
                 out.push(id);
@@ -173,10 +184,10 @@ impl Tokenizer {
     }
 
     /// Like [`Tokenizer::encode`], with the byte range of each token.
-    pub fn encode_with_offsets(&self, text: &str, allowed: &AllowedSpecial) -> Result<Encoding> {
+    pub fn encode_with_offsets(&self, text: &str, allowed: &SpecialSet) -> Result<Encoding> {
         let mut enc = Encoding::default();
         let mut ids = Vec::new();
-        self.encode_segments(text, allowed, |seg| {
+        self.encode_segments(text, allowed, &SpecialSet::All, |seg| {
             match seg {
                 Segment::Text(s, base) => {
                     let b = s.as_bytes();
@@ -204,7 +215,7 @@ impl Tokenizer {
 
     /// Encodes bytes that need not be valid UTF-8: each maximal valid run is encoded as text,
     /// each invalid sequence as a piece of its own (single-byte tokens mostly).
-    pub fn encode_bytes(&self, bytes: &[u8], allowed: &AllowedSpecial) -> Result<Vec<Rank>> {
+    pub fn encode_bytes(&self, bytes: &[u8], allowed: &SpecialSet) -> Result<Vec<Rank>> {
         let mut out = Vec::new();
         for chunk in bytes.utf8_chunks() {
             out.extend(self.encode(chunk.valid(), allowed)?);
@@ -214,11 +225,12 @@ impl Tokenizer {
     }
 
     /// Splits `text` at allowed special tokens and calls `f` on each segment; fails on the first
-    /// disallowed one.
+    /// disallowed one; others stay inside the text segments.
     fn encode_segments(
         &self,
         text: &str,
-        allowed: &AllowedSpecial,
+        allowed: &SpecialSet,
+        disallowed: &SpecialSet,
         mut f: impl FnMut(Segment<'_>) -> Result<()>,
     ) -> Result<()> {
         let Some(m) = &self.specials.matcher else {
@@ -228,11 +240,15 @@ impl Tokenizer {
         for hit in m.find_iter(text) {
             let k = hit.pattern().as_usize();
             let name = &self.specials.names[k];
-            if !allowed.allows(name) {
-                return Err(TokenizerError::DisallowedSpecial {
-                    token: name.clone(),
-                    offset: hit.start(),
-                });
+            if !allowed.contains(name) {
+                if disallowed.contains(name) {
+                    return Err(TokenizerError::DisallowedSpecial {
+                        token: name.clone(),
+                        offset: hit.start(),
+                    });
+                }
+                // neither: ordinary text, left inside the current text segment
+                continue;
             }
             if hit.start() > last {
                 f(Segment::Text(&text[last..hit.start()], last))?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use common::{random_text, Rng};
 use ferrolab_tokenizer::{
     builtin, hf_string, parse_hf_str, parse_tiktoken_str, read_gpt2, read_hf, tiktoken_string,
-    write_gpt2, AllowedSpecial, MergeRule, Tokenizer, TokenizerError,
+    write_gpt2, MergeRule, SpecialSet, Tokenizer, TokenizerError,
 };
 use serde_json::Value;
 
@@ -47,7 +47,7 @@ fn hf_fixtures_encode_like_hf() {
                 .iter()
                 .map(|v| v.as_u64().unwrap() as u32)
                 .collect();
-            let got = tok.encode(p, &AllowedSpecial::All).unwrap();
+            let got = tok.encode(p, &SpecialSet::All).unwrap();
             assert_eq!(got, want, "{name}: {p:?}");
             assert_eq!(tok.decode(&got).unwrap(), *p);
         }
@@ -230,7 +230,7 @@ fn randomly_corrupted_files_never_panic() {
             }
             let s = String::from_utf8_lossy(&d);
             if let Ok(t) = parse_hf_str(&s) {
-                let _ = t.encode(&random_text(&mut rng, 10), &AllowedSpecial::All);
+                let _ = t.encode(&random_text(&mut rng, 10), &SpecialSet::All);
             }
             if let Ok(b) = parse_tiktoken_str(&s) {
                 assert!(b.len() >= 256, "round {round}");

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use common::{random_scalars, random_text, Rng};
-use ferrolab_tokenizer::{builtin, AllowedSpecial, PreTokenizer, Preset, Tokenizer};
+use ferrolab_tokenizer::{builtin, PreTokenizer, Preset, SpecialSet, Tokenizer};
 use tiktoken_rs::CoreBPE;
 
 fn ours(name: &str) -> &'static Tokenizer {
@@ -137,22 +137,19 @@ fn special_tokens_follow_tiktoken() {
         // allowed: all -> the special ids, exactly as tiktoken
         let all: HashSet<&str> = theirs(name).special_tokens();
         let want = theirs(name).encode(t, &all).unwrap().0;
-        assert_eq!(tok.encode(t, &AllowedSpecial::All).unwrap(), want, "{name}");
+        assert_eq!(tok.encode(t, &SpecialSet::All).unwrap(), want, "{name}");
         // ordinary: the strings are text
         assert_eq!(
             tok.encode_ordinary(t).unwrap(),
             theirs(name).encode_ordinary(t)
         );
         // not allowed: an error naming the token
-        let err = tok
-            .encode(t, &AllowedSpecial::None)
-            .unwrap_err()
-            .to_string();
+        let err = tok.encode(t, &SpecialSet::None).unwrap_err().to_string();
         assert!(err.contains("<|endoftext|>"), "{err}");
         // allowed set
         let only: HashSet<String> = ["<|endoftext|>".to_string()].into();
         let r = tok
-            .encode("a<|endoftext|>b", &AllowedSpecial::Some(only))
+            .encode("a<|endoftext|>b", &SpecialSet::Some(only))
             .unwrap();
         assert!(r.contains(&tok.special_id("<|endoftext|>").unwrap()));
     }
@@ -175,4 +172,24 @@ fn batch_and_parallel_equal_sequential() {
         tok.encode_ordinary_parallel(&long).unwrap(),
         theirs("cl100k_base").encode_ordinary(&long)
     );
+}
+
+#[test]
+fn special_tokens_neither_allowed_nor_disallowed_are_text() {
+    // tiktoken: encode(text, allowed_special={"<|endoftext|>"}, disallowed_special=())
+    let tok = ours("cl100k_base");
+    let t = "a<|endoftext|>b<|fim_prefix|>c";
+    let only: HashSet<String> = ["<|endoftext|>".to_string()].into();
+    let got = tok
+        .encode_with_special(t, &SpecialSet::Some(only), &SpecialSet::None)
+        .unwrap();
+    let allowed: HashSet<&str> = ["<|endoftext|>"].into();
+    assert_eq!(got, theirs("cl100k_base").encode(t, &allowed).unwrap().0);
+    // the default (disallow all) refuses the one that is not allowed
+    let only: HashSet<String> = ["<|endoftext|>".to_string()].into();
+    let e = tok
+        .encode(t, &SpecialSet::Some(only))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("<|fim_prefix|>"), "{e}");
 }

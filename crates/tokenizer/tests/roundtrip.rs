@@ -6,7 +6,7 @@ mod common;
 use std::sync::OnceLock;
 
 use common::{random_scalars, random_text, Rng};
-use ferrolab_tokenizer::{builtin, read_hf, AllowedSpecial, Tokenizer};
+use ferrolab_tokenizer::{builtin, read_hf, SpecialSet, Tokenizer};
 
 fn cl100k() -> &'static Tokenizer {
     static T: OnceLock<Tokenizer> = OnceLock::new();
@@ -29,7 +29,7 @@ fn decode_inverts_encode() {
             } else {
                 random_scalars(&mut rng, 30)
             };
-            let ids = tok.encode(&t, &AllowedSpecial::All).unwrap();
+            let ids = tok.encode(&t, &SpecialSet::All).unwrap();
             assert_eq!(tok.decode(&ids).unwrap(), t);
         }
     }
@@ -41,7 +41,7 @@ fn arbitrary_bytes_round_trip() {
     for tok in [cl100k().clone(), trained()] {
         for _ in 0..300 {
             let b: Vec<u8> = (0..rng.below(60)).map(|_| rng.next() as u8).collect();
-            let ids = tok.encode_bytes(&b, &AllowedSpecial::None).unwrap();
+            let ids = tok.encode_bytes(&b, &SpecialSet::None).unwrap();
             assert_eq!(tok.decode_bytes(&ids).unwrap(), b);
         }
     }
@@ -72,8 +72,8 @@ fn offsets_cover_the_text() {
     let tok = cl100k();
     for _ in 0..200 {
         let t = random_text(&mut rng, 30) + "<|endoftext|>" + &random_text(&mut rng, 5);
-        let enc = tok.encode_with_offsets(&t, &AllowedSpecial::All).unwrap();
-        assert_eq!(enc.ids, tok.encode(&t, &AllowedSpecial::All).unwrap());
+        let enc = tok.encode_with_offsets(&t, &SpecialSet::All).unwrap();
+        assert_eq!(enc.ids, tok.encode(&t, &SpecialSet::All).unwrap());
         let mut at = 0;
         for (&id, &(s, e)) in enc.ids.iter().zip(&enc.offsets) {
             assert_eq!(s, at);

@@ -8,8 +8,7 @@ use std::path::Path;
 
 use common::{random_text, Rng};
 use ferrolab_tokenizer::{
-    read_hf, train_files, train_texts, AllowedSpecial, PreTokenizer, Preset, TrainConfig,
-    WordCounts,
+    read_hf, train_files, train_texts, PreTokenizer, Preset, SpecialSet, TrainConfig, WordCounts,
 };
 
 fn corpus() -> String {
@@ -35,7 +34,7 @@ fn vocabulary_size_specials_and_round_trip() {
         assert_eq!(tok.vocab_end(), 400, "{preset}");
         assert_eq!(tok.special_id("<|endoftext|>"), Some(398));
         assert_eq!(tok.special_id("<|pad|>"), Some(399));
-        let ids = tok.encode(&text, &AllowedSpecial::All).unwrap();
+        let ids = tok.encode(&text, &SpecialSet::All).unwrap();
         assert_eq!(tok.decode(&ids).unwrap(), text);
         // merges compress the training text
         assert!(

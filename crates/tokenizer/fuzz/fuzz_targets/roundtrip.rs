@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use ferrolab_tokenizer::{builtin, parse_hf_str, AllowedSpecial, Tokenizer};
+use ferrolab_tokenizer::{builtin, parse_hf_str, SpecialSet, Tokenizer};
 use libfuzzer_sys::fuzz_target;
 
 fn tokenizers() -> &'static [Tokenizer; 2] {
@@ -18,7 +18,7 @@ fn tokenizers() -> &'static [Tokenizer; 2] {
 
 fuzz_target!(|data: &[u8]| {
     for tok in tokenizers() {
-        let ids = tok.encode_bytes(data, &AllowedSpecial::None).unwrap_or_default();
+        let ids = tok.encode_bytes(data, &SpecialSet::None).unwrap_or_default();
         if let Ok(back) = tok.decode_bytes(&ids) {
             if !ids.is_empty() || data.is_empty() {
                 assert_eq!(back, data);
