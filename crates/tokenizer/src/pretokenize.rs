@@ -259,17 +259,20 @@ impl PreTokenizer {
 }
 
 /// Whether every preset ends a piece at byte `p` whatever the rest of the text holds, so text
-/// cut there pre-tokenises exactly like the whole: an ASCII letter, then a space and an ASCII
-/// letter (`x| y`). Every preset's piece holding the letter stops at a space (letter runs,
-/// contractions), none looks behind, and the piece from the space (` y...`) does not depend on
-/// what came before. Used to encode one text on several threads and to stream training files.
+/// cut there pre-tokenises exactly like the whole. Two shapes qualify:
+/// - `x| y` (ASCII letter, then a space and an ASCII letter): every preset's piece holding the
+///   letter stops at a space (letter runs, contractions), none looks behind, and the piece from
+///   the space (` y...`) does not depend on what came before;
+/// - `x\n|y` (ASCII letter, line break, ASCII letter): the lone `\n` is a piece of its own in
+///   every preset, at the end of a text (`\s+$`-like rules) as before a letter (`\s+` once
+///   `\s+(?!\S)` fails).
+///
+/// Used to encode one text on several threads and to stream training files.
 #[inline]
 pub fn is_safe_cut(b: &[u8], p: usize) -> bool {
-    p >= 1
-        && p + 1 < b.len()
-        && b[p] == b' '
-        && b[p - 1].is_ascii_alphabetic()
-        && b[p + 1].is_ascii_alphabetic()
+    let alpha = |i: usize| b.get(i).is_some_and(u8::is_ascii_alphabetic);
+    (p >= 1 && b.get(p) == Some(&b' ') && alpha(p - 1) && alpha(p + 1))
+        || (p >= 2 && b[p - 1] == b'\n' && alpha(p - 2) && alpha(p))
 }
 
 /// The character at byte `i` and its length in bytes. `i` is always a char boundary here.

@@ -165,7 +165,11 @@ fn safe_cuts_do_not_change_pieces() {
     let mut rng = Rng(77);
     let mut checked = 0;
     for _ in 0..300 {
-        let t = random_text(&mut rng, 30) + " ab cd" + &random_text(&mut rng, 30);
+        let t = random_text(&mut rng, 30)
+            + " ab cd"
+            + &random_text(&mut rng, 20)
+            + "ef\ngh"
+            + &random_text(&mut rng, 20);
         let b = t.as_bytes();
         for p in (0..b.len()).filter(|&p| ferrolab_tokenizer::is_safe_cut(b, p)) {
             for preset in Preset::ALL {
@@ -184,4 +188,13 @@ fn safe_cuts_do_not_change_pieces() {
         }
     }
     assert!(checked > 1000);
+    // both shapes were exercised
+    assert!(
+        ferrolab_tokenizer::is_safe_cut(b"ab\ncd", 3)
+            && ferrolab_tokenizer::is_safe_cut(b"ab cd", 2)
+    );
+    assert!(
+        !ferrolab_tokenizer::is_safe_cut(b"a.\ncd", 3)
+            && !ferrolab_tokenizer::is_safe_cut(b"ab  cd", 3)
+    );
 }
