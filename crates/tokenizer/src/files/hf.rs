@@ -2,7 +2,8 @@
 //!
 //! Supported: model `BPE` (vocab, merges as `"a b"` strings or `["a", "b"]` pairs,
 //! `ignore_merges`), pre-tokenizer `ByteLevel` (GPT-2 regex) or `Sequence[Split(Regex,
-//! Isolated), ByteLevel(use_regex=false)]`, added tokens (as special tokens), no normalizer.
+//! Isolated), ByteLevel(use_regex=false)]`, added tokens (as special tokens, without
+//! `lstrip` / `rstrip` / `single_word`), no normalizer.
 //! Anything else is refused with the key that holds it, rather than loaded and encoded wrongly.
 
 use std::path::Path;
@@ -91,6 +92,16 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
                 .and_then(Value::as_u64)
                 .and_then(|x| Rank::try_from(x).ok())
                 .ok_or_else(|| bad(&format!("{key}.id"), "missing or not an id".into()))?;
+            // these change how the token is matched; matching it plainly would encode text
+            // around it differently from HF, so refuse rather than be silently wrong
+            for flag in ["lstrip", "rstrip", "single_word"] {
+                if t.get(flag).and_then(Value::as_bool) == Some(true) {
+                    return Err(bad(
+                        &format!("{key}.{flag}"),
+                        "true is not supported".into(),
+                    ));
+                }
+            }
             added.insert(content, id);
             specials.push((content.to_string(), id));
         }
