@@ -4,6 +4,7 @@ mod bench;
 mod data;
 mod generate;
 mod plan;
+mod tokenizer;
 mod train;
 mod word2vec;
 
@@ -29,6 +30,8 @@ enum Command {
     Data(data::DataArgs),
     /// Benchmarks, with the PyTorch peer side by side where it is installed.
     Bench(bench::BenchArgs),
+    /// Byte-level BPE tokenizers: encode, decode, train, inspect.
+    Tokenizer(tokenizer::TokenizerArgs),
     /// word2vec: train, evaluate and query word vectors.
     Word2vec(word2vec::Word2VecArgs),
 }
@@ -41,6 +44,7 @@ fn main() -> std::process::ExitCode {
         Command::Plan(a) => plan::run(a),
         Command::Data(a) => data::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Tokenizer(a) => tokenizer::run(a),
         Command::Word2vec(a) => word2vec::run(a),
     };
     match res {

@@ -1,0 +1,134 @@
+//! `ferrolab tokenizer`: the command-line contract of issue 4, run as a process.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use ferrolab_tokenizer::{load, SpecialSet};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tokenizer/tests/fixtures")
+        .join(name)
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+        .arg("tokenizer")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // the command may exit (on an error) before reading its input: a broken pipe is fine
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn encode_prints_ids_and_decode_reverses_it() {
+    let tok = fixture("hf_cl100k.json");
+    let tok = tok.to_str().unwrap();
+    let text = "The lab keeps notes, 2026 <|endoftext|> 東京 🙂\n";
+    let out = run(
+        &["encode", "--tokenizer", tok, "--special", "all"],
+        text.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.ends_with('\n') && !printed.ends_with(" \n"));
+    let want = load(tok, None)
+        .unwrap()
+        .encode(text, &SpecialSet::All)
+        .unwrap();
+    let got: Vec<u32> = printed
+        .split(' ')
+        .map(|w| w.trim().parse().unwrap())
+        .collect();
+    assert_eq!(got, want);
+    let back = run(&["decode", "--tokenizer", tok], printed.as_bytes());
+    assert_eq!(String::from_utf8(back.stdout).unwrap(), text);
+    // `none` (tiktoken's default) refuses the special token; `ordinary` encodes it as text
+    let out = run(
+        &["encode", "--tokenizer", tok, "--special", "none"],
+        text.as_bytes(),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("<|endoftext|>"));
+    let out = run(
+        &["encode", "--tokenizer", tok, "--special", "ordinary"],
+        text.as_bytes(),
+    );
+    assert!(out.status.success());
+}
+
+#[test]
+fn invalid_utf8_is_an_error_unless_bytes() {
+    let tok = fixture("hf_gpt2.json");
+    let tok = tok.to_str().unwrap();
+    let input = b"ab\xffcd";
+    let out = run(&["encode", "--tokenizer", tok], input);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bytes"));
+    let out = run(&["encode", "--tokenizer", tok, "--bytes"], input);
+    assert!(out.status.success());
+    let back = run(&["decode", "--tokenizer", tok, "--bytes"], &out.stdout);
+    assert_eq!(back.stdout, input);
+}
+
+#[test]
+fn train_writes_a_loadable_tokenizer_and_inspect_shows_it() {
+    let out_path = std::env::temp_dir().join(format!("ferrolab-cli-{}.json", std::process::id()));
+    let corpus = fixture("corpus.txt");
+    let out = run(
+        &[
+            "train",
+            "--input",
+            corpus.to_str().unwrap(),
+            "--vocab-size",
+            "320",
+            "--preset",
+            "o200k",
+            "--special-token",
+            "<|endoftext|>",
+            "--out",
+            out_path.to_str().unwrap(),
+            "--quiet",
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tok = load(out_path.to_str().unwrap(), None).unwrap();
+    assert_eq!(tok.vocab_end(), 320);
+    let out = run(
+        &[
+            "inspect",
+            "--tokenizer",
+            out_path.to_str().unwrap(),
+            "the lab notes",
+        ],
+        b"",
+    );
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        shown.contains("\" lab\"") && shown.contains("tokens"),
+        "{shown}"
+    );
+    std::fs::remove_file(out_path).unwrap();
+}
+
+#[test]
+fn unknown_tokenizer_is_a_clear_error() {
+    let out = run(&["encode", "--tokenizer", "no_such_vocab"], b"x");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cl100k_base"));
+}

@@ -1,0 +1,146 @@
+//! Tokenizers by name (`cl100k_base`, `o200k_base`, `r50k_base`, `p50k_base`) and by path.
+//!
+//! The rank files of the named vocabularies are not copied into this repository: they come from
+//! the `tiktoken-rs` crate, which ships them and compiles them into itself, so they are available
+//! offline wherever this crate builds (feature `builtin`, on by default). `tiktoken-rs` keeps its
+//! tables private, so the ranks are read back through its public `decode_bytes`, one id at a
+//! time; that costs a few hundred milliseconds once per load.
+
+use std::path::Path;
+
+use crate::bpe::{Bpe, Rank};
+use crate::error::{Result, TokenizerError};
+use crate::files::{gpt2, hf, tiktoken};
+use crate::pretokenize::{PreTokenizer, Preset};
+use crate::tokenizer::Tokenizer;
+
+/// A named vocabulary.
+#[derive(Clone, Copy, Debug)]
+pub struct Builtin {
+    /// The name (`cl100k_base`).
+    pub name: &'static str,
+    /// Its pre-tokenisation.
+    pub preset: Preset,
+    /// Its special tokens and their ids.
+    pub specials: &'static [(&'static str, Rank)],
+}
+
+/// The named vocabularies.
+pub const BUILTIN: [Builtin; 4] = [
+    Builtin {
+        name: "cl100k_base",
+        preset: Preset::Cl100k,
+        specials: &[
+            ("<|endoftext|>", 100257),
+            ("<|fim_prefix|>", 100258),
+            ("<|fim_middle|>", 100259),
+            ("<|fim_suffix|>", 100260),
+            ("<|endofprompt|>", 100276),
+        ],
+    },
+    Builtin {
+        name: "o200k_base",
+        preset: Preset::O200k,
+        specials: &[("<|endoftext|>", 199999), ("<|endofprompt|>", 200018)],
+    },
+    Builtin {
+        name: "r50k_base",
+        preset: Preset::Gpt2,
+        specials: &[("<|endoftext|>", 50256)],
+    },
+    Builtin {
+        name: "p50k_base",
+        preset: Preset::Gpt2,
+        specials: &[("<|endoftext|>", 50256)],
+    },
+];
+
+fn specials(list: &[(&str, Rank)]) -> Vec<(String, Rank)> {
+    list.iter().map(|&(n, id)| (n.to_string(), id)).collect()
+}
+
+/// A named vocabulary.
+#[cfg(feature = "builtin")]
+pub fn builtin(name: &str) -> Result<Tokenizer> {
+    let Some(&Builtin {
+        preset,
+        specials: sp,
+        ..
+    }) = BUILTIN.iter().find(|b| b.name == name)
+    else {
+        return Err(TokenizerError::UnknownTokenizer(name.to_string()));
+    };
+    let load = match name {
+        "cl100k_base" => tiktoken_rs::cl100k_base,
+        "o200k_base" => tiktoken_rs::o200k_base,
+        "r50k_base" => tiktoken_rs::r50k_base,
+        _ => tiktoken_rs::p50k_base,
+    };
+    let core = load().map_err(|e| TokenizerError::BadVocab(format!("{name}: {e}")))?;
+    // ordinary ranks are 0..(first special id); ids without a token are skipped
+    let end = sp.iter().map(|&(_, id)| id).min().unwrap_or(0);
+    let ranks = (0..end).filter_map(|r| core.decode_bytes(&[r]).ok().map(|b| (b, r)));
+    let bpe = Bpe::from_ranks(ranks)?;
+    Tokenizer::new(bpe, PreTokenizer::preset(preset), specials(sp))
+}
+
+/// A named vocabulary (unavailable: built without the `builtin` feature).
+#[cfg(not(feature = "builtin"))]
+pub fn builtin(name: &str) -> Result<Tokenizer> {
+    Err(TokenizerError::UnknownTokenizer(name.to_string()))
+}
+
+/// A tokenizer by built-in name or by file:
+/// - `*.json` (other than `encoder.json`): HF `tokenizer.json`;
+/// - `encoder.json`: GPT-2 files, with `vocab.bpe` beside it;
+/// - anything else: a `.tiktoken` rank file, pre-tokenised with `preset`, or when `None` the
+///   preset its name suggests (`o200k`, `r50k`/`p50k`/`gpt2`), else cl100k; a file named after
+///   a built-in vocabulary gets that vocabulary's special tokens.
+pub fn load(name_or_path: &str, preset: Option<Preset>) -> Result<Tokenizer> {
+    let path = Path::new(name_or_path);
+    if !path.exists() {
+        if BUILTIN.iter().any(|b| b.name == name_or_path) {
+            let t = builtin(name_or_path)?;
+            return Ok(match preset {
+                Some(p) => t.with_pre_tokenizer(PreTokenizer::preset(p)),
+                None => t,
+            });
+        }
+        return Err(TokenizerError::UnknownTokenizer(name_or_path.to_string()));
+    }
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let tok = if file_name == "encoder.json" {
+        let merges = path.with_file_name("vocab.bpe");
+        let (bpe, sp) = gpt2::read_gpt2(path, &merges)?;
+        Tokenizer::new(bpe, PreTokenizer::preset(Preset::Gpt2), sp)?
+    } else if file_name.ends_with(".json") {
+        hf::read_hf(path)?
+    } else {
+        let bpe = tiktoken::read_tiktoken(path)?;
+        let known = BUILTIN.iter().find(|b| file_name.starts_with(b.name));
+        let guess = if file_name.contains("o200k") {
+            Preset::O200k
+        } else if ["r50k", "p50k", "gpt2"]
+            .iter()
+            .any(|k| file_name.contains(k))
+        {
+            Preset::Gpt2
+        } else {
+            Preset::Cl100k
+        };
+        let sp = known.map(|b| specials(b.specials)).unwrap_or_default();
+        // specials only where their ids are free (a file can hold more ranks than the original)
+        let sp = sp
+            .into_iter()
+            .filter(|(_, id)| bpe.token_bytes(*id).is_none())
+            .collect();
+        Tokenizer::new(bpe, PreTokenizer::preset(guess), sp)?
+    };
+    Ok(match preset {
+        Some(p) => tok.with_pre_tokenizer(PreTokenizer::preset(p)),
+        None => tok,
+    })
+}

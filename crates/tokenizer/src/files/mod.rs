@@ -1,0 +1,30 @@
+//! Vocabulary files: tiktoken rank files, GPT-2 `encoder.json` + `vocab.bpe`, HF
+//! `tokenizer.json`.
+
+pub mod base64;
+pub mod gpt2;
+pub mod hf;
+pub mod tiktoken;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, TokenizerError};
+
+pub(crate) fn read_to_string(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| TokenizerError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+pub(crate) fn write(path: &Path, data: &[u8]) -> Result<()> {
+    std::fs::write(path, data).map_err(|source| TokenizerError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The name used in errors for text that did not come from a file.
+pub(crate) fn memory() -> PathBuf {
+    PathBuf::from("<memory>")
+}

@@ -1,0 +1,73 @@
+//! `.tiktoken` rank files: one token per line, `base64(bytes) rank`.
+
+use std::path::Path;
+
+use crate::bpe::{Bpe, MergeRule, Rank};
+use crate::error::{Result, TokenizerError};
+use crate::files::{base64, memory, read_to_string, write};
+
+/// Parses the text of a rank file; `path` is only for error messages.
+pub fn parse_tiktoken(text: &str, path: &Path) -> Result<Bpe> {
+    let mut ranks = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let bad = |message: String| TokenizerError::BadLine {
+            path: path.to_path_buf(),
+            line: i + 1,
+            message,
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut it = line.split(' ');
+        let (Some(tok), Some(rank), None) = (it.next(), it.next(), it.next()) else {
+            return Err(bad("expected `base64 rank`".into()));
+        };
+        let bytes = base64::decode(tok).ok_or_else(|| bad(format!("bad base64 {tok:?}")))?;
+        let rank: Rank = rank
+            .parse()
+            .map_err(|_| bad(format!("bad rank {rank:?}")))?;
+        ranks.push((bytes, rank));
+    }
+    Bpe::from_ranks(ranks).map_err(|e| match e {
+        TokenizerError::BadVocab(m) => TokenizerError::BadLine {
+            path: path.to_path_buf(),
+            line: 0,
+            message: m,
+        },
+        e => e,
+    })
+}
+
+/// Reads a rank file.
+pub fn read_tiktoken(path: &Path) -> Result<Bpe> {
+    parse_tiktoken(&read_to_string(path)?, path)
+}
+
+/// Parses rank-file text held in memory.
+pub fn parse_tiktoken_str(text: &str) -> Result<Bpe> {
+    parse_tiktoken(text, &memory())
+}
+
+/// The rank file text of a vocabulary (by id). Only tiktoken-rule vocabularies have ranks that
+/// mean the same thing in a rank file; writing a merge-list vocabulary would change its
+/// encodings, so that is an error.
+pub fn tiktoken_string(bpe: &Bpe) -> Result<String> {
+    if *bpe.rule() != MergeRule::ByteRanks {
+        return Err(TokenizerError::BadVocab(
+            "a merge-list vocabulary cannot be written as ranks without changing its encodings; write tokenizer.json".into(),
+        ));
+    }
+    let mut s = String::new();
+    for (bytes, id) in bpe.vocab() {
+        s.push_str(&base64::encode(bytes));
+        s.push(' ');
+        s.push_str(&id.to_string());
+        s.push('\n');
+    }
+    Ok(s)
+}
+
+/// Writes a rank file.
+pub fn write_tiktoken(bpe: &Bpe, path: &Path) -> Result<()> {
+    write(path, tiktoken_string(bpe)?.as_bytes())
+}

@@ -1,0 +1,357 @@
+//! [`Tokenizer`]: pre-tokenizer + BPE + special tokens, with tiktoken's encoding semantics.
+
+use std::collections::HashSet;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+
+use crate::bpe::{Bpe, Rank};
+use crate::error::{Result, TokenizerError};
+use crate::pretokenize::{is_safe_cut, PreTokenizer};
+
+/// A set of special tokens, as tiktoken's `allowed_special` / `disallowed_special` arguments:
+/// `"all"`, none, or named ones.
+#[derive(Clone, Debug, Default)]
+pub enum SpecialSet {
+    /// All special tokens.
+    All,
+    /// None.
+    #[default]
+    None,
+    /// These.
+    Some(HashSet<String>),
+}
+
+impl SpecialSet {
+    fn contains(&self, token: &str) -> bool {
+        match self {
+            SpecialSet::All => true,
+            SpecialSet::None => false,
+            SpecialSet::Some(s) => s.contains(token),
+        }
+    }
+}
+
+/// Token ids with the byte range of the input that each one covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Encoding {
+    /// Token ids.
+    pub ids: Vec<Rank>,
+    /// `offsets[i]` = byte range `(start, end)` of the input that `ids[i]` encodes. A token that
+    /// holds part of a multi-byte character has a range that cuts the character.
+    pub offsets: Vec<(usize, usize)>,
+}
+
+/// Special tokens (`<|endoftext|>` and the like): matched before pre-tokenisation.
+#[derive(Clone, Debug, Default)]
+struct Specials {
+    names: Vec<String>,
+    ids: Vec<Rank>,
+    by_id: FxHashMap<Rank, usize>,
+    matcher: Option<AhoCorasick>,
+}
+
+impl Specials {
+    fn new(list: Vec<(String, Rank)>) -> Result<Specials> {
+        let mut s = Specials::default();
+        for (name, id) in list {
+            if name.is_empty() {
+                return Err(TokenizerError::BadVocab(format!(
+                    "special token {id} is the empty string"
+                )));
+            }
+            if s.by_id.insert(id, s.names.len()).is_some() {
+                return Err(TokenizerError::BadVocab(format!(
+                    "special token id {id} appears twice"
+                )));
+            }
+            s.names.push(name);
+            s.ids.push(id);
+        }
+        if !s.names.is_empty() {
+            // leftmost-longest: of two specials starting at one place, the longer one
+            s.matcher = Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(&s.names)
+                    .map_err(|e| TokenizerError::BadVocab(format!("special tokens: {e}")))?,
+            );
+        }
+        Ok(s)
+    }
+}
+
+/// A complete byte-level BPE tokenizer.
+#[derive(Clone, Debug)]
+pub struct Tokenizer {
+    bpe: Bpe,
+    pre: PreTokenizer,
+    specials: Specials,
+}
+
+impl Tokenizer {
+    /// Builds a tokenizer. Special token ids must not collide with BPE ids.
+    pub fn new(bpe: Bpe, pre: PreTokenizer, specials: Vec<(String, Rank)>) -> Result<Tokenizer> {
+        for (name, id) in &specials {
+            if bpe.token_bytes(*id).is_some() {
+                return Err(TokenizerError::BadVocab(format!(
+                    "special token {name:?} has id {id}, which is also an ordinary token"
+                )));
+            }
+        }
+        Ok(Tokenizer {
+            bpe,
+            pre,
+            specials: Specials::new(specials)?,
+        })
+    }
+
+    /// The BPE model.
+    pub fn bpe(&self) -> &Bpe {
+        &self.bpe
+    }
+
+    /// The pre-tokenizer.
+    pub fn pre_tokenizer(&self) -> &PreTokenizer {
+        &self.pre
+    }
+
+    /// Replaces the pre-tokenizer (for example to run the reference regex path).
+    pub fn with_pre_tokenizer(mut self, pre: PreTokenizer) -> Tokenizer {
+        self.pre = pre;
+        self
+    }
+
+    /// Special tokens and their ids.
+    pub fn special_tokens(&self) -> impl Iterator<Item = (&str, Rank)> {
+        self.specials
+            .names
+            .iter()
+            .map(String::as_str)
+            .zip(self.specials.ids.iter().copied())
+    }
+
+    /// The id of a special token.
+    pub fn special_id(&self, name: &str) -> Option<Rank> {
+        self.special_tokens()
+            .find(|(n, _)| *n == name)
+            .map(|(_, id)| id)
+    }
+
+    /// One past the largest id, special tokens included.
+    pub fn vocab_end(&self) -> usize {
+        let sp = self.specials.ids.iter().map(|&i| i as usize + 1).max();
+        self.bpe.id_end().max(sp.unwrap_or(0))
+    }
+
+    /// Encodes text as ordinary text: special-token strings are encoded like any other text.
+    pub fn encode_ordinary(&self, text: &str) -> Result<Vec<Rank>> {
+        let mut out = Vec::with_capacity(text.len() / 4);
+        self.encode_ordinary_into(text, &mut out)?;
+        Ok(out)
+    }
+
+    fn encode_ordinary_into(&self, text: &str, out: &mut Vec<Rank>) -> Result<()> {
+        let b = text.as_bytes();
+        self.pre
+            .for_each_piece(text, |s, e| self.bpe.encode_piece(&b[s..e], out))
+    }
+
+    /// Encodes text with tiktoken's default special-token semantics: allowed specials become
+    /// their ids, any other special token in the text is an error (`disallowed_special="all"`).
+    pub fn encode(&self, text: &str, allowed: &SpecialSet) -> Result<Vec<Rank>> {
+        self.encode_with_special(text, allowed, &SpecialSet::All)
+    }
+
+    /// tiktoken's `encode(text, allowed_special, disallowed_special)`: allowed specials become
+    /// their ids; a disallowed one that is not allowed is an error; the rest are ordinary text.
+    pub fn encode_with_special(
+        &self,
+        text: &str,
+        allowed: &SpecialSet,
+        disallowed: &SpecialSet,
+    ) -> Result<Vec<Rank>> {
+        let mut out = Vec::with_capacity(text.len() / 4);
+        self.encode_segments(text, allowed, disallowed, |seg| match seg {
+            Segment::Text(s, _) => self.encode_ordinary_into(s, &mut out),
+            Segment::Special(id, _) => {
+                out.push(id);
+                Ok(())
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Like [`Tokenizer::encode`], with the byte range of each token.
+    pub fn encode_with_offsets(&self, text: &str, allowed: &SpecialSet) -> Result<Encoding> {
+        let mut enc = Encoding::default();
+        let mut ids = Vec::new();
+        self.encode_segments(text, allowed, &SpecialSet::All, |seg| {
+            match seg {
+                Segment::Text(s, base) => {
+                    let b = s.as_bytes();
+                    self.pre.for_each_piece(s, |ps, pe| {
+                        ids.clear();
+                        self.bpe.encode_piece(&b[ps..pe], &mut ids);
+                        let mut at = base + ps;
+                        for &id in &ids {
+                            let len = self.bpe.token_bytes(id).map_or(0, <[u8]>::len);
+                            enc.ids.push(id);
+                            enc.offsets.push((at, at + len));
+                            at += len;
+                        }
+                    })?;
+                }
+                Segment::Special(id, (s, e)) => {
+                    enc.ids.push(id);
+                    enc.offsets.push((s, e));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(enc)
+    }
+
+    /// Encodes bytes that need not be valid UTF-8: each maximal valid run is encoded as text,
+    /// each invalid sequence as a piece of its own (single-byte tokens mostly).
+    pub fn encode_bytes(&self, bytes: &[u8], allowed: &SpecialSet) -> Result<Vec<Rank>> {
+        let mut out = Vec::new();
+        for chunk in bytes.utf8_chunks() {
+            out.extend(self.encode(chunk.valid(), allowed)?);
+            self.bpe.encode_piece(chunk.invalid(), &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Splits `text` at allowed special tokens and calls `f` on each segment; fails on the first
+    /// disallowed one; others stay inside the text segments.
+    fn encode_segments(
+        &self,
+        text: &str,
+        allowed: &SpecialSet,
+        disallowed: &SpecialSet,
+        mut f: impl FnMut(Segment<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let Some(m) = &self.specials.matcher else {
+            return f(Segment::Text(text, 0));
+        };
+        let mut last = 0;
+        for hit in m.find_iter(text) {
+            let k = hit.pattern().as_usize();
+            let name = &self.specials.names[k];
+            if !allowed.contains(name) {
+                if disallowed.contains(name) {
+                    return Err(TokenizerError::DisallowedSpecial {
+                        token: name.clone(),
+                        offset: hit.start(),
+                    });
+                }
+                // neither: ordinary text, left inside the current text segment
+                continue;
+            }
+            if hit.start() > last {
+                f(Segment::Text(&text[last..hit.start()], last))?;
+            }
+            f(Segment::Special(
+                self.specials.ids[k],
+                (hit.start(), hit.end()),
+            ))?;
+            last = hit.end();
+        }
+        if last < text.len() {
+            f(Segment::Text(&text[last..], last))?;
+        }
+        Ok(())
+    }
+
+    /// Encodes many texts on the rayon thread pool, as ordinary text.
+    pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<Rank>>> {
+        texts
+            .par_iter()
+            .map(|t| self.encode_ordinary(t.as_ref()))
+            .collect()
+    }
+
+    /// Encodes one long text as ordinary text on the rayon thread pool. The text is cut only at
+    /// places where every preset's pre-tokenizer has a piece boundary that does not depend on the
+    /// rest of the text ([`is_safe_cut`]), so the result equals
+    /// [`Tokenizer::encode_ordinary`]; other pre-tokenizers run on one thread.
+    pub fn encode_ordinary_parallel(&self, text: &str) -> Result<Vec<Rank>> {
+        let threads = rayon::current_num_threads();
+        if self.pre.preset_kind().is_none() || threads < 2 || text.len() < 1 << 16 {
+            return self.encode_ordinary(text);
+        }
+        let cuts = safe_cuts(text, threads * 8);
+        let parts: Result<Vec<Vec<Rank>>> = cuts
+            .par_windows(2)
+            .map(|w| self.encode_ordinary(&text[w[0]..w[1]]))
+            .collect();
+        Ok(parts?.concat())
+    }
+
+    /// Appends the bytes of the tokens (special tokens as their text) to `out`.
+    pub fn decode_bytes_into(&self, ids: &[Rank], out: &mut Vec<u8>) -> Result<()> {
+        for &id in ids {
+            if let Some(b) = self.bpe.token_bytes(id) {
+                out.extend_from_slice(b);
+            } else if let Some(&k) = self.specials.by_id.get(&id) {
+                out.extend_from_slice(self.specials.names[k].as_bytes());
+            } else {
+                return Err(TokenizerError::UnknownId(id));
+            }
+        }
+        Ok(())
+    }
+
+    /// The bytes of the tokens; valid UTF-8 or not (a token run may split a character).
+    pub fn decode_bytes(&self, ids: &[Rank]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(ids.len() * 4);
+        self.decode_bytes_into(ids, &mut out)?;
+        Ok(out)
+    }
+
+    /// The text of the tokens; an error if the bytes are not valid UTF-8.
+    pub fn decode(&self, ids: &[Rank]) -> Result<String> {
+        String::from_utf8(self.decode_bytes(ids)?).map_err(|e| TokenizerError::InvalidUtf8 {
+            valid_up_to: e.utf8_error().valid_up_to(),
+        })
+    }
+
+    /// The bytes of one token, special tokens included.
+    pub fn token_bytes(&self, id: Rank) -> Option<&[u8]> {
+        self.bpe.token_bytes(id).or_else(|| {
+            self.specials
+                .by_id
+                .get(&id)
+                .map(|&k| self.specials.names[k].as_bytes())
+        })
+    }
+}
+
+/// A run of ordinary text (with its offset in the whole text) or a special token (id, range).
+enum Segment<'a> {
+    Text(&'a str, usize),
+    Special(Rank, (usize, usize)),
+}
+
+/// About `n` cut points (including 0 and the end) where [`is_safe_cut`] holds.
+pub(crate) fn safe_cuts(text: &str, n: usize) -> Vec<usize> {
+    let b = text.as_bytes();
+    let step = (b.len() / n.max(1)).max(1);
+    let mut cuts = vec![0];
+    let mut target = step;
+    while target < b.len() {
+        let mut p = target;
+        while p < b.len() && !is_safe_cut(b, p) {
+            p += 1;
+        }
+        if p >= b.len() {
+            break;
+        }
+        cuts.push(p);
+        target = p + step;
+    }
+    cuts.push(b.len());
+    cuts
+}

@@ -1,0 +1,268 @@
+//! Vocabulary files: HF tokenizer.json against fixtures made by HF `tokenizers`, round trips of
+//! all formats, and errors that name the line or key.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{random_text, Rng};
+use ferrolab_tokenizer::{
+    builtin, hf_string, parse_hf_str, parse_tiktoken_str, read_gpt2, read_hf, tiktoken_string,
+    write_gpt2, MergeRule, SpecialSet, Tokenizer, TokenizerError,
+};
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ferrolab-tok-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+#[test]
+fn hf_fixtures_encode_like_hf() {
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("hf_expected.json")).unwrap())
+            .unwrap();
+    let probes: Vec<&str> = expected["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let ids = expected["ids"].as_object().unwrap();
+    // made by HF (GPT-2 ByteLevel; Split(cl100k)+ByteLevel) and by ferrolab's trainer, encoded by HF
+    for name in ["hf_gpt2.json", "hf_cl100k.json", "ours_trained.json"] {
+        let tok = read_hf(&fixture(name)).unwrap();
+        assert!(matches!(tok.bpe().rule(), MergeRule::Pairs { .. }));
+        for (k, p) in probes.iter().enumerate() {
+            let want: Vec<u32> = ids[name][k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            let got = tok.encode(p, &SpecialSet::All).unwrap();
+            assert_eq!(got, want, "{name}: {p:?}");
+            assert_eq!(tok.decode(&got).unwrap(), *p);
+        }
+    }
+}
+
+#[test]
+fn hf_write_read_round_trip() {
+    let mut rng = Rng(11);
+    for name in ["hf_gpt2.json", "hf_cl100k.json"] {
+        let a = read_hf(&fixture(name)).unwrap();
+        let b = parse_hf_str(&hf_string(&a).unwrap()).unwrap();
+        assert_eq!(a.bpe().len(), b.bpe().len());
+        assert_eq!(a.pre_tokenizer().pattern(), b.pre_tokenizer().pattern());
+        assert_eq!(a.special_id("<|endoftext|>"), b.special_id("<|endoftext|>"));
+        for _ in 0..100 {
+            let t = random_text(&mut rng, 20);
+            assert_eq!(
+                a.encode_ordinary(&t).unwrap(),
+                b.encode_ordinary(&t).unwrap()
+            );
+        }
+    }
+}
+
+/// A tiktoken vocabulary written as tokenizer.json (derived merges, ignore_merges) and as GPT-2
+/// files (derived merges, pair rule) still encodes exactly like tiktoken.
+#[test]
+fn derived_merges_reproduce_tiktoken() {
+    let r50k = builtin("r50k_base").unwrap();
+    let oracle = tiktoken_rs::r50k_base_singleton();
+    let (enc, bpe) = (tmp("encoder.json"), tmp("vocab.bpe"));
+    let specials: Vec<(String, u32)> = r50k
+        .special_tokens()
+        .map(|(n, i)| (n.to_string(), i))
+        .collect();
+    write_gpt2(r50k.bpe(), &specials, &enc, &bpe).unwrap();
+    let (model, sp) = read_gpt2(&enc, &bpe).unwrap();
+    assert_eq!(sp, specials);
+    let gpt2 = Tokenizer::new(model, r50k.pre_tokenizer().clone(), sp).unwrap();
+    let via_hf = parse_hf_str(&hf_string(&r50k).unwrap()).unwrap();
+    let mut rng = Rng(3);
+    for _ in 0..300 {
+        let t = random_text(&mut rng, 30);
+        let want = oracle.encode_ordinary(&t);
+        assert_eq!(gpt2.encode_ordinary(&t).unwrap(), want, "{t:?}");
+        assert_eq!(via_hf.encode_ordinary(&t).unwrap(), want, "{t:?}");
+    }
+}
+
+#[test]
+fn tiktoken_file_round_trip() {
+    let cl = builtin("cl100k_base").unwrap();
+    let text = tiktoken_string(cl.bpe()).unwrap();
+    // the same file as tiktoken-rs ships: 100256 lines
+    assert_eq!(text.lines().count(), 100_256);
+    let back = parse_tiktoken_str(&text).unwrap();
+    assert_eq!(back.len(), cl.bpe().len());
+    for (bytes, id) in cl.bpe().vocab().step_by(97) {
+        assert_eq!(back.token_id(bytes), Some(id));
+    }
+}
+
+fn err_text<T>(r: Result<T, TokenizerError>) -> String {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn malformed_rank_files_name_the_line() {
+    let mut good: String = (0..=255u8)
+        .map(|b| format!("{} {b}\n", ferrolab_tokenizer::files::base64::encode(&[b])))
+        .collect();
+    assert!(parse_tiktoken_str(&good).is_ok());
+    let e = err_text(parse_tiktoken_str(&good.replacen("AA== 0", "A#== 0", 1)));
+    assert!(e.contains(":1:") && e.contains("base64"), "{e}");
+    let e = err_text(parse_tiktoken_str(&good.replacen("AQ== 1", "AQ== x", 1)));
+    assert!(e.contains(":2:") && e.contains("rank"), "{e}");
+    let e = err_text(parse_tiktoken_str(&good.replacen("Ag== 2", "Ag==", 1)));
+    assert!(e.contains(":3:"), "{e}");
+    good.push_str("YWI= 5\n");
+    let e = err_text(parse_tiktoken_str(&good));
+    assert!(e.contains("twice"), "{e}");
+    let e = err_text(parse_tiktoken_str("YQ== 0\n"));
+    assert!(e.contains("0x00") && e.contains("256"), "{e}");
+}
+
+#[test]
+fn malformed_tokenizer_json_names_the_key() {
+    let good = std::fs::read_to_string(fixture("hf_gpt2.json")).unwrap();
+    let mut v: Value = serde_json::from_str(&good).unwrap();
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(|v| v["model"]["merges"][3] = Value::from("one two three")),
+            "model.merges[3]",
+        ),
+        (
+            Box::new(|v| v["model"]["merges"][4] = serde_json::json!(["Ġ", "nope"])),
+            "model.merges[4]",
+        ),
+        (
+            Box::new(|v| v["model"]["vocab"]["Ġt"] = Value::from("x")),
+            "model.vocab.Ġt",
+        ),
+        (
+            Box::new(|v| v["model"]["type"] = Value::from("WordPiece")),
+            "model.type",
+        ),
+        (
+            Box::new(|v| v["pre_tokenizer"] = serde_json::json!({"type": "Whitespace"})),
+            "pre_tokenizer.type",
+        ),
+        (
+            Box::new(|v| v["normalizer"] = serde_json::json!({"type": "NFC"})),
+            "normalizer",
+        ),
+        (
+            Box::new(|v| v["added_tokens"][0]["id"] = Value::from(-1)),
+            "added_tokens[0].id",
+        ),
+        (
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("model");
+            }),
+            "model",
+        ),
+    ];
+    for (edit, key) in cases {
+        let mut w = v.clone();
+        edit(&mut w);
+        let e = err_text(parse_hf_str(&w.to_string()));
+        assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
+    }
+    v["model"]["vocab"].as_object_mut().unwrap().remove("!");
+    let e = err_text(parse_hf_str(&v.to_string()));
+    assert!(e.contains("model"), "{e}");
+    let e = err_text(parse_hf_str("{not json"));
+    assert!(e.contains("not JSON"), "{e}");
+}
+
+#[test]
+fn malformed_gpt2_files_name_the_line() {
+    let (enc, bpe) = (tmp("e2.json"), tmp("v2.bpe"));
+    let tok = read_hf(&fixture("hf_gpt2.json")).unwrap();
+    write_gpt2(tok.bpe(), &[], &enc, &bpe).unwrap();
+    assert!(read_gpt2(&enc, &bpe).is_ok());
+    let text = std::fs::read_to_string(&bpe).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[2] = "Ġ"; // line 3: one field
+    std::fs::write(&bpe, lines.join("\n")).unwrap();
+    let e = err_text(read_gpt2(&enc, &bpe));
+    assert!(e.contains("v2.bpe:3:"), "{e}");
+    std::fs::write(&enc, "[1, 2]").unwrap();
+    let e = err_text(read_gpt2(&enc, &bpe));
+    assert!(e.contains("e2.json"), "{e}");
+}
+
+/// The fuzz targets' property in the normal test suite: corrupted files never panic.
+#[test]
+fn randomly_corrupted_files_never_panic() {
+    let hf = std::fs::read(fixture("hf_gpt2.json")).unwrap();
+    let tk: Vec<u8> = (0..=255u8)
+        .map(|b| format!("{} {b}\n", ferrolab_tokenizer::files::base64::encode(&[b])))
+        .collect::<String>()
+        .into_bytes();
+    let mut rng = Rng(0xbad);
+    for round in 0..300 {
+        for base in [&hf, &tk] {
+            let mut d = base.clone();
+            for _ in 0..1 + rng.below(4) {
+                let i = rng.below(d.len());
+                match rng.below(3) {
+                    0 => d[i] = rng.next() as u8,
+                    1 => d.truncate(i.max(1)),
+                    _ => d.insert(i, b"{}[]\",: 0a=\n"[rng.below(12)]),
+                }
+            }
+            let s = String::from_utf8_lossy(&d);
+            if let Ok(t) = parse_hf_str(&s) {
+                let _ = t.encode(&random_text(&mut rng, 10), &SpecialSet::All);
+            }
+            if let Ok(b) = parse_tiktoken_str(&s) {
+                assert!(b.len() >= 256, "round {round}");
+            }
+        }
+    }
+}
+
+/// HF runs `Split` patterns with Oniguruma, which reads `\p{N}{1,3}+` as `(?:\p{N}{1,3})+`: a
+/// file HF wrote with tiktoken's cl100k pattern keeps digit runs whole, and so does this crate
+/// when it reads that file. cl100k written by this crate uses `\p{N}{1,3}`, which both engines
+/// read as tiktoken does, and it encodes exactly like tiktoken after the round trip.
+#[test]
+fn oniguruma_quantifiers_and_cl100k_as_tokenizer_json() {
+    let hf = read_hf(&fixture("hf_cl100k.json")).unwrap();
+    assert_eq!(hf.pre_tokenizer().split("17912026").unwrap(), [(0, 8)]);
+    assert!(!hf.pre_tokenizer().is_fast());
+
+    let cl = builtin("cl100k_base").unwrap();
+    let json = hf_string(&cl).unwrap();
+    assert!(json.contains(r#"\\p{N}{1,3}|"#) && !json.contains(r#"\\p{N}{1,3}+"#));
+    let back = parse_hf_str(&json).unwrap();
+    assert!(back.pre_tokenizer().is_fast());
+    assert_eq!(back.pre_tokenizer().split("17912026").unwrap().len(), 3);
+    let oracle = tiktoken_rs::cl100k_base_singleton();
+    let mut rng = Rng(41);
+    for _ in 0..300 {
+        let t = random_text(&mut rng, 30);
+        assert_eq!(
+            back.encode_ordinary(&t).unwrap(),
+            oracle.encode_ordinary(&t),
+            "{t:?}"
+        );
+    }
+}
