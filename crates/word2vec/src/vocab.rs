@@ -1,10 +1,57 @@
 //! Vocabulary: word counts, `min_count`, `max_vocab`, frequency ordering.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 
-use crate::corpus::for_each_sentence;
+use crate::corpus::SentenceReader;
 use crate::error::{Result, Word2VecError};
+
+/// rustc's FxHash: the vocabulary is looked up once per corpus token and epoch while training
+/// streams the file, and SipHash (std's default, built against hash flooding, which a local
+/// corpus does not need) cost several times more per short word.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FxHasher {
+    hash: u64,
+}
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// Hash maps keyed by words.
+type WordMap<V> = HashMap<String, V, BuildHasherDefault<FxHasher>>;
 
 /// How the vocabulary is built.
 #[derive(Debug, Clone)]
@@ -29,26 +76,28 @@ impl Default for VocabConfig {
 pub struct Vocab {
     words: Vec<String>,
     counts: Vec<u64>,
-    index: HashMap<String, u32>,
+    index: WordMap<u32>,
     total: u64,
 }
 
 impl Vocab {
-    /// Counts the words of the corpus at `path` (streamed line by line) and applies `config`.
+    /// Counts the words of the corpus at `path` (streamed, see [`SentenceReader`]) and applies
+    /// `config`. Memory grows with the number of distinct words, not with the corpus.
     ///
     /// Errors: [`Word2VecError::EmptyCorpus`] when the file has no token,
     /// [`Word2VecError::NoWordAboveMinCount`] when no word reaches `min_count`.
     pub fn build(path: &Path, config: &VocabConfig) -> Result<Self> {
-        let mut counts: HashMap<String, u64> = HashMap::new();
-        for_each_sentence(path, |sentence| {
-            for &w in sentence {
+        let mut counts: WordMap<u64> = WordMap::default();
+        let mut reader = SentenceReader::open(path)?;
+        while reader.next_sentence()? {
+            for w in reader.tokens() {
                 if let Some(c) = counts.get_mut(w) {
                     *c += 1;
                 } else {
                     counts.insert(w.to_string(), 1);
                 }
             }
-        })?;
+        }
         if counts.is_empty() {
             return Err(Word2VecError::EmptyCorpus {
                 path: path.to_path_buf(),
