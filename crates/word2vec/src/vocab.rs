@@ -8,8 +8,8 @@ use crate::corpus::SentenceReader;
 use crate::error::{Result, Word2VecError};
 
 /// rustc's FxHash: the vocabulary is looked up once per corpus token and epoch while training
-/// streams the file, and SipHash (std's default, built against hash flooding, which a local
-/// corpus does not need) cost several times more per short word.
+/// streams the file; std's default SipHash is built to resist hash flooding, which a local
+/// corpus does not need, and is slower on short keys.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct FxHasher {
     hash: u64,
@@ -170,5 +170,46 @@ impl Vocab {
     /// Sum of the counts of the retained words.
     pub fn total(&self) -> u64 {
         self.total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::{BuildHasher, Hash};
+
+    fn fx(s: &str) -> u64 {
+        let mut h = BuildHasherDefault::<FxHasher>::default().build_hasher();
+        s.hash(&mut h);
+        h.finish()
+    }
+
+    #[test]
+    fn fx_hashed_vocabulary_finds_every_word() {
+        // words of every length around the 8-byte chunk size, including ones that differ only
+        // by trailing zero bytes, which the length tag keeps apart
+        let mut words: Vec<String> = (0..20_000).map(|i| format!("w{i}")).collect();
+        words.extend(["", "a", "a\0", "a\0\0", "abcdefgh", "abcdefgh\0", "ü"].map(String::from));
+        let counts = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), 1 + i as u64));
+        let vocab = Vocab::from_counts(
+            counts,
+            &VocabConfig {
+                min_count: 1,
+                max_vocab: None,
+            },
+        )
+        .expect("non-empty");
+        assert_eq!(vocab.len(), words.len());
+        for (i, w) in vocab.words().iter().enumerate() {
+            assert_eq!(vocab.index(w), Some(i as u32));
+        }
+        assert_eq!(vocab.index("w20000"), None);
+        assert_ne!(fx("a"), fx("a\0"));
+        assert_ne!(fx("abcdefgh"), fx("abcdefgh\0"));
+        let distinct: std::collections::HashSet<u64> = words.iter().map(|w| fx(w)).collect();
+        assert_eq!(distinct.len(), words.len());
     }
 }
