@@ -176,12 +176,10 @@ impl Vocab {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::hash::{BuildHasher, Hash};
+    use std::hash::BuildHasher;
 
     fn fx(s: &str) -> u64 {
-        let mut h = BuildHasherDefault::<FxHasher>::default().build_hasher();
-        s.hash(&mut h);
-        h.finish()
+        BuildHasherDefault::<FxHasher>::default().hash_one(s)
     }
 
     #[test]
