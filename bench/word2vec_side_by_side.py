@@ -103,8 +103,8 @@ def peer(args, model, loss, threads, tokens):
             "analogy": float(f["analogy_accuracy"]), "spearman": float(f["spearman"])}
 
 
-def fmt(x, spec):
-    return "n/a" if x is None else format(x, spec)
+def fmt(x, spec, suffix=""):
+    return "n/a" if x is None else format(x, spec) + suffix
 
 
 def main():
@@ -160,8 +160,8 @@ def main():
         ana_a = None if a["analogy"] is None else 100 * a["analogy"]
         ana_b = None if b["analogy"] is None else 100 * b["analogy"]
         print(f"| {setting} | {r} | {a['seconds']:.2f} | {fmt(b['seconds'], '.2f')} "
-              f"| {fmt(ratio, '.2f')}x | {a['wps']:.0f} | {fmt(b['wps'], '.0f')} "
-              f"| {fmt(ana_a, '.2f')}% / {fmt(ana_b, '.2f')}% "
+              f"| {fmt(ratio, '.2f', 'x')} | {a['wps']:.0f} | {fmt(b['wps'], '.0f')} "
+              f"| {fmt(ana_a, '.2f', '%')} / {fmt(ana_b, '.2f', '%')} "
               f"| {fmt(a['spearman'], '.3f')} / {fmt(b['spearman'], '.3f')} |")
     if args.repeat > 1:
         print()
