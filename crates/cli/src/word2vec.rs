@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use ferrolab_word2vec::{
-    evaluate_analogies, evaluate_similarity, plot_words, read_binary, read_text, train,
-    write_binary, write_text, Architecture, CbowCombine, Corpus, KeyedVectors, Loss, QueryIndex,
+    evaluate_analogies, evaluate_similarity, plot_words, read_binary, read_text, train_file,
+    write_binary, write_text, Architecture, CbowCombine, KeyedVectors, Loss, QueryIndex,
     TrainConfig, Vocab, VocabConfig, DEFAULT_RESTRICT_VOCAB, DEFAULT_SIMILARITY_RESTRICT_VOCAB,
 };
 
@@ -231,13 +231,8 @@ fn train_cmd(t: &TrainArgs) -> Result<()> {
             max_vocab: t.max_vocab,
         },
     )?;
-    let corpus = Corpus::load(&t.input, &vocab)?;
-    eprintln!(
-        "vocab={} corpus_words={} sentences={}",
-        vocab.len(),
-        corpus.word_count(),
-        corpus.sentences().len()
-    );
+    // the corpus is streamed from disk each epoch, never held in memory
+    eprintln!("vocab={} corpus_words={}", vocab.len(), vocab.total());
     let mut config = TrainConfig {
         architecture: match t.model {
             ModelArg::Sg => Architecture::SkipGram,
@@ -265,7 +260,7 @@ fn train_cmd(t: &TrainArgs) -> Result<()> {
     if let Some(n) = t.threads {
         config.threads = n;
     }
-    let (kv, stats) = train(&corpus, &vocab, &config)?;
+    let (kv, stats) = train_file(&t.input, &vocab, &config)?;
     save(&kv, &t.output, t.binary)?;
     println!(
         "words={} effective_words={} seconds={:.3} words_per_sec={:.0} threads={}",

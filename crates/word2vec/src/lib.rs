@@ -19,7 +19,7 @@ pub mod train;
 pub mod vectors;
 pub mod vocab;
 
-pub use corpus::{for_each_sentence, Corpus, MAX_SENTENCE_LEN};
+pub use corpus::{for_each_sentence, Corpus, SentenceReader, MAX_SENTENCE_LEN};
 pub use error::{Result, Word2VecError};
 pub use eval::{
     average_ranks, evaluate_analogies, evaluate_similarity, spearman, AnalogyReport, SectionResult,
@@ -31,6 +31,6 @@ pub use plot::{pca_2d, plot_words, svg};
 pub use query::{QueryIndex, COSMUL_EPSILON};
 pub use rng::Lcg;
 pub use sampling::{keep_probabilities, keep_probability, NegativeTable};
-pub use train::{train, Architecture, CbowCombine, Loss, TrainConfig, TrainStats};
+pub use train::{train, train_file, Architecture, CbowCombine, Loss, TrainConfig, TrainStats};
 pub use vectors::KeyedVectors;
 pub use vocab::{Vocab, VocabConfig};

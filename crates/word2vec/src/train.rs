@@ -2,15 +2,17 @@
 //! std threads.
 
 use std::marker::PhantomData;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::corpus::Corpus;
+use crate::corpus::{Batch, BatchSource, Corpus, FileSource, MemorySource};
 use crate::error::{Result, Word2VecError};
 use crate::huffman::Huffman;
-use crate::kernels::{hs_targets, ns_targets, targets_step};
+use crate::kernels::{hs_targets, ns_targets, targets_step, SigmoidTable};
 use crate::rng::Lcg;
 use crate::sampling::{keep_probabilities, NegativeTable};
 use crate::vectors::KeyedVectors;
@@ -37,9 +39,12 @@ pub enum Loss {
 /// How CBOW combines the context vectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CbowCombine {
-    /// Mean of the context vectors (the gradient is scaled by `1/count`, as gensim does).
+    /// Mean of the context vectors; as in word2vec.c and gensim (`cbow_mean=1`) the error is
+    /// then added unscaled to every context vector (not the exact gradient, which would divide
+    /// it by the context size and train the input vectors markedly worse).
     Mean,
-    /// Sum of the context vectors.
+    /// Sum of the context vectors; as in gensim (`cbow_mean=0`) the error is divided by the
+    /// context size before it is added to each context vector.
     Sum,
 }
 
@@ -71,6 +76,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Show an indicatif progress bar on stderr.
     pub progress: bool,
+    /// Compute the mean log-likelihood of the last epoch ([`TrainStats::last_epoch_loglik`]);
+    /// off by default, as in gensim (`compute_loss=False`): two `f64` transcendental calls per
+    /// target took a quarter of a hierarchical-softmax epoch.
+    pub compute_loss: bool,
 }
 
 impl Default for TrainConfig {
@@ -88,6 +97,7 @@ impl Default for TrainConfig {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             seed: 1,
             progress: false,
+            compute_loss: false,
         }
     }
 }
@@ -109,8 +119,9 @@ pub struct TrainStats {
     pub words: u64,
     /// Words actually trained on (after subsampling).
     pub effective_words: u64,
-    /// Mean log-likelihood per (input, target) group over the last epoch.
-    pub last_epoch_loglik: f64,
+    /// Mean log-likelihood per (input, target group) over the last epoch, when
+    /// [`TrainConfig::compute_loss`] was set.
+    pub last_epoch_loglik: Option<f64>,
     /// Wall-clock seconds.
     pub seconds: f64,
     /// `words / seconds`.
@@ -160,6 +171,7 @@ struct Job<'a> {
     keep: Vec<f64>,
     table: Option<NegativeTable>,
     huffman: Option<Huffman>,
+    sigmoid: SigmoidTable,
     total_words: u64,
     start_alpha: f32,
     processed: AtomicU64,
@@ -196,13 +208,57 @@ struct WorkerStats {
     groups: u64,
 }
 
-/// Trains word vectors on `corpus` (indices into `vocab`).
+/// Trains word vectors on an in-memory `corpus` (indices into `vocab`).
 ///
-/// Each epoch, thread `i` of `n` trains on the contiguous share
-/// `sentences[i*S/n .. (i+1)*S/n]`, updating the shared weights without locks (Hogwild).
-/// With `threads = 1` the result depends only on the seed (bitwise reproducible).
+/// Same algorithm and batching as [`train_file`]: with `threads = 1` both give bitwise the
+/// same vectors for the same sentences and seed.
 pub fn train(
     corpus: &Corpus,
+    vocab: &Vocab,
+    config: &TrainConfig,
+) -> Result<(KeyedVectors, TrainStats)> {
+    if corpus.word_count() == 0 {
+        return Err(Word2VecError::Config(
+            "the corpus has no in-vocabulary word".into(),
+        ));
+    }
+    train_source(
+        MemorySource::new(corpus),
+        corpus.word_count(),
+        vocab,
+        config,
+    )
+}
+
+/// Trains word vectors on the corpus file at `path` (the file `vocab` was built from with
+/// [`Vocab::build`]), streaming it once per epoch: memory is the two `vocab.len() x dim`
+/// matrices plus one batch per thread, whatever the corpus size.
+///
+/// The epoch's word count (for the learning-rate schedule and the progress bar) is
+/// `vocab.total()`, the in-vocabulary words of the file.
+pub fn train_file(
+    path: &Path,
+    vocab: &Vocab,
+    config: &TrainConfig,
+) -> Result<(KeyedVectors, TrainStats)> {
+    train_source(FileSource::new(path, vocab), vocab.total(), vocab, config)
+}
+
+/// The shared corpus cursor and the first error a worker met reading it.
+struct Feed<S> {
+    source: S,
+    error: Option<Word2VecError>,
+}
+
+/// Trains on `source`, which yields `epoch_words` in-vocabulary words per pass.
+///
+/// Each epoch, the workers take batches of whole sentences (about 10,000 words, gensim's job
+/// size) from the shared source in corpus order, as gensim's job queue hands them out, and
+/// update the shared weights without locks (Hogwild). With `threads = 1` the result depends
+/// only on the seed (bitwise reproducible).
+fn train_source<S: BatchSource>(
+    source: S,
+    epoch_words: u64,
     vocab: &Vocab,
     config: &TrainConfig,
 ) -> Result<(KeyedVectors, TrainStats)> {
@@ -211,9 +267,9 @@ pub fn train(
             "dim, window, epochs and threads must be positive".into(),
         ));
     }
-    if corpus.word_count() == 0 {
+    if let Loss::NegativeSampling(0) = config.loss {
         return Err(Word2VecError::Config(
-            "the corpus has no in-vocabulary word".into(),
+            "negative sampling needs at least one negative".into(),
         ));
     }
     let v = vocab.len();
@@ -232,7 +288,8 @@ pub fn train(
         keep: keep_probabilities(vocab.counts(), config.sample),
         table,
         huffman,
-        total_words: corpus.word_count() * config.epochs as u64,
+        sigmoid: SigmoidTable::new(),
+        total_words: epoch_words * config.epochs as u64,
         start_alpha: config.start_alpha(),
         processed: AtomicU64::new(0),
     };
@@ -250,24 +307,22 @@ pub fn train(
     let start = Instant::now();
     let shared0 = Shared::new(&mut syn0);
     let shared1 = Shared::new(&mut syn1);
-    let sentences = corpus.sentences();
-    let n = config.threads.min(sentences.len()).max(1);
+    let feed = Mutex::new(Feed {
+        source,
+        error: None,
+    });
+    let n = config.threads;
     let mut effective = 0u64;
     let mut last = WorkerStats::default();
     for epoch in 0..config.epochs {
+        {
+            let mut f = lock(&feed);
+            f.source.rewind()?;
+        }
         let results: Vec<WorkerStats> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..n)
                 .map(|t| {
-                    // sentences dealt round-robin, so that every thread moves through the corpus
-                    // in order, as gensim's job queue does (rather than each training one
-                    // contiguous part of it)
-                    let share: Vec<&[u32]> = sentences
-                        .iter()
-                        .skip(t)
-                        .step_by(n)
-                        .map(|s| s.as_slice())
-                        .collect();
-                    let (job, s0, s1, bar) = (&job, &shared0, &shared1, &bar);
+                    let (job, s0, s1, bar, feed) = (&job, &shared0, &shared1, &bar, &feed);
                     let seed = config
                         .seed
                         .wrapping_add((epoch * n + t) as u64)
@@ -276,10 +331,8 @@ pub fn train(
                     s.spawn(move || {
                         // SAFETY: syn0/syn1 outlive this scope; Hogwild aliasing is intended.
                         let (w0, w1) = unsafe { (s0.slice(), s1.slice()) };
-                        // the log-likelihood costs two transcendental calls per target: only the
-                        // last epoch's, which is the one reported, is computed
-                        let with_loss = epoch + 1 == config.epochs;
-                        run_worker(job, &share, w0, w1, seed, dim, bar, with_loss)
+                        let with_loss = config.compute_loss && epoch + 1 == config.epochs;
+                        run_worker(job, feed, w0, w1, seed, dim, bar, with_loss)
                     })
                 })
                 .collect();
@@ -288,6 +341,10 @@ pub fn train(
                 .map(|h| h.join().unwrap_or_default())
                 .collect()
         });
+        if let Some(e) = lock(&feed).error.take() {
+            bar.abandon();
+            return Err(e);
+        }
         last = WorkerStats::default();
         for r in results {
             effective += r.effective;
@@ -303,11 +360,13 @@ pub fn train(
     }
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
-    let words = job.total_words;
+    let words = job.processed.load(Ordering::Relaxed);
     let stats = TrainStats {
         words,
         effective_words: effective,
-        last_epoch_loglik: last.loglik / last.groups.max(1) as f64,
+        last_epoch_loglik: config
+            .compute_loss
+            .then(|| last.loglik / last.groups.max(1) as f64),
         seconds,
         words_per_sec: words as f64 / seconds.max(1e-9),
     };
@@ -315,13 +374,24 @@ pub fn train(
     Ok((kv, stats))
 }
 
-/// Words between two updates of the shared progress counter / learning rate.
-const PROGRESS_CHUNK: u64 = 10_000;
+/// Locks the feed; a worker that panicked while holding it leaves the cursor usable (the
+/// data is a file position and an error slot), so poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reusable per-worker buffers.
+struct Scratch {
+    neu1: Vec<f32>,
+    neu1e: Vec<f32>,
+    targets: Vec<(usize, f32)>,
+    kept: Vec<usize>,
+}
 
 #[allow(clippy::too_many_arguments)]
-fn run_worker(
+fn run_worker<S: BatchSource>(
     job: &Job<'_>,
-    sentences: &[&[u32]],
+    feed: &Mutex<Feed<S>>,
     syn0: &mut [f32],
     syn1: &mut [f32],
     seed: u64,
@@ -329,97 +399,149 @@ fn run_worker(
     bar: &ProgressBar,
     with_loss: bool,
 ) -> WorkerStats {
-    let config = job.config;
     let mut rng = Lcg::new(seed);
     let mut stats = WorkerStats::default();
-    let mut neu1 = vec![0.0f32; dim];
-    let mut neu1e = vec![0.0f32; dim];
-    let mut targets: Vec<(usize, f32)> = Vec::new();
-    let mut kept: Vec<usize> = Vec::new();
-    let mut pending = 0u64;
-    let mut alpha = job.alpha(job.processed.load(Ordering::Relaxed));
-    for sentence in sentences {
-        kept.clear();
-        for &w in sentence.iter() {
-            let w = w as usize;
-            let p = job.keep[w];
-            if p >= 1.0 || rng.uniform() < p {
-                kept.push(w);
+    let mut scratch = Scratch {
+        neu1: vec![0.0f32; dim],
+        neu1e: vec![0.0f32; dim],
+        targets: Vec::new(),
+        kept: Vec::new(),
+    };
+    let mut batch = Batch::default();
+    loop {
+        {
+            let mut f = lock(feed);
+            if f.error.is_some() {
+                break;
             }
-        }
-        stats.effective += kept.len() as u64;
-        for (pos, &word) in kept.iter().enumerate() {
-            let b = rng.below(config.window as u64) as usize;
-            let reach = config.window - b;
-            let lo = pos.saturating_sub(reach);
-            let hi = (pos + reach + 1).min(kept.len());
-            match config.architecture {
-                Architecture::SkipGram => {
-                    for (c, &ctx) in kept.iter().enumerate().take(hi).skip(lo) {
-                        if c == pos {
-                            continue;
-                        }
-                        job.fill_targets(word, &mut rng, &mut targets);
-                        neu1e.fill(0.0);
-                        let h = &syn0[ctx * dim..(ctx + 1) * dim];
-                        stats.loglik +=
-                            targets_step(h, &mut neu1e, syn1, &targets, alpha, with_loss);
-                        stats.groups += 1;
-                        for (x, e) in syn0[ctx * dim..(ctx + 1) * dim].iter_mut().zip(&neu1e) {
-                            *x += e;
-                        }
-                    }
-                }
-                Architecture::Cbow => {
-                    neu1.fill(0.0);
-                    let mut count = 0usize;
-                    for (c, &ctx) in kept.iter().enumerate().take(hi).skip(lo) {
-                        if c == pos {
-                            continue;
-                        }
-                        for (a, x) in neu1.iter_mut().zip(&syn0[ctx * dim..(ctx + 1) * dim]) {
-                            *a += x;
-                        }
-                        count += 1;
-                    }
-                    if count == 0 {
-                        continue;
-                    }
-                    let scale = match config.cbow_combine {
-                        CbowCombine::Mean => 1.0 / count as f32,
-                        CbowCombine::Sum => 1.0,
-                    };
-                    if scale != 1.0 {
-                        neu1.iter_mut().for_each(|a| *a *= scale);
-                    }
-                    job.fill_targets(word, &mut rng, &mut targets);
-                    neu1e.fill(0.0);
-                    stats.loglik +=
-                        targets_step(&neu1, &mut neu1e, syn1, &targets, alpha, with_loss);
-                    stats.groups += 1;
-                    if scale != 1.0 {
-                        neu1e.iter_mut().for_each(|e| *e *= scale);
-                    }
-                    for (c, &ctx) in kept.iter().enumerate().take(hi).skip(lo) {
-                        if c == pos {
-                            continue;
-                        }
-                        for (x, e) in syn0[ctx * dim..(ctx + 1) * dim].iter_mut().zip(&neu1e) {
-                            *x += e;
-                        }
-                    }
+            match f.source.next_batch(&mut batch) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    f.error = Some(e);
+                    break;
                 }
             }
         }
-        pending += sentence.len() as u64;
-        if pending >= PROGRESS_CHUNK {
-            let done = job.processed.fetch_add(pending, Ordering::Relaxed) + pending;
-            bar.inc(pending);
-            pending = 0;
-            alpha = job.alpha(done);
+        // the learning rate of a batch follows the words all workers have finished
+        let alpha = job.alpha(job.processed.load(Ordering::Relaxed));
+        for sentence in batch.sentences() {
+            train_sentence(
+                job,
+                sentence,
+                syn0,
+                syn1,
+                &mut rng,
+                alpha,
+                with_loss,
+                &mut scratch,
+                &mut stats,
+            );
+        }
+        let words = batch.ids.len() as u64;
+        job.processed.fetch_add(words, Ordering::Relaxed);
+        bar.inc(words);
+    }
+    stats
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn train_sentence(
+    job: &Job<'_>,
+    sentence: &[u32],
+    syn0: &mut [f32],
+    syn1: &mut [f32],
+    rng: &mut Lcg,
+    alpha: f32,
+    with_loss: bool,
+    scratch: &mut Scratch,
+    stats: &mut WorkerStats,
+) {
+    let config = job.config;
+    let dim = config.dim;
+    let Scratch {
+        neu1,
+        neu1e,
+        targets,
+        kept,
+    } = scratch;
+    kept.clear();
+    for &w in sentence {
+        let w = w as usize;
+        let p = job.keep[w];
+        if p >= 1.0 || rng.uniform() < p {
+            kept.push(w);
         }
     }
-    job.processed.fetch_add(pending, Ordering::Relaxed);
-    bar.inc(pending);
-    stats
+    stats.effective += kept.len() as u64;
+    for (pos, &word) in kept.iter().enumerate() {
+        let b = rng.below(config.window as u64) as usize;
+        let reach = config.window - b;
+        let lo = pos.saturating_sub(reach);
+        let hi = (pos + reach + 1).min(kept.len());
+        match config.architecture {
+            Architecture::SkipGram => {
+                // the Huffman path of the centre word is the same for every context word;
+                // negatives are drawn afresh for each (word, context) pair
+                let fresh_negatives = job.table.is_some();
+                if !fresh_negatives {
+                    job.fill_targets(word, rng, targets);
+                }
+                for (c, &ctx) in kept.iter().enumerate().take(hi).skip(lo) {
+                    if c == pos {
+                        continue;
+                    }
+                    if fresh_negatives {
+                        job.fill_targets(word, rng, targets);
+                    }
+                    neu1e.fill(0.0);
+                    let h = &syn0[ctx * dim..(ctx + 1) * dim];
+                    stats.loglik +=
+                        targets_step(&job.sigmoid, h, neu1e, syn1, targets, alpha, with_loss);
+                    stats.groups += 1;
+                    for (x, e) in syn0[ctx * dim..(ctx + 1) * dim].iter_mut().zip(&*neu1e) {
+                        *x += e;
+                    }
+                }
+            }
+            Architecture::Cbow => {
+                neu1.fill(0.0);
+                let mut count = 0usize;
+                for (c, &ctx) in kept.iter().enumerate().take(hi).skip(lo) {
+                    if c == pos {
+                        continue;
+                    }
+                    for (a, x) in neu1.iter_mut().zip(&syn0[ctx * dim..(ctx + 1) * dim]) {
+                        *a += x;
+                    }
+                    count += 1;
+                }
+                if count == 0 {
+                    continue;
+                }
+                let inv = 1.0 / count as f32;
+                if config.cbow_combine == CbowCombine::Mean {
+                    neu1.iter_mut().for_each(|a| *a *= inv);
+                }
+                job.fill_targets(word, rng, targets);
+                neu1e.fill(0.0);
+                stats.loglik +=
+                    targets_step(&job.sigmoid, neu1, neu1e, syn1, targets, alpha, with_loss);
+                stats.groups += 1;
+                // gensim's convention (see CbowCombine): only the sum divides the error
+                if config.cbow_combine == CbowCombine::Sum {
+                    neu1e.iter_mut().for_each(|e| *e *= inv);
+                }
+                for (c, &ctx) in kept.iter().enumerate().take(hi).skip(lo) {
+                    if c == pos {
+                        continue;
+                    }
+                    for (x, e) in syn0[ctx * dim..(ctx + 1) * dim].iter_mut().zip(&*neu1e) {
+                        *x += e;
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,10 +1,57 @@
 //! Vocabulary: word counts, `min_count`, `max_vocab`, frequency ordering.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 
-use crate::corpus::for_each_sentence;
+use crate::corpus::SentenceReader;
 use crate::error::{Result, Word2VecError};
+
+/// rustc's FxHash: the vocabulary is looked up once per corpus token and epoch while training
+/// streams the file; std's default SipHash is built to resist hash flooding, which a local
+/// corpus does not need, and is slower on short keys.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FxHasher {
+    hash: u64,
+}
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// Hash maps keyed by words.
+type WordMap<V> = HashMap<String, V, BuildHasherDefault<FxHasher>>;
 
 /// How the vocabulary is built.
 #[derive(Debug, Clone)]
@@ -29,26 +76,28 @@ impl Default for VocabConfig {
 pub struct Vocab {
     words: Vec<String>,
     counts: Vec<u64>,
-    index: HashMap<String, u32>,
+    index: WordMap<u32>,
     total: u64,
 }
 
 impl Vocab {
-    /// Counts the words of the corpus at `path` (streamed line by line) and applies `config`.
+    /// Counts the words of the corpus at `path` (streamed, see [`SentenceReader`]) and applies
+    /// `config`. Memory grows with the number of distinct words, not with the corpus.
     ///
     /// Errors: [`Word2VecError::EmptyCorpus`] when the file has no token,
     /// [`Word2VecError::NoWordAboveMinCount`] when no word reaches `min_count`.
     pub fn build(path: &Path, config: &VocabConfig) -> Result<Self> {
-        let mut counts: HashMap<String, u64> = HashMap::new();
-        for_each_sentence(path, |sentence| {
-            for &w in sentence {
+        let mut counts: WordMap<u64> = WordMap::default();
+        let mut reader = SentenceReader::open(path)?;
+        while reader.next_sentence()? {
+            for w in reader.tokens() {
                 if let Some(c) = counts.get_mut(w) {
                     *c += 1;
                 } else {
                     counts.insert(w.to_string(), 1);
                 }
             }
-        })?;
+        }
         if counts.is_empty() {
             return Err(Word2VecError::EmptyCorpus {
                 path: path.to_path_buf(),
@@ -121,5 +170,44 @@ impl Vocab {
     /// Sum of the counts of the retained words.
     pub fn total(&self) -> u64 {
         self.total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    fn fx(s: &str) -> u64 {
+        BuildHasherDefault::<FxHasher>::default().hash_one(s)
+    }
+
+    #[test]
+    fn fx_hashed_vocabulary_finds_every_word() {
+        // words of every length around the 8-byte chunk size, including ones that differ only
+        // by trailing zero bytes, which the length tag keeps apart
+        let mut words: Vec<String> = (0..20_000).map(|i| format!("w{i}")).collect();
+        words.extend(["", "a", "a\0", "a\0\0", "abcdefgh", "abcdefgh\0", "ü"].map(String::from));
+        let counts = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), 1 + i as u64));
+        let vocab = Vocab::from_counts(
+            counts,
+            &VocabConfig {
+                min_count: 1,
+                max_vocab: None,
+            },
+        )
+        .expect("non-empty");
+        assert_eq!(vocab.len(), words.len());
+        for (i, w) in vocab.words().iter().enumerate() {
+            assert_eq!(vocab.index(w), Some(i as u32));
+        }
+        assert_eq!(vocab.index("w20000"), None);
+        assert_ne!(fx("a"), fx("a\0"));
+        assert_ne!(fx("abcdefgh"), fx("abcdefgh\0"));
+        let distinct: std::collections::HashSet<u64> = words.iter().map(|w| fx(w)).collect();
+        assert_eq!(distinct.len(), words.len());
     }
 }

@@ -3,9 +3,11 @@
 mod common;
 
 use common::temp_path;
+use std::path::PathBuf;
+
 use ferrolab_word2vec::{
-    keep_probabilities, train, Architecture, CbowCombine, Corpus, KeyedVectors, Lcg, Loss,
-    QueryIndex, TrainConfig, TrainStats, Vocab, VocabConfig,
+    keep_probabilities, train, train_file, Architecture, CbowCombine, Corpus, KeyedVectors, Lcg,
+    Loss, QueryIndex, TrainConfig, TrainStats, Vocab, VocabConfig, Word2VecError,
 };
 
 const PETS: [&str; 10] = [
@@ -17,6 +19,12 @@ const CARS: [&str; 10] = [
 
 /// Writes `n` sentences of 8 words, each drawn from one topic, and returns vocab + corpus.
 fn synthetic(n: usize, name: &str) -> (Vocab, Corpus) {
+    let (vocab, corpus, _) = synthetic_file(n, name);
+    (vocab, corpus)
+}
+
+/// [`synthetic`], also returning the file it wrote.
+fn synthetic_file(n: usize, name: &str) -> (Vocab, Corpus, PathBuf) {
     let mut rng = Lcg::new(2024);
     let mut text = String::new();
     for _ in 0..n {
@@ -29,7 +37,11 @@ fn synthetic(n: usize, name: &str) -> (Vocab, Corpus) {
     std::fs::write(&path, text).unwrap();
     let vocab = Vocab::build(&path, &VocabConfig::default()).unwrap();
     let corpus = Corpus::load(&path, &vocab).unwrap();
-    (vocab, corpus)
+    (vocab, corpus, path)
+}
+
+fn bits(k: &KeyedVectors) -> Vec<u32> {
+    k.vectors().iter().map(|x| x.to_bits()).collect()
 }
 
 fn config(architecture: Architecture, loss: Loss, threads: usize) -> TrainConfig {
@@ -42,6 +54,7 @@ fn config(architecture: Architecture, loss: Loss, threads: usize) -> TrainConfig
         epochs: 5,
         threads,
         seed: 7,
+        compute_loss: true,
         ..TrainConfig::default()
     }
 }
@@ -83,9 +96,12 @@ fn check(kv: &KeyedVectors, stats: &TrainStats, label: &str) {
     let purity = topic_purity(kv);
     let gap = mean_within_minus_across(kv);
     eprintln!(
-        "{label}: purity {purity:.3} gap {gap:.3} {:.0} words/s ({} words, {:.3}s, loglik {:.3})",
+        "{label}: purity {purity:.3} gap {gap:.3} {:.0} words/s ({} words, {:.3}s, loglik {:?})",
         stats.words_per_sec, stats.words, stats.seconds, stats.last_epoch_loglik
     );
+    let ll = stats.last_epoch_loglik.expect("compute_loss is on");
+    // mean ln p per target group is negative and far better than chance
+    assert!(ll < 0.0 && ll > -5.0, "{label}: loglik {ll}");
     assert!(purity >= 0.95, "{label}: purity {purity}");
     assert!(gap > 0.3, "{label}: gap {gap}");
 }
@@ -131,7 +147,8 @@ fn cbow_hierarchical_softmax_separates_topics() {
     check(&kv2, &stats2, "cbow+hs t2");
     let mut sum = config(Architecture::Cbow, Loss::NegativeSampling(5), 1);
     sum.cbow_combine = CbowCombine::Sum;
-    sum.alpha = Some(0.01);
+    // the summed input is up to 8 vectors long: it needs a far smaller rate than the mean
+    sum.alpha = Some(0.001);
     let (kv3, stats3) = train(&corpus, &vocab, &sum).unwrap();
     check(&kv3, &stats3, "cbow(sum)+ns t1");
 }
@@ -147,7 +164,6 @@ fn single_thread_with_seed_is_bitwise_deterministic() {
         cfg.sample = 1e-3;
         let (a, _) = train(&corpus, &vocab, &cfg).unwrap();
         let (b, _) = train(&corpus, &vocab, &cfg).unwrap();
-        let bits = |k: &KeyedVectors| k.vectors().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&a), bits(&b));
         cfg.seed = 8;
         let (c, _) = train(&corpus, &vocab, &cfg).unwrap();
@@ -181,4 +197,61 @@ fn subsampling_drops_frequent_words_and_init_is_in_range() {
     let bound = 0.5 / cfg.dim as f32;
     assert!(kv.vectors().iter().all(|x| x.abs() <= bound));
     assert!(kv.vectors().iter().any(|x| x.abs() > 0.8 * bound));
+}
+
+#[test]
+fn streaming_from_file_matches_in_memory_training() {
+    let (vocab, corpus, path) = synthetic_file(600, "stream.txt");
+    for (arch, loss) in [
+        (Architecture::SkipGram, Loss::NegativeSampling(5)),
+        (Architecture::Cbow, Loss::HierarchicalSoftmax),
+    ] {
+        let mut cfg = config(arch, loss, 1);
+        cfg.sample = 1e-3;
+        cfg.epochs = 2;
+        let (a, sa) = train(&corpus, &vocab, &cfg).unwrap();
+        let (b, sb) = train_file(&path, &vocab, &cfg).unwrap();
+        assert_eq!(bits(&a), bits(&b), "{arch:?} {loss:?}");
+        assert_eq!(sa.words, sb.words);
+        assert_eq!(sa.words, 600 * 8 * 2);
+        assert_eq!(sa.effective_words, sb.effective_words);
+        assert_eq!(sa.last_epoch_loglik, sb.last_epoch_loglik);
+        // two threads over the stream: every word is read exactly once per epoch
+        cfg.threads = 2;
+        let (_, s2) = train_file(&path, &vocab, &cfg).unwrap();
+        assert_eq!(s2.words, sa.words);
+    }
+}
+
+#[test]
+fn streaming_splits_long_lines_and_reports_file_errors() {
+    // one 25,000-token line: trained as sentences of 10,000, 10,000 and 5,000 words, so the
+    // window never spans a split (checked through the effective count only: all words kept)
+    let path = temp_path("long_train.txt");
+    let line: Vec<&str> = (0..25_000).map(|i| PETS[i % 10]).collect();
+    std::fs::write(&path, format!("{}\n", line.join(" "))).unwrap();
+    let vocab = Vocab::build(&path, &VocabConfig::default()).unwrap();
+    let corpus = Corpus::load(&path, &vocab).unwrap();
+    let lens: Vec<usize> = corpus.sentences().iter().map(Vec::len).collect();
+    assert_eq!(lens, vec![10_000, 10_000, 5_000]);
+    let mut cfg = config(Architecture::SkipGram, Loss::NegativeSampling(2), 1);
+    cfg.epochs = 1;
+    cfg.dim = 8;
+    let (a, stats) = train_file(&path, &vocab, &cfg).unwrap();
+    assert_eq!(stats.words, 25_000);
+    assert_eq!(stats.effective_words, 25_000);
+    let (b, _) = train(&corpus, &vocab, &cfg).unwrap();
+    assert_eq!(bits(&a), bits(&b));
+
+    std::fs::remove_file(&path).unwrap();
+    match train_file(&path, &vocab, &cfg) {
+        Err(Word2VecError::Io { path: p, .. }) => assert_eq!(p, path),
+        other => panic!("expected an I/O error, got {:?}", other.map(|r| r.1)),
+    }
+    let mut zero = cfg.clone();
+    zero.loss = Loss::NegativeSampling(0);
+    assert!(matches!(
+        train(&corpus, &vocab, &zero),
+        Err(Word2VecError::Config(_))
+    ));
 }

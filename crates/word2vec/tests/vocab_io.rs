@@ -3,10 +3,102 @@
 mod common;
 
 use common::temp_path;
+use std::io::Read;
+use std::path::Path;
+
 use ferrolab_word2vec::{
     for_each_sentence, read_binary, read_text, write_binary, write_text, Corpus, KeyedVectors,
-    Vocab, VocabConfig, Word2VecError, MAX_SENTENCE_LEN,
+    SentenceReader, Vocab, VocabConfig, Word2VecError, MAX_SENTENCE_LEN,
 };
+
+/// A reader that hands out at most `step` bytes per call, so that tokens and multi-byte
+/// characters straddle the streaming reader's buffer refills.
+struct Trickle<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.step.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+fn stream(data: &[u8], step: usize) -> Result<Vec<Vec<String>>, Word2VecError> {
+    let mut reader = SentenceReader::new(Trickle { data, step }, Path::new("mem.txt"));
+    let mut out = Vec::new();
+    while reader.next_sentence()? {
+        assert_eq!(reader.token_count(), reader.tokens().count());
+        out.push(reader.tokens().map(str::to_string).collect());
+    }
+    Ok(out)
+}
+
+/// The reference tokenisation: `\n`-separated lines, Unicode whitespace, chunks of 10,000.
+fn reference(text: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for line in text.split('\n') {
+        let tokens: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        for chunk in tokens.chunks(MAX_SENTENCE_LEN) {
+            out.push(chunk.to_vec());
+        }
+    }
+    out
+}
+
+#[test]
+fn streaming_reader_matches_reference_tokenisation() {
+    let mut text = String::from(
+        "  the cat\tsat\r\non  the mat \n\n\n über\u{a0}straße\u{2003}naïve 日本語 \u{1F600}x\n\
+         a\u{2028}b\x0bc\x0cd\u{85}e\n   \nlast line without newline",
+    );
+    text.push('\n');
+    let long: Vec<String> = (0..MAX_SENTENCE_LEN * 2 + 7)
+        .map(|i| format!("é{i}"))
+        .collect();
+    text.push_str(&long.join(" "));
+    let expected = reference(&text);
+    assert!(expected.iter().any(|s| s.contains(&"straße".to_string())));
+    for step in [1, 2, 3, 5, 4096, usize::MAX] {
+        let got = stream(text.as_bytes(), step).unwrap();
+        assert_eq!(got, expected, "step {step}");
+    }
+    let lens: Vec<usize> = stream(text.as_bytes(), 7)
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(
+        lens[lens.len() - 3..],
+        [MAX_SENTENCE_LEN, MAX_SENTENCE_LEN, 7]
+    );
+}
+
+#[test]
+fn invalid_utf8_is_a_parse_error_naming_the_line() {
+    for bad in [
+        &b"ok line\nbad \xff byte\n"[..],
+        b"ok\ntruncated \xc3",
+        b"ok\n\xe2\x28\xa1 x",
+    ] {
+        for step in [1, 4096] {
+            match stream(bad, step) {
+                Err(Word2VecError::Parse { line, problem, .. }) => {
+                    assert_eq!(line, 2, "{bad:?}");
+                    assert!(problem.contains("UTF-8"));
+                }
+                other => panic!("{bad:?}: expected a parse error, got {other:?}"),
+            }
+        }
+    }
+    let path = temp_path("bad_utf8.txt");
+    std::fs::write(&path, b"fine words\nnot \xfe fine\n").unwrap();
+    let err = Vocab::build(&path, &VocabConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("bad_utf8.txt:2"), "{err}");
+}
 
 #[test]
 fn vocab_min_count_ordering_and_max_vocab() {
