@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 use ferrolab_models::KvCache;
-use ferrolab_train::{generate, load_model, SampleOpts, Tokenizer};
+use ferrolab_train::{generate, load_model, SampleOpts};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -42,10 +42,7 @@ pub struct GenerateArgs {
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     ferrolab_tensor::set_num_threads(a.threads)?;
-    let (model, cfg) = load_model(&a.run)?;
-    let tok = Tokenizer {
-        kind: cfg.tokenizer,
-    };
+    let (model, _cfg, tok) = load_model(&a.run)?;
     let opts = SampleOpts {
         max_tokens: a.max_tokens,
         temperature: if a.greedy { 0.0 } else { a.temperature },
@@ -53,13 +50,13 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         top_p: a.top_p,
         seed: a.seed,
     };
-    let prompt = tok.encode(&a.prompt);
+    let prompt = tok.encode(&a.prompt)?;
     if prompt.is_empty() {
         anyhow::bail!("--prompt is empty: give at least one character");
     }
     let mut stdout = std::io::stdout().lock();
     write!(stdout, "{}", a.prompt)?;
-    // byte tokens can split a character: print only complete UTF-8
+    // a token can end inside a character: print only complete UTF-8
     let mut pending: Vec<u32> = Vec::new();
     let t0 = Instant::now();
     let out = generate(&model, &prompt, &opts, |id| {

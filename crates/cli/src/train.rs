@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ferrolab_train::{generate, RunConfig, SampleOpts, Trainer};
+use ferrolab_train::{generate, RunConfig, SampleOpts, TokenizerKind, Trainer};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -69,8 +69,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     let mut trainer = match &a.resume {
         Some(dir) => {
-            let (_, cfg) = ferrolab_train::RunDir::open(dir)?;
-            let data = Trainer::load_corpus(&cfg, a.corpus.as_deref())?;
+            let data = Trainer::corpus_for_run(dir, a.corpus.as_deref())?;
             let t = Trainer::resume(dir, data)?;
             eprintln!(
                 "resuming {} at step {}/{}",
@@ -90,8 +89,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
             }
             cfg.validate()?;
             let dir = a.run.clone().unwrap_or_else(|| free_run_dir(&cfg.preset));
-            let data = Trainer::load_corpus(&cfg, a.corpus.as_deref())?;
-            let t = Trainer::create(&dir, cfg, data)?;
+            if cfg.tokenizer == TokenizerKind::Bpe {
+                eprintln!(
+                    "training a {}-token BPE vocabulary on the training text",
+                    cfg.model.vocab_size
+                );
+            }
+            let (tok, data) = Trainer::prepare(&cfg, a.corpus.as_deref(), true)?;
+            let t = Trainer::create(&dir, cfg, tok, data)?;
             describe(&t, &dir, threads);
             t
         }
@@ -139,9 +144,11 @@ fn describe(t: &Trainer, dir: &Path, threads: usize) {
         threads
     );
     eprintln!(
-        "data: {} training / {} held-out tokens; {} steps x {} tokens = {:.2} epochs; unigram baseline {:.4} nats/token",
+        "data: {} training / {} held-out tokens ({}, {:.2} bytes/token held out); {} steps x {} tokens = {:.2} epochs; unigram baseline {:.4} nats/token",
         d.train.len(),
         d.val.len(),
+        t.tokenizer.id(),
+        d.val_bytes as f64 / d.val.len() as f64,
         c.steps,
         c.tokens_per_step(),
         (c.steps * c.tokens_per_step()) as f64 / d.train.len() as f64,
@@ -158,7 +165,7 @@ fn print_samples(t: &Trainer, n: usize) -> Result<()> {
         "Our country ",
     ];
     for (i, p) in prompts.iter().cycle().take(n).enumerate() {
-        let ids = t.tokenizer.encode(p);
+        let ids = t.tokenizer.encode(p)?;
         let opts = SampleOpts {
             max_tokens: 200,
             temperature: 0.8,

@@ -14,6 +14,9 @@ use crate::error::{Result, TrainError};
 pub enum TokenizerKind {
     /// One token per UTF-8 byte (vocabulary 256): no training, every text encodes.
     Bytes,
+    /// Byte-level BPE with `model.vocab_size` tokens, trained on the run's training text
+    /// (DeepSeek pre-tokenisation) and stored in the run as `tokenizer.json`.
+    Bpe,
 }
 
 /// Everything a run needs besides the data; saved as `train.json` (the model part also as an
@@ -62,18 +65,20 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// A named preset: `tiny` (about ten minutes on two cores) or `small`.
+    /// A named preset: `tiny` (about ten minutes on two cores) or `small`. Both use a BPE
+    /// vocabulary trained on the run's text.
     pub fn preset(name: &str) -> Result<RunConfig> {
-        let vocab = 256;
         match name {
             "tiny" => Ok(RunConfig {
                 preset: name.into(),
-                tokenizer: TokenizerKind::Bytes,
-                model: LmConfig::tiny(vocab),
+                // a 2048-token BPE vocabulary: ~3.5x fewer tokens than bytes for ~17% more
+                // compute per token (the larger head), so far more text per second
+                tokenizer: TokenizerKind::Bpe,
+                model: LmConfig::tiny(2048),
                 batch_size: 16,
                 seq_len: 256,
                 grad_accum: 1,
-                steps: 1000,
+                steps: 800, // ~10 minutes on two cores
                 max_lr: 3e-3,
                 warmup_steps: 50,
                 weight_decay: 0.1,
@@ -89,7 +94,7 @@ impl RunConfig {
             }),
             "small" => Ok(RunConfig {
                 preset: name.into(),
-                model: LmConfig::small(vocab),
+                model: LmConfig::small(8192),
                 batch_size: 16,
                 seq_len: 512,
                 steps: 4000,
@@ -183,6 +188,16 @@ impl RunConfig {
                 )
             }
             TokenizerKind::Bytes => {}
+            TokenizerKind::Bpe if self.model.vocab_size < 257 => {
+                return bad(
+                    "model.vocab_size",
+                    format!(
+                        "{} leaves no room for merges (BPE needs more than the 256 byte tokens)",
+                        self.model.vocab_size
+                    ),
+                )
+            }
+            TokenizerKind::Bpe => {}
         }
         for (key, v) in [
             ("batch_size", self.batch_size),

@@ -6,43 +6,135 @@
 //! sees exactly the batches it would have seen, and no state needs saving beyond the step.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use ferrolab_tensor::rng::Rng;
 
 use crate::config::TokenizerKind;
 use crate::error::{Result, TrainError};
 
-/// A text encoder/decoder.
-#[derive(Clone, Copy, Debug)]
+/// A run's text encoder/decoder: byte tokens, or a byte-level BPE vocabulary trained on the
+/// run's training text and stored in the run as `tokenizer.json` (HF format).
+#[derive(Clone)]
 pub struct Tokenizer {
-    /// Which one.
-    pub kind: TokenizerKind,
+    bpe: Option<Arc<ferrolab_tokenizer::Tokenizer>>,
+    id: String,
 }
 
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokenizer({})", self.id)
+    }
+}
+
+/// File name of a run's BPE vocabulary.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
 impl Tokenizer {
-    /// Token ids of `text`.
-    pub fn encode(&self, text: &str) -> Vec<u32> {
-        match self.kind {
-            TokenizerKind::Bytes => text.bytes().map(u32::from).collect(),
+    /// One token per UTF-8 byte.
+    pub fn bytes() -> Tokenizer {
+        Tokenizer {
+            bpe: None,
+            id: "bytes-256".into(),
+        }
+    }
+
+    /// Trains a byte-level BPE vocabulary of `vocab_size` tokens on `text` with DeepSeek's
+    /// pre-tokenisation (digits one by one, no merges across letters, numbers, punctuation).
+    pub fn train_bpe(text: &str, vocab_size: usize, progress: bool) -> Result<Tokenizer> {
+        let cfg = ferrolab_tokenizer::TrainConfig {
+            vocab_size,
+            min_frequency: 2,
+            special_tokens: Vec::new(),
+            preset: ferrolab_tokenizer::Preset::DeepSeek,
+            show_progress: progress,
+        };
+        let tok =
+            ferrolab_tokenizer::train_texts([text], &cfg).map_err(|e| TrainError::Config {
+                key: "tokenizer".into(),
+                msg: format!("training the BPE vocabulary: {e}"),
+            })?;
+        Tokenizer::from_bpe(tok)
+    }
+
+    fn from_bpe(tok: ferrolab_tokenizer::Tokenizer) -> Result<Tokenizer> {
+        let json = ferrolab_tokenizer::hf_string(&tok).map_err(|e| TrainError::Config {
+            key: "tokenizer".into(),
+            msg: e.to_string(),
+        })?;
+        let id = format!("bpe-{}", &ferrolab_data::sha256_hex(json.as_bytes())[..16]);
+        Ok(Tokenizer {
+            bpe: Some(Arc::new(tok)),
+            id,
+        })
+    }
+
+    /// The tokenizer of a run directory: `tokenizer.json` when `kind` is BPE.
+    pub fn load(dir: &Path, kind: TokenizerKind) -> Result<Tokenizer> {
+        match kind {
+            TokenizerKind::Bytes => Ok(Tokenizer::bytes()),
+            TokenizerKind::Bpe => {
+                let p = dir.join(TOKENIZER_FILE);
+                let tok = ferrolab_tokenizer::read_hf(&p).map_err(|e| TrainError::Snapshot {
+                    path: p.display().to_string(),
+                    msg: e.to_string(),
+                })?;
+                Tokenizer::from_bpe(tok)
+            }
+        }
+    }
+
+    /// Writes `tokenizer.json` into `dir` (nothing for byte tokens).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        if let Some(tok) = &self.bpe {
+            let p = dir.join(TOKENIZER_FILE);
+            let json = ferrolab_tokenizer::hf_string(tok).map_err(|e| TrainError::Snapshot {
+                path: p.display().to_string(),
+                msg: e.to_string(),
+            })?;
+            ferrolab_tensor::io::write_atomic(&p, json.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Ids the vocabulary can produce (the model's `vocab_size` must be at least this).
+    pub fn vocab_size(&self) -> usize {
+        self.bpe.as_ref().map_or(256, |t| t.vocab_end())
+    }
+
+    /// Token ids of `text` (special-token text is encoded as ordinary text).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match &self.bpe {
+            None => Ok(text.bytes().map(u32::from).collect()),
+            Some(t) => t
+                .encode_ordinary_parallel(text)
+                .map_err(|e| TrainError::Corpus {
+                    path: "text".into(),
+                    msg: e.to_string(),
+                }),
+        }
+    }
+
+    /// Bytes of `ids` (ids outside the vocabulary are skipped).
+    pub fn decode_bytes(&self, ids: &[u32]) -> Vec<u8> {
+        match &self.bpe {
+            None => ids.iter().map(|&i| i.min(255) as u8).collect(),
+            Some(t) => ids
+                .iter()
+                .flat_map(|&i| t.token_bytes(i).unwrap_or(&[]).to_vec())
+                .collect(),
         }
     }
 
     /// Text of `ids`; bytes that do not form UTF-8 become U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> String {
-        match self.kind {
-            TokenizerKind::Bytes => {
-                let bytes: Vec<u8> = ids.iter().map(|&i| i.min(255) as u8).collect();
-                String::from_utf8_lossy(&bytes).into_owned()
-            }
-        }
+        String::from_utf8_lossy(&self.decode_bytes(ids)).into_owned()
     }
 
     /// An identifier of the vocabulary, stored in snapshots so a run is never resumed with
-    /// another one.
+    /// another one (`bytes-256`, or `bpe-` and a hash of `tokenizer.json`).
     pub fn id(&self) -> String {
-        match self.kind {
-            TokenizerKind::Bytes => "bytes-256".into(),
-        }
+        self.id.clone()
     }
 }
 
@@ -66,14 +158,10 @@ impl TokenData {
         min_len: usize,
         origin: &str,
     ) -> Result<TokenData> {
-        let mut cut = ((text.len() as f64) * (1.0 - val_fraction as f64)).round() as usize;
-        while cut < text.len() && !text.is_char_boundary(cut) {
-            cut += 1;
-        }
-        let (a, b) = text.split_at(cut);
+        let (a, b) = text.split_at(TokenData::split_point(text, val_fraction));
         let data = TokenData {
-            train: tok.encode(a),
-            val: tok.encode(b),
+            train: tok.encode(a)?,
+            val: tok.encode(b)?,
             val_bytes: b.len(),
         };
         if data.train.len() <= min_len || data.val.len() <= min_len {
@@ -87,6 +175,15 @@ impl TokenData {
             });
         }
         Ok(data)
+    }
+
+    /// Byte offset where the held-out tail of `text` starts (a character boundary).
+    pub fn split_point(text: &str, val_fraction: f32) -> usize {
+        let mut cut = ((text.len() as f64) * (1.0 - val_fraction as f64)).round() as usize;
+        while cut < text.len() && !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        cut
     }
 
     /// Reads a UTF-8 text file (an error names the first invalid byte).
@@ -164,16 +261,7 @@ mod tests {
 
     fn data() -> TokenData {
         let text: String = (0..2000).map(|i| (b'a' + (i % 26) as u8) as char).collect();
-        TokenData::from_text(
-            &text,
-            &Tokenizer {
-                kind: TokenizerKind::Bytes,
-            },
-            0.1,
-            16,
-            "test",
-        )
-        .unwrap()
+        TokenData::from_text(&text, &Tokenizer::bytes(), 0.1, 16, "test").unwrap()
     }
 
     #[test]
@@ -194,9 +282,7 @@ mod tests {
 
     #[test]
     fn too_short_and_non_utf8_corpora_are_errors() {
-        let tok = Tokenizer {
-            kind: TokenizerKind::Bytes,
-        };
+        let tok = Tokenizer::bytes();
         let e = TokenData::from_text("", &tok, 0.1, 16, "empty.txt")
             .err()
             .unwrap();

@@ -11,7 +11,7 @@ use ferrolab_tensor::{no_grad, rng, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::config::RunConfig;
+use crate::config::{RunConfig, TokenizerKind};
 use crate::data::{TokenData, Tokenizer};
 use crate::error::{Result, TrainError};
 use crate::run::{RunDir, State};
@@ -120,8 +120,23 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    fn build(cfg: RunConfig, run: RunDir, data: TokenData) -> Result<Trainer> {
+    fn build(
+        cfg: RunConfig,
+        run: RunDir,
+        tokenizer: Tokenizer,
+        data: TokenData,
+    ) -> Result<Trainer> {
         cfg.validate()?;
+        if tokenizer.vocab_size() > cfg.model.vocab_size {
+            return Err(TrainError::Config {
+                key: "model.vocab_size".into(),
+                msg: format!(
+                    "{} is smaller than the tokenizer's {} ids",
+                    cfg.model.vocab_size,
+                    tokenizer.vocab_size()
+                ),
+            });
+        }
         rng::manual_seed(cfg.seed);
         let vars = Vars::new();
         let model = Lm::new(&vars, cfg.model.clone())?;
@@ -140,9 +155,7 @@ impl Trainer {
             total: cfg.steps,
         };
         Ok(Trainer {
-            tokenizer: Tokenizer {
-                kind: cfg.tokenizer,
-            },
+            tokenizer,
             cfg,
             run,
             model,
@@ -156,17 +169,26 @@ impl Trainer {
         })
     }
 
-    /// Starts a new run in `dir` (config files are written before step 0).
-    pub fn create(dir: &std::path::Path, cfg: RunConfig, data: TokenData) -> Result<Trainer> {
+    /// Starts a new run in `dir` (config files and the tokenizer are written before step 0);
+    /// `data` was encoded with `tokenizer`.
+    pub fn create(
+        dir: &std::path::Path,
+        cfg: RunConfig,
+        tokenizer: Tokenizer,
+        data: TokenData,
+    ) -> Result<Trainer> {
         cfg.validate()?;
         let run = RunDir::create(dir, &cfg)?;
-        Trainer::build(cfg, run, data)
+        tokenizer.save(&run.path)?;
+        Trainer::build(cfg, run, tokenizer, data)
     }
 
-    /// Continues the run in `dir` from its snapshot; `data` must be the same corpus.
+    /// Continues the run in `dir` from its snapshot; `data` must be the same corpus, encoded
+    /// with the run's tokenizer ([`Trainer::corpus_for_run`]).
     pub fn resume(dir: &std::path::Path, data: TokenData) -> Result<Trainer> {
         let (run, cfg) = RunDir::open(dir)?;
-        let mut t = Trainer::build(cfg, run, data)?;
+        let tokenizer = Tokenizer::load(dir, cfg.tokenizer)?;
+        let mut t = Trainer::build(cfg, run, tokenizer, data)?;
         t.run.recover()?;
         if !t.run.has_snapshot() {
             // stopped between writing its config and its first snapshot: nothing was trained,
@@ -183,13 +205,10 @@ impl Trainer {
         Ok(t)
     }
 
-    /// Reads a corpus for `cfg` (the file at `corpus`, or the State of the Union speeches,
-    /// fetched on first use).
-    pub fn load_corpus(cfg: &RunConfig, corpus: Option<&std::path::Path>) -> Result<TokenData> {
-        let tok = Tokenizer {
-            kind: cfg.tokenizer,
-        };
-        let (text, origin) = match corpus {
+    /// The text of a corpus: the file at `corpus`, or the State of the Union speeches
+    /// (fetched on first use), with a name for errors.
+    pub fn read_corpus(corpus: Option<&std::path::Path>) -> Result<(String, String)> {
+        Ok(match corpus {
             Some(p) => (TokenData::read_text(p)?, p.display().to_string()),
             None => {
                 let speeches = ferrolab_data::sotu_speeches()?;
@@ -199,7 +218,37 @@ impl Trainer {
                     .collect();
                 (text, "sotu".to_string())
             }
+        })
+    }
+
+    /// The tokenizer and token data of a new run: for BPE, a vocabulary of
+    /// `model.vocab_size` is trained on the training part of the text (never the held-out
+    /// tail).
+    pub fn prepare(
+        cfg: &RunConfig,
+        corpus: Option<&std::path::Path>,
+        progress: bool,
+    ) -> Result<(Tokenizer, TokenData)> {
+        let (text, origin) = Trainer::read_corpus(corpus)?;
+        let tok = match cfg.tokenizer {
+            TokenizerKind::Bytes => Tokenizer::bytes(),
+            TokenizerKind::Bpe => {
+                let cut = TokenData::split_point(&text, cfg.val_fraction);
+                Tokenizer::train_bpe(&text[..cut], cfg.model.vocab_size, progress)?
+            }
         };
+        let data = TokenData::from_text(&text, &tok, cfg.val_fraction, cfg.seq_len, &origin)?;
+        Ok((tok, data))
+    }
+
+    /// The token data of an existing run (its own tokenizer, its config's split).
+    pub fn corpus_for_run(
+        dir: &std::path::Path,
+        corpus: Option<&std::path::Path>,
+    ) -> Result<TokenData> {
+        let (_, cfg) = RunDir::open(dir)?;
+        let tok = Tokenizer::load(dir, cfg.tokenizer)?;
+        let (text, origin) = Trainer::read_corpus(corpus)?;
         TokenData::from_text(&text, &tok, cfg.val_fraction, cfg.seq_len, &origin)
     }
 
@@ -395,7 +444,7 @@ fn say(pb: &ProgressBar, msg: String) {
 }
 
 /// Loads a trained model from a run directory (its config and the snapshot's weights).
-pub fn load_model(dir: &std::path::Path) -> Result<(Lm, RunConfig)> {
+pub fn load_model(dir: &std::path::Path) -> Result<(Lm, RunConfig, Tokenizer)> {
     let (run, cfg) = RunDir::open(dir)?;
     run.recover()?;
     let vars = Vars::new();
@@ -408,5 +457,6 @@ pub fn load_model(dir: &std::path::Path) -> Result<(Lm, RunConfig)> {
         ));
     }
     vars.load(&path)?;
-    Ok((model, cfg))
+    let tok = Tokenizer::load(dir, cfg.tokenizer)?;
+    Ok((model, cfg, tok))
 }

@@ -45,9 +45,7 @@ fn corpus(c: &RunConfig) -> TokenData {
         .map(|i| words[(i * 7 + i / 5) % words.len()])
         .collect::<Vec<_>>()
         .join(" ");
-    let tok = Tokenizer {
-        kind: TokenizerKind::Bytes,
-    };
+    let tok = Tokenizer::bytes();
     TokenData::from_text(&text, &tok, c.val_fraction, c.seq_len, "synthetic").unwrap()
 }
 
@@ -81,7 +79,7 @@ fn interrupted_and_resumed_run_equals_an_uninterrupted_one_bitwise() {
     ferrolab_tensor::set_num_threads(1).unwrap();
     let c = cfg(10);
     let a = dir("straight");
-    let mut t = Trainer::create(&a, c.clone(), corpus(&c)).unwrap();
+    let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
     train(&mut t);
     let want = params(&t);
     let want_losses = losses(&a);
@@ -97,6 +95,7 @@ fn interrupted_and_resumed_run_equals_an_uninterrupted_one_bitwise() {
             steps: 10,
             ..c.clone()
         },
+        Tokenizer::bytes(),
         corpus(&c),
     )
     .unwrap();
@@ -118,7 +117,7 @@ fn stop_flag_writes_a_snapshot_and_resume_continues() {
     ferrolab_tensor::set_num_threads(1).unwrap();
     let c = cfg(6);
     let a = dir("stop");
-    let mut t = Trainer::create(&a, c.clone(), corpus(&c)).unwrap();
+    let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
     t.progress = false;
     let out = t.train(&AtomicBool::new(true)).unwrap();
     assert!(out.interrupted);
@@ -142,7 +141,7 @@ fn a_crash_at_any_point_of_a_snapshot_leaves_a_loadable_one() {
     .enumerate()
     {
         let a = dir(&format!("crash{i}"));
-        let mut t = Trainer::create(&a, c.clone(), corpus(&c)).unwrap();
+        let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
         train(&mut t); // snapshot at step 4
         let at4 = params(&t);
         // change the weights, then "crash" while writing the next snapshot
@@ -172,8 +171,7 @@ fn a_crash_at_any_point_of_a_snapshot_leaves_a_loadable_one() {
         };
         let (run, _) = ferrolab_train::RunDir::open(&a).unwrap();
         run.recover().unwrap();
-        let (model, _) = ferrolab_train::load_model(&a).unwrap();
-        let _ = model;
+        ferrolab_train::load_model(&a).unwrap();
         let vars = Vars::new();
         let _m = ferrolab_models::Lm::new(&vars, c.model.clone()).unwrap();
         vars.load(&a.join("model.safetensors")).unwrap();
@@ -203,7 +201,7 @@ fn corrupt_or_truncated_snapshot_is_a_clear_error() {
     ferrolab_tensor::set_num_threads(1).unwrap();
     let c = cfg(4);
     let a = dir("corrupt");
-    let mut t = Trainer::create(&a, c.clone(), corpus(&c)).unwrap();
+    let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
     train(&mut t);
     let m = a.join("model.safetensors");
     let bytes = std::fs::read(&m).unwrap();
@@ -228,8 +226,8 @@ fn corrupt_or_truncated_snapshot_is_a_clear_error() {
 fn a_new_run_refuses_an_existing_run_directory() {
     let c = cfg(1);
     let a = dir("twice");
-    let _t = Trainer::create(&a, c.clone(), corpus(&c)).unwrap();
-    let e = Trainer::create(&a, c.clone(), corpus(&c))
+    let _t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
+    let e = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c))
         .err()
         .unwrap()
         .to_string();
@@ -250,7 +248,7 @@ fn diverging_run_skips_steps_then_stops_keeping_its_snapshot() {
     let mut c = cfg(30);
     c.max_bad_steps = 3;
     let a = dir("diverge");
-    let mut t = Trainer::create(&a, c.clone(), corpus(&c)).unwrap();
+    let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
     t.progress = false;
     t.cfg.steps = 4;
     t.train(&AtomicBool::new(false)).unwrap(); // snapshot at step 4
@@ -296,7 +294,7 @@ fn bad_configs_and_corpora_are_named() {
         seq_len: 64,
         ..c.clone()
     };
-    let e = Trainer::create(&dir("badcfg"), bad, corpus(&c))
+    let e = Trainer::create(&dir("badcfg"), bad, Tokenizer::bytes(), corpus(&c))
         .err()
         .unwrap()
         .to_string();
@@ -304,17 +302,56 @@ fn bad_configs_and_corpora_are_named() {
         e.contains("seq_len") && e.contains("max_position_embeddings"),
         "{e}"
     );
-    let tok = Tokenizer {
-        kind: TokenizerKind::Bytes,
-    };
+    let tok = Tokenizer::bytes();
     let e = TokenData::from_text("", &tok, 0.1, 32, "empty.txt")
         .err()
         .unwrap()
         .to_string();
     assert!(e.contains("empty.txt") && e.contains("too short"), "{e}");
-    let e = Trainer::load_corpus(&c, Some(Path::new("/nonexistent/corpus.txt")))
+    let e = Trainer::read_corpus(Some(Path::new("/nonexistent/corpus.txt")))
         .err()
         .unwrap()
         .to_string();
     assert!(e.contains("/nonexistent/corpus.txt"), "{e}");
+}
+
+#[test]
+fn bpe_run_stores_its_vocabulary_and_resumes_with_it() {
+    ferrolab_tensor::set_num_threads(1).unwrap();
+    let mut c = cfg(4);
+    c.tokenizer = TokenizerKind::Bpe;
+    c.model.vocab_size = 300;
+    let dir = std::env::temp_dir().join(format!("ferrolab-run-bpe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = "the union is strong and we shall prosper together ".repeat(400);
+    let corpus = dir.with_extension("txt");
+    std::fs::write(&corpus, &text).unwrap();
+    let (tok, data) = Trainer::prepare(&c, Some(&corpus), false).unwrap();
+    assert!(tok.vocab_size() > 256 && tok.vocab_size() <= 300);
+    // merges compress the text
+    assert!(
+        data.train.len() * 2 < text.len() * 9 / 10,
+        "{}",
+        data.train.len()
+    );
+    assert_eq!(
+        tok.decode(&tok.encode("we shall prosper").unwrap()),
+        "we shall prosper"
+    );
+    let mut t = Trainer::create(&dir, c.clone(), tok.clone(), data).unwrap();
+    train(&mut t);
+    assert!(dir.join("tokenizer.json").exists());
+    let (model, _, back) = ferrolab_train::load_model(&dir).unwrap();
+    assert_eq!(back.id(), tok.id());
+    assert_eq!(model.cfg.vocab_size, 300);
+    // resuming re-encodes with the stored vocabulary
+    let data = Trainer::corpus_for_run(&dir, Some(&corpus)).unwrap();
+    let r = Trainer::resume(&dir, data).unwrap();
+    assert_eq!(r.step(), 4);
+    // a replaced vocabulary is refused
+    let other = Tokenizer::train_bpe(&"abc abd ".repeat(100), 280, false).unwrap();
+    other.save(&dir).unwrap();
+    let data = Trainer::corpus_for_run(&dir, Some(&corpus)).unwrap();
+    let e = Trainer::resume(&dir, data).err().unwrap().to_string();
+    assert!(e.contains("tokenizer"), "{e}");
 }
