@@ -2,9 +2,9 @@
 //! gensim's package under `gensim/test/test_data/`, not in this repository): after training,
 //! "bombings" ranks among the 50 words most similar to "attacks".
 //!
-//! The file is looked up in `$FERROLAB_LEE_BACKGROUND`, then in a `venv` next to the workspace
-//! (`../venv/lib/python3*/site-packages/gensim/test/test_data/`); without it the test prints
-//! why and passes (CI has no data).
+//! The file is looked up in `$FERROLAB_LEE_BACKGROUND`, then in ferrolab's data cache (the
+//! `word-eval` data set: `ferrolab data fetch word-eval`); without it the test prints why and
+//! passes (CI has no data and no network is assumed).
 
 mod common;
 
@@ -19,17 +19,11 @@ fn find_corpus() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("FERROLAB_LEE_BACKGROUND") {
         return Some(PathBuf::from(p));
     }
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let lib = workspace.join("../venv/lib");
-    for entry in std::fs::read_dir(lib).ok()?.flatten() {
-        let p = entry
-            .path()
-            .join("site-packages/gensim/test/test_data/lee_background.cor");
-        if p.exists() {
-            return Some(p);
-        }
-    }
-    None
+    // the `word-eval` data set of ferrolab's cache (`ferrolab data fetch word-eval`)
+    let ds = ferrolab_data::dataset("word-eval").ok()?;
+    let p = ferrolab_data::dataset_dir(&ferrolab_data::cache_root().ok()?, ds)
+        .join("lee_background.cor");
+    p.exists().then_some(p)
 }
 
 /// gensim's `simple_preprocess`, closely enough: lowercase runs of letters, 2 to 15 long.
@@ -50,7 +44,7 @@ fn preprocess(text: &str) -> String {
 #[test]
 fn related_words_rank_close_on_lee_background() {
     let Some(source) = find_corpus() else {
-        eprintln!("lee_background.cor not found (set FERROLAB_LEE_BACKGROUND): skipped");
+        eprintln!("lee_background.cor not found (run `ferrolab data fetch word-eval` or set FERROLAB_LEE_BACKGROUND): skipped");
         return;
     };
     let text = std::fs::read_to_string(&source)
