@@ -78,7 +78,7 @@ impl RunConfig {
                 batch_size: 16,
                 seq_len: 256,
                 grad_accum: 1,
-                steps: 800, // ~10 minutes on two cores
+                steps: 600, // ~10 minutes on two cores (4,100 tokens/s measured)
                 max_lr: 3e-3,
                 warmup_steps: 50,
                 weight_decay: 0.1,
