@@ -47,7 +47,9 @@ pub fn run(a: DataArgs) -> Result<()> {
             };
             for n in names {
                 let ds = ferrolab_data::dataset(&n)?;
-                eprintln!("fetching {n} ({})", ds.spec);
+                if !ferrolab_data::dataset_dir(&root, ds).is_dir() {
+                    eprintln!("fetching {n} ({})", ds.spec);
+                }
                 let dir = ferrolab_data::fetch_into(&root, ds)?;
                 let files = std::fs::read_dir(&dir)?.count();
                 println!("{n}: {} ({files} files)", dir.display());

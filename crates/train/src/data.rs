@@ -97,6 +97,15 @@ impl Tokenizer {
         Ok(())
     }
 
+    /// Which kind of tokenizer this is.
+    pub fn kind(&self) -> TokenizerKind {
+        if self.bpe.is_some() {
+            TokenizerKind::Bpe
+        } else {
+            TokenizerKind::Bytes
+        }
+    }
+
     /// Ids the vocabulary can produce (the model's `vocab_size` must be at least this).
     pub fn vocab_size(&self) -> usize {
         self.bpe.as_ref().map_or(256, |t| t.vocab_end())

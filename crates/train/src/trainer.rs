@@ -178,6 +178,16 @@ impl Trainer {
         data: TokenData,
     ) -> Result<Trainer> {
         cfg.validate()?;
+        if tokenizer.kind() != cfg.tokenizer {
+            return Err(TrainError::Config {
+                key: "tokenizer".into(),
+                msg: format!(
+                    "the config says {:?} but a {:?} tokenizer was given",
+                    cfg.tokenizer,
+                    tokenizer.kind()
+                ),
+            });
+        }
         let run = RunDir::create(dir, &cfg)?;
         tokenizer.save(&run.path)?;
         Trainer::build(cfg, run, tokenizer, data)

@@ -34,6 +34,8 @@ fn cfg(steps: usize) -> RunConfig {
     .iter()
     .fold(c, |c, s| c.set(s).unwrap());
     c.steps = steps;
+    c.tokenizer = TokenizerKind::Bytes;
+    c.model.vocab_size = 256;
     c
 }
 
@@ -302,6 +304,14 @@ fn bad_configs_and_corpora_are_named() {
         e.contains("seq_len") && e.contains("max_position_embeddings"),
         "{e}"
     );
+    let mut bpe = c.clone();
+    bpe.tokenizer = TokenizerKind::Bpe;
+    bpe.model.vocab_size = 300;
+    let e = Trainer::create(&dir("mismatch"), bpe, Tokenizer::bytes(), corpus(&c))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("tokenizer"), "{e}");
     let tok = Tokenizer::bytes();
     let e = TokenData::from_text("", &tok, 0.1, 32, "empty.txt")
         .err()
