@@ -348,16 +348,7 @@ fn lm_ours(a: &LmArgs) -> Result<()> {
     rng::manual_seed(0);
     let vars = Vars::new();
     let model = ferrolab_models::Lm::new(&vars, cfg.model.clone())?;
-    let mut opt = ferrolab_train::GroupedAdamW::new(
-        vars.all(),
-        AdamWConfig {
-            lr: cfg.max_lr,
-            betas: (cfg.beta1, cfg.beta2),
-            eps: 1e-8,
-            weight_decay: cfg.weight_decay,
-            decoupled: true,
-        },
-    );
+    let mut opt = ferrolab_train::GroupedAdamW::for_run(vars.all(), &cfg);
     let mut r = Rng::new(1);
     let stream: Vec<u32> = (0..1 << 20).map(|_| r.below(v) as u32).collect();
     let mut times = Vec::new();

@@ -40,6 +40,22 @@ impl GroupedAdamW {
     }
 }
 
+impl GroupedAdamW {
+    /// The optimizer of a run: AdamW with the run's peak rate, betas and weight decay.
+    pub fn for_run(params: Vec<(String, Tensor)>, cfg: &RunConfig) -> GroupedAdamW {
+        GroupedAdamW::new(
+            params,
+            AdamWConfig {
+                lr: cfg.max_lr,
+                betas: (cfg.beta1, cfg.beta2),
+                eps: 1e-8,
+                weight_decay: cfg.weight_decay,
+                decoupled: true,
+            },
+        )
+    }
+}
+
 impl Optimizer for GroupedAdamW {
     fn step(&mut self) -> ferrolab_tensor::Result<()> {
         self.decay.step()?;
@@ -140,16 +156,7 @@ impl Trainer {
         rng::manual_seed(cfg.seed);
         let vars = Vars::new();
         let model = Lm::new(&vars, cfg.model.clone())?;
-        let opt = GroupedAdamW::new(
-            vars.all(),
-            AdamWConfig {
-                lr: cfg.max_lr,
-                betas: (cfg.beta1, cfg.beta2),
-                eps: 1e-8,
-                weight_decay: cfg.weight_decay,
-                decoupled: true,
-            },
-        );
+        let opt = GroupedAdamW::for_run(vars.all(), &cfg);
         let schedule = LrSchedule::MultiStep {
             warmup: cfg.warmup_steps,
             total: cfg.steps,

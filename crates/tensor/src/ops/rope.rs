@@ -43,6 +43,23 @@ pub fn rope_tables(positions: &[usize], dim: usize, theta: f32) -> Result<(Tenso
     ))
 }
 
+/// Rotates the channel pairs of one head `x` (length D) into `out` by the angles whose cosines
+/// and sines are `c`, `s` (length D/2); `sign` -1 rotates backwards (the backward pass).
+#[inline]
+fn rotate_head(x: &[f32], out: &mut [f32], c: &[f32], s: &[f32], layout: RopeLayout, sign: f32) {
+    let half = c.len();
+    for i in 0..half {
+        let (ia, ib) = match layout {
+            RopeLayout::Interleaved => (2 * i, 2 * i + 1),
+            RopeLayout::HalfSplit => (i, i + half),
+        };
+        let (a, b) = (x[ia], x[ib]);
+        let sn = sign * s[i];
+        out[ia] = a * c[i] - b * sn;
+        out[ib] = a * sn + b * c[i];
+    }
+}
+
 fn rotate(
     x: &[f32],
     cos: &[f32],
@@ -64,17 +81,7 @@ fn rotate(
                     &sin[ti * half..(ti + 1) * half],
                 );
                 let xr = &xs[ti * d..(ti + 1) * d];
-                let orow = &mut o[ti * d..(ti + 1) * d];
-                for i in 0..half {
-                    let (ia, ib) = match layout {
-                        RopeLayout::Interleaved => (2 * i, 2 * i + 1),
-                        RopeLayout::HalfSplit => (i, i + half),
-                    };
-                    let (a, b) = (xr[ia], xr[ib]);
-                    let sn = sign * s[i];
-                    orow[ia] = a * c[i] - b * sn;
-                    orow[ib] = a * sn + b * c[i];
-                }
+                rotate_head(xr, &mut o[ti * d..(ti + 1) * d], c, s, layout, sign);
             }
         });
     out
@@ -138,17 +145,7 @@ fn rotate_packed(
                 );
                 for j in 0..n_rot {
                     let xr = &xrow[j * d..(j + 1) * d];
-                    let or = &mut orow[j * d..(j + 1) * d];
-                    for i in 0..half {
-                        let (ia, ib) = match layout {
-                            RopeLayout::Interleaved => (2 * i, 2 * i + 1),
-                            RopeLayout::HalfSplit => (i, i + half),
-                        };
-                        let (a, b) = (xr[ia], xr[ib]);
-                        let sn = sign * s[i];
-                        or[ia] = a * c[i] - b * sn;
-                        or[ib] = a * sn + b * c[i];
-                    }
+                    rotate_head(xr, &mut orow[j * d..(j + 1) * d], c, s, layout, sign);
                 }
                 orow[n_rot * d..].copy_from_slice(&xrow[n_rot * d..]);
             }
