@@ -233,12 +233,29 @@ fn field(out: &str, key: &str) -> Option<f64> {
         .find_map(|w| w.strip_prefix(key)?.parse().ok())
 }
 
-fn side_by_side(a: &TrainStepArgs) -> Result<()> {
-    let torch_ok = Command::new(&a.python)
+/// Whether `python -c "import torch"` works.
+fn has_torch(python: &str) -> bool {
+    Command::new(python)
         .args(["-c", "import torch"])
         .output()
         .map(|o| o.status.success())
-        .unwrap_or(false);
+        .unwrap_or(false)
+}
+
+/// Runs a benchmark process to the end, echoes its output tagged with the round, and returns
+/// it; a failure to start or a non-zero exit is an error naming `what` with its stderr.
+fn run_round(cmd: &mut Command, what: &str, round: usize) -> Result<String> {
+    let o = cmd.output().with_context(|| format!("running {what}"))?;
+    if !o.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    print!("[round {round}] {out}");
+    Ok(out)
+}
+
+fn side_by_side(a: &TrainStepArgs) -> Result<()> {
+    let torch_ok = has_torch(&a.python);
     let me = std::env::current_exe().context("locating the ferrolab binary")?;
     let mut ours_args = vec![
         "bench".to_string(),
@@ -271,34 +288,20 @@ fn side_by_side(a: &TrainStepArgs) -> Result<()> {
     let mut ours = Vec::new();
     let mut peer = Vec::new();
     for round in 0..a.rounds.max(1) {
-        let o = Command::new(&me)
-            .args(&ours_args)
-            .output()
-            .context("running ferrolab")?;
-        let so = String::from_utf8_lossy(&o.stdout).to_string();
-        if !o.status.success() {
-            bail!(
-                "ferrolab run failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        print!("[round {round}] {so}");
+        let so = run_round(Command::new(&me).args(&ours_args), "ferrolab", round)?;
         ours.push((
             field(&so, "step_ms_median=").context("no step_ms_median in our output")?,
             field(&so, "peak_rss_mib=").unwrap_or(f64::NAN),
             so.clone(),
         ));
         if torch_ok {
-            let p = Command::new(&a.python)
-                .arg(&a.peer_script)
-                .arg(a.layers.to_string())
-                .output()
-                .with_context(|| format!("running {}", a.peer_script.display()))?;
-            let sp = String::from_utf8_lossy(&p.stdout).to_string();
-            if !p.status.success() {
-                bail!("peer failed: {}", String::from_utf8_lossy(&p.stderr));
-            }
-            print!("[round {round}] {sp}");
+            let sp = run_round(
+                Command::new(&a.python)
+                    .arg(&a.peer_script)
+                    .arg(a.layers.to_string()),
+                &format!("peer {}", a.peer_script.display()),
+                round,
+            )?;
             peer.push((
                 field(&sp, "median=").context("no step_ms median in the peer's output")?,
                 field(&sp, "peak_rss_MiB=").unwrap_or(f64::NAN),
@@ -400,11 +403,7 @@ fn lm_ours(a: &LmArgs) -> Result<()> {
 
 fn lm_side_by_side(a: &LmArgs) -> Result<()> {
     let cfg = lm_config(a)?;
-    let torch_ok = Command::new(&a.python)
-        .args(["-c", "import torch"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let torch_ok = has_torch(&a.python);
     if !torch_ok {
         eprintln!(
             "peer: `{} -c \"import torch\"` failed; running ferrolab only (set --python or FERROLAB_PYTHON)",
@@ -436,36 +435,22 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
     let (mut ours, mut peer) = (Vec::new(), Vec::new());
     let (mut orss, mut prss) = (0f64, 0f64);
     for round in 0..a.rounds.max(1) {
-        let o = Command::new(&me)
-            .args(&ours_args)
-            .output()
-            .context("running ferrolab")?;
-        let so = String::from_utf8_lossy(&o.stdout).to_string();
-        if !o.status.success() {
-            bail!(
-                "ferrolab run failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        print!("[round {round}] {so}");
+        let so = run_round(Command::new(&me).args(&ours_args), "ferrolab", round)?;
         ours.push(
             field(&so, "tokens_per_s_median=").context("no tokens_per_s_median in our output")?,
         );
         orss = orss.max(field(&so, "peak_rss_mib=").unwrap_or(f64::NAN));
         if torch_ok {
-            let p = Command::new(&a.python)
-                .arg(&a.peer_script)
-                .arg(&cfg_path)
-                .args(["--threads", &a.threads.to_string()])
-                .args(["--warmup", &a.warmup.to_string()])
-                .args(["--steps", &a.steps.to_string()])
-                .output()
-                .with_context(|| format!("running {}", a.peer_script.display()))?;
-            let sp = String::from_utf8_lossy(&p.stdout).to_string();
-            if !p.status.success() {
-                bail!("peer failed: {}", String::from_utf8_lossy(&p.stderr));
-            }
-            print!("[round {round}] {sp}");
+            let sp = run_round(
+                Command::new(&a.python)
+                    .arg(&a.peer_script)
+                    .arg(&cfg_path)
+                    .args(["--threads", &a.threads.to_string()])
+                    .args(["--warmup", &a.warmup.to_string()])
+                    .args(["--steps", &a.steps.to_string()]),
+                &format!("peer {}", a.peer_script.display()),
+                round,
+            )?;
             peer.push(
                 field(&sp, "tokens_per_s_median=")
                     .context("no tokens_per_s_median in the peer's output")?,
