@@ -1,7 +1,9 @@
 //! Models built from [`ferrolab_nn`] layers.
 
+pub mod deepseek_v3;
 pub mod gpt;
 pub mod lm;
 
+pub use deepseek_v3::{Balance, V3Config};
 pub use gpt::{Gpt, GptConfig};
 pub use lm::{Attention, DecoderLayer, KvCache, Lm, LmConfig, SwiGlu};

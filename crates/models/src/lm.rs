@@ -316,7 +316,9 @@ pub struct SwiGlu {
 }
 
 impl SwiGlu {
-    fn new(vars: &Vars, c: usize, f: usize, init: Init) -> Result<SwiGlu> {
+    /// A SwiGLU of width `f` on `c` channels, registered under `vars` (`gate_proj`, `up_proj`,
+    /// `down_proj`).
+    pub fn new(vars: &Vars, c: usize, f: usize, init: Init) -> Result<SwiGlu> {
         Ok(SwiGlu {
             gate_proj: Linear::new(&vars.pp("gate_proj"), c, f, false, init)?,
             up_proj: Linear::new(&vars.pp("up_proj"), c, f, false, init)?,
