@@ -56,9 +56,10 @@ struct LmArgs {
     /// Python interpreter with torch for the peer.
     #[arg(long, env = "FERROLAB_PYTHON", default_value = "python3")]
     python: String,
-    /// The peer script.
-    #[arg(long, default_value = "bench/lm_train_torch.py")]
-    peer_script: PathBuf,
+    /// The peer script (default: `bench/lm_train_torch.py` for a `llama` model,
+    /// `bench/v3_train_torch.py` for `deepseek_v3`).
+    #[arg(long)]
+    peer_script: Option<PathBuf>,
     /// Internal: run only our side once and print its figures.
     #[arg(long, hide = true)]
     ours_only: bool,
@@ -347,10 +348,10 @@ fn lm_config(a: &LmArgs) -> Result<ferrolab_train::RunConfig> {
 fn lm_ours(a: &LmArgs) -> Result<()> {
     ferrolab_tensor::set_num_threads(a.threads)?;
     let cfg = lm_config(a)?;
-    let (b, t, v) = (cfg.batch_size, cfg.seq_len, cfg.model.vocab_size);
+    let (b, t, v) = (cfg.batch_size, cfg.seq_len, cfg.model.vocab_size());
     rng::manual_seed(0);
     let vars = Vars::new();
-    let model = ferrolab_models::Lm::new(&vars, cfg.model.clone())?;
+    let model = ferrolab_models::Model::new(&vars, &cfg.model)?;
     let mut opt = ferrolab_train::GroupedAdamW::for_run(vars.all(), &cfg);
     let mut r = Rng::new(1);
     let stream: Vec<u32> = (0..1 << 20).map(|_| r.below(v) as u32).collect();
@@ -369,11 +370,13 @@ fn lm_ours(a: &LmArgs) -> Result<()> {
         let t0 = Instant::now();
         ferrolab_tensor::profile::mark();
         opt.zero_grad();
-        let loss = model.loss(&ids, &tg, b, t)?;
+        let parts = model.loss(&ids, &tg, b, t)?;
+        let loss = parts.total;
         loss.backward()?;
         let t1 = Instant::now();
         ferrolab_nn::clip_grad_norm(&vars.tensors(), cfg.grad_clip)?;
         opt.step()?;
+        model.after_step(&parts.loads)?;
         ferrolab_tensor::profile::record("clip + optimizer.step", t1.elapsed());
         let dt = t0.elapsed().as_secs_f64();
         losses.push(loss.item()?);
@@ -403,6 +406,12 @@ fn lm_ours(a: &LmArgs) -> Result<()> {
 
 fn lm_side_by_side(a: &LmArgs) -> Result<()> {
     let cfg = lm_config(a)?;
+    let peer_script = a.peer_script.clone().unwrap_or_else(|| {
+        PathBuf::from(match cfg.model.model_type() {
+            "deepseek_v3" => "bench/v3_train_torch.py",
+            _ => "bench/lm_train_torch.py",
+        })
+    });
     let torch_ok = has_torch(&a.python);
     if !torch_ok {
         eprintln!(
@@ -443,12 +452,12 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
         if torch_ok {
             let sp = run_round(
                 Command::new(&a.python)
-                    .arg(&a.peer_script)
+                    .arg(&peer_script)
                     .arg(&cfg_path)
                     .args(["--threads", &a.threads.to_string()])
                     .args(["--warmup", &a.warmup.to_string()])
                     .args(["--steps", &a.steps.to_string()]),
-                &format!("peer {}", a.peer_script.display()),
+                &format!("peer {}", peer_script.display()),
                 round,
             )?;
             peer.push(

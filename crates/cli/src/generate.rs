@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use ferrolab_models::KvCache;
 use ferrolab_train::{generate, load_model, SampleOpts};
 
 #[derive(Args)]
@@ -78,8 +77,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         out.len(),
         secs,
         out.len() as f64 / secs,
-        KvCache::bytes_per_token(&model.cfg),
-        model.cfg.num_hidden_layers
+        model.config().cache_bytes_per_token(),
+        model.config().num_hidden_layers()
     );
     Ok(())
 }

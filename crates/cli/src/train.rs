@@ -92,7 +92,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             if cfg.tokenizer == TokenizerKind::Bpe {
                 eprintln!(
                     "training a {}-token BPE vocabulary on the training text",
-                    cfg.model.vocab_size
+                    cfg.model.vocab_size()
                 );
             }
             let (tok, data) = Trainer::prepare(&cfg, a.corpus.as_deref(), true)?;
@@ -131,16 +131,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
 
 fn describe(t: &Trainer, dir: &Path, threads: usize) {
     let c = &t.cfg;
-    let (total, non_emb) = c.model.num_params();
+    let (total, active) = c.model.num_params();
     let d = t.data();
     eprintln!(
-        "run {}: preset {}, {} layers x {} wide, {:.2}M parameters ({:.2}M non-embedding), {} threads",
+        "run {}: preset {}, {} layers x {} wide, {:.2}M parameters ({:.2}M active per token), {} threads",
         dir.display(),
         c.preset,
-        c.model.num_hidden_layers,
-        c.model.hidden_size,
+        c.model.num_hidden_layers(),
+        c.model.hidden_size(),
         total as f64 / 1e6,
-        non_emb as f64 / 1e6,
+        active as f64 / 1e6,
         threads
     );
     eprintln!(
@@ -152,7 +152,7 @@ fn describe(t: &Trainer, dir: &Path, threads: usize) {
         c.steps,
         c.tokens_per_step(),
         (c.steps * c.tokens_per_step()) as f64 / d.train.len() as f64,
-        d.unigram_baseline(c.model.vocab_size)
+        d.unigram_baseline(c.model.vocab_size())
     );
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ferrolab_models::LmConfig;
+use ferrolab_models::{LmConfig, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -28,8 +28,8 @@ pub struct RunConfig {
     pub preset: String,
     /// Tokenizer.
     pub tokenizer: TokenizerKind,
-    /// Model shape (HF `config.json` keys).
-    pub model: LmConfig,
+    /// Model family (`model_type`) and shape (HF `config.json` keys).
+    pub model: ModelConfig,
     /// Sequences per micro-batch.
     pub batch_size: usize,
     /// Tokens per sequence (at most `model.max_position_embeddings`).
@@ -74,7 +74,7 @@ impl RunConfig {
                 // a 2048-token BPE vocabulary: ~3.5x fewer tokens than bytes for ~17% more
                 // compute per token (the larger head), so far more text per second
                 tokenizer: TokenizerKind::Bpe,
-                model: LmConfig::tiny(2048),
+                model: ModelConfig::Llama(LmConfig::tiny(2048)),
                 batch_size: 16,
                 seq_len: 256,
                 grad_accum: 1,
@@ -94,7 +94,7 @@ impl RunConfig {
             }),
             "small" => Ok(RunConfig {
                 preset: name.into(),
-                model: LmConfig::small(8192),
+                model: ModelConfig::Llama(LmConfig::small(8192)),
                 batch_size: 16,
                 seq_len: 512,
                 steps: 4000,
@@ -178,22 +178,22 @@ impl RunConfig {
             })
         };
         match self.tokenizer {
-            TokenizerKind::Bytes if self.model.vocab_size < 256 => {
+            TokenizerKind::Bytes if self.model.vocab_size() < 256 => {
                 return bad(
                     "model.vocab_size",
                     format!(
                         "{} is too small for byte tokens (256)",
-                        self.model.vocab_size
+                        self.model.vocab_size()
                     ),
                 )
             }
             TokenizerKind::Bytes => {}
-            TokenizerKind::Bpe if self.model.vocab_size < 257 => {
+            TokenizerKind::Bpe if self.model.vocab_size() < 257 => {
                 return bad(
                     "model.vocab_size",
                     format!(
                         "{} leaves no room for merges (BPE needs more than the 256 byte tokens)",
-                        self.model.vocab_size
+                        self.model.vocab_size()
                     ),
                 )
             }
@@ -211,12 +211,13 @@ impl RunConfig {
                 return bad(key, "must be > 0".into());
             }
         }
-        if self.seq_len > self.model.max_position_embeddings {
+        if self.seq_len > self.model.max_position_embeddings() {
             return bad(
                 "seq_len",
                 format!(
                     "{} exceeds model.max_position_embeddings ({})",
-                    self.seq_len, self.model.max_position_embeddings
+                    self.seq_len,
+                    self.model.max_position_embeddings()
                 ),
             );
         }
@@ -293,7 +294,7 @@ mod tests {
             .unwrap()
             .set("steps = 7")
             .unwrap();
-        assert_eq!((c.model.hidden_size, c.steps), (128, 7));
+        assert_eq!((c.model.hidden_size(), c.steps), (128, 7));
         let c = c.set("max_lr=1e-4").unwrap();
         assert_eq!(c.max_lr, 1e-4);
         let e = c.clone().set("model.hiden_size=3").unwrap_err().to_string();
@@ -346,7 +347,7 @@ mod tests {
             .merge_toml_file(&p)
             .unwrap();
         assert_eq!(
-            (c.steps, c.max_lr, c.model.num_hidden_layers),
+            (c.steps, c.max_lr, c.model.num_hidden_layers()),
             (12, 0.001, 2)
         );
         std::fs::write(&p, "stepz = 12\n").unwrap();

@@ -1,6 +1,6 @@
 //! Text generation with a KV cache: greedy, temperature, top-k and top-p (nucleus) sampling.
 
-use ferrolab_models::{KvCache, Lm};
+use ferrolab_models::Model;
 use ferrolab_tensor::rng::Rng;
 
 use crate::error::Result;
@@ -97,16 +97,16 @@ pub fn sample(logits: &[f32], opts: &SampleOpts, rng: &mut Rng) -> u32 {
 /// full, the cache is rebuilt from the last half of it (the model never sees more than
 /// `max_position_embeddings` tokens).
 pub fn generate(
-    model: &Lm,
+    model: &Model,
     prompt: &[u32],
     opts: &SampleOpts,
     mut on_token: impl FnMut(u32),
 ) -> Result<Vec<u32>> {
-    let max_ctx = model.cfg.max_position_embeddings;
+    let max_ctx = model.config().max_position_embeddings();
     let mut rng = Rng::new(opts.seed);
     let mut all: Vec<u32> = prompt.to_vec();
     let start = all.len().saturating_sub(max_ctx - 1);
-    let mut cache = KvCache::new();
+    let mut cache = model.new_cache();
     let mut logits = model.forward_cached(&all[start..], &mut cache)?;
     let mut out = Vec::with_capacity(opts.max_tokens);
     for _ in 0..opts.max_tokens {
@@ -115,7 +115,7 @@ pub fn generate(
         out.push(next);
         all.push(next);
         if cache.len() + 1 > max_ctx {
-            cache = KvCache::new();
+            cache = model.new_cache();
             let keep = (max_ctx / 2).max(1);
             logits = model.forward_cached(&all[all.len() - keep..], &mut cache)?;
         } else {
@@ -128,7 +128,7 @@ pub fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrolab_models::LmConfig;
+    use ferrolab_models::{LmConfig, ModelConfig};
     use ferrolab_nn::Vars;
     use ferrolab_tensor::rng;
 
@@ -200,7 +200,7 @@ mod tests {
             ..LmConfig::tiny(50)
         };
         let vars = Vars::new();
-        let m = Lm::new(&vars, cfg).unwrap();
+        let m = Model::new(&vars, &ModelConfig::Llama(cfg)).unwrap();
         let prompt = [3u32, 14, 15, 9, 2];
         let opts = SampleOpts {
             max_tokens: 15,

@@ -16,4 +16,4 @@ pub use error::{Result, TrainError};
 pub use generate::{generate, sample, SampleOpts};
 pub use plan::{plan, Plan};
 pub use run::{CrashPoint, RunDir, State};
-pub use trainer::{load_model, GroupedAdamW, Outcome, Trainer};
+pub use trainer::{load_model, Eval, GroupedAdamW, Outcome, Trainer};

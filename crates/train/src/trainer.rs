@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use ferrolab_models::Lm;
+use ferrolab_models::Model;
 use ferrolab_nn::{clip_grad_norm, AdamW, AdamWConfig, LrSchedule, Optimizer, Vars};
 use ferrolab_tensor::{no_grad, rng, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -121,7 +121,7 @@ pub struct Trainer {
     /// Its directory.
     pub run: RunDir,
     /// The model.
-    pub model: Lm,
+    pub model: Model,
     /// Its parameters.
     pub vars: Vars,
     /// Text <-> ids.
@@ -143,19 +143,19 @@ impl Trainer {
         data: TokenData,
     ) -> Result<Trainer> {
         cfg.validate()?;
-        if tokenizer.vocab_size() > cfg.model.vocab_size {
+        if tokenizer.vocab_size() > cfg.model.vocab_size() {
             return Err(TrainError::Config {
                 key: "model.vocab_size".into(),
                 msg: format!(
                     "{} is smaller than the tokenizer's {} ids",
-                    cfg.model.vocab_size,
+                    cfg.model.vocab_size(),
                     tokenizer.vocab_size()
                 ),
             });
         }
         rng::manual_seed(cfg.seed);
         let vars = Vars::new();
-        let model = Lm::new(&vars, cfg.model.clone())?;
+        let model = Model::new(&vars, &cfg.model)?;
         let opt = GroupedAdamW::for_run(vars.all(), &cfg);
         let schedule = LrSchedule::MultiStep {
             warmup: cfg.warmup_steps,
@@ -251,7 +251,7 @@ impl Trainer {
             TokenizerKind::Bytes => Tokenizer::bytes(),
             TokenizerKind::Bpe => {
                 let cut = TokenData::split_point(&text, cfg.val_fraction);
-                Tokenizer::train_bpe(&text[..cut], cfg.model.vocab_size, progress)?
+                Tokenizer::train_bpe(&text[..cut], cfg.model.vocab_size(), progress)?
             }
         };
         let data = TokenData::from_text(&text, &tok, cfg.val_fraction, cfg.seq_len, &origin)?;
@@ -302,19 +302,39 @@ impl Trainer {
     /// Mean held-out loss (nats per token) and bits per byte over `eval_batches` fixed
     /// micro-batches.
     pub fn evaluate(&self) -> Result<(f64, f64)> {
+        let e = self.evaluate_full()?;
+        Ok((e.loss, e.bits_per_byte))
+    }
+
+    /// [`Trainer::evaluate`] with the MTP losses and the expert balance over the whole
+    /// held-out set.
+    pub fn evaluate_full(&self) -> Result<Eval> {
         let (b, t, n) = (self.cfg.batch_size, self.cfg.seq_len, self.cfg.eval_batches);
         let mut total = 0f64;
+        let mut mtp: Vec<f64> = Vec::new();
+        let mut loads: Vec<Vec<u64>> = Vec::new();
         no_grad(|| -> Result<()> {
             for k in 0..n {
                 let (ids, tg) = self.data.val_batch(k, n, b, t);
-                total += self.model.loss(&ids, &tg, b, t)?.item()? as f64;
+                let parts = self.model.loss(&ids, &tg, b, t)?;
+                total += parts.main as f64;
+                mtp.resize(parts.mtp.len(), 0.0);
+                for (m, x) in mtp.iter_mut().zip(&parts.mtp) {
+                    *m += *x as f64 / n as f64;
+                }
+                add_loads(&mut loads, &parts.loads);
             }
             Ok(())
         })?;
         let loss = total / n as f64;
         // nats/token -> bits/byte: tokens per byte of the held-out text
         let tokens_per_byte = self.data.val.len() as f64 / self.data.val_bytes.max(1) as f64;
-        Ok((loss, loss * tokens_per_byte / std::f64::consts::LN_2))
+        Ok(Eval {
+            loss,
+            bits_per_byte: loss * tokens_per_byte / std::f64::consts::LN_2,
+            mtp,
+            max_vio_global: loads.iter().map(|l| ferrolab_models::max_vio(l)).collect(),
+        })
     }
 
     /// Trains until `cfg.steps` or until `stop` is set (then a snapshot is written and the
@@ -354,17 +374,35 @@ impl Trainer {
             self.opt.set_lr(lr);
             self.opt.zero_grad();
             let mut loss_sum = 0f32;
+            let (mut main_sum, mut balance_sum) = (0f32, 0f32);
+            let mut mtp_sum: Vec<f32> = Vec::new();
+            let mut loads: Vec<Vec<u64>> = Vec::new();
+            let mut max_vio_batch: Vec<f64> = Vec::new();
             for micro in 0..cfg.grad_accum {
                 let (ids, tg) = self.data.train_batch(cfg.seed, self.step, micro, b, t);
-                let loss = self.model.loss(&ids, &tg, b, t)?;
+                let parts = self.model.loss(&ids, &tg, b, t)?;
+                let loss = parts.total;
                 loss_sum += loss.item()?;
+                main_sum += parts.main;
+                balance_sum += parts.balance;
+                mtp_sum.resize(parts.mtp.len(), 0.0);
+                for (m, x) in mtp_sum.iter_mut().zip(&parts.mtp) {
+                    *m += x;
+                }
+                // MaxVio per micro-batch (the batch the router saw), worst over micro-batches
+                max_vio_batch.resize(parts.loads.len(), 0.0);
+                for (m, l) in max_vio_batch.iter_mut().zip(&parts.loads) {
+                    *m = m.max(ferrolab_models::max_vio(l));
+                }
+                add_loads(&mut loads, &parts.loads);
                 if cfg.grad_accum > 1 {
                     loss.mul_scalar(1.0 / cfg.grad_accum as f32).backward()?;
                 } else {
                     loss.backward()?;
                 }
             }
-            let loss = loss_sum / cfg.grad_accum as f32;
+            let accum = cfg.grad_accum as f32;
+            let loss = loss_sum / accum;
             let params = self.vars.tensors();
             let gnorm = if loss.is_finite() {
                 clip_grad_norm(&params, cfg.grad_clip)?
@@ -395,13 +433,27 @@ impl Trainer {
             }
             bad_streak = 0;
             self.opt.step()?;
+            // auxiliary-loss-free balancing: the routing bias follows the step's loads
+            self.model.after_step(&loads)?;
             self.tokens_seen += cfg.tokens_per_step() as u64;
             let dt = t0.elapsed().as_secs_f64();
             let tok_rate = cfg.tokens_per_step() as f64 / dt;
-            self.run.log_metrics(&json!({
+            let mut line = json!({
                 "step": self.step, "loss": loss, "lr": lr, "grad_norm": gnorm,
                 "tokens_per_s": tok_rate.round()
-            }))?;
+            });
+            if !mtp_sum.is_empty() || !loads.is_empty() {
+                line["main_loss"] = json!(main_sum / accum);
+                line["mtp_loss"] = json!(mtp_sum.iter().map(|m| m / accum).collect::<Vec<_>>());
+            }
+            if !loads.is_empty() {
+                // per MoE layer: expert loads over the step, MaxVio of the batch, the bias
+                line["balance_loss"] = json!(balance_sum / accum);
+                line["expert_load"] = json!(loads);
+                line["max_vio"] = json!(max_vio_batch);
+                line["expert_bias"] = json!(self.model.biases());
+            }
+            self.run.log_metrics(&line)?;
             pb.set_position(self.step as u64);
             pb.set_message(format!(
                 "loss {loss:.3}  lr {lr:.2e}  {:.0} tok/s",
@@ -409,11 +461,19 @@ impl Trainer {
             ));
             let last = self.step == cfg.steps;
             if last || (cfg.eval_every > 0 && self.step.is_multiple_of(cfg.eval_every)) {
-                let (vl, bpb) = self.evaluate()?;
+                let e = self.evaluate_full()?;
+                let (vl, bpb) = (e.loss, e.bits_per_byte);
                 val = Some((vl, bpb));
-                self.run.log_metrics(&json!({
+                let mut line = json!({
                     "step": self.step, "val_loss": vl, "val_bpb": bpb
-                }))?;
+                });
+                if !e.mtp.is_empty() {
+                    line["val_mtp_loss"] = json!(e.mtp);
+                }
+                if !e.max_vio_global.is_empty() {
+                    line["val_max_vio_global"] = json!(e.max_vio_global);
+                }
+                self.run.log_metrics(&line)?;
                 say(
                     &pb,
                     format!(
@@ -450,6 +510,32 @@ impl Trainer {
     }
 }
 
+/// A held-out evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Eval {
+    /// Main-head next-token loss (nats per token).
+    pub loss: f64,
+    /// The same in bits per byte of held-out text.
+    pub bits_per_byte: f64,
+    /// Multi-token-prediction losses per depth (empty without MTP).
+    pub mtp: Vec<f64>,
+    /// MaxVio over the whole held-out set, per MoE layer (empty without MoE).
+    pub max_vio_global: Vec<f64>,
+}
+
+/// Adds per-layer expert loads into a running sum.
+fn add_loads(sum: &mut Vec<Vec<u64>>, loads: &[Vec<u64>]) {
+    if sum.is_empty() {
+        *sum = loads.to_vec();
+        return;
+    }
+    for (s, l) in sum.iter_mut().zip(loads) {
+        for (a, b) in s.iter_mut().zip(l) {
+            *a += b;
+        }
+    }
+}
+
 /// Prints above the bar, or plainly when there is no bar (stderr is not a terminal): a
 /// hidden indicatif bar drops `println`, and logs must keep the validation lines.
 fn say(pb: &ProgressBar, msg: String) {
@@ -461,11 +547,11 @@ fn say(pb: &ProgressBar, msg: String) {
 }
 
 /// Loads a trained model from a run directory (its config and the snapshot's weights).
-pub fn load_model(dir: &std::path::Path) -> Result<(Lm, RunConfig, Tokenizer)> {
+pub fn load_model(dir: &std::path::Path) -> Result<(Model, RunConfig, Tokenizer)> {
     let (run, cfg) = RunDir::open(dir)?;
     run.recover()?;
     let vars = Vars::new();
-    let model = Lm::new(&vars, cfg.model.clone())?;
+    let model = Model::new(&vars, &cfg.model)?;
     let path = run.file("model.safetensors");
     if !path.exists() {
         return Err(TrainError::snapshot(

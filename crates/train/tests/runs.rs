@@ -35,8 +35,7 @@ fn cfg(steps: usize) -> RunConfig {
     .fold(c, |c, s| c.set(s).unwrap());
     c.steps = steps;
     c.tokenizer = TokenizerKind::Bytes;
-    c.model.vocab_size = 256;
-    c
+    c.set("model.vocab_size=256").unwrap()
 }
 
 fn corpus(c: &RunConfig) -> TokenData {
@@ -175,7 +174,7 @@ fn a_crash_at_any_point_of_a_snapshot_leaves_a_loadable_one() {
         run.recover().unwrap();
         ferrolab_train::load_model(&a).unwrap();
         let vars = Vars::new();
-        let _m = ferrolab_models::Lm::new(&vars, c.model.clone()).unwrap();
+        let _m = ferrolab_models::Model::new(&vars, &c.model).unwrap();
         vars.load(&a.join("model.safetensors")).unwrap();
         let got: Vec<u32> = vars
             .tensors()
@@ -306,7 +305,7 @@ fn bad_configs_and_corpora_are_named() {
     );
     let mut bpe = c.clone();
     bpe.tokenizer = TokenizerKind::Bpe;
-    bpe.model.vocab_size = 300;
+    let bpe = bpe.set("model.vocab_size=300").unwrap();
     let e = Trainer::create(&dir("mismatch"), bpe, Tokenizer::bytes(), corpus(&c))
         .err()
         .unwrap()
@@ -330,7 +329,7 @@ fn bpe_run_stores_its_vocabulary_and_resumes_with_it() {
     ferrolab_tensor::set_num_threads(1).unwrap();
     let mut c = cfg(4);
     c.tokenizer = TokenizerKind::Bpe;
-    c.model.vocab_size = 300;
+    let c = c.set("model.vocab_size=300").unwrap();
     let dir = std::env::temp_dir().join(format!("ferrolab-run-bpe-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let text = "the union is strong and we shall prosper together ".repeat(400);
@@ -353,7 +352,7 @@ fn bpe_run_stores_its_vocabulary_and_resumes_with_it() {
     assert!(dir.join("tokenizer.json").exists());
     let (model, _, back) = ferrolab_train::load_model(&dir).unwrap();
     assert_eq!(back.id(), tok.id());
-    assert_eq!(model.cfg.vocab_size, 300);
+    assert_eq!(model.config().vocab_size(), 300);
     // resuming re-encodes with the stored vocabulary
     let data = Trainer::corpus_for_run(&dir, Some(&corpus)).unwrap();
     let r = Trainer::resume(&dir, data).unwrap();
