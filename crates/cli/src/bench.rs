@@ -144,89 +144,91 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
         bail!("--steps, --batch and --threads must be at least 1");
     }
     ferrolab_tensor::set_num_threads(a.threads)?;
-    rng::manual_seed(0);
-    let vars = Vars::new();
-    let mut cfg = GptConfig::bench(a.layers);
-    cfg.max_seq = a.seq;
-    cfg.recompute = a.recompute;
-    let model = Gpt::new(&vars, cfg.clone())?;
-    let mut opt = AdamW::new(
-        vars.all(),
-        AdamWConfig {
-            lr: 1e-3,
-            betas: (0.9, 0.999),
-            eps: 1e-8,
-            weight_decay: 0.01,
-            decoupled: true,
-        },
-    );
-    let mut r = Rng::new(1234);
-    let n = a.batch * a.seq;
-    let x: Vec<u32> = (0..n).map(|_| r.below(cfg.vocab) as u32).collect();
-    let y: Vec<i64> = (0..n).map(|_| r.below(cfg.vocab) as i64).collect();
-    let mut losses = Vec::new();
-    let mut times = Vec::new();
-    // progress on stderr (drawn only on a terminal); Ctrl-C simply ends the run: nothing is
-    // written to disk
-    let bar = ProgressBar::new((a.warmup + a.steps) as u64).with_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps, loss {msg}, ETA {eta}")
-            .expect("valid template"),
-    );
-    for i in 0..a.warmup + a.steps {
-        let t0 = Instant::now();
-        ferrolab_tensor::profile::mark();
-        let loss = model.loss(&x, &y, a.batch, a.seq)?;
-        let l = loss.item()?;
-        opt.zero_grad();
-        loss.backward()?;
-        drop(loss);
-        let t1 = Instant::now();
-        opt.step()?;
-        ferrolab_tensor::profile::record("optimizer.step", t1.elapsed());
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-        losses.push(l);
-        if i >= a.warmup {
-            times.push(ms);
+    ferrolab_tensor::on_pool(move || -> Result<()> {
+        rng::manual_seed(0);
+        let vars = Vars::new();
+        let mut cfg = GptConfig::bench(a.layers);
+        cfg.max_seq = a.seq;
+        cfg.recompute = a.recompute;
+        let model = Gpt::new(&vars, cfg.clone())?;
+        let mut opt = AdamW::new(
+            vars.all(),
+            AdamWConfig {
+                lr: 1e-3,
+                betas: (0.9, 0.999),
+                eps: 1e-8,
+                weight_decay: 0.01,
+                decoupled: true,
+            },
+        );
+        let mut r = Rng::new(1234);
+        let n = a.batch * a.seq;
+        let x: Vec<u32> = (0..n).map(|_| r.below(cfg.vocab) as u32).collect();
+        let y: Vec<i64> = (0..n).map(|_| r.below(cfg.vocab) as i64).collect();
+        let mut losses = Vec::new();
+        let mut times = Vec::new();
+        // progress on stderr (drawn only on a terminal); Ctrl-C simply ends the run: nothing is
+        // written to disk
+        let bar = ProgressBar::new((a.warmup + a.steps) as u64).with_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps, loss {msg}, ETA {eta}")
+                .expect("valid template"),
+        );
+        for i in 0..a.warmup + a.steps {
+            let t0 = Instant::now();
+            ferrolab_tensor::profile::mark();
+            let loss = model.loss(&x, &y, a.batch, a.seq)?;
+            let l = loss.item()?;
+            opt.zero_grad();
+            loss.backward()?;
+            drop(loss);
+            let t1 = Instant::now();
+            opt.step()?;
+            ferrolab_tensor::profile::record("optimizer.step", t1.elapsed());
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            losses.push(l);
+            if i >= a.warmup {
+                times.push(ms);
+            }
+            bar.set_message(format!("{l:.4}"));
+            bar.inc(1);
         }
-        bar.set_message(format!("{l:.4}"));
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    if let Some(p) = ferrolab_tensor::profile::report() {
-        eprintln!("{p}");
-    }
-    let (mn, mx) = times
-        .iter()
-        .fold((f64::MAX, 0f64), |(a, b), &t| (a.min(t), b.max(t)));
-    let med = median(&mut times);
-    println!(
-        "ferrolab threads={} layers={} batch={} seq={} recompute={} params={}",
-        a.threads,
-        a.layers,
-        a.batch,
-        a.seq,
-        a.recompute,
-        vars.num_params()
-    );
-    println!(
-        "losses: {}",
-        losses
+        bar.finish_and_clear();
+        if let Some(p) = ferrolab_tensor::profile::report() {
+            eprintln!("{p}");
+        }
+        let (mn, mx) = times
             .iter()
-            .map(|l| format!("{l:.4}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    println!(
-        "init_loss={:.4} (ln V={:.4}) final_loss={:.4}",
-        losses[0],
-        (cfg.vocab as f64).ln(),
-        losses[losses.len() - 1]
-    );
-    println!(
-        "step_ms_median={med:.1} min={mn:.1} max={mx:.1} peak_rss_mib={:.1}",
-        peak_rss_mib().unwrap_or(f64::NAN)
-    );
-    Ok(())
+            .fold((f64::MAX, 0f64), |(a, b), &t| (a.min(t), b.max(t)));
+        let med = median(&mut times);
+        println!(
+            "ferrolab threads={} layers={} batch={} seq={} recompute={} params={}",
+            a.threads,
+            a.layers,
+            a.batch,
+            a.seq,
+            a.recompute,
+            vars.num_params()
+        );
+        println!(
+            "losses: {}",
+            losses
+                .iter()
+                .map(|l| format!("{l:.4}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        println!(
+            "init_loss={:.4} (ln V={:.4}) final_loss={:.4}",
+            losses[0],
+            (cfg.vocab as f64).ln(),
+            losses[losses.len() - 1]
+        );
+        println!(
+            "step_ms_median={med:.1} min={mn:.1} max={mx:.1} peak_rss_mib={:.1}",
+            peak_rss_mib().unwrap_or(f64::NAN)
+        );
+        Ok(())
+    })
 }
 
 fn field(out: &str, key: &str) -> Option<f64> {
@@ -347,6 +349,11 @@ fn lm_config(a: &LmArgs) -> Result<ferrolab_train::RunConfig> {
 /// token stream.
 fn lm_ours(a: &LmArgs) -> Result<()> {
     ferrolab_tensor::set_num_threads(a.threads)?;
+    // on a pool thread, as `ferrolab train` runs
+    ferrolab_tensor::on_pool(|| lm_ours_body(a))
+}
+
+fn lm_ours_body(a: &LmArgs) -> Result<()> {
     let cfg = lm_config(a)?;
     let (b, t, v) = (cfg.batch_size, cfg.seq_len, cfg.model.vocab_size());
     rng::manual_seed(0);
@@ -379,7 +386,7 @@ fn lm_ours(a: &LmArgs) -> Result<()> {
         model.after_step(&parts.loads)?;
         ferrolab_tensor::profile::record("clip + optimizer.step", t1.elapsed());
         let dt = t0.elapsed().as_secs_f64();
-        losses.push(loss.item()?);
+        losses.push(parts.main);
         if step >= a.warmup {
             times.push(dt);
         }

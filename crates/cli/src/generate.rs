@@ -37,42 +37,111 @@ pub struct GenerateArgs {
     /// Kernel threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// DeepSeek-V3 runs: greedy self-speculative decoding with the MTP module as the draft;
+    /// also decodes plainly, checks both give the same tokens, and reports the acceptance rate
+    /// and both speeds.
+    #[arg(long)]
+    speculative: bool,
+    /// DeepSeek-V3 runs, greedy: decode with the per-head key/value cache (naive MLA) instead
+    /// of the absorbed latent cache, for comparison.
+    #[arg(long)]
+    naive_cache: bool,
+}
+
+/// `--speculative` and `--naive-cache`: greedy decoding of a DeepSeek-V3 run.
+fn v3_greedy(
+    a: &GenerateArgs,
+    model: &ferrolab_models::Model,
+    tok: &ferrolab_train::Tokenizer,
+    prompt: &[u32],
+) -> Result<()> {
+    let ferrolab_models::Model::DeepseekV3(m) = model else {
+        anyhow::bail!("--speculative and --naive-cache need a deepseek_v3 run");
+    };
+    let n = a.max_tokens;
+    let t0 = Instant::now();
+    let plain = m.generate_greedy_with(prompt, n, !a.naive_cache)?;
+    let plain_s = t0.elapsed().as_secs_f64();
+    let cache = if a.naive_cache {
+        "naive per-head key/value"
+    } else {
+        "absorbed latent"
+    };
+    let bytes = if a.naive_cache {
+        4 * m.cfg.num_hidden_layers
+            * m.cfg.num_attention_heads
+            * (m.cfg.qk_head_dim() + m.cfg.v_head_dim)
+    } else {
+        model.config().cache_bytes_per_token()
+    };
+    if !a.speculative {
+        println!("{}{}", a.prompt, tok.decode(&plain));
+        eprintln!(
+            "{} tokens in {plain_s:.2} s ({:.1} tokens/s), greedy with the {cache} cache: {bytes} bytes per token",
+            plain.len(),
+            plain.len() as f64 / plain_s
+        );
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    let (spec, st) = m.generate_speculative(prompt, n)?;
+    let spec_s = t0.elapsed().as_secs_f64();
+    println!("{}{}", a.prompt, tok.decode(&spec));
+    if spec != plain {
+        anyhow::bail!("speculative decoding gave other tokens than greedy decoding");
+    }
+    eprintln!(
+        "speculative: {} drafts, {} accepted ({:.1}%), {} main passes for {} tokens; {:.1} tokens/s vs {:.1} plain greedy ({:.2}x); same tokens as greedy",
+        st.drafted,
+        st.accepted,
+        100.0 * st.accepted as f64 / st.drafted.max(1) as f64,
+        st.main_passes + 1,
+        spec.len(),
+        spec.len() as f64 / spec_s,
+        plain.len() as f64 / plain_s,
+        plain_s / spec_s
+    );
+    Ok(())
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     ferrolab_tensor::set_num_threads(a.threads)?;
-    let (model, _cfg, tok) = load_model(&a.run)?;
-    let opts = SampleOpts {
-        max_tokens: a.max_tokens,
-        temperature: if a.greedy { 0.0 } else { a.temperature },
-        top_k: a.top_k,
-        top_p: a.top_p,
-        seed: a.seed,
-    };
-    let prompt = tok.encode(&a.prompt)?;
-    if prompt.is_empty() {
-        anyhow::bail!("--prompt is empty: give at least one character");
-    }
-    let mut stdout = std::io::stdout().lock();
-    write!(stdout, "{}", a.prompt)?;
-    // a token can end inside a character: print only complete UTF-8
-    let mut pending: Vec<u32> = Vec::new();
-    let t0 = Instant::now();
-    let out = generate(&model, &prompt, &opts, |id| {
-        pending.push(id);
-        let text = tok.decode(&pending);
-        if !text.ends_with('\u{FFFD}') {
-            let _ = write!(stdout, "{text}");
-            let _ = stdout.flush();
-            pending.clear();
+    ferrolab_tensor::on_pool(move || -> Result<()> {
+        let (model, _cfg, tok) = load_model(&a.run)?;
+        let opts = SampleOpts {
+            max_tokens: a.max_tokens,
+            temperature: if a.greedy { 0.0 } else { a.temperature },
+            top_k: a.top_k,
+            top_p: a.top_p,
+            seed: a.seed,
+        };
+        let prompt = tok.encode(&a.prompt)?;
+        if prompt.is_empty() {
+            anyhow::bail!("--prompt is empty: give at least one character");
         }
-    })?;
-    let secs = t0.elapsed().as_secs_f64();
-    if let Some(p) = ferrolab_tensor::profile::report() {
-        eprintln!("{p}");
-    }
-    writeln!(stdout, "{}", tok.decode(&pending))?;
-    eprintln!(
+        if a.speculative || a.naive_cache {
+            return v3_greedy(&a, &model, &tok, &prompt);
+        }
+        let mut stdout = std::io::stdout().lock();
+        write!(stdout, "{}", a.prompt)?;
+        // a token can end inside a character: print only complete UTF-8
+        let mut pending: Vec<u32> = Vec::new();
+        let t0 = Instant::now();
+        let out = generate(&model, &prompt, &opts, |id| {
+            pending.push(id);
+            let text = tok.decode(&pending);
+            if !text.ends_with('\u{FFFD}') {
+                let _ = write!(stdout, "{text}");
+                let _ = stdout.flush();
+                pending.clear();
+            }
+        })?;
+        let secs = t0.elapsed().as_secs_f64();
+        if let Some(p) = ferrolab_tensor::profile::report() {
+            eprintln!("{p}");
+        }
+        writeln!(stdout, "{}", tok.decode(&pending))?;
+        eprintln!(
         "{} tokens in {:.2} s ({:.1} tokens/s, prompt included); KV cache {} bytes per token ({} layers)",
         out.len(),
         secs,
@@ -80,5 +149,6 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         model.config().cache_bytes_per_token(),
         model.config().num_hidden_layers()
     );
-    Ok(())
+        Ok(())
+    })
 }

@@ -2,7 +2,10 @@
 
 mod bench;
 mod data;
+mod experiment;
+mod export;
 mod generate;
+mod logits;
 mod plan;
 mod tokenizer;
 mod train;
@@ -34,6 +37,12 @@ enum Command {
     Tokenizer(tokenizer::TokenizerArgs),
     /// word2vec: train, evaluate and query word vectors.
     Word2vec(word2vec::Word2VecArgs),
+    /// Logits of a token sequence from a run or an HF model directory (parity checks).
+    Logits(logits::LogitsArgs),
+    /// Write a trained run as an HF model directory (config.json + model.safetensors).
+    Export(export::ExportArgs),
+    /// DeepSeek-V3 ablations on the real corpus: balance, mtp, attention.
+    Experiment(experiment::ExperimentArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +55,9 @@ fn main() -> std::process::ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Tokenizer(a) => tokenizer::run(a),
         Command::Word2vec(a) => word2vec::run(a),
+        Command::Logits(a) => logits::run(a),
+        Command::Export(a) => export::run(a),
+        Command::Experiment(a) => experiment::run(a),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -55,10 +55,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
             .unwrap_or(1)
     });
     ferrolab_tensor::set_num_threads(threads)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || {
+    ferrolab_tensor::on_pool(move || -> Result<()> {
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let stop = stop.clone();
+            ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::SeqCst) {
                 eprintln!("\nsecond Ctrl-C: exiting without a snapshot");
                 std::process::exit(130);
@@ -66,67 +67,68 @@ pub fn run(a: TrainArgs) -> Result<()> {
             eprintln!("\nCtrl-C: finishing this step and writing a snapshot (Ctrl-C again to quit at once)");
         })
         .context("installing the Ctrl-C handler")?;
-    }
-    let mut trainer = match &a.resume {
-        Some(dir) => {
-            let data = Trainer::corpus_for_run(dir, a.corpus.as_deref())?;
-            let t = Trainer::resume(dir, data)?;
-            eprintln!(
-                "resuming {} at step {}/{}",
-                dir.display(),
-                t.step(),
-                t.cfg.steps
-            );
-            t
         }
-        None => {
-            let mut cfg = RunConfig::preset(&a.preset)?;
-            if let Some(p) = &a.config {
-                cfg = cfg.merge_toml_file(p)?;
-            }
-            for s in &a.sets {
-                cfg = cfg.set(s)?;
-            }
-            cfg.validate()?;
-            let dir = a.run.clone().unwrap_or_else(|| free_run_dir(&cfg.preset));
-            if cfg.tokenizer == TokenizerKind::Bpe {
+        let mut trainer = match &a.resume {
+            Some(dir) => {
+                let data = Trainer::corpus_for_run(dir, a.corpus.as_deref())?;
+                let t = Trainer::resume(dir, data)?;
                 eprintln!(
-                    "training a {}-token BPE vocabulary on the training text",
-                    cfg.model.vocab_size()
+                    "resuming {} at step {}/{}",
+                    dir.display(),
+                    t.step(),
+                    t.cfg.steps
                 );
+                t
             }
-            let (tok, data) = Trainer::prepare(&cfg, a.corpus.as_deref(), true)?;
-            let t = Trainer::create(&dir, cfg, tok, data)?;
-            describe(&t, &dir, threads);
-            t
+            None => {
+                let mut cfg = RunConfig::preset(&a.preset)?;
+                if let Some(p) = &a.config {
+                    cfg = cfg.merge_toml_file(p)?;
+                }
+                for s in &a.sets {
+                    cfg = cfg.set(s)?;
+                }
+                cfg.validate()?;
+                let dir = a.run.clone().unwrap_or_else(|| free_run_dir(&cfg.preset));
+                if cfg.tokenizer == TokenizerKind::Bpe {
+                    eprintln!(
+                        "training a {}-token BPE vocabulary on the training text",
+                        cfg.model.vocab_size()
+                    );
+                }
+                let (tok, data) = Trainer::prepare(&cfg, a.corpus.as_deref(), true)?;
+                let t = Trainer::create(&dir, cfg, tok, data)?;
+                describe(&t, &dir, threads);
+                t
+            }
+        };
+        let out = trainer.train(&stop)?;
+        let dir = trainer.run.path.clone();
+        if out.interrupted {
+            eprintln!(
+                "stopped at step {}; continue with: ferrolab train --resume {}",
+                out.step,
+                dir.display()
+            );
+            return Ok(());
         }
-    };
-    let out = trainer.train(&stop)?;
-    let dir = trainer.run.path.clone();
-    if out.interrupted {
         eprintln!(
-            "stopped at step {}; continue with: ferrolab train --resume {}",
+            "done: {} steps in {:.1} s, {:.0} tokens/s{}",
             out.step,
+            out.seconds,
+            out.tokens_per_s,
+            out.val
+                .map(|(l, b)| format!(", val loss {l:.4}, val bits/byte {b:.4}"))
+                .unwrap_or_default()
+        );
+        print_samples(&trainer, a.samples)?;
+        eprintln!(
+            "run directory: {}  (generate: ferrolab generate --run {} --prompt \"...\")",
+            dir.display(),
             dir.display()
         );
-        return Ok(());
-    }
-    eprintln!(
-        "done: {} steps in {:.1} s, {:.0} tokens/s{}",
-        out.step,
-        out.seconds,
-        out.tokens_per_s,
-        out.val
-            .map(|(l, b)| format!(", val loss {l:.4}, val bits/byte {b:.4}"))
-            .unwrap_or_default()
-    );
-    print_samples(&trainer, a.samples)?;
-    eprintln!(
-        "run directory: {}  (generate: ferrolab generate --run {} --prompt \"...\")",
-        dir.display(),
-        dir.display()
-    );
-    Ok(())
+        Ok(())
+    })
 }
 
 fn describe(t: &Trainer, dir: &Path, threads: usize) {

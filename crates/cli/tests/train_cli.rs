@@ -29,17 +29,29 @@ fn corpus(dir: &Path) -> PathBuf {
     p
 }
 
+/// A very small DeepSeek-V3-style model (the default preset's family): MLA, 4 experts of
+/// which 2 per token, one MTP module.
 const TINY: &[&str] = &[
     "--set",
     "model.hidden_size=32",
     "--set",
     "model.intermediate_size=64",
     "--set",
+    "model.moe_intermediate_size=16",
+    "--set",
     "model.num_hidden_layers=2",
     "--set",
     "model.num_attention_heads=2",
     "--set",
-    "model.num_key_value_heads=2",
+    "model.kv_lora_rank=16",
+    "--set",
+    "model.qk_nope_head_dim=8",
+    "--set",
+    "model.qk_rope_head_dim=8",
+    "--set",
+    "model.v_head_dim=8",
+    "--set",
+    "model.n_routed_experts=4",
     "--set",
     "model.max_position_embeddings=64",
     "--set",
@@ -223,4 +235,99 @@ fn plan_reproduces_deepseek_llm_7b() {
     assert!(out.contains("non-embedding"), "{out}");
     let e = bin().args(["plan"]).output().unwrap();
     assert!(!e.status.success());
+}
+
+fn logits_of(model: &Path, ids: &str, out: &Path) -> Vec<f32> {
+    run_ok(
+        bin()
+            .args(["logits", "--model"])
+            .arg(model)
+            .args(["--ids", ids, "--out"])
+            .arg(out),
+    );
+    let t = ferrolab_tensor::io::load_safetensors(out).unwrap();
+    t["logits"].to_vec()
+}
+
+#[test]
+fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
+    let d = scratch("v3");
+    let c = corpus(&d);
+    let run = d.join("run");
+    run_ok(
+        bin()
+            .args(["train", "--threads", "1", "--samples", "0", "--corpus"])
+            .arg(&c)
+            .arg("--run")
+            .arg(&run)
+            .args(TINY)
+            .args(["--set", "steps=4", "--set", "eval_every=0"]),
+    );
+    // export, then the same logits from the run and from the HF directory
+    let hf = d.join("hf");
+    run_ok(
+        bin()
+            .args(["export", "--run"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&hf),
+    );
+    let cfg = std::fs::read_to_string(hf.join("config.json")).unwrap();
+    assert!(cfg.contains("\"model_type\": \"deepseek_v3\""), "{cfg}");
+    let a = logits_of(&run, "1 5 42 7", &d.join("a.safetensors"));
+    let b = logits_of(&hf, "1,5,42,7", &d.join("b.safetensors"));
+    assert_eq!(a, b);
+    assert_eq!(a.len() % 4, 0);
+    // an HF fixture written by transformers: its logits
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/tests/fixtures/v3/qlora0_dense_first");
+    let ids: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("ids.json")).unwrap()).unwrap();
+    let ids: Vec<String> = ids["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let got = logits_of(&fx, &ids.join(" "), &d.join("c.safetensors"));
+    let want = ferrolab_tensor::io::load_safetensors(&fx.join("expected.safetensors")).unwrap()
+        ["logits"]
+        .to_vec();
+    assert_eq!(got.len(), want.len());
+    for (x, y) in got.iter().zip(&want) {
+        assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+    }
+    // bad ids are named
+    let e = bin()
+        .args(["logits", "--model"])
+        .arg(&run)
+        .args(["--ids", "1 x", "--out"])
+        .arg(d.join("e.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("`x`"));
+    // self-speculative decoding: same tokens as greedy, with a report
+    let s = run_ok(bin().args(["generate", "--run"]).arg(&run).args([
+        "--prompt",
+        "fellow ",
+        "--max-tokens",
+        "30",
+        "--speculative",
+    ]));
+    assert!(
+        s.contains("accepted") && s.contains("same tokens as greedy"),
+        "{s}"
+    );
+    let n = run_ok(bin().args(["generate", "--run"]).arg(&run).args([
+        "--prompt",
+        "fellow ",
+        "--max-tokens",
+        "30",
+        "--naive-cache",
+    ]));
+    assert!(n.contains("naive per-head"), "{n}");
+    // the naive and absorbed caches decode the same text
+    assert_eq!(s.lines().next(), n.lines().next());
+    std::fs::remove_dir_all(&d).unwrap();
 }

@@ -8,6 +8,7 @@ use ferrolab_nn::Vars;
 use ferrolab_tensor::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::deepseek_v3::{DeepseekV3, MlaCache, V3Config};
 use crate::lm::{KvCache, Lm, LmConfig};
 
 /// The shape of a model of any family, with HF `config.json` keys.
@@ -17,6 +18,9 @@ pub enum ModelConfig {
     /// DeepSeek LLM / LLaMA decoder ([`Lm`]).
     #[serde(rename = "llama")]
     Llama(LmConfig),
+    /// DeepSeek-V3 style: MLA, DeepSeekMoE, MTP.
+    #[serde(rename = "deepseek_v3")]
+    DeepseekV3(V3Config),
 }
 
 #[derive(Deserialize)]
@@ -24,6 +28,8 @@ pub enum ModelConfig {
 enum Tagged {
     #[serde(rename = "llama")]
     Llama(LmConfig),
+    #[serde(rename = "deepseek_v3")]
+    DeepseekV3(V3Config),
 }
 
 impl<'de> Deserialize<'de> for ModelConfig {
@@ -36,6 +42,7 @@ impl<'de> Deserialize<'de> for ModelConfig {
         Ok(
             match serde_json::from_value(v).map_err(serde::de::Error::custom)? {
                 Tagged::Llama(c) => ModelConfig::Llama(c),
+                Tagged::DeepseekV3(c) => ModelConfig::DeepseekV3(c),
             },
         )
     }
@@ -46,6 +53,7 @@ impl ModelConfig {
     pub fn model_type(&self) -> &'static str {
         match self {
             ModelConfig::Llama(_) => "llama",
+            ModelConfig::DeepseekV3(_) => "deepseek_v3",
         }
     }
 
@@ -53,6 +61,7 @@ impl ModelConfig {
     pub fn vocab_size(&self) -> usize {
         match self {
             ModelConfig::Llama(c) => c.vocab_size,
+            ModelConfig::DeepseekV3(c) => c.vocab_size,
         }
     }
 
@@ -60,6 +69,7 @@ impl ModelConfig {
     pub fn max_position_embeddings(&self) -> usize {
         match self {
             ModelConfig::Llama(c) => c.max_position_embeddings,
+            ModelConfig::DeepseekV3(c) => c.max_position_embeddings,
         }
     }
 
@@ -67,6 +77,7 @@ impl ModelConfig {
     pub fn hidden_size(&self) -> usize {
         match self {
             ModelConfig::Llama(c) => c.hidden_size,
+            ModelConfig::DeepseekV3(c) => c.hidden_size,
         }
     }
 
@@ -74,6 +85,7 @@ impl ModelConfig {
     pub fn num_hidden_layers(&self) -> usize {
         match self {
             ModelConfig::Llama(c) => c.num_hidden_layers,
+            ModelConfig::DeepseekV3(c) => c.num_hidden_layers,
         }
     }
 
@@ -81,6 +93,7 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         match self {
             ModelConfig::Llama(c) => c.validate(),
+            ModelConfig::DeepseekV3(c) => c.validate(),
         }
     }
 
@@ -88,6 +101,7 @@ impl ModelConfig {
     pub fn num_params(&self) -> (usize, usize) {
         match self {
             ModelConfig::Llama(c) => (c.num_params().0, c.num_params().0),
+            ModelConfig::DeepseekV3(c) => c.num_params(),
         }
     }
 
@@ -95,6 +109,9 @@ impl ModelConfig {
     pub fn cache_bytes_per_token(&self) -> usize {
         match self {
             ModelConfig::Llama(c) => KvCache::bytes_per_token(c),
+            ModelConfig::DeepseekV3(c) => {
+                4 * c.num_hidden_layers * c.kv_cache_elems_per_token_per_layer()
+            }
         }
     }
 }
@@ -117,12 +134,16 @@ pub struct LossParts {
 pub enum Model {
     /// DeepSeek LLM / LLaMA decoder.
     Llama(Lm),
+    /// DeepSeek-V3 style.
+    DeepseekV3(DeepseekV3),
 }
 
 /// The decoding cache of a [`Model`].
 pub enum Cache {
     /// Keys and values per layer.
     Kv(KvCache),
+    /// MLA latents (absorbed) or per-head keys and values.
+    Mla(MlaCache),
 }
 
 impl Cache {
@@ -130,6 +151,7 @@ impl Cache {
     pub fn len(&self) -> usize {
         match self {
             Cache::Kv(c) => c.len(),
+            Cache::Mla(c) => c.len(),
         }
     }
 
@@ -144,6 +166,7 @@ impl Model {
     pub fn new(vars: &Vars, cfg: &ModelConfig) -> Result<Model> {
         Ok(match cfg {
             ModelConfig::Llama(c) => Model::Llama(Lm::new(vars, c.clone())?),
+            ModelConfig::DeepseekV3(c) => Model::DeepseekV3(DeepseekV3::new(vars, c.clone())?),
         })
     }
 
@@ -151,6 +174,7 @@ impl Model {
     pub fn config(&self) -> ModelConfig {
         match self {
             Model::Llama(m) => ModelConfig::Llama(m.cfg.clone()),
+            Model::DeepseekV3(m) => ModelConfig::DeepseekV3(m.cfg.clone()),
         }
     }
 
@@ -158,6 +182,7 @@ impl Model {
     pub fn forward(&self, ids: &[u32], b: usize, t: usize) -> Result<Tensor> {
         match self {
             Model::Llama(m) => m.forward(ids, b, t),
+            Model::DeepseekV3(m) => m.forward(ids, b, t),
         }
     }
 
@@ -174,15 +199,25 @@ impl Model {
                     loads: Vec::new(),
                 })
             }
+            Model::DeepseekV3(m) => {
+                let l = m.loss(ids, targets, b, t)?;
+                Ok(LossParts {
+                    total: l.total,
+                    main: l.main,
+                    mtp: l.mtp,
+                    balance: l.balance,
+                    loads: l.loads,
+                })
+            }
         }
     }
 
     /// Work done after each optimizer step with the loads summed over its micro-batches
     /// (the auxiliary-loss-free bias update); nothing for dense models.
     pub fn after_step(&self, loads: &[Vec<u64>]) -> Result<()> {
-        let _ = loads;
         match self {
             Model::Llama(_) => Ok(()),
+            Model::DeepseekV3(m) => m.update_bias(loads),
         }
     }
 
@@ -190,6 +225,7 @@ impl Model {
     pub fn biases(&self) -> Vec<Vec<f32>> {
         match self {
             Model::Llama(_) => Vec::new(),
+            Model::DeepseekV3(m) => m.biases(),
         }
     }
 
@@ -197,6 +233,7 @@ impl Model {
     pub fn new_cache(&self) -> Cache {
         match self {
             Model::Llama(_) => Cache::Kv(KvCache::new()),
+            Model::DeepseekV3(_) => Cache::Mla(MlaCache::new(true)),
         }
     }
 
@@ -204,16 +241,13 @@ impl Model {
     pub fn forward_cached(&self, ids: &[u32], cache: &mut Cache) -> Result<Vec<f32>> {
         match (self, cache) {
             (Model::Llama(m), Cache::Kv(c)) => m.forward_cached(ids, c),
+            (Model::DeepseekV3(m), Cache::Mla(c)) => m.forward_cached(ids, c),
+            _ => Err(ferrolab_tensor::Error::Invalid {
+                op: "Model::forward_cached",
+                msg: "the cache belongs to another model family".into(),
+            }),
         }
     }
 }
 
-/// TEMPORARY until moe.rs lands: (max load - mean load) / mean load.
-pub fn max_vio(loads: &[u64]) -> f64 {
-    let n = loads.len().max(1) as f64;
-    let mean = loads.iter().sum::<u64>() as f64 / n;
-    if mean == 0.0 {
-        return 0.0;
-    }
-    (*loads.iter().max().unwrap_or(&0) as f64 - mean) / mean
-}
+pub use crate::deepseek_v3::max_vio;

@@ -88,6 +88,23 @@ impl Vars {
         Ok(t)
     }
 
+    /// Creates a named tensor that is saved and loaded with the parameters but is not trained
+    /// (no gradient, skipped by the optimizers), e.g. a routing bias updated by a rule; fails
+    /// if the name exists.
+    pub fn buffer(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        let full = self.full(name);
+        let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        if s.iter().any(|(n, _)| *n == full) {
+            return Err(Error::Invalid {
+                op: "Vars::buffer",
+                msg: format!("tensor `{full}` is defined twice"),
+            });
+        }
+        let t = init.make(shape);
+        s.push((full, t.clone()));
+        Ok(t)
+    }
+
     /// All parameters, in creation order.
     pub fn all(&self) -> Vec<(String, Tensor)> {
         self.store.lock().unwrap_or_else(|e| e.into_inner()).clone()

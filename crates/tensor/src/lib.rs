@@ -36,13 +36,15 @@ pub use ops::attention::{
     packed_gqa_attention, packed_qkv_attention, scaled_dot_product_attention, AttnMask,
 };
 pub use ops::conv::{avg_pool2d, conv2d, max_pool2d, Conv2dOpts};
+pub use ops::fused_ce::linear_cross_entropy;
 pub use ops::index::{embedding, one_hot, where_cond};
 pub use ops::matmul::linear;
+pub use ops::moe::{moe_experts, ExpertWeights};
 pub use ops::norm::{layer_norm, rms_norm};
 pub use ops::reduce::{cross_entropy, CrossEntropyOpts};
-pub use ops::rope::{rope, rope_packed, rope_tables, RopeLayout};
+pub use ops::rope::{rope, rope_packed, rope_tables, rope_tail, RopeLayout};
 pub use ops::unary::{gelu_erf, gelu_tanh, swiglu};
-pub use ops::view::{cat, stack};
+pub use ops::view::{cat, head_cat, stack};
 pub use recompute::{recompute, segments, SegmentFn};
 pub use tensor::{Contig, Device, Tensor, TensorId};
 
@@ -80,6 +82,19 @@ pub fn set_num_threads(n: usize) -> Result<()> {
             ),
         }),
     }
+}
+
+/// Runs `f` on a thread of the kernel pool and returns its result.
+///
+/// Every parallel op called from outside the pool hands its work to the pool's threads and
+/// puts the caller to sleep until they finish: two thread switches per op, thousands per
+/// training step. Called from inside, the calling thread takes part in the work and the
+/// switches go away. Thread-local state (the RNG, grad mode) is the pool thread's inside `f`:
+/// seed and run the whole computation inside.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let mut out = None;
+    rayon::scope(|_| out = Some(f()));
+    out.expect("the scope ran its body")
 }
 
 /// Threads the kernels use.

@@ -236,6 +236,15 @@ pub fn sum_exp(x: &[f32], m: f32) -> f32 {
     acc.iter().sum::<f32>() + it.remainder().iter().map(|&v| exp(v - m)).sum::<f32>()
 }
 
+/// `x_i = exp(x_i - m)` in place, returning the sum.
+#[inline]
+pub fn exp_into_self(x: &mut [f32], m: f32) -> f32 {
+    for v in x.iter_mut() {
+        *v = exp(*v - m);
+    }
+    sum(x)
+}
+
 /// `y_i = exp(x_i - m)`, returning `sum_i y_i`.
 #[inline]
 pub fn exp_into(x: &[f32], m: f32, y: &mut [f32]) -> f32 {

@@ -977,3 +977,179 @@ fn rope_packed_and_packed_gqa_attention() {
             .to_string();
     assert!(e.contains("multiple"), "{e}");
 }
+
+/// Experts of a `moe_experts` case: inputs `[x, weights, (gate, up, down) per expert]`.
+fn moe_case(d: &mut Data, n: usize, c: usize, k: usize, e: usize, f: usize) -> Vec<Tensor> {
+    let mut v = vec![d.randn(&[n, c]), d.uniform(&[n, k], 0.2, 1.0)];
+    for _ in 0..e {
+        v.push(d.randn(&[f, c]).mul_scalar(0.5));
+        v.push(d.randn(&[f, c]).mul_scalar(0.5));
+        v.push(d.randn(&[c, f]).mul_scalar(0.5));
+    }
+    v
+}
+
+fn moe_fused(xs: &[Tensor], idx: &[usize]) -> Result<Tensor> {
+    let ex: Vec<ferrolab_tensor::ExpertWeights> = xs[2..]
+        .chunks(3)
+        .map(|w| ferrolab_tensor::ExpertWeights {
+            gate: &w[0],
+            up: &w[1],
+            down: &w[2],
+        })
+        .collect();
+    ferrolab_tensor::moe_experts(&xs[0], &xs[1], idx, &ex)
+}
+
+/// The plain path: every (token, slot) pair through its expert with ordinary ops.
+fn moe_reference(xs: &[Tensor], idx: &[usize], k: usize) -> Result<Tensor> {
+    let n = xs[0].shape()[0];
+    let mut rows = Vec::new();
+    for t in 0..n {
+        let mut acc: Option<Tensor> = None;
+        for s in 0..k {
+            let e = idx[t * k + s];
+            let x = xs[0].narrow(0, t, 1)?;
+            let (g, u, dn) = (&xs[2 + 3 * e], &xs[3 + 3 * e], &xs[4 + 3 * e]);
+            let h = linear(&x, g, None)?.silu().mul(&linear(&x, u, None)?)?;
+            let y = linear(&h, dn, None)?.mul(&xs[1].narrow(0, t, 1)?.narrow(1, s, 1)?)?;
+            acc = Some(match acc {
+                None => y,
+                Some(a) => a.add(&y)?,
+            });
+        }
+        rows.push(acc.expect("k > 0"));
+    }
+    let refs: Vec<&Tensor> = rows.iter().collect();
+    ferrolab_tensor::cat(&refs, 0)
+}
+
+#[test]
+fn moe_experts_dispatch() {
+    let mut d = Data::new(91);
+    // 5 tokens, 2 slots, 4 experts (expert 3 gets no token), width 6, inner 4
+    let idx = [0, 1, 2, 0, 1, 2, 0, 2, 1, 0];
+    let xs = moe_case(&mut d, 5, 6, 2, 4, 4);
+    check_grad("moe_experts", &xs, |xs| moe_fused(xs, &idx));
+    common::check_same(
+        "moe_experts vs per-token reference",
+        &xs,
+        1e-5,
+        |xs| moe_fused(xs, &idx),
+        |xs| moe_reference(xs, &idx, 2),
+    );
+    // bad input is a typed error naming the problem
+    let e = moe_fused(&xs, &[0, 1, 2, 0, 1, 2, 0, 2, 1, 7])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("expert index 7"), "{e}");
+    let e = moe_fused(&xs, &idx[..8]).unwrap_err().to_string();
+    assert!(e.contains("indices"), "{e}");
+}
+
+#[test]
+fn rope_tail_and_head_cat_for_latent_attention() {
+    let mut d = Data::new(93);
+    let (b, tt, h, nope, r) = (2, 5, 3, 4, 4);
+    let (cos, sin) = ferrolab_tensor::rope_tables(&[0, 1, 2, 3, 4], r, 100.0).unwrap();
+    for layout in [RopeLayout::Interleaved, RopeLayout::HalfSplit] {
+        let x = d.randn(&[b, tt, h * (nope + r)]);
+        let (c2, s2) = (cos.clone(), sin.clone());
+        check_grad("rope_tail", [x.clone()], move |xs| {
+            ferrolab_tensor::rope_tail(&xs[0], nope + r, r, &c2, &s2, layout)
+        });
+        // against rope on the narrowed heads, concatenated back
+        let (c2, s2, c3, s3) = (cos.clone(), sin.clone(), cos.clone(), sin.clone());
+        common::check_same(
+            "rope_tail vs narrow + rope + cat",
+            [x],
+            1e-6,
+            move |xs| ferrolab_tensor::rope_tail(&xs[0], nope + r, r, &c2, &s2, layout),
+            move |xs| {
+                let q = xs[0]
+                    .reshape(&[b, tt, h, nope + r])?
+                    .permute(&[0, 2, 1, 3])?;
+                let pe = rope(&q.narrow(3, nope, r)?, &c3, &s3, layout)?;
+                cat(&[&q.narrow(3, 0, nope)?, &pe], 3)?
+                    .permute(&[0, 2, 1, 3])?
+                    .reshape(&[b, tt, h * (nope + r)])
+            },
+        );
+    }
+    // keys: [first `nope` of each (nope + dv) head | channels 6..10 of the shared projection]
+    let (dv, w) = (3, 10);
+    let kv = d.randn(&[b, tt, h * (nope + dv)]);
+    let kva = d.randn(&[b, tt, w]);
+    check_grad("head_cat", [kv.clone(), kva.clone()], |xs| {
+        ferrolab_tensor::head_cat(&xs[0], h, nope, &xs[1], 6, 4)
+    });
+    common::check_same(
+        "head_cat vs narrow + expand + cat",
+        [kv, kva],
+        1e-6,
+        |xs| ferrolab_tensor::head_cat(&xs[0], h, nope, &xs[1], 6, 4),
+        |xs| {
+            let a = xs[0].reshape(&[b, tt, h, nope + dv])?.narrow(3, 0, nope)?;
+            let p = xs[1]
+                .narrow(2, 6, 4)?
+                .reshape(&[b, tt, 1, 4])?
+                .expand(&[b, tt, h, 4])?;
+            cat(&[&a, &p], 3)?.reshape(&[b, tt, h * (nope + 4)])
+        },
+    );
+    let e = ferrolab_tensor::head_cat(&d.randn(&[1, 2, 7]), 2, 1, &d.randn(&[1, 2, 3]), 0, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("head_cat"), "{e}");
+    let e = ferrolab_tensor::rope_tail(
+        &d.randn(&[1, 5, 6]),
+        6,
+        3,
+        &cos,
+        &sin,
+        RopeLayout::Interleaved,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("even"), "{e}");
+}
+
+#[test]
+fn linear_cross_entropy_fused() {
+    let mut d = Data::new(95);
+    // 300 rows: two full blocks and a partial one; some ignored targets
+    let (n, c, v) = (300, 6, 11);
+    let h = d.randn(&[n, c]);
+    let w = d.randn(&[v, c]);
+    let tg: Vec<i64> = (0..n)
+        .map(|i| {
+            if i % 7 == 3 {
+                -100
+            } else {
+                ((i * 5) % v) as i64
+            }
+        })
+        .collect();
+    let t2 = tg.clone();
+    common::check_same(
+        "linear_cross_entropy vs linear + cross_entropy",
+        [h.clone(), w.clone()],
+        1e-5,
+        |xs| ferrolab_tensor::linear_cross_entropy(&xs[0], &xs[1], &tg),
+        move |xs| {
+            ferrolab_tensor::cross_entropy(&linear(&xs[0], &xs[1], None)?, &t2, Default::default())
+        },
+    );
+    let small_t: Vec<i64> = vec![1, -100, 4];
+    check_grad(
+        "linear_cross_entropy",
+        [d.randn(&[3, 4]), d.randn(&[5, 4])],
+        |xs| ferrolab_tensor::linear_cross_entropy(&xs[0], &xs[1], &small_t),
+    );
+    let e = ferrolab_tensor::linear_cross_entropy(&h, &w, &vec![11; n])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("target 11"), "{e}");
+    let all_ignored = ferrolab_tensor::linear_cross_entropy(&h, &w, &vec![-100; n]).unwrap();
+    assert!(all_ignored.item().unwrap().is_nan());
+}

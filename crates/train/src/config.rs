@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ferrolab_models::{LmConfig, ModelConfig};
+use ferrolab_models::{LmConfig, ModelConfig, V3Config};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -65,11 +65,16 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// A named preset: `tiny` (about ten minutes on two cores) or `small`. Both use a BPE
-    /// vocabulary trained on the run's text.
+    /// The preset names, default first.
+    pub const PRESETS: [&'static str; 4] = ["tiny", "small", "llama-tiny", "llama-small"];
+
+    /// A named preset: `tiny` (a DeepSeek-V3-style model: MLA, DeepSeekMoE with
+    /// auxiliary-loss-free balancing, one MTP module; about ten minutes on two cores), `small`
+    /// (the same family, wider and deeper), `llama-tiny` and `llama-small` (the dense DeepSeek
+    /// LLM / LLaMA decoder). All use a BPE vocabulary trained on the run's text.
     pub fn preset(name: &str) -> Result<RunConfig> {
         match name {
-            "tiny" => Ok(RunConfig {
+            "llama-tiny" => Ok(RunConfig {
                 preset: name.into(),
                 // a 2048-token BPE vocabulary: ~3.5x fewer tokens than bytes for ~17% more
                 // compute per token (the larger head), so far more text per second
@@ -92,7 +97,7 @@ impl RunConfig {
                 seed: 1234,
                 max_bad_steps: 5,
             }),
-            "small" => Ok(RunConfig {
+            "llama-small" => Ok(RunConfig {
                 preset: name.into(),
                 model: ModelConfig::Llama(LmConfig::small(8192)),
                 batch_size: 16,
@@ -102,11 +107,42 @@ impl RunConfig {
                 warmup_steps: 200,
                 eval_every: 250,
                 snapshot_every: 250,
-                ..RunConfig::preset("tiny")?
+                ..RunConfig::preset("llama-tiny")?
+            }),
+            "tiny" => Ok(RunConfig {
+                preset: name.into(),
+                model: ModelConfig::DeepseekV3(V3Config::tiny(2048)),
+                steps: 600,
+                ..RunConfig::preset("llama-tiny")?
+            }),
+            "small" => Ok(RunConfig {
+                preset: name.into(),
+                model: ModelConfig::DeepseekV3(V3Config {
+                    hidden_size: 512,
+                    intermediate_size: 1376,
+                    moe_intermediate_size: 256,
+                    num_hidden_layers: 8,
+                    num_attention_heads: 8,
+                    kv_lora_rank: 128,
+                    qk_nope_head_dim: 64,
+                    qk_rope_head_dim: 32,
+                    v_head_dim: 64,
+                    n_routed_experts: 16,
+                    num_experts_per_tok: 4,
+                    n_group: 4,
+                    topk_group: 2,
+                    routed_scaling_factor: 2.0,
+                    max_position_embeddings: 512,
+                    ..V3Config::tiny(8192)
+                }),
+                ..RunConfig::preset("llama-small")?
             }),
             other => Err(TrainError::Config {
                 key: "preset".into(),
-                msg: format!("unknown preset `{other}` (known: tiny, small)"),
+                msg: format!(
+                    "unknown preset `{other}` (known: {})",
+                    RunConfig::PRESETS.join(", ")
+                ),
             }),
         }
     }
@@ -310,9 +346,8 @@ mod tests {
 
     #[test]
     fn validate_names_the_bad_key() {
-        let c = RunConfig::preset("tiny").unwrap();
-        let e = c
-            .clone()
+        let e = RunConfig::preset("llama-tiny")
+            .unwrap()
             .set("model.num_attention_heads=3")
             .unwrap()
             .validate();
@@ -321,6 +356,14 @@ mod tests {
             e.contains("hidden_size") && e.contains("num_attention_heads"),
             "{e}"
         );
+        let c = RunConfig::preset("tiny").unwrap();
+        let e = c.clone().set("model.n_group=3").unwrap().validate();
+        assert!(e.unwrap_err().to_string().contains("n_group"));
+        let e = c.clone().set("model.moe_balance=sometimes").unwrap_err();
+        assert!(e.to_string().contains("moe_balance"), "{e}");
+        for name in RunConfig::PRESETS {
+            RunConfig::preset(name).unwrap().validate().unwrap();
+        }
         let e = c
             .clone()
             .set("seq_len=4096")

@@ -148,6 +148,7 @@ impl Tokenizer {
 }
 
 /// An encoded corpus split into training tokens and held-out tokens.
+#[derive(Clone)]
 pub struct TokenData {
     /// Training tokens.
     pub train: Vec<u32>,

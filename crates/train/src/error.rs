@@ -44,6 +44,14 @@ pub enum TrainError {
         /// Step of the snapshot on disk.
         snapshot_step: usize,
     },
+    /// Stopped (Ctrl-C) before the end; the snapshot in `dir` continues it.
+    #[error("stopped at step {step}; the snapshot in {} continues it", dir.display())]
+    Interrupted {
+        /// Steps done.
+        step: usize,
+        /// The run directory.
+        dir: std::path::PathBuf,
+    },
     /// A tensor-engine error.
     #[error(transparent)]
     Tensor(#[from] ferrolab_tensor::Error),

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod experiment;
 pub mod generate;
 pub mod plan;
 pub mod run;

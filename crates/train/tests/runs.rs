@@ -16,7 +16,7 @@ fn dir(name: &str) -> PathBuf {
 }
 
 fn cfg(steps: usize) -> RunConfig {
-    let c = RunConfig::preset("tiny").unwrap();
+    let c = RunConfig::preset("llama-tiny").unwrap();
     let mut c = [
         "model.hidden_size=32",
         "model.intermediate_size=64",
@@ -363,4 +363,83 @@ fn bpe_run_stores_its_vocabulary_and_resumes_with_it() {
     let data = Trainer::corpus_for_run(&dir, Some(&corpus)).unwrap();
     let e = Trainer::resume(&dir, data).err().unwrap().to_string();
     assert!(e.contains("tokenizer"), "{e}");
+}
+
+/// A small DeepSeek-V3-style run: MLA, MoE (4 experts, top-2, aux-loss-free bias), one MTP
+/// module.
+fn v3_cfg(steps: usize) -> RunConfig {
+    let c = RunConfig::preset("tiny").unwrap();
+    let mut c = [
+        "model.hidden_size=32",
+        "model.intermediate_size=64",
+        "model.moe_intermediate_size=16",
+        "model.num_hidden_layers=2",
+        "model.num_attention_heads=2",
+        "model.kv_lora_rank=16",
+        "model.qk_nope_head_dim=8",
+        "model.qk_rope_head_dim=8",
+        "model.v_head_dim=8",
+        "model.n_routed_experts=4",
+        "model.num_experts_per_tok=2",
+        "model.bias_update_speed=0.01",
+        "model.max_position_embeddings=32",
+        "batch_size=4",
+        "seq_len=32",
+        "eval_every=5",
+        "eval_batches=2",
+        "snapshot_every=4",
+        "warmup_steps=2",
+    ]
+    .iter()
+    .fold(c, |c, s| c.set(s).unwrap());
+    c.steps = steps;
+    c.tokenizer = TokenizerKind::Bytes;
+    c.set("model.vocab_size=256").unwrap()
+}
+
+#[test]
+fn v3_run_resumes_bitwise_with_its_routing_bias_and_logs_balance() {
+    ferrolab_tensor::set_num_threads(1).unwrap();
+    let c = v3_cfg(10);
+    let a = dir("v3-straight");
+    let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
+    train(&mut t);
+    let want = params(&t);
+    let want_losses = losses(&a);
+    assert_eq!(want_losses.len(), 10);
+    // the routing bias moved (it is a parameter tensor saved with the model)
+    assert!(t.model.biases().iter().flatten().any(|&b| b != 0.0));
+    // metrics: per-layer loads, MaxVio and bias on every step; MTP loss; global MaxVio
+    let m = t.run.metrics().unwrap();
+    let step1 = m.iter().find(|l| l.get("loss").is_some()).unwrap();
+    let loads = step1["expert_load"].as_array().unwrap();
+    assert_eq!(loads.len(), 2, "MoE layer 1 and the MTP module's MoE block");
+    for l in loads {
+        let total: u64 = l
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            total,
+            (4 * 32 * 2) as u64,
+            "every token goes to top-2 experts"
+        );
+    }
+    assert!(step1["max_vio"][0].as_f64().unwrap() >= 0.0);
+    assert_eq!(step1["mtp_loss"].as_array().unwrap().len(), 1);
+    assert!(m.iter().any(|l| l.get("val_max_vio_global").is_some()));
+
+    let b = dir("v3-resumed");
+    let mut t = Trainer::create(&b, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
+    t.progress = false;
+    t.cfg.steps = 6;
+    t.train(&AtomicBool::new(false)).unwrap();
+    drop(t);
+    let mut t = Trainer::resume(&b, corpus(&c)).unwrap();
+    assert_eq!(t.step(), 6);
+    train(&mut t);
+    assert_eq!(losses(&b), want_losses, "losses after resume differ");
+    assert_eq!(params(&t), want, "weights and biases after resume differ");
 }

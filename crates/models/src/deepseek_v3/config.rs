@@ -38,7 +38,11 @@ pub struct V3Config {
     /// H: attention heads.
     pub num_attention_heads: usize,
     /// Rank of the query compression (`q_a_proj`); 0 (HF: null) = one plain `q_proj`.
-    #[serde(default, deserialize_with = "null_as_zero")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_zero",
+        serialize_with = "zero_as_null"
+    )]
     pub q_lora_rank: usize,
     /// d_c: rank of the compressed key/value latent (`kv_a_proj_with_mqa`, `kv_a_layernorm`).
     pub kv_lora_rank: usize,
@@ -73,9 +77,14 @@ pub struct V3Config {
     /// RMSNorm epsilon.
     #[serde(default = "default_eps")]
     pub rms_norm_eps: f32,
-    /// RoPE base.
+    /// RoPE base. HF writes it inside `rope_parameters` in newer files; [`V3Config::from_hf`]
+    /// reads both.
     #[serde(default = "default_theta")]
     pub rope_theta: f32,
+    /// RoPE pairs channels `(2i, 2i + 1)` (true, HF's default for DeepSeek-V3) or
+    /// `(i, i + d/2)`.
+    #[serde(default = "yes")]
+    pub rope_interleave: bool,
     /// Std of the normal init.
     #[serde(default = "default_init")]
     pub initializer_range: f32,
@@ -127,6 +136,13 @@ fn default_gamma() -> f32 {
 fn default_lambda() -> f32 {
     0.3
 }
+fn zero_as_null<S: serde::Serializer>(v: &usize, s: S) -> std::result::Result<S::Ok, S::Error> {
+    if *v == 0 {
+        s.serialize_none()
+    } else {
+        s.serialize_u64(*v as u64)
+    }
+}
 fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
     Ok(Option::<usize>::deserialize(d)?.unwrap_or(0))
 }
@@ -160,6 +176,7 @@ impl V3Config {
             max_position_embeddings: 256,
             rms_norm_eps: 1e-6,
             rope_theta: 10000.0,
+            rope_interleave: true,
             initializer_range: 0.02,
             tie_word_embeddings: false,
             aux_loss_alpha: 1e-4,
@@ -185,6 +202,53 @@ impl V3Config {
     /// plus the shared rope key (`kv_lora_rank + qk_rope_head_dim`; 576 for DeepSeek-V3).
     pub fn kv_cache_elems_per_token_per_layer(&self) -> usize {
         self.kv_lora_rank + self.qk_rope_head_dim
+    }
+
+    /// Parameters (routing-bias buffers included): `(total, active per token)`, where active
+    /// counts only `num_experts_per_tok` of the routed experts of each MoE layer. MTP modules
+    /// are included in both.
+    pub fn num_params(&self) -> (usize, usize) {
+        let (c, h) = (self.hidden_size, self.num_attention_heads);
+        let qk = self.qk_head_dim();
+        let q = if self.q_lora_rank == 0 {
+            c * h * qk
+        } else {
+            c * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * h * qk
+        };
+        let attn = q
+            + c * (self.kv_lora_rank + self.qk_rope_head_dim)
+            + self.kv_lora_rank
+            + self.kv_lora_rank * h * (self.qk_nope_head_dim + self.v_head_dim)
+            + h * self.v_head_dim * c
+            + 2 * c;
+        let expert = 3 * c * self.moe_intermediate_size;
+        let layer = |i: usize| -> (usize, usize) {
+            if self.is_moe_layer(i) {
+                let e = self.n_routed_experts;
+                let fixed = e * c + e + self.n_shared_experts * expert;
+                (
+                    attn + fixed + e * expert,
+                    attn + fixed + self.num_experts_per_tok * expert,
+                )
+            } else {
+                let d = attn + 3 * c * self.intermediate_size;
+                (d, d)
+            }
+        };
+        let emb = self.vocab_size * c * if self.tie_word_embeddings { 1 } else { 2 };
+        let (mut total, mut active) = (emb + c, emb + c);
+        for i in 0..self.num_hidden_layers {
+            let (t, a) = layer(i);
+            total += t;
+            active += a;
+        }
+        for k in 0..self.num_nextn_predict_layers {
+            let extra = 2 * c + 2 * c * c + c;
+            let (t, a) = layer(self.num_hidden_layers + k);
+            total += t + extra;
+            active += a + extra;
+        }
+        (total, active)
     }
 
     /// Checks the shape; the error names the field.

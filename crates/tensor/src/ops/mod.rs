@@ -4,8 +4,10 @@
 pub(crate) mod attention;
 pub(crate) mod binary;
 pub(crate) mod conv;
+pub(crate) mod fused_ce;
 pub(crate) mod index;
 pub(crate) mod matmul;
+pub(crate) mod moe;
 pub(crate) mod norm;
 pub(crate) mod reduce;
 pub(crate) mod rope;

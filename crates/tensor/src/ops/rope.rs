@@ -201,3 +201,90 @@ pub fn rope_packed(
         move |g: Vec<f32>, _| Ok(vec![Some(rotate_packed(&g, &c, &s, dims, layout, true))]),
     ))
 }
+
+/// `(t, w, group, tail)` of [`rope_tail`].
+type TailDims = (usize, usize, usize, usize);
+
+fn rotate_tail(
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    (t, w, group, tail): TailDims,
+    layout: RopeLayout,
+    inverse: bool,
+) -> Vec<f32> {
+    let half = tail / 2;
+    let sign = if inverse { -1.0 } else { 1.0 };
+    let mut out = super::alloc_out(x.len());
+    let rows_per = (super::chunk_len(x.len()) / w).max(1);
+    out.par_chunks_mut(rows_per * w)
+        .zip(x.par_chunks(rows_per * w))
+        .enumerate()
+        .for_each(|(ci, (o, xs))| {
+            for (ri, (orow, xrow)) in o.chunks_exact_mut(w).zip(xs.chunks_exact(w)).enumerate() {
+                let ti = (ci * rows_per + ri) % t;
+                let (c, s) = (
+                    &cos[ti * half..(ti + 1) * half],
+                    &sin[ti * half..(ti + 1) * half],
+                );
+                for (og, xg) in orow.chunks_exact_mut(group).zip(xrow.chunks_exact(group)) {
+                    let keep = group - tail;
+                    og[..keep].copy_from_slice(&xg[..keep]);
+                    rotate_head(&xg[keep..], &mut og[keep..], c, s, layout, sign);
+                }
+            }
+        });
+    out
+}
+
+/// RoPE on the last `tail` channels of every group of `group` channels: `x` `(B, T, W)` with
+/// `W` a multiple of `group`; the first `group - tail` channels of each group pass through.
+/// This is multi-head latent attention's decoupled RoPE in one pass: queries `(B, T, H (d_nope
+/// + d_rope))` rotate the rope part of each head, and the key projection `[c | k_pe]` (one
+/// group) rotates its shared rope key. Tables `(T, tail / 2)` from [`rope_tables`].
+pub fn rope_tail(
+    x: &Tensor,
+    group: usize,
+    tail: usize,
+    cos: &Tensor,
+    sin: &Tensor,
+    layout: RopeLayout,
+) -> Result<Tensor> {
+    let op = "rope_tail";
+    let [_b, t, w] = x.dims::<3>(op)?;
+    if group == 0
+        || tail == 0
+        || !tail.is_multiple_of(2)
+        || tail > group
+        || !w.is_multiple_of(group)
+    {
+        return invalid(
+            op,
+            format!(
+                "an even tail of {tail} in groups of {group} does not fit rows of {w} ({:?})",
+                x.shape()
+            ),
+        );
+    }
+    if cos.shape() != [t, tail / 2] || sin.shape() != [t, tail / 2] {
+        return invalid(
+            op,
+            format!(
+                "cos/sin must be [{t}, {}], got {:?} and {:?}",
+                tail / 2,
+                cos.shape(),
+                sin.shape()
+            ),
+        );
+    }
+    let (c, s) = (cos.contig(), sin.contig());
+    let dims = (t, w, group, tail);
+    let y = rotate_tail(&x.contig(), &c, &s, dims, layout, false);
+    Ok(Tensor::from_op(
+        y,
+        x.shape().to_vec(),
+        &[x],
+        op,
+        move |g: Vec<f32>, _| Ok(vec![Some(rotate_tail(&g, &c, &s, dims, layout, true))]),
+    ))
+}

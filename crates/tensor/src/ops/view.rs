@@ -335,3 +335,78 @@ pub fn stack(ts: &[&Tensor], dim: usize) -> Result<Tensor> {
     let refs: Vec<&Tensor> = us.iter().collect();
     cat(&refs, dim as isize)
 }
+
+/// Per-head concatenation for multi-head latent attention's keys: from `a` `(B, T, H * A)`
+/// (heads of `A` channels) take the first `take` channels of each head, and append channels
+/// `b_start..b_start + b_len` of `b` `(B, T, W)`, shared by every head. Returns
+/// `(B, T, H * (take + b_len))`, each head `[a_h[..take] | b[b_start..]]`, in one contiguous
+/// pass (where narrow + expand + cat would copy strided views); the backward sums the shared
+/// part over heads.
+pub fn head_cat(
+    a: &Tensor,
+    heads: usize,
+    take: usize,
+    b: &Tensor,
+    b_start: usize,
+    b_len: usize,
+) -> Result<Tensor> {
+    let op = "head_cat";
+    let [ba, t, wa] = a.dims::<3>(op)?;
+    let [bb, tb, wb] = b.dims::<3>(op)?;
+    if heads == 0
+        || !wa.is_multiple_of(heads)
+        || take > wa / heads
+        || ba != bb
+        || t != tb
+        || b_start + b_len > wb
+    {
+        return invalid(
+            op,
+            format!(
+                "cannot take {take} of {heads} heads from {:?} and channels {b_start}..{} of {:?}",
+                a.shape(),
+                b_start + b_len,
+                b.shape()
+            ),
+        );
+    }
+    let ah = wa / heads;
+    let oh = take + b_len;
+    let rows = ba * t;
+    let (ac, bc) = (a.contig(), b.contig());
+    let mut out = super::alloc_out(rows * heads * oh);
+    for r in 0..rows {
+        let arow = &ac[r * wa..(r + 1) * wa];
+        let brow = &bc[r * wb + b_start..r * wb + b_start + b_len];
+        for (h, o) in out[r * heads * oh..(r + 1) * heads * oh]
+            .chunks_exact_mut(oh)
+            .enumerate()
+        {
+            o[..take].copy_from_slice(&arow[h * ah..h * ah + take]);
+            o[take..].copy_from_slice(brow);
+        }
+    }
+    Ok(Tensor::from_op(
+        out,
+        vec![ba, t, heads * oh],
+        &[a, b],
+        op,
+        move |g: Vec<f32>, needs| {
+            let mut ga = needs[0].then(|| vec![0f32; rows * wa]);
+            let mut gb = needs[1].then(|| vec![0f32; rows * wb]);
+            for r in 0..rows {
+                let grow = &g[r * heads * oh..(r + 1) * heads * oh];
+                for (h, gh) in grow.chunks_exact(oh).enumerate() {
+                    if let Some(ga) = ga.as_mut() {
+                        ga[r * wa + h * ah..r * wa + h * ah + take].copy_from_slice(&gh[..take]);
+                    }
+                    if let Some(gb) = gb.as_mut() {
+                        let dst = &mut gb[r * wb + b_start..r * wb + b_start + b_len];
+                        dst.iter_mut().zip(&gh[take..]).for_each(|(d, s)| *d += s);
+                    }
+                }
+            }
+            Ok(vec![ga, gb])
+        },
+    ))
+}

@@ -1,0 +1,85 @@
+//! `ferrolab experiment NAME`: the DeepSeek-V3 ablations (balance, mtp, attention), every arm
+//! trained on the same tokens for the same steps; prints a markdown table and writes
+//! `results.json` beside the arms' run directories.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::Args;
+use ferrolab_train::{experiment, RunConfig, Trainer};
+
+#[derive(Args)]
+pub struct ExperimentArgs {
+    /// Which experiment: balance, mtp or attention.
+    name: String,
+    /// Preset the arms start from.
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// Optimizer steps of every arm.
+    #[arg(long, default_value_t = 300)]
+    steps: usize,
+    /// Override one setting of every arm, as `ferrolab train --set` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Directory of the arms' runs (default: runs/experiments/NAME); an existing one is
+    /// continued.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// UTF-8 text to train on (default: the State of the Union corpus).
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Kernel threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run(a: ExperimentArgs) -> Result<()> {
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    ferrolab_tensor::set_num_threads(threads)?;
+    ferrolab_tensor::on_pool(move || -> Result<()> {
+        let mut base = RunConfig::preset(&a.preset)?;
+        base.steps = a.steps;
+        base.eval_every = 0;
+        base.warmup_steps = base.warmup_steps.min(a.steps / 10 + 1);
+        for s in &a.sets {
+            base = base.set(s)?;
+        }
+        // checks the experiment name before any work
+        experiment::arms(&a.name, &base)?;
+        let out = a
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs/experiments").join(&a.name));
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let stop = stop.clone();
+            ctrlc::set_handler(move || {
+                if stop.swap(true, Ordering::SeqCst) {
+                    eprintln!("\nsecond Ctrl-C: quitting without a snapshot");
+                    std::process::exit(130);
+                }
+                eprintln!(
+                    "\nCtrl-C: finishing the step and writing a snapshot (again to quit now)"
+                );
+            })?;
+        }
+        let (tok, data) = Trainer::prepare(&base, a.corpus.as_deref(), true)?;
+        let results = experiment::run_experiment(&a.name, &base, &out, &tok, &data, &stop, true)?;
+        println!(
+            "\nexperiment {} ({} steps x {} tokens per arm, {} threads; runs in {})\n",
+            a.name,
+            base.steps,
+            base.tokens_per_step(),
+            threads,
+            out.display()
+        );
+        print!("{}", experiment::table(&a.name, &results));
+        Ok(())
+    })
+}

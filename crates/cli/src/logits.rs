@@ -1,0 +1,87 @@
+//! `ferrolab logits`: the logits of a token sequence, from a ferrolab run directory or an HF
+//! model directory, written as a safetensors tensor `logits` `[T, vocab]` in f32 (for parity
+//! checks against other implementations).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ferrolab_models::{LmConfig, Model};
+use ferrolab_nn::Vars;
+use ferrolab_tensor::{io, no_grad, DType};
+
+#[derive(Args)]
+pub struct LogitsArgs {
+    /// A ferrolab run directory, or an HF directory (`config.json` + `model.safetensors` or a
+    /// sharded index) of a `deepseek_v3` or `llama` model.
+    #[arg(long)]
+    model: PathBuf,
+    /// Token ids separated by spaces or commas, e.g. "1 5 42".
+    #[arg(long)]
+    ids: String,
+    /// Output safetensors file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Parses "1 5, 42" into ids; a bad entry is named.
+fn parse_ids(s: &str) -> Result<Vec<u32>> {
+    let ids = s
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<u32>()
+                .with_context(|| format!("--ids: `{p}` is not a token id"))
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    if ids.is_empty() {
+        bail!("--ids: no token ids given");
+    }
+    Ok(ids)
+}
+
+/// The model in `dir`: a run (has `train.json`) or an HF directory.
+fn load(dir: &std::path::Path) -> Result<Model> {
+    if dir.join("train.json").exists() {
+        return Ok(ferrolab_train::load_model(dir)?.0);
+    }
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path)
+        .with_context(|| format!("{}: not a run or HF model directory", dir.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", cfg_path.display()))?;
+    match v.get("model_type").and_then(|t| t.as_str()) {
+        Some("deepseek_v3") => {
+            let (_vars, m) = ferrolab_models::deepseek_v3::load_hf(dir)?;
+            Ok(Model::DeepseekV3(m))
+        }
+        Some("llama") => {
+            let cfg: LmConfig = serde_json::from_value(v)
+                .with_context(|| format!("{}: not a llama config", cfg_path.display()))?;
+            let vars = Vars::new();
+            let m = ferrolab_models::Lm::new(&vars, cfg)?;
+            vars.load(&dir.join("model.safetensors"))?;
+            Ok(Model::Llama(m))
+        }
+        other => bail!(
+            "{}: model_type {other:?} is not supported (deepseek_v3, llama)",
+            cfg_path.display()
+        ),
+    }
+}
+
+pub fn run(a: LogitsArgs) -> Result<()> {
+    let ids = parse_ids(&a.ids)?;
+    let model = load(&a.model)?;
+    let cfg = model.config();
+    let t = ids.len();
+    let logits = no_grad(|| model.forward(&ids, 1, t))?; // (1, T, V)
+    let logits = logits.reshape(&[t, cfg.vocab_size()])?;
+    io::save_safetensors(&a.out, &[("logits".to_string(), logits)], DType::F32, None)?;
+    eprintln!(
+        "wrote logits [{t}, {}] (f32) to {}",
+        cfg.vocab_size(),
+        a.out.display()
+    );
+    Ok(())
+}

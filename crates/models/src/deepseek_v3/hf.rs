@@ -1,0 +1,239 @@
+//! Reading and writing HF `transformers` DeepSeek-V3 directories: `config.json` plus
+//! `model.safetensors` (or shards listed in `model.safetensors.index.json`), tensors named as
+//! in the published checkpoints (`model.layers.N.mlp.experts.J.gate_proj.weight`, ...).
+//!
+//! MTP modules are read when their tensors are present (`model.layers.{L + k}`, as in the V3
+//! checkpoint); `transformers` itself has no MTP, so a directory it wrote has none and loads
+//! with `num_nextn_predict_layers` 0. Tensors stored in other dtypes (bf16, f16) are read as
+//! f32.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ferrolab_nn::Vars;
+use ferrolab_tensor::{io, DType, Error, Result, Tensor};
+use serde_json::Value;
+
+use super::config::V3Config;
+use super::model::DeepseekV3;
+
+fn invalid(msg: String) -> Error {
+    Error::Invalid {
+        op: "deepseek_v3::hf",
+        msg,
+    }
+}
+
+impl V3Config {
+    /// Reads an HF `config.json` value: `rope_theta` may sit inside `rope_parameters`
+    /// (newer `transformers`); RoPE scaling (YaRN) is not supported and is refused by name.
+    pub fn from_hf(v: &Value) -> Result<V3Config> {
+        let mut v = v.clone();
+        let Some(o) = v.as_object_mut() else {
+            return Err(invalid("config.json is not a JSON object".into()));
+        };
+        if let Some(mt) = o.get("model_type").and_then(|m| m.as_str()) {
+            if mt != "deepseek_v3" {
+                return Err(invalid(format!(
+                    "model_type is {mt:?}, not \"deepseek_v3\""
+                )));
+            }
+        }
+        for key in ["rope_scaling", "rope_parameters"] {
+            if let Some(rp) = o.get(key).and_then(|r| r.as_object()).cloned() {
+                if let Some(theta) = rp.get("rope_theta") {
+                    o.entry("rope_theta").or_insert(theta.clone());
+                }
+                let kind = rp
+                    .get("rope_type")
+                    .or_else(|| rp.get("type"))
+                    .and_then(|t| t.as_str())
+                    .unwrap_or("default");
+                if kind != "default" {
+                    return Err(invalid(format!(
+                        "`{key}`: rope_type {kind:?} is not supported (only the default RoPE)"
+                    )));
+                }
+            }
+        }
+        let cfg: V3Config =
+            serde_json::from_value(v).map_err(|e| invalid(format!("config.json: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The HF `config.json` value of this config (ferrolab's training switches included; HF
+    /// ignores unknown keys).
+    pub fn to_hf(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("model_type".into(), "deepseek_v3".into());
+            o.insert(
+                "architectures".into(),
+                Value::Array(vec!["DeepseekV3ForCausalLM".into()]),
+            );
+            o.insert(
+                "rope_parameters".into(),
+                serde_json::json!({"rope_type": "default", "rope_theta": self.rope_theta}),
+            );
+            o.insert("hidden_act".into(), "silu".into());
+            o.insert("attention_bias".into(), false.into());
+            o.insert(
+                "num_key_value_heads".into(),
+                self.num_attention_heads.into(),
+            );
+            o.insert("torch_dtype".into(), "float32".into());
+            o.insert("topk_method".into(), "noaux_tc".into());
+            o.insert("scoring_func".into(), "sigmoid".into());
+        }
+        v
+    }
+}
+
+/// Every tensor of the directory's safetensors files, by name.
+fn read_tensors(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return io::load_safetensors(&single);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index).map_err(|e| {
+        invalid(format!(
+            "{}: no model.safetensors or model.safetensors.index.json ({e})",
+            dir.display()
+        ))
+    })?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", index.display())))?;
+    let files: std::collections::BTreeSet<&str> = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| invalid(format!("{}: no weight_map", index.display())))?
+        .values()
+        .filter_map(|f| f.as_str())
+        .collect();
+    let mut all = BTreeMap::new();
+    for f in files {
+        all.extend(io::load_safetensors(&dir.join(f))?);
+    }
+    Ok(all)
+}
+
+/// Loads an HF DeepSeek-V3 directory; returns the parameters and the model.
+pub fn load_hf(dir: &Path) -> Result<(Vars, DeepseekV3)> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;
+    let mut cfg = V3Config::from_hf(&v)?;
+    let tensors = read_tensors(dir)?;
+    // MTP modules only when their tensors are there
+    let mtp = (0..cfg.num_nextn_predict_layers)
+        .take_while(|k| {
+            tensors.contains_key(&format!(
+                "model.layers.{}.eh_proj.weight",
+                cfg.num_hidden_layers + k
+            ))
+        })
+        .count();
+    cfg.num_nextn_predict_layers = mtp;
+    let vars = Vars::new();
+    let model = DeepseekV3::new(&vars, cfg)?;
+    for (name, t) in vars.all() {
+        let Some(src) = tensors.get(&name) else {
+            return Err(invalid(format!(
+                "{}: tensor `{name}` {:?} is missing",
+                dir.display(),
+                t.shape()
+            )));
+        };
+        if src.shape() != t.shape() {
+            return Err(invalid(format!(
+                "{}: tensor `{name}` has shape {:?}, the config needs {:?}",
+                dir.display(),
+                src.shape(),
+                t.shape()
+            )));
+        }
+        t.copy_from(src)?;
+    }
+    Ok((vars, model))
+}
+
+/// Writes `vars` of a model with config `cfg` as an HF directory (`config.json`,
+/// `model.safetensors`, f32).
+pub fn save_hf(dir: &Path, cfg: &V3Config, vars: &Vars) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| invalid(format!("{}: {e}", dir.display())))?;
+    let json = serde_json::to_string_pretty(&cfg.to_hf()).map_err(|e| invalid(e.to_string()))?;
+    io::write_atomic(&dir.join("config.json"), json.as_bytes())?;
+    io::save_safetensors(
+        &dir.join("model.safetensors"),
+        &vars.all(),
+        DType::F32,
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_then_load_gives_the_same_logits() {
+        ferrolab_tensor::rng::manual_seed(4);
+        let cfg = V3Config {
+            hidden_size: 32,
+            intermediate_size: 48,
+            moe_intermediate_size: 16,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            q_lora_rank: 12,
+            kv_lora_rank: 16,
+            qk_nope_head_dim: 8,
+            qk_rope_head_dim: 8,
+            v_head_dim: 8,
+            ..V3Config::tiny(40)
+        };
+        let vars = Vars::new();
+        let m = DeepseekV3::new(&vars, cfg.clone()).unwrap();
+        m.update_bias(&[vec![5, 0, 1, 1, 1, 1, 1, 6], vec![1; 8]])
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("ferrolab-hf-{}", std::process::id()));
+        save_hf(&dir, &cfg, &vars).unwrap();
+        let text = std::fs::read_to_string(dir.as_path().join("config.json")).unwrap();
+        assert!(text.contains("\"model_type\": \"deepseek_v3\""), "{text}");
+        let (_, back) = load_hf(dir.as_path()).unwrap();
+        assert_eq!(back.cfg.num_nextn_predict_layers, 1);
+        assert_eq!(back.biases(), m.biases());
+        let ids = [1, 5, 7, 39, 0, 3];
+        assert_eq!(
+            back.forward(&ids, 1, 6).unwrap().to_vec(),
+            m.forward(&ids, 1, 6).unwrap().to_vec()
+        );
+        // a missing tensor is named
+        let all: Vec<(String, Tensor)> = vars
+            .all()
+            .into_iter()
+            .filter(|(n, _)| n != "model.layers.1.mlp.experts.3.up_proj.weight")
+            .collect();
+        io::save_safetensors(
+            &dir.as_path().join("model.safetensors"),
+            &all,
+            DType::F32,
+            None,
+        )
+        .unwrap();
+        let e = load_hf(dir.as_path()).err().unwrap().to_string();
+        assert!(e.contains("experts.3.up_proj"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn yarn_scaling_is_refused_by_name() {
+        let mut v = V3Config::tiny(10).to_hf();
+        v["rope_scaling"] = serde_json::json!({"type": "yarn", "factor": 40});
+        let e = V3Config::from_hf(&v).unwrap_err().to_string();
+        assert!(e.contains("rope_scaling") && e.contains("yarn"), "{e}");
+    }
+}

@@ -1,0 +1,384 @@
+//! `ferrolab experiment NAME`: the DeepSeek-V3 ablations, each arm a full training run on the
+//! same tokens (same corpus, tokenizer, batches, steps and seed), so every arm gets the same
+//! data and the same number of optimizer steps.
+//!
+//! - `balance`: expert balancing none vs auxiliary loss vs auxiliary-loss-free (V3 tiny, MTP
+//!   off): held-out loss, MaxVio per batch (mean over training steps and MoE layers) and over
+//!   the whole held-out set.
+//! - `mtp`: multi-token prediction off vs on (V3 tiny): main-head held-out loss; for the MTP
+//!   arm, self-speculative greedy decoding against plain greedy decoding (acceptance, speed).
+//! - `attention`: MLA vs MHA vs GQA with dense SwiGLU layers of the same width (so only the
+//!   attention differs), at similar parameter counts: held-out loss and KV-cache bytes/token.
+//!
+//! Arms are ordinary run directories under `OUT/ARM`: an interrupted experiment continues
+//! from their snapshots, and a finished arm is not trained again.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use ferrolab_models::{Balance, LmConfig, Model, ModelConfig, V3Config};
+use serde::Serialize;
+
+use crate::config::RunConfig;
+use crate::data::{TokenData, Tokenizer};
+use crate::error::{Result, TrainError};
+use crate::run::RunDir;
+use crate::trainer::Trainer;
+
+/// The experiments `ferrolab experiment` knows.
+pub const EXPERIMENTS: [&str; 3] = ["balance", "mtp", "attention"];
+
+/// One arm's measured outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct ArmResult {
+    /// Arm name.
+    pub arm: String,
+    /// Main-head held-out loss (nats/token).
+    pub val_loss: f64,
+    /// Held-out bits per byte.
+    pub val_bpb: f64,
+    /// Parameters: total.
+    pub params_total: usize,
+    /// Parameters active per token.
+    pub params_active: usize,
+    /// Attention cache per token over all layers, bytes (f32).
+    pub kv_bytes_per_token: usize,
+    /// MaxVio of the training batches, mean over steps and MoE layers.
+    pub max_vio_batch: Option<f64>,
+    /// MaxVio over the whole held-out set, mean over MoE layers.
+    pub max_vio_global: Option<f64>,
+    /// Held-out MTP loss per depth.
+    pub val_mtp_loss: Vec<f64>,
+    /// Self-speculative decoding against greedy decoding (MTP arms).
+    pub speculative: Option<SpecReport>,
+    /// Training throughput of the arm's last `train` call.
+    pub tokens_per_s: f64,
+}
+
+/// Self-speculative decoding measured against plain greedy decoding on held-out prompts.
+#[derive(Clone, Debug, Serialize)]
+pub struct SpecReport {
+    /// Prompts decoded.
+    pub prompts: usize,
+    /// New tokens per prompt.
+    pub new_tokens: usize,
+    /// Draft tokens proposed by the MTP module.
+    pub drafted: usize,
+    /// Draft tokens the main model accepted.
+    pub accepted: usize,
+    /// Greedy decoding tokens/s.
+    pub greedy_tokens_per_s: f64,
+    /// Speculative decoding tokens/s.
+    pub speculative_tokens_per_s: f64,
+    /// Whether both produced the same tokens for every prompt.
+    pub identical: bool,
+}
+
+/// The arms of experiment `name` on top of `base` (a `tiny`-like run config).
+pub fn arms(name: &str, base: &RunConfig) -> Result<Vec<(String, RunConfig)>> {
+    let v3 = match &base.model {
+        ModelConfig::DeepseekV3(c) => c.clone(),
+        _ => V3Config::tiny(base.model.vocab_size()),
+    };
+    let with = |model: ModelConfig| RunConfig {
+        model,
+        ..base.clone()
+    };
+    let arm_v3 = |f: &dyn Fn(&mut V3Config)| {
+        let mut c = v3.clone();
+        f(&mut c);
+        with(ModelConfig::DeepseekV3(c))
+    };
+    Ok(match name {
+        "balance" => vec![
+            (
+                "none".into(),
+                arm_v3(&|c| {
+                    c.num_nextn_predict_layers = 0;
+                    c.moe_balance = Balance::None;
+                }),
+            ),
+            (
+                "aux-loss".into(),
+                arm_v3(&|c| {
+                    c.num_nextn_predict_layers = 0;
+                    c.moe_balance = Balance::AuxLoss;
+                    c.aux_loss_alpha = 0.01;
+                }),
+            ),
+            (
+                "aux-free".into(),
+                arm_v3(&|c| {
+                    c.num_nextn_predict_layers = 0;
+                    c.moe_balance = Balance::AuxFree;
+                }),
+            ),
+        ],
+        "mtp" => vec![
+            (
+                "mtp-off".into(),
+                arm_v3(&|c| c.num_nextn_predict_layers = 0),
+            ),
+            ("mtp-on".into(), arm_v3(&|c| c.num_nextn_predict_layers = 1)),
+        ],
+        "attention" => {
+            // dense SwiGLU everywhere so that only the attention differs
+            let mla = {
+                let mut c = v3.clone();
+                c.n_routed_experts = 0;
+                c.num_nextn_predict_layers = 0;
+                c
+            };
+            let llama = |kv_heads: usize| LmConfig {
+                vocab_size: mla.vocab_size,
+                hidden_size: mla.hidden_size,
+                intermediate_size: mla.intermediate_size,
+                num_hidden_layers: mla.num_hidden_layers,
+                num_attention_heads: mla.num_attention_heads,
+                num_key_value_heads: kv_heads,
+                max_position_embeddings: mla.max_position_embeddings,
+                rms_norm_eps: mla.rms_norm_eps,
+                rope_theta: mla.rope_theta,
+                tie_word_embeddings: mla.tie_word_embeddings,
+                initializer_range: mla.initializer_range,
+                recompute: false,
+            };
+            let heads = mla.num_attention_heads;
+            let gqa = (heads / 2).max(1);
+            vec![
+                ("mla".into(), with(ModelConfig::DeepseekV3(mla.clone()))),
+                ("mha".into(), with(ModelConfig::Llama(llama(heads)))),
+                (format!("gqa-{gqa}kv"), with(ModelConfig::Llama(llama(gqa)))),
+            ]
+        }
+        other => {
+            return Err(TrainError::Config {
+                key: "experiment".into(),
+                msg: format!(
+                    "unknown experiment `{other}` (known: {})",
+                    EXPERIMENTS.join(", ")
+                ),
+            })
+        }
+    })
+}
+
+/// Trains (or continues, or reuses) every arm of `name` under `out` and measures it.
+/// `base` fixes the data, steps and seed shared by all arms; `tok` and `data` come from
+/// [`Trainer::prepare`] on `base`.
+pub fn run_experiment(
+    name: &str,
+    base: &RunConfig,
+    out: &Path,
+    tok: &Tokenizer,
+    data: &TokenData,
+    stop: &AtomicBool,
+    progress: bool,
+) -> Result<Vec<ArmResult>> {
+    let mut results = Vec::new();
+    for (arm, cfg) in arms(name, base)? {
+        let dir: PathBuf = out.join(&arm);
+        eprintln!("== {name}: arm {arm} ({})", dir.display());
+        let mut t = if dir.join("train.json").exists() {
+            let (_, saved) = RunDir::open(&dir)?;
+            if saved != cfg {
+                return Err(TrainError::Config {
+                    key: dir.display().to_string(),
+                    msg: "holds a run with another config; remove it or choose another --out"
+                        .into(),
+                });
+            }
+            Trainer::resume(&dir, data.clone())?
+        } else {
+            Trainer::create(&dir, cfg.clone(), tok.clone(), data.clone())?
+        };
+        t.progress = progress;
+        let outcome = if t.step() < cfg.steps {
+            let o = t.train(stop)?;
+            if o.interrupted {
+                return Err(TrainError::Interrupted {
+                    step: o.step,
+                    dir: dir.clone(),
+                });
+            }
+            o.tokens_per_s
+        } else {
+            f64::NAN
+        };
+        let e = t.evaluate_full()?;
+        let mean = |v: &[f64]| {
+            if v.is_empty() {
+                None
+            } else {
+                Some(v.iter().sum::<f64>() / v.len() as f64)
+            }
+        };
+        let batch_vio: Vec<f64> = t
+            .run
+            .metrics()?
+            .iter()
+            .filter_map(|m| m.get("max_vio")?.as_array().cloned())
+            .filter_map(|layers| {
+                mean(&layers.iter().filter_map(|x| x.as_f64()).collect::<Vec<_>>())
+            })
+            .collect();
+        let speculative = match &t.model {
+            Model::DeepseekV3(m) if m.cfg.num_nextn_predict_layers > 0 => {
+                Some(speculative_report(m, data)?)
+            }
+            _ => None,
+        };
+        let (params_total, params_active) = cfg.model.num_params();
+        let r = ArmResult {
+            arm: arm.clone(),
+            val_loss: e.loss,
+            val_bpb: e.bits_per_byte,
+            params_total,
+            params_active,
+            kv_bytes_per_token: cfg.model.cache_bytes_per_token(),
+            max_vio_batch: mean(&batch_vio),
+            max_vio_global: mean(&e.max_vio_global),
+            val_mtp_loss: e.mtp.clone(),
+            speculative,
+            tokens_per_s: outcome,
+        };
+        eprintln!("{}", serde_json::to_string(&r).unwrap_or_default());
+        results.push(r);
+    }
+    let json = serde_json::to_string_pretty(&results).map_err(|e| TrainError::Config {
+        key: "results".into(),
+        msg: e.to_string(),
+    })?;
+    let path = out.join("results.json");
+    ferrolab_tensor::io::write_atomic(&path, json.as_bytes())?;
+    Ok(results)
+}
+
+/// Greedy vs self-speculative decoding of 64 tokens after 4 held-out prompts of 32 tokens.
+fn speculative_report(m: &ferrolab_models::DeepseekV3, data: &TokenData) -> Result<SpecReport> {
+    let (prompts, prompt_len, new_tokens) = (4usize, 32usize, 64usize);
+    let new_tokens = new_tokens.min(m.cfg.max_position_embeddings.saturating_sub(prompt_len + 2));
+    let span = data.val.len().saturating_sub(prompt_len).max(1);
+    let (mut drafted, mut accepted) = (0, 0);
+    let (mut t_greedy, mut t_spec) = (0f64, 0f64);
+    let mut identical = true;
+    for k in 0..prompts {
+        let s = k * span / prompts;
+        let prompt = &data.val[s..(s + prompt_len).min(data.val.len())];
+        let t0 = Instant::now();
+        let g = m.generate_greedy(prompt, new_tokens)?;
+        t_greedy += t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        let (sp, stats) = m.generate_speculative(prompt, new_tokens)?;
+        t_spec += t0.elapsed().as_secs_f64();
+        identical &= g == sp;
+        drafted += stats.drafted;
+        accepted += stats.accepted;
+    }
+    let n = (prompts * new_tokens) as f64;
+    Ok(SpecReport {
+        prompts,
+        new_tokens,
+        drafted,
+        accepted,
+        greedy_tokens_per_s: n / t_greedy.max(1e-9),
+        speculative_tokens_per_s: n / t_spec.max(1e-9),
+        identical,
+    })
+}
+
+/// The results as a markdown table.
+pub fn table(name: &str, results: &[ArmResult]) -> String {
+    let opt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
+    let mut s = String::new();
+    match name {
+        "balance" => {
+            s += "| arm | val loss | val bits/byte | MaxVio batch | MaxVio global |\n|---|---|---|---|---|\n";
+            for r in results {
+                s += &format!(
+                    "| {} | {:.4} | {:.4} | {} | {} |\n",
+                    r.arm,
+                    r.val_loss,
+                    r.val_bpb,
+                    opt(r.max_vio_batch),
+                    opt(r.max_vio_global)
+                );
+            }
+        }
+        "mtp" => {
+            s += "| arm | main val loss | val MTP loss | draft acceptance | greedy tok/s | speculative tok/s | speed-up | same tokens |\n|---|---|---|---|---|---|---|---|\n";
+            for r in results {
+                let mtp = r
+                    .val_mtp_loss
+                    .iter()
+                    .map(|x| format!("{x:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let (acc, g, sp, up, same) = match &r.speculative {
+                    Some(p) => (
+                        format!(
+                            "{:.1}% ({}/{})",
+                            100.0 * p.accepted as f64 / p.drafted.max(1) as f64,
+                            p.accepted,
+                            p.drafted
+                        ),
+                        format!("{:.1}", p.greedy_tokens_per_s),
+                        format!("{:.1}", p.speculative_tokens_per_s),
+                        format!("{:.2}x", p.speculative_tokens_per_s / p.greedy_tokens_per_s),
+                        if p.identical { "yes" } else { "NO" }.to_string(),
+                    ),
+                    None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
+                };
+                s += &format!(
+                    "| {} | {:.4} | {} | {acc} | {g} | {sp} | {up} | {same} |\n",
+                    r.arm,
+                    r.val_loss,
+                    if mtp.is_empty() { "-".into() } else { mtp }
+                );
+            }
+        }
+        _ => {
+            s += "| arm | val loss | val bits/byte | parameters | KV cache bytes/token (f32, all layers) |\n|---|---|---|---|---|\n";
+            for r in results {
+                s += &format!(
+                    "| {} | {:.4} | {:.4} | {:.2}M | {} |\n",
+                    r.arm,
+                    r.val_loss,
+                    r.val_bpb,
+                    r.params_total as f64 / 1e6,
+                    r.kv_bytes_per_token
+                );
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arms_differ_only_where_the_experiment_says() {
+        let base = RunConfig::preset("tiny").unwrap();
+        let b = arms("balance", &base).unwrap();
+        assert_eq!(b.len(), 3);
+        for (_, c) in &b {
+            assert_eq!(
+                (c.steps, c.seed, c.batch_size),
+                (base.steps, base.seed, base.batch_size)
+            );
+            c.validate().unwrap();
+        }
+        let a = arms("attention", &base).unwrap();
+        let kv: Vec<usize> = a
+            .iter()
+            .map(|(_, c)| c.model.cache_bytes_per_token())
+            .collect();
+        // MLA caches less than GQA, which caches less than MHA
+        assert!(kv[0] < kv[2] && kv[2] < kv[1], "{kv:?}");
+        let e = arms("nope", &base).unwrap_err().to_string();
+        assert!(e.contains("balance") && e.contains("nope"), "{e}");
+    }
+}
