@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ferrolab_models::LmConfig;
+use ferrolab_models::{LmConfig, V3Config};
 use ferrolab_train::plan;
 
 #[derive(Args)]
@@ -56,7 +56,31 @@ pub fn run(a: PlanArgs) -> Result<()> {
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let cfg: LmConfig = serde_json::from_str(&text)
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not JSON", path.display()))?;
+            if v.get("model_type").and_then(|t| t.as_str()) == Some("deepseek_v3") {
+                let cfg = V3Config::from_hf(&v)
+                    .with_context(|| format!("{}: not a deepseek_v3 config", path.display()))?;
+                let (total, active) = cfg.num_params();
+                let m = plan::m_of_v3(&cfg, a.seq_len);
+                println!(
+                    "parameters         {total} total, {active} active per token ({} of {} routed experts; MTP modules included)",
+                    cfg.num_experts_per_tok, cfg.n_routed_experts
+                );
+                println!(
+                    "M                  {m:.4e} non-embedding FLOPs/token at sequence {} (active experts only, attention included, MTP excluded)",
+                    a.seq_len
+                );
+                let per_layer = cfg.kv_cache_elems_per_token_per_layer();
+                println!(
+                    "KV cache (MLA)     {per_layer} elements per token per layer (kv_lora_rank {} + qk_rope_head_dim {}); {} bytes (f32) per token, all layers",
+                    cfg.kv_lora_rank,
+                    cfg.qk_rope_head_dim,
+                    4 * per_layer * cfg.num_hidden_layers
+                );
+                return Ok(());
+            }
+            let cfg: LmConfig = serde_json::from_value(v)
                 .with_context(|| format!("{}: not a model config", path.display()))?;
             cfg.validate()?;
             let (total, non_emb) = cfg.num_params();

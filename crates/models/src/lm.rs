@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use ferrolab_nn::{Embedding, Init, Linear, RmsNorm, Vars};
 use ferrolab_tensor::{
-    cat, cross_entropy, is_grad_enabled, linear, no_grad, packed_gqa_attention, recompute,
-    rope_packed, rope_tables, scaled_dot_product_attention, segments, swiglu, AttnMask,
-    CrossEntropyOpts, Error, Result, RopeLayout, Tensor,
+    cat, is_grad_enabled, linear, linear_cross_entropy, no_grad, packed_gqa_attention, recompute,
+    rope_packed, rope_tables, scaled_dot_product_attention, segments, swiglu, AttnMask, Error,
+    Result, RopeLayout, Tensor,
 };
 use serde::{Deserialize, Serialize};
 
@@ -533,13 +533,15 @@ impl Lm {
 
     /// Mean next-token cross-entropy of `(B, T)` inputs against `(B, T)` targets (-100 is
     /// ignored).
+    /// The output head and the cross-entropy run fused, block by block
+    /// ([`linear_cross_entropy`]): the `(B T, V)` logits are never materialised.
     pub fn loss(&self, ids: &[u32], targets: &[i64], b: usize, t: usize) -> Result<Tensor> {
-        let logits = self.forward(ids, b, t)?; // (B, T, V)
-        cross_entropy(
-            &logits.reshape(&[b * t, self.cfg.vocab_size])?,
-            targets,
-            CrossEntropyOpts::default(),
-        )
+        let h = self.hidden(ids, b, t, None)?; // (B, T, C)
+        let w = match &self.lm_head {
+            Some(head) => &head.weight,
+            None => &self.embed_tokens.weight,
+        };
+        linear_cross_entropy(&h.reshape(&[b * t, self.cfg.hidden_size])?, w, targets)
     }
 
     /// Feeds `ids` (one sequence) after the tokens in `cache` and returns the logits of the

@@ -114,6 +114,17 @@ pub fn arms(name: &str, base: &RunConfig) -> Result<Vec<(String, RunConfig)>> {
                     c.moe_balance = Balance::AuxFree;
                 }),
             ),
+            // V3's gamma = 0.001 moves a bias by at most 0.001 per step: a few hundred steps
+            // move it less than the spread of the sigmoid scores. A short run needs a faster
+            // update to reach the balanced state the paper reports.
+            (
+                "aux-free-g0.01".into(),
+                arm_v3(&|c| {
+                    c.num_nextn_predict_layers = 0;
+                    c.moe_balance = Balance::AuxFree;
+                    c.bias_update_speed = 0.01;
+                }),
+            ),
         ],
         "mtp" => vec![
             (
@@ -363,7 +374,7 @@ mod tests {
     fn arms_differ_only_where_the_experiment_says() {
         let base = RunConfig::preset("tiny").unwrap();
         let b = arms("balance", &base).unwrap();
-        assert_eq!(b.len(), 3);
+        assert_eq!(b.len(), 4);
         for (_, c) in &b {
             assert_eq!(
                 (c.steps, c.seed, c.batch_size),

@@ -6,7 +6,7 @@
 //! multi-head model with a 8/3 d SwiGLU is the paper's `72 n_layer d^2 + 12 n_layer d l_seq`.
 //! Compute C = M D for D training tokens.
 
-use ferrolab_models::LmConfig;
+use ferrolab_models::{LmConfig, V3Config};
 
 /// `eta_opt = 0.3118 C^-0.1250`.
 pub fn eta_opt(c: f64) -> f64 {
@@ -46,6 +46,31 @@ pub fn m_of(cfg: &LmConfig, l: usize) -> f64 {
         * cfg.num_attention_heads as f64
         * (2 * cfg.head_dim()) as f64;
     6.0 * matmul + attn
+}
+
+/// M of a DeepSeek-V3-style config at sequence length `l`: 6 x the matmul parameters one token
+/// uses (routed experts counted `num_experts_per_tok` times, not all of them; MTP modules
+/// left out, as they are not part of the model at inference) plus MLA's attention term
+/// `6 n l H (d_qk + d_v)`.
+pub fn m_of_v3(cfg: &V3Config, l: usize) -> f64 {
+    let main = V3Config {
+        num_nextn_predict_layers: 0,
+        ..cfg.clone()
+    };
+    let (_, active) = main.num_params();
+    let (c, n) = (cfg.hidden_size, cfg.num_hidden_layers);
+    let emb = cfg.vocab_size * c * if cfg.tie_word_embeddings { 1 } else { 2 };
+    let moe_layers = (0..n).filter(|&i| cfg.is_moe_layer(i)).count();
+    let not_matmul = emb
+        + c
+        + n * (2 * c + cfg.kv_lora_rank + cfg.q_lora_rank)
+        + moe_layers * cfg.n_routed_experts;
+    let attn = 6.0
+        * n as f64
+        * l as f64
+        * cfg.num_attention_heads as f64
+        * (cfg.qk_head_dim() + cfg.v_head_dim) as f64;
+    6.0 * (active - not_matmul) as f64 + attn
 }
 
 /// A plan for a compute budget.
@@ -184,5 +209,32 @@ mod tests {
                 p.m * p.d
             );
         }
+    }
+
+    #[test]
+    fn deepseek_v3_counts_671b_total_37b_active_and_576_cached_numbers() {
+        let cfg: V3Config = serde_json::from_str(
+            r#"{"vocab_size":129280,"hidden_size":7168,"intermediate_size":18432,
+            "moe_intermediate_size":2048,"num_hidden_layers":61,"num_attention_heads":128,
+            "q_lora_rank":1536,"kv_lora_rank":512,"qk_nope_head_dim":128,"qk_rope_head_dim":64,
+            "v_head_dim":128,"n_routed_experts":256,"n_shared_experts":1,"num_experts_per_tok":8,
+            "n_group":8,"topk_group":4,"routed_scaling_factor":2.5,"first_k_dense_replace":3,
+            "num_nextn_predict_layers":0,"max_position_embeddings":4096}"#,
+        )
+        .unwrap();
+        let (total, active) = cfg.num_params();
+        // the paper: 671B total, 37B activated per token (main model, MTP excluded)
+        assert!((total as f64 / 671e9 - 1.0).abs() < 0.005, "{total}");
+        assert!((active as f64 / 37e9 - 1.0).abs() < 0.03, "{active}");
+        assert_eq!(cfg.kv_cache_elems_per_token_per_layer(), 576);
+        // M: 6 x the active non-embedding matmul parameters plus attention, which at 4096
+        // tokens adds 6 * 61 * 4096 * 128 * (192 + 128) = 6.14e10
+        let m = m_of_v3(&cfg, 4096);
+        let non_emb = active as f64 - 2.0 * 129280.0 * 7168.0;
+        let attn = 6.0 * 61.0 * 4096.0 * 128.0 * 320.0;
+        assert!(
+            (m - attn) / (6.0 * non_emb) > 0.999 && (m - attn) / (6.0 * non_emb) < 1.0,
+            "{m}"
+        );
     }
 }

@@ -405,20 +405,40 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     };
     let mut wt = Vec::new();
     if rows < SMALL_ROWS {
-        // element `e` of y is (row e / o, column e % o); chunks of columns run in parallel
-        // when the weight is large enough to pay for waking the threads
-        let work = |(c, yc): (usize, &mut [f32])| {
-            for (k, ye) in yc.iter_mut().enumerate() {
-                let e = c * DIRECT_CHUNK + k;
-                let (r, j) = (e / o, e % o);
-                let d = crate::math::dot(&xc[r * i..(r + 1) * i], &wc[j * i..(j + 1) * i]);
-                *ye = if accumulate { *ye + d } else { d };
+        // each weight row is read once for all input rows (decoding a few tokens at a time
+        // is bound by reading the weights): tasks take blocks of output columns and return
+        // their (rows x block) results, scattered into y afterwards
+        let block = (DIRECT_CHUNK / rows).max(1);
+        let work = |jb: usize| -> Vec<f32> {
+            let j0 = jb * block;
+            let j1 = (j0 + block).min(o);
+            let mut part = vec![0f32; rows * (j1 - j0)];
+            for j in j0..j1 {
+                let wj = &wc[j * i..(j + 1) * i];
+                for r in 0..rows {
+                    part[r * (j1 - j0) + j - j0] = crate::math::dot(&xc[r * i..(r + 1) * i], wj);
+                }
             }
+            part
         };
-        if rows * o * i >= 1 << 20 {
-            y.par_chunks_mut(DIRECT_CHUNK).enumerate().for_each(work);
+        let blocks = o.div_ceil(block);
+        let parts: Vec<Vec<f32>> = if rows * o * i >= 1 << 20 {
+            (0..blocks).into_par_iter().map(work).collect()
         } else {
-            y.chunks_mut(DIRECT_CHUNK).enumerate().for_each(work);
+            (0..blocks).map(work).collect()
+        };
+        for (jb, part) in parts.iter().enumerate() {
+            let j0 = jb * block;
+            let w = part.len() / rows;
+            for r in 0..rows {
+                let dst = &mut y[r * o + j0..r * o + j0 + w];
+                let src = &part[r * w..(r + 1) * w];
+                if accumulate {
+                    dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
+                } else {
+                    dst.copy_from_slice(src);
+                }
+            }
         }
     } else {
         wt = transpose_copy(&wc, o, i); // (in, out)
