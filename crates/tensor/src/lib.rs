@@ -33,7 +33,8 @@ pub use autograd::{
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use ops::attention::{
-    packed_gqa_attention, packed_qkv_attention, scaled_dot_product_attention, AttnMask,
+    attention_bthd, packed_gqa_attention, packed_qkv_attention, scaled_dot_product_attention,
+    AttnMask,
 };
 pub use ops::conv::{avg_pool2d, conv2d, max_pool2d, Conv2dOpts};
 pub use ops::fused_ce::linear_cross_entropy;

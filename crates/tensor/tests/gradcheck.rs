@@ -1038,6 +1038,20 @@ fn moe_experts_dispatch() {
         |xs| moe_fused(xs, &idx),
         |xs| moe_reference(xs, &idx, 2),
     );
+    // a busy expert is split into work items of 512 rows: 1100 tokens all routed to expert 0
+    // in their first slot (three items) and spread over the others in the second
+    let n = 1100;
+    let big_idx: Vec<usize> = (0..2 * n)
+        .map(|p| if p % 2 == 0 { 0 } else { 1 + (p / 2) % 3 })
+        .collect();
+    let big = moe_case(&mut d, n, 4, 2, 4, 3);
+    common::check_same(
+        "moe_experts with split work items vs per-token reference",
+        &big,
+        1e-5,
+        |xs| moe_fused(xs, &big_idx),
+        |xs| moe_reference(xs, &big_idx, 2),
+    );
     // bad input is a typed error naming the problem
     let e = moe_fused(&xs, &[0, 1, 2, 0, 1, 2, 0, 2, 1, 7])
         .unwrap_err()
@@ -1152,4 +1166,45 @@ fn linear_cross_entropy_fused() {
     assert!(e.contains("target 11"), "{e}");
     let all_ignored = ferrolab_tensor::linear_cross_entropy(&h, &w, &vec![-100; n]).unwrap();
     assert!(all_ignored.item().unwrap().is_nan());
+}
+
+#[test]
+fn attention_on_token_major_operands() {
+    let mut d = Data::new(97);
+    // (b, t, s, h, hkv, dk, dv): causal with a cached prefix, grouped heads, Dk != Dv
+    for (b, tt, s, h, hkv, dk, dv) in [
+        (2, 5, 5, 2, 2, 6, 4),
+        (1, 3, 7, 4, 2, 5, 3),
+        (1, 40, 40, 2, 1, 4, 6),
+    ] {
+        let q = d.randn(&[b, tt, h, dk]);
+        let k = d.randn(&[b, s, hkv, dk]);
+        // v as a strided view: every other channel block of a wider tensor
+        let vw = d.randn(&[b, s, hkv, dv + 2]);
+        let f = move |xs: &[Tensor]| -> Result<Tensor> {
+            let v = xs[2].narrow(3, 2, dv)?;
+            ferrolab_tensor::attention_bthd(&xs[0], &xs[1], &v, AttnMask::Causal, None)
+        };
+        if tt <= 5 {
+            check_grad("attention_bthd", [q.clone(), k.clone(), vw.clone()], f);
+        }
+        common::check_same(
+            "attention_bthd vs scaled_dot_product_attention on transposed views",
+            [q, k, vw],
+            1e-5,
+            f,
+            move |xs| {
+                let tr = |x: &Tensor| x.permute(&[0, 2, 1, 3]);
+                let v = xs[2].narrow(3, 2, dv)?;
+                scaled_dot_product_attention(
+                    &tr(&xs[0])?,
+                    &tr(&xs[1])?,
+                    &tr(&v)?,
+                    AttnMask::Causal,
+                    None,
+                )?
+                .permute(&[0, 2, 1, 3])
+            },
+        );
+    }
 }

@@ -22,7 +22,8 @@
 
 use ferrolab_nn::{Init, Linear, RmsNorm, Vars};
 use ferrolab_tensor::{
-    cat, head_cat, rope_tail, scaled_dot_product_attention, AttnMask, Result, RopeLayout, Tensor,
+    attention_bthd, cat, head_cat, rope_tail, scaled_dot_product_attention, AttnMask, Result,
+    RopeLayout, Tensor,
 };
 
 use super::config::V3Config;
@@ -47,7 +48,7 @@ pub enum QProj {
     },
 }
 
-/// Cached state of one layer: `(k, v)` `(B, H, S, ..)` for the naive path, `(c', k_pe)`
+/// Cached state of one layer: `(k, v)` `(B, S, H, ..)` for the naive path, `(c', k_pe)`
 /// `(B, 1, S, d_c)` and `(B, 1, S, d_rope)` for the absorbed one.
 pub type LayerCache = Option<(Tensor, Tensor)>;
 
@@ -165,8 +166,8 @@ impl Mla {
         let heads = |x: &Tensor, d: usize| -> Result<Tensor> {
             x.reshape(&[b, t, h, d])?.permute(&[0, 2, 1, 3]) // (B, H, T, d) view
         };
-        let q = heads(&q, nope + r)?; // (B, H, T, qk)
         let y = if absorbed {
+            let q = heads(&q, nope + r)?; // (B, H, T, qk)
             let kv_w = self
                 .kv_b_proj
                 .weight
@@ -186,29 +187,32 @@ impl Mla {
                 }
                 *slot = Some((lat.clone(), kpe.clone()));
             }
+            // multi-query attention over the latents; the values are the latents themselves
             let k = cat(&[&lat, &kpe], 3)?; // (B, 1, S, d_c + r)
-                                            // multi-query attention over the latents; values are the latents themselves
             let o =
                 scaled_dot_product_attention(&q, &k, &lat, AttnMask::Causal, Some(self.scale()))?;
-            o.matmul(&w_uv.transpose(1, 2)?)? // (B, H, T, d_v)
+            o.matmul(&w_uv.transpose(1, 2)?)?.permute(&[0, 2, 1, 3])? // (B, T, H, d_v) view
         } else {
             let kv = self.kv_b_proj.forward(&c)?; // (B, T, H (d_nope + d_v))
                                                   // per head [k_nope | shared rope key], one contiguous pass
-            let k = head_cat(&kv, h, nope, &kv_a, self.latent, r)?; // (B, T, H qk)
-            let mut k = heads(&k, nope + r)?;
-            let mut v = heads(&kv, nope + dv)?.narrow(3, nope, dv)?;
+            let mut k =
+                head_cat(&kv, h, nope, &kv_a, self.latent, r)?.reshape(&[b, t, h, nope + r])?;
+            let mut v = kv.reshape(&[b, t, h, nope + dv])?.narrow(3, nope, dv)?; // view
             if let Some(slot) = cache {
+                // cached token-major: (B, S, H, ..)
                 if let Some((pk, pv)) = slot.take() {
-                    k = cat(&[&pk, &k], 2)?;
-                    v = cat(&[&pv, &v], 2)?;
+                    k = cat(&[&pk, &k], 1)?;
+                    v = cat(&[&pv, &v], 1)?;
                 } else {
-                    (k, v) = (k.contiguous(), v.contiguous());
+                    v = v.contiguous();
                 }
                 *slot = Some((k.clone(), v.clone()));
             }
-            scaled_dot_product_attention(&q, &k, &v, AttnMask::Causal, Some(self.scale()))?
-        }; // (B, H, T, d_v)
-        let y = y.permute(&[0, 2, 1, 3])?.reshape(&[b, t, h * dv])?;
+            // attention on token-major operands: no head transposes forward or backward
+            let q = q.reshape(&[b, t, h, nope + r])?;
+            attention_bthd(&q, &k, &v, AttnMask::Causal, Some(self.scale()))?
+        }; // (B, T, H, d_v)
+        let y = y.reshape(&[b, t, h * dv])?;
         self.o_proj.forward(&y)
     }
 }

@@ -215,9 +215,11 @@ impl MlaCache {
         if len >= self.len {
             return Ok(());
         }
+        // the absorbed cache is (B, 1, S, ..), the naive one (B, S, H, ..)
+        let dim = if self.absorbed { 2 } else { 1 };
         for (a, b) in self.layers.iter_mut().flatten() {
-            *a = a.narrow(2, 0, len)?.contiguous();
-            *b = b.narrow(2, 0, len)?.contiguous();
+            *a = a.narrow(dim, 0, len)?.contiguous();
+            *b = b.narrow(dim, 0, len)?.contiguous();
         }
         self.len = len;
         Ok(())

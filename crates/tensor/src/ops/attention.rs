@@ -450,6 +450,76 @@ pub fn scaled_dot_product_attention(
     ))
 }
 
+/// [`scaled_dot_product_attention`] on operands stored token-major: `q` `(B, T, H, Dk)`, `k`
+/// `(B, S, Hkv, Dk)`, `v` `(B, S, Hkv, Dv)` (any strides, e.g. views into a projection),
+/// returning `(B, T, H, Dv)` contiguous, so `reshape(B, T, H Dv)` feeds the output projection
+/// directly. The gradients come back in the same token-major layout: no transposes of the
+/// heads forward or backward (multi-head latent attention uses it with `Dk != Dv`).
+pub fn attention_bthd(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: AttnMask<'_>,
+    scale: Option<f32>,
+) -> Result<Tensor> {
+    let op = "attention_bthd";
+    let [b, t, h, dk] = q.dims::<4>(op)?;
+    let [bk, s, hkv, dk2] = k.dims::<4>(op)?;
+    let [bv, sv, hv, dv] = v.dims::<4>(op)?;
+    if bk != b || bv != b || dk2 != dk || hv != hkv || sv != s || hkv == 0 || h % hkv != 0 {
+        return invalid(
+            op,
+            format!(
+                "incompatible q {:?}, k {:?}, v {:?} (want q (B,T,H,D), k (B,S,Hkv,D), v (B,S,Hkv,Dv), H % Hkv == 0)",
+                q.shape(),
+                k.shape(),
+                v.shape()
+            ),
+        );
+    }
+    let geo = geometry(op, [b, h, hkv, t, s, dk, dv], mask, scale)?;
+    // (b, t, h, d) strides read as the (b, h, t, d) layout the kernels index
+    let src = |x: &Tensor| {
+        let st = x.strides();
+        Src {
+            buf: x.storage(),
+            l: Layout {
+                off: x.offset(),
+                sb: st[0],
+                sh: st[2],
+                st: st[1],
+                sd: st[3],
+            },
+        }
+    };
+    let (qs, ks, vs) = (src(q), src(k), src(v));
+    let mut out = super::alloc_out(b * t * h * dv);
+    let ol = Layout::dense(h, t, dv, true);
+    let p = forward(&geo, &qs, &ks, &vs, SendPtr(out.as_mut_ptr()), ol);
+    Ok(Tensor::from_op(
+        out,
+        vec![b, t, h, dv],
+        &[q, k, v],
+        op,
+        move |g: Vec<f32>, _| {
+            let go = Src {
+                buf: Arc::new(g),
+                l: Layout::dense(h, t, dv, true),
+            };
+            let mut gq = super::alloc_out(b * h * t * dk);
+            let mut gk = vec![0f32; b * hkv * s * dk];
+            let mut gv = vec![0f32; b * hkv * s * dv];
+            let dest = Dest {
+                dq: (SendPtr(gq.as_mut_ptr()), Layout::dense(h, t, dk, true)),
+                dk: (SendPtr(gk.as_mut_ptr()), Layout::dense(hkv, s, dk, true)),
+                dv: (SendPtr(gv.as_mut_ptr()), Layout::dense(hkv, s, dv, true)),
+            };
+            backward(&geo, &p, &go, &qs, &ks, &vs, &dest);
+            Ok(vec![Some(gq), Some(gk), Some(gv)])
+        },
+    ))
+}
+
 /// Multi-head attention over a fused projection: `qkv` `(B, T, 3 * H * D)` holds q, k and v
 /// side by side (the layout of a single `Linear(C, 3C)`, GPT-2's `c_attn`); the result is
 /// `(B, T, H * D)`, ready for the output projection. Same maths as

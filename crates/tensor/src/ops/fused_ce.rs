@@ -18,7 +18,7 @@ use crate::math;
 use crate::tensor::Tensor;
 
 /// Rows per block.
-const BLOCK: usize = 128;
+const BLOCK: usize = 256;
 
 /// Mean cross-entropy of `linear(h, w)` against `targets` (`-100` ignored), i.e.
 /// `cross_entropy(linear(h, w, None), targets, Default::default())` without materialising
@@ -120,28 +120,39 @@ pub fn linear_cross_entropy(h: &Tensor, w: &Tensor, targets: &[i64]) -> Result<T
         loss
     };
     let (total, gwt) = if track {
-        dh.par_chunks_mut(BLOCK * c)
-            .zip(hc.par_chunks(BLOCK * c))
-            .zip(targets.par_chunks(BLOCK))
-            .fold(
-                || (0f64, Vec::new()),
-                |(l, mut acc), ((dhb, hb), tb)| {
-                    let lb = block(hb, tb, Some(dhb), &mut acc);
-                    (l + lb, acc)
-                },
-            )
-            .reduce(
-                || (0f64, Vec::new()),
-                |(la, mut a), (lb, b)| {
-                    if a.is_empty() {
-                        return (la + lb, b);
-                    }
-                    if !b.is_empty() {
-                        super::add_assign(&mut a, &b);
-                    }
-                    (la + lb, a)
-                },
-            )
+        // one weight-gradient accumulator per thread: each task takes a contiguous run of
+        // blocks
+        let blocks = n.div_ceil(BLOCK);
+        let per_task = blocks.div_ceil(rayon::current_num_threads().max(1)).max(1);
+        let rows = per_task * BLOCK;
+        let parts: Vec<(f64, Vec<f32>)> = dh
+            .par_chunks_mut(rows * c)
+            .zip(hc.par_chunks(rows * c))
+            .zip(targets.par_chunks(rows))
+            .map(|((dhs, hs), ts)| {
+                let mut acc = Vec::new();
+                let mut l = 0f64;
+                for ((dhb, hb), tb) in dhs
+                    .chunks_mut(BLOCK * c)
+                    .zip(hs.chunks(BLOCK * c))
+                    .zip(ts.chunks(BLOCK))
+                {
+                    l += block(hb, tb, Some(dhb), &mut acc);
+                }
+                (l, acc)
+            })
+            .collect();
+        let mut total = 0f64;
+        let mut gwt: Vec<f32> = Vec::new();
+        for (l, acc) in parts {
+            total += l;
+            if gwt.is_empty() {
+                gwt = acc;
+            } else if !acc.is_empty() {
+                super::add_assign(&mut gwt, &acc);
+            }
+        }
+        (total, gwt)
     } else {
         let l = hc
             .par_chunks(BLOCK * c)

@@ -27,12 +27,17 @@ pub struct ExpertWeights<'a> {
     pub down: &'a Tensor,
 }
 
+/// Rows per work item: an expert with more token-slots is split into several items.
+const ITEM_ROWS: usize = 512;
+
 /// An expert's `[Wg; Wu]^T` `(C, 2F)` and `Wd^T` `(F, C)`, row-major for `gemm`.
 type Transposed = (Vec<f32>, Vec<f32>);
 
 /// What one expert computed in the forward, kept for the backward.
 struct Saved {
-    /// `(token, slot)` pairs routed to this expert, in token order.
+    /// The expert.
+    expert: usize,
+    /// `(token, slot)` pairs of this work item (routed to `expert`), in token order.
     rows: Vec<(usize, usize)>,
     /// `[G | U]` `(n_e, 2F)`.
     gu: Vec<f32>,
@@ -107,15 +112,9 @@ pub fn moe_experts(
             )
         })
         .collect();
-    let run = |(r, (gut, dt)): (Vec<(usize, usize)>, &Transposed)| -> Saved {
+    let run = |(e, r): (usize, Vec<(usize, usize)>)| -> Saved {
+        let (gut, dt) = &mats[e];
         let m = r.len();
-        if m == 0 {
-            return Saved {
-                rows: r,
-                gu: Vec::new(),
-                y: Vec::new(),
-            };
-        }
         let mut xe = alloc_out(m * c);
         for (dst, &(t, _)) in xe.chunks_exact_mut(c).zip(&r) {
             dst.copy_from_slice(&xc[t * c..(t + 1) * c]);
@@ -158,10 +157,26 @@ pub fn moe_experts(
                 par(false),
             );
         }
-        Saved { rows: r, gu, y }
+        Saved {
+            expert: e,
+            rows: r,
+            gu,
+            y,
+        }
     };
-    // experts side by side on the pool, each product on one thread
-    let saved: Vec<Saved> = rows.into_par_iter().zip(mats.par_iter()).map(run).collect();
+    // work items of at most ITEM_ROWS rows of one expert, side by side on the pool, each
+    // product on one thread: a busy expert (unbalanced routing) is split over the threads
+    // instead of keeping one of them busy alone
+    let items: Vec<(usize, Vec<(usize, usize)>)> = rows
+        .into_iter()
+        .enumerate()
+        .flat_map(|(e, r)| {
+            r.chunks(ITEM_ROWS)
+                .map(|ch| (e, ch.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let saved: Vec<Saved> = items.into_par_iter().map(run).collect();
     drop(mats);
     let mut out = vec![0f32; n * c];
     for s in &saved {
@@ -189,18 +204,11 @@ pub fn moe_experts(
         move |g: Vec<f32>, needs| {
             let need_x = needs[0];
             let need_w = needs[1];
-            // per expert: (gx rows (m, C), gate/up grad (2F, C), down grad (C, F), gw per row)
+            // per work item: (gx rows (m, C), gate/up grad (2F, C), down grad (C, F), gw per row)
             type Grads = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
-            let back = |(s, (wg, wu, wd)): (&Saved, &(Tensor, Tensor, Tensor))| -> Grads {
+            let back = |s: &Saved| -> Grads {
+                let (wg, wu, wd) = &wts[s.expert];
                 let m = s.rows.len();
-                if m == 0 {
-                    return (
-                        Vec::new(),
-                        vec![0f32; 2 * f * c],
-                        vec![0f32; c * f],
-                        Vec::new(),
-                    );
-                }
                 // routing-weight gradient: <g[n], Ye[r]>
                 let gw: Vec<f32> = if need_w {
                     s.rows
@@ -321,7 +329,7 @@ pub fn moe_experts(
                 }
                 (gx, gwgu, gwd, gw)
             };
-            let grads: Vec<Grads> = saved.par_iter().zip(wts.par_iter()).map(back).collect();
+            let grads: Vec<Grads> = saved.par_iter().map(back).collect();
             let mut out: Vec<Option<Vec<f32>>> = Vec::with_capacity(2 + 3 * ne);
             if need_x {
                 let mut gx = vec![0f32; n * c];
@@ -348,7 +356,19 @@ pub fn moe_experts(
             } else {
                 out.push(None);
             }
-            for (e, (_, gwgu, gwd, _)) in grads.into_iter().enumerate() {
+            // weight gradients: the items of each expert summed (zeros for an idle expert)
+            let mut per: Vec<Option<(Vec<f32>, Vec<f32>)>> = (0..ne).map(|_| None).collect();
+            for (s, (_, gwgu, gwd, _)) in saved.iter().zip(grads) {
+                match &mut per[s.expert] {
+                    Some((a, b)) => {
+                        super::add_assign(a, &gwgu);
+                        super::add_assign(b, &gwd);
+                    }
+                    slot => *slot = Some((gwgu, gwd)),
+                }
+            }
+            for (e, p) in per.into_iter().enumerate() {
+                let (gwgu, gwd) = p.unwrap_or_else(|| (vec![0f32; 2 * f * c], vec![0f32; c * f]));
                 let (gg, gu) = gwgu.split_at(f * c);
                 let want = |i: usize| needs[2 + 3 * e + i];
                 out.push(want(0).then(|| gg.to_vec()));
