@@ -1,3 +1,6 @@
+//! Probe: the fused output head + cross-entropy (`linear_cross_entropy`) against `linear` +
+//! `cross_entropy` at 4096 rows, width 256, vocabulary 2048, forward + backward.
+//! `cargo run --release -p ferrolab-tensor --example lce_bench`
 use ferrolab_tensor::{cross_entropy, linear, linear_cross_entropy, Tensor};
 use std::time::Instant;
 fn main() {

@@ -1,3 +1,6 @@
+//! Probe: the routed-expert op (`moe_experts`) forward and backward at the tiny preset's shape
+//! (4096 token rows, width 256, 8 experts of 176, top-2), with balanced and with skewed routing
+//! (half the slots on one expert). `cargo run --release -p ferrolab-tensor --example moe_bench`
 use ferrolab_tensor::{moe_experts, ExpertWeights, Tensor};
 use std::time::Instant;
 fn main() {

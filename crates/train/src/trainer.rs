@@ -455,8 +455,11 @@ impl Trainer {
             }
             self.run.log_metrics(&line)?;
             pb.set_position(self.step as u64);
+            // the next-token loss (what the validation loss measures); the total adds the
+            // MTP and balance terms
+            let main = main_sum / accum;
             pb.set_message(format!(
-                "loss {loss:.3}  lr {lr:.2e}  {:.0} tok/s",
+                "loss {main:.3}  lr {lr:.2e}  {:.0} tok/s",
                 tok_rate
             ));
             let last = self.step == cfg.steps;
@@ -474,12 +477,17 @@ impl Trainer {
                     line["val_max_vio_global"] = json!(e.max_vio_global);
                 }
                 self.run.log_metrics(&line)?;
+                let total = if (loss - main).abs() > 1e-6 {
+                    format!(" (total with MTP and balance terms {loss:.4})")
+                } else {
+                    String::new()
+                };
                 say(
                     &pb,
                     format!(
-                    "step {:>6}  train loss {loss:.4}  val loss {vl:.4}  val bits/byte {bpb:.4}",
-                    self.step
-                ),
+                        "step {:>6}  train loss {main:.4}{total}  val loss {vl:.4}  val bits/byte {bpb:.4}",
+                        self.step
+                    ),
                 );
             }
             if last || (cfg.snapshot_every > 0 && self.step.is_multiple_of(cfg.snapshot_every)) {
