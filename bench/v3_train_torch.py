@@ -6,7 +6,7 @@ The model is written the way a PyTorch user would (no torch.compile):
 - DeepSeekMoE layers after the first `first_k_dense_replace` dense SwiGLU layers: sigmoid (or softmax
   for moe_balance="aux_loss") router with group-limited top-k, a selection-only bias updated after each
   step for "aux_free", routed experts dispatched by sorting token-slots by expert, plus shared experts;
-- balance loss (sequence-wise for aux_free+seq_aux, batch-wise for aux_loss), D MTP modules sharing
+- balance loss (sequence-wise for aux_free+seq_aux, batch-wise for aux_loss, none otherwise), D MTP modules sharing
   embedding and head.
 One step = forward + loss + backward + global-norm clip + AdamW (decay on matrices only) + the aux-free
 bias update. Batches are random windows of a fixed random token stream. Prints `tokens_per_s_median=`
@@ -160,11 +160,11 @@ class MoE(nn.Module):
         self.load = counts
 
         aux = x.new_zeros(())
-        if ALPHA > 0 and BAL != "none":
-            if BAL == "aux_loss" or not SEQ_AUX:  # batch-wise over all N tokens
-                p = s if BAL == "aux_loss" else s / s.sum(-1, keepdim=True)
+        # as ferrolab: aux_free without seq_aux has no balance loss
+        if ALPHA > 0 and (BAL == "aux_loss" or (BAL == "aux_free" and SEQ_AUX)):
+            if BAL == "aux_loss":  # batch-wise over all N tokens
                 f = counts.to(x.dtype) * (E / (K * n))
-                aux = ALPHA * (f * p.mean(0)).sum()
+                aux = ALPHA * (f * s.mean(0)).sum()
             else:  # sequence-wise (aux_free + seq_aux)
                 p = (s / s.sum(-1, keepdim=True)).view(b, t, E).mean(1)  # (B, E)
                 cnt = torch.zeros(b, E, dtype=x.dtype).scatter_add_(
