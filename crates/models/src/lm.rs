@@ -182,6 +182,30 @@ impl LmConfig {
     }
 }
 
+/// Checks ids `(B, T)` fed after `past` cached tokens against the position table and the
+/// vocabulary; the error names the problem.
+pub(crate) fn check_ids(
+    op: &'static str,
+    ids: &[u32],
+    (b, t, past): (usize, usize, usize),
+    max_positions: usize,
+    vocab: usize,
+) -> Result<()> {
+    let bad = |msg: String| Err(Error::Invalid { op, msg });
+    if b == 0 || t == 0 || ids.len() != b * t {
+        return bad(format!("{} ids for batch {b} x time {t}", ids.len()));
+    }
+    if past + t > max_positions {
+        return bad(format!(
+            "{past} cached + {t} new tokens exceed max_position_embeddings ({max_positions})"
+        ));
+    }
+    if let Some(&id) = ids.iter().find(|&&i| i as usize >= vocab) {
+        return bad(format!("token id {id} is outside the vocabulary ({vocab})"));
+    }
+    Ok(())
+}
+
 /// `o_proj(attention(rope(q_proj x), rope(k_proj x), v_proj x))`.
 #[derive(Clone)]
 pub struct Attention {
@@ -443,28 +467,13 @@ impl Lm {
     }
 
     fn check_ids(&self, ids: &[u32], b: usize, t: usize, past: usize) -> Result<()> {
-        let bad = |msg: String| {
-            Err(Error::Invalid {
-                op: "Lm::forward",
-                msg,
-            })
-        };
-        if b == 0 || t == 0 || ids.len() != b * t {
-            return bad(format!("{} ids for batch {b} x time {t}", ids.len()));
-        }
-        if past + t > self.cfg.max_position_embeddings {
-            return bad(format!(
-                "{past} cached + {t} new tokens exceed max_position_embeddings ({})",
-                self.cfg.max_position_embeddings
-            ));
-        }
-        if let Some(&id) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
-            return bad(format!(
-                "token id {id} is outside the vocabulary ({})",
-                self.cfg.vocab_size
-            ));
-        }
-        Ok(())
+        check_ids(
+            "Lm::forward",
+            ids,
+            (b, t, past),
+            self.cfg.max_position_embeddings,
+            self.cfg.vocab_size,
+        )
     }
 
     /// Final hidden states for ids `(B, T)` at positions `past..past + T`.

@@ -331,28 +331,13 @@ impl DeepseekV3 {
     }
 
     fn check_ids(&self, ids: &[u32], b: usize, t: usize, past: usize) -> Result<()> {
-        let bad = |msg: String| {
-            Err(Error::Invalid {
-                op: "DeepseekV3",
-                msg,
-            })
-        };
-        if t == 0 || ids.len() != b * t {
-            return bad(format!("{} ids for a ({b}, {t}) batch", ids.len()));
-        }
-        if past + t > self.cfg.max_position_embeddings {
-            return bad(format!(
-                "{past} cached + {t} new tokens exceed max_position_embeddings ({})",
-                self.cfg.max_position_embeddings
-            ));
-        }
-        if let Some(&id) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
-            return bad(format!(
-                "token id {id} is outside the vocabulary ({})",
-                self.cfg.vocab_size
-            ));
-        }
-        Ok(())
+        crate::lm::check_ids(
+            "DeepseekV3",
+            ids,
+            (b, t, past),
+            self.cfg.max_position_embeddings,
+            self.cfg.vocab_size,
+        )
     }
 
     fn tables(&self, past: usize, t: usize) -> Result<(Tensor, Tensor)> {

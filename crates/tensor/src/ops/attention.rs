@@ -396,58 +396,7 @@ pub fn scaled_dot_product_attention(
     mask: AttnMask<'_>,
     scale: Option<f32>,
 ) -> Result<Tensor> {
-    let op = "scaled_dot_product_attention";
-    let [b, h, t, dk] = q.dims::<4>(op)?;
-    let [bk, hkv, s, dk2] = k.dims::<4>(op)?;
-    let [bv, hv, sv, dv] = v.dims::<4>(op)?;
-    if bk != b || bv != b || dk2 != dk || hv != hkv || sv != s || hkv == 0 || h % hkv != 0 {
-        return invalid(
-            op,
-            format!(
-                "incompatible q {:?}, k {:?}, v {:?} (want q (B,H,T,D), k (B,Hkv,S,D), v (B,Hkv,S,Dv), H % Hkv == 0)",
-                q.shape(),
-                k.shape(),
-                v.shape()
-            ),
-        );
-    }
-    let geo = geometry(op, [b, h, hkv, t, s, dk, dv], mask, scale)?;
-    let src = |x: &Tensor| Src {
-        buf: x.storage(),
-        l: Layout::of(x),
-    };
-    let (qs, ks, vs) = (src(q), src(k), src(v));
-    let mut out = super::alloc_out(b * t * h * dv); // every head writes all its rows
-    let ol = Layout::dense(h, t, dv, true);
-    let p = forward(&geo, &qs, &ks, &vs, SendPtr(out.as_mut_ptr()), ol);
-    // (B, H, T, Dv) view of the (B, T, H, Dv) buffer
-    let strides = vec![t * h * dv, dv, h * dv, 1];
-    Ok(Tensor::from_op_strided(
-        Arc::new(out),
-        vec![b, h, t, dv],
-        strides,
-        0,
-        &[q, k, v],
-        op,
-        move |g: Vec<f32>, _| {
-            // g: (B, H, T, Dv) contiguous
-            let go = Src {
-                buf: Arc::new(g),
-                l: Layout::dense(h, t, dv, false),
-            };
-            // every row of every head is written (rows that see no key get k = 0 products, zeros)
-            let mut gq = super::alloc_out(b * h * t * dk);
-            let mut gk = vec![0f32; b * hkv * s * dk];
-            let mut gv = vec![0f32; b * hkv * s * dv];
-            let dest = Dest {
-                dq: (SendPtr(gq.as_mut_ptr()), Layout::dense(h, t, dk, false)),
-                dk: (SendPtr(gk.as_mut_ptr()), Layout::dense(hkv, s, dk, false)),
-                dv: (SendPtr(gv.as_mut_ptr()), Layout::dense(hkv, s, dv, false)),
-            };
-            backward(&geo, &p, &go, &qs, &ks, &vs, &dest);
-            Ok(vec![Some(gq), Some(gk), Some(gv)])
-        },
-    ))
+    attend("scaled_dot_product_attention", q, k, v, mask, scale, false)
 }
 
 /// [`scaled_dot_product_attention`] on operands stored token-major: `q` `(B, T, H, Dk)`, `k`
@@ -462,15 +411,40 @@ pub fn attention_bthd(
     mask: AttnMask<'_>,
     scale: Option<f32>,
 ) -> Result<Tensor> {
-    let op = "attention_bthd";
-    let [b, t, h, dk] = q.dims::<4>(op)?;
-    let [bk, s, hkv, dk2] = k.dims::<4>(op)?;
-    let [bv, sv, hv, dv] = v.dims::<4>(op)?;
+    attend("attention_bthd", q, k, v, mask, scale, true)
+}
+
+/// Both attention entry points: operands indexed `(B, H, T, D)`, or `(B, T, H, D)` when
+/// `bthd`. The output is always written token-major, `(B, T, H, Dv)`: returned as it is
+/// (`bthd`) or as its `(B, H, T, Dv)` view; gradients come back in the operands' order of
+/// dims.
+fn attend(
+    op: &'static str,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: AttnMask<'_>,
+    scale: Option<f32>,
+    bthd: bool,
+) -> Result<Tensor> {
+    // (B, X, Y, D) dims with X, Y = H, T (or T, H when token-major)
+    let dims = |x: &Tensor| -> Result<[usize; 4]> {
+        let [b, x1, x2, d] = x.dims::<4>(op)?;
+        Ok(if bthd { [b, x2, x1, d] } else { [b, x1, x2, d] })
+    };
+    let [b, h, t, dk] = dims(q)?;
+    let [bk, hkv, s, dk2] = dims(k)?;
+    let [bv, hv, sv, dv] = dims(v)?;
     if bk != b || bv != b || dk2 != dk || hv != hkv || sv != s || hkv == 0 || h % hkv != 0 {
+        let want = if bthd {
+            "q (B,T,H,D), k (B,S,Hkv,D), v (B,S,Hkv,Dv)"
+        } else {
+            "q (B,H,T,D), k (B,Hkv,S,D), v (B,Hkv,S,Dv)"
+        };
         return invalid(
             op,
             format!(
-                "incompatible q {:?}, k {:?}, v {:?} (want q (B,T,H,D), k (B,S,Hkv,D), v (B,S,Hkv,Dv), H % Hkv == 0)",
+                "incompatible q {:?}, k {:?}, v {:?} (want {want}, H % Hkv == 0)",
                 q.shape(),
                 k.shape(),
                 v.shape()
@@ -478,41 +452,48 @@ pub fn attention_bthd(
         );
     }
     let geo = geometry(op, [b, h, hkv, t, s, dk, dv], mask, scale)?;
-    // (b, t, h, d) strides read as the (b, h, t, d) layout the kernels index
     let src = |x: &Tensor| {
-        let st = x.strides();
+        let mut l = Layout::of(x);
+        if bthd {
+            // (b, t, h, d) strides read as the (b, h, t, d) layout the kernels index
+            (l.sh, l.st) = (l.st, l.sh);
+        }
         Src {
             buf: x.storage(),
-            l: Layout {
-                off: x.offset(),
-                sb: st[0],
-                sh: st[2],
-                st: st[1],
-                sd: st[3],
-            },
+            l,
         }
     };
     let (qs, ks, vs) = (src(q), src(k), src(v));
-    let mut out = super::alloc_out(b * t * h * dv);
+    let mut out = super::alloc_out(b * t * h * dv); // every head writes all its rows
     let ol = Layout::dense(h, t, dv, true);
     let p = forward(&geo, &qs, &ks, &vs, SendPtr(out.as_mut_ptr()), ol);
-    Ok(Tensor::from_op(
-        out,
-        vec![b, t, h, dv],
+    let (shape, strides) = if bthd {
+        (vec![b, t, h, dv], vec![t * h * dv, h * dv, dv, 1])
+    } else {
+        // (B, H, T, Dv) view of the (B, T, H, Dv) buffer
+        (vec![b, h, t, dv], vec![t * h * dv, dv, h * dv, 1])
+    };
+    Ok(Tensor::from_op_strided(
+        Arc::new(out),
+        shape,
+        strides,
+        0,
         &[q, k, v],
         op,
         move |g: Vec<f32>, _| {
+            // g: contiguous in the output's shape
             let go = Src {
                 buf: Arc::new(g),
-                l: Layout::dense(h, t, dv, true),
+                l: Layout::dense(h, t, dv, bthd),
             };
+            // every row of every head is written (rows that see no key get k = 0 products, zeros)
             let mut gq = super::alloc_out(b * h * t * dk);
             let mut gk = vec![0f32; b * hkv * s * dk];
             let mut gv = vec![0f32; b * hkv * s * dv];
             let dest = Dest {
-                dq: (SendPtr(gq.as_mut_ptr()), Layout::dense(h, t, dk, true)),
-                dk: (SendPtr(gk.as_mut_ptr()), Layout::dense(hkv, s, dk, true)),
-                dv: (SendPtr(gv.as_mut_ptr()), Layout::dense(hkv, s, dv, true)),
+                dq: (SendPtr(gq.as_mut_ptr()), Layout::dense(h, t, dk, bthd)),
+                dk: (SendPtr(gk.as_mut_ptr()), Layout::dense(hkv, s, dk, bthd)),
+                dv: (SendPtr(gv.as_mut_ptr()), Layout::dense(hkv, s, dv, bthd)),
             };
             backward(&geo, &p, &go, &qs, &ks, &vs, &dest);
             Ok(vec![Some(gq), Some(gk), Some(gv)])

@@ -121,16 +121,15 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: RopeLayout) -> Resul
     ))
 }
 
-fn rotate_packed(
+/// Runs `row(out_row, x_row, cos_t, sin_t)` over the rows `(B T, w)` of `x` in parallel, with
+/// the tables' row `t` of each row's position (`half` entries each).
+fn map_rows(
     x: &[f32],
     cos: &[f32],
     sin: &[f32],
-    (t, w, d, n_rot): (usize, usize, usize, usize),
-    layout: RopeLayout,
-    inverse: bool,
+    (t, w, half): (usize, usize, usize),
+    row: impl Fn(&mut [f32], &[f32], &[f32], &[f32]) + Sync,
 ) -> Vec<f32> {
-    let half = d / 2;
-    let sign = if inverse { -1.0 } else { 1.0 };
     let mut out = super::alloc_out(x.len());
     let rows_per = (super::chunk_len(x.len()) / w).max(1);
     out.par_chunks_mut(rows_per * w)
@@ -143,14 +142,28 @@ fn rotate_packed(
                     &cos[ti * half..(ti + 1) * half],
                     &sin[ti * half..(ti + 1) * half],
                 );
-                for j in 0..n_rot {
-                    let xr = &xrow[j * d..(j + 1) * d];
-                    rotate_head(xr, &mut orow[j * d..(j + 1) * d], c, s, layout, sign);
-                }
-                orow[n_rot * d..].copy_from_slice(&xrow[n_rot * d..]);
+                row(orow, xrow, c, s);
             }
         });
     out
+}
+
+fn rotate_packed(
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    (t, w, d, n_rot): (usize, usize, usize, usize),
+    layout: RopeLayout,
+    inverse: bool,
+) -> Vec<f32> {
+    let sign = if inverse { -1.0 } else { 1.0 };
+    map_rows(x, cos, sin, (t, w, d / 2), |orow, xrow, c, s| {
+        for j in 0..n_rot {
+            let xr = &xrow[j * d..(j + 1) * d];
+            rotate_head(xr, &mut orow[j * d..(j + 1) * d], c, s, layout, sign);
+        }
+        orow[n_rot * d..].copy_from_slice(&xrow[n_rot * d..]);
+    })
 }
 
 /// RoPE on a packed projection: `x` `(B, T, W)` holds heads of size `head_dim` side by side
@@ -213,28 +226,14 @@ fn rotate_tail(
     layout: RopeLayout,
     inverse: bool,
 ) -> Vec<f32> {
-    let half = tail / 2;
     let sign = if inverse { -1.0 } else { 1.0 };
-    let mut out = super::alloc_out(x.len());
-    let rows_per = (super::chunk_len(x.len()) / w).max(1);
-    out.par_chunks_mut(rows_per * w)
-        .zip(x.par_chunks(rows_per * w))
-        .enumerate()
-        .for_each(|(ci, (o, xs))| {
-            for (ri, (orow, xrow)) in o.chunks_exact_mut(w).zip(xs.chunks_exact(w)).enumerate() {
-                let ti = (ci * rows_per + ri) % t;
-                let (c, s) = (
-                    &cos[ti * half..(ti + 1) * half],
-                    &sin[ti * half..(ti + 1) * half],
-                );
-                for (og, xg) in orow.chunks_exact_mut(group).zip(xrow.chunks_exact(group)) {
-                    let keep = group - tail;
-                    og[..keep].copy_from_slice(&xg[..keep]);
-                    rotate_head(&xg[keep..], &mut og[keep..], c, s, layout, sign);
-                }
-            }
-        });
-    out
+    let keep = group - tail;
+    map_rows(x, cos, sin, (t, w, tail / 2), |orow, xrow, c, s| {
+        for (og, xg) in orow.chunks_exact_mut(group).zip(xrow.chunks_exact(group)) {
+            og[..keep].copy_from_slice(&xg[..keep]);
+            rotate_head(&xg[keep..], &mut og[keep..], c, s, layout, sign);
+        }
+    })
 }
 
 /// RoPE on the last `tail` channels of every group of `group` channels: `x` `(B, T, W)` with
