@@ -36,11 +36,7 @@ pub struct ExperimentArgs {
 }
 
 pub fn run(a: ExperimentArgs) -> Result<()> {
-    let threads = a.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let threads = crate::train::threads_or_all(a.threads);
     ferrolab_tensor::set_num_threads(threads)?;
     ferrolab_tensor::on_pool(move || -> Result<()> {
         let mut base = RunConfig::preset(&a.preset)?;

@@ -48,12 +48,17 @@ fn free_run_dir(preset: &str) -> PathBuf {
         .unwrap_or(base)
 }
 
-pub fn run(a: TrainArgs) -> Result<()> {
-    let threads = a.threads.unwrap_or_else(|| {
+/// `--threads`, or every core the machine has.
+pub fn threads_or_all(threads: Option<usize>) -> usize {
+    threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
-    });
+    })
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let threads = crate::train::threads_or_all(a.threads);
     ferrolab_tensor::set_num_threads(threads)?;
     ferrolab_tensor::on_pool(move || -> Result<()> {
         let stop = Arc::new(AtomicBool::new(false));

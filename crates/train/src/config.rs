@@ -69,7 +69,7 @@ impl RunConfig {
     pub const PRESETS: [&'static str; 4] = ["tiny", "small", "llama-tiny", "llama-small"];
 
     /// A named preset: `tiny` (a DeepSeek-V3-style model: MLA, DeepSeekMoE with
-    /// auxiliary-loss-free balancing, one MTP module; about ten minutes on two cores), `small`
+    /// auxiliary-loss-free balancing, one MTP module; about 12.5 minutes on two cores, measured), `small`
     /// (the same family, wider and deeper), `llama-tiny` and `llama-small` (the dense DeepSeek
     /// LLM / LLaMA decoder). All use a BPE vocabulary trained on the run's text.
     pub fn preset(name: &str) -> Result<RunConfig> {

@@ -15,27 +15,40 @@ fn dir(name: &str) -> PathBuf {
     d
 }
 
-fn cfg(steps: usize) -> RunConfig {
-    let c = RunConfig::preset("llama-tiny").unwrap();
-    let mut c = [
-        "model.hidden_size=32",
-        "model.intermediate_size=64",
-        "model.num_hidden_layers=2",
-        "model.num_attention_heads=2",
-        "model.num_key_value_heads=1",
-        "model.max_position_embeddings=32",
+/// `preset` shrunk by `model` settings, with the run settings every test here shares: byte
+/// tokens, 4 x 32-token batches, evaluation every 5 steps, a snapshot every 4.
+fn small(preset: &str, model: &[&str], steps: usize) -> RunConfig {
+    let run = [
         "batch_size=4",
         "seq_len=32",
         "eval_every=5",
         "eval_batches=2",
         "snapshot_every=4",
         "warmup_steps=2",
-    ]
-    .iter()
-    .fold(c, |c, s| c.set(s).unwrap());
+        "model.vocab_size=256",
+    ];
+    let mut c = model
+        .iter()
+        .chain(&run)
+        .fold(RunConfig::preset(preset).unwrap(), |c, s| c.set(s).unwrap());
     c.steps = steps;
     c.tokenizer = TokenizerKind::Bytes;
-    c.set("model.vocab_size=256").unwrap()
+    c
+}
+
+fn cfg(steps: usize) -> RunConfig {
+    small(
+        "llama-tiny",
+        &[
+            "model.hidden_size=32",
+            "model.intermediate_size=64",
+            "model.num_hidden_layers=2",
+            "model.num_attention_heads=2",
+            "model.num_key_value_heads=1",
+            "model.max_position_embeddings=32",
+        ],
+        steps,
+    )
 }
 
 fn corpus(c: &RunConfig) -> TokenData {
@@ -368,33 +381,25 @@ fn bpe_run_stores_its_vocabulary_and_resumes_with_it() {
 /// A small DeepSeek-V3-style run: MLA, MoE (4 experts, top-2, aux-loss-free bias), one MTP
 /// module.
 fn v3_cfg(steps: usize) -> RunConfig {
-    let c = RunConfig::preset("tiny").unwrap();
-    let mut c = [
-        "model.hidden_size=32",
-        "model.intermediate_size=64",
-        "model.moe_intermediate_size=16",
-        "model.num_hidden_layers=2",
-        "model.num_attention_heads=2",
-        "model.kv_lora_rank=16",
-        "model.qk_nope_head_dim=8",
-        "model.qk_rope_head_dim=8",
-        "model.v_head_dim=8",
-        "model.n_routed_experts=4",
-        "model.num_experts_per_tok=2",
-        "model.bias_update_speed=0.01",
-        "model.max_position_embeddings=32",
-        "batch_size=4",
-        "seq_len=32",
-        "eval_every=5",
-        "eval_batches=2",
-        "snapshot_every=4",
-        "warmup_steps=2",
-    ]
-    .iter()
-    .fold(c, |c, s| c.set(s).unwrap());
-    c.steps = steps;
-    c.tokenizer = TokenizerKind::Bytes;
-    c.set("model.vocab_size=256").unwrap()
+    small(
+        "tiny",
+        &[
+            "model.hidden_size=32",
+            "model.intermediate_size=64",
+            "model.moe_intermediate_size=16",
+            "model.num_hidden_layers=2",
+            "model.num_attention_heads=2",
+            "model.kv_lora_rank=16",
+            "model.qk_nope_head_dim=8",
+            "model.qk_rope_head_dim=8",
+            "model.v_head_dim=8",
+            "model.n_routed_experts=4",
+            "model.num_experts_per_tok=2",
+            "model.bias_update_speed=0.01",
+            "model.max_position_embeddings=32",
+        ],
+        steps,
+    )
 }
 
 #[test]

@@ -283,6 +283,12 @@ mod tests {
     use super::*;
     use ferrolab_tensor::rng;
 
+    /// Weights large enough for the routing to depend on the input.
+    const RANDOM: Init = Init::Normal {
+        mean: 0.0,
+        std: 0.5,
+    };
+
     fn cfg(balance: Balance) -> V3Config {
         V3Config {
             hidden_size: 16,
@@ -302,8 +308,8 @@ mod tests {
     #[test]
     fn group_limited_routing_follows_the_v3_rule() {
         // 8 experts in 4 groups of 2; group sums: g0 = 1.0, g1 = 0.3, g2 = 1.3, g3 = 0.95.
-        // Expert 3 (0.25) is the best single score outside the top-2 groups... no: expert 4
-        // (0.9) is best overall, expert 0 (0.8) next; expert 6 (0.9) sits in g3, which loses.
+        // Groups g2 and g0 are kept: expert 4 (0.9) then expert 0 (0.8); expert 6 (0.9) ties
+        // expert 4 but sits in g3, which is masked.
         let sel = [0.8, 0.2, 0.05, 0.25, 0.9, 0.4, 0.9, 0.05];
         assert_eq!(route(&sel, 8, 2, 4, 2), vec![4, 0]);
         // without groups expert 6 ties expert 4 and the lower index comes first
@@ -315,15 +321,7 @@ mod tests {
         rng::manual_seed(5);
         let vars = Vars::new();
         let c = cfg(Balance::AuxFree);
-        let m = Moe::new(
-            &vars,
-            &c,
-            Init::Normal {
-                mean: 0.0,
-                std: 0.5,
-            },
-        )
-        .unwrap();
+        let m = Moe::new(&vars, &c, RANDOM).unwrap();
         // bias pushes selection away from the best-scored experts
         m.gate
             .e_score_correction_bias
@@ -399,15 +397,7 @@ mod tests {
         for balance in [Balance::AuxFree, Balance::AuxLoss, Balance::None] {
             let vars = Vars::new();
             let c = cfg(balance);
-            let m = Moe::new(
-                &vars,
-                &c,
-                Init::Normal {
-                    mean: 0.0,
-                    std: 0.5,
-                },
-            )
-            .unwrap();
+            let m = Moe::new(&vars, &c, RANDOM).unwrap();
             let x = Tensor::randn(&[2, 5, 16], 0.0, 1.0);
             let out = m.forward(&x).unwrap();
             let Some(l) = out.balance_loss else {
