@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use ferrolab_nn::{Embedding, Init, LayerNorm, Linear, Vars};
 use ferrolab_tensor::{
-    cross_entropy, packed_qkv_attention, recompute, segments, AttnMask, CrossEntropyOpts, Error,
-    Result, Tensor,
+    linear_cross_entropy, packed_qkv_attention, recompute, segments, AttnMask, Error, Result,
+    Tensor,
 };
 
 /// Shape of the decoder.
@@ -158,6 +158,14 @@ impl Gpt {
     /// # Shapes
     /// `ids` `(B, T)` -> `(B, T, V)`.
     pub fn forward(&self, ids: &[u32], b: usize, t: usize) -> Result<Tensor> {
+        self.head.forward(&self.hidden(ids, b, t)?)
+    }
+
+    /// The final hidden states (after `ln_f`, before the head).
+    ///
+    /// # Shapes
+    /// `ids` `(B, T)` -> `(B, T, C)`.
+    pub fn hidden(&self, ids: &[u32], b: usize, t: usize) -> Result<Tensor> {
         if b == 0 || t == 0 || t > self.cfg.max_seq || ids.len() != b * t {
             return Err(Error::Invalid {
                 op: "Gpt::forward",
@@ -191,17 +199,18 @@ impl Gpt {
                 x = blk.forward(&x)?;
             }
         }
-        self.head.forward(&self.ln_f.forward(&x)?)
+        self.ln_f.forward(&x)
     }
 
-    /// Mean next-token cross-entropy of `(B, T)` inputs against `(B, T)` targets.
+    /// Mean next-token cross-entropy of `(B, T)` inputs against `(B, T)` targets, through the
+    /// fused head + cross-entropy ([`linear_cross_entropy`]): the `(B T, V)` logits are never
+    /// materialised.
     pub fn loss(&self, ids: &[u32], targets: &[i64], b: usize, t: usize) -> Result<Tensor> {
-        let logits = self.forward(ids, b, t)?;
-        let v = self.cfg.vocab;
-        cross_entropy(
-            &logits.reshape(&[b * t, v])?,
+        let h = self.hidden(ids, b, t)?;
+        linear_cross_entropy(
+            &h.reshape(&[b * t, self.cfg.d_model])?,
+            &self.head.weight,
             targets,
-            CrossEntropyOpts::default(),
         )
     }
 }
