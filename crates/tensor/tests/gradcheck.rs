@@ -1090,27 +1090,33 @@ fn rope_tail_and_head_cat_for_latent_attention() {
             },
         );
     }
-    // keys: [first `nope` of each (nope + dv) head | channels 6..10 of the shared projection]
-    let (dv, w) = (3, 10);
-    let kv = d.randn(&[b, tt, h * (nope + dv)]);
-    let kva = d.randn(&[b, tt, w]);
-    check_grad("head_cat", [kv.clone(), kva.clone()], |xs| {
-        ferrolab_tensor::head_cat(&xs[0], h, nope, &xs[1], 6, 4)
-    });
-    common::check_same(
-        "head_cat vs narrow + expand + cat",
-        [kv, kva],
-        1e-6,
-        |xs| ferrolab_tensor::head_cat(&xs[0], h, nope, &xs[1], 6, 4),
-        |xs| {
-            let a = xs[0].reshape(&[b, tt, h, nope + dv])?.narrow(3, 0, nope)?;
-            let p = xs[1]
-                .narrow(2, 6, 4)?
-                .reshape(&[b, tt, 1, 4])?
-                .expand(&[b, tt, h, 4])?;
-            cat(&[&a, &p], 3)?.reshape(&[b, tt, h * (nope + 4)])
-        },
-    );
+    // keys: [first `nope` of each (nope + dv) head | channels 6..10 of the shared projection];
+    // the second size is large enough for the row-parallel paths of head_cat and of narrow's
+    // backward
+    let dv = 3;
+    for (b, tt, w) in [(b, tt, 10), (3, 700, 20)] {
+        let kv = d.randn(&[b, tt, h * (nope + dv)]);
+        let kva = d.randn(&[b, tt, w]);
+        if tt < 10 {
+            check_grad("head_cat", [kv.clone(), kva.clone()], |xs| {
+                ferrolab_tensor::head_cat(&xs[0], h, nope, &xs[1], 6, 4)
+            });
+        }
+        common::check_same(
+            &format!("head_cat vs narrow + expand + cat, {b} x {tt}"),
+            [kv, kva],
+            1e-6,
+            |xs| ferrolab_tensor::head_cat(&xs[0], h, nope, &xs[1], 6, 4),
+            move |xs| {
+                let a = xs[0].reshape(&[b, tt, h, nope + dv])?.narrow(3, 0, nope)?;
+                let p = xs[1]
+                    .narrow(2, 6, 4)?
+                    .reshape(&[b, tt, 1, 4])?
+                    .expand(&[b, tt, h, 4])?;
+                cat(&[&a, &p], 3)?.reshape(&[b, tt, h * (nope + 4)])
+            },
+        );
+    }
     let e = ferrolab_tensor::head_cat(&d.randn(&[1, 2, 7]), 2, 1, &d.randn(&[1, 2, 3]), 0, 1)
         .unwrap_err()
         .to_string();

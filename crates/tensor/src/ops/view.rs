@@ -3,23 +3,53 @@
 //! Views share storage and only change shape/strides/offset; their backward maps the gradient
 //! back to the input's shape.
 
+use rayon::prelude::*;
+
 use crate::error::{invalid, Error, Result};
 use crate::shape::{contiguous_strides, numel, strided_copy, sum_to_shape, view_strides};
 use crate::tensor::Tensor;
 
 /// Copies a contiguous gradient of shape `shape` into position `start..start+len` of dim `dim`
-/// inside a zero tensor of shape `full`.
+/// inside a zero tensor of shape `full`: each output row is written once (zeros, the
+/// gradient, zeros), on the pool when large.
 fn pad_into(g: &[f32], full: &[usize], dim: usize, start: usize, len: usize) -> Vec<f32> {
-    let mut out = vec![0f32; numel(full)];
     let inner: usize = full[dim + 1..].iter().product();
-    let outer: usize = full[..dim].iter().product();
     let row_full = full[dim] * inner;
     let row_part = len * inner;
-    for o in 0..outer {
-        out[o * row_full + start * inner..o * row_full + start * inner + row_part]
-            .copy_from_slice(&g[o * row_part..(o + 1) * row_part]);
+    if row_full == 0 || row_part == 0 {
+        return vec![0f32; numel(full)];
     }
+    let mut out = super::alloc_out(numel(full)); // every element is written below
+    let fill = |o: &mut [f32], g: &[f32]| {
+        for (orow, grow) in o.chunks_exact_mut(row_full).zip(g.chunks_exact(row_part)) {
+            let (head, rest) = orow.split_at_mut(start * inner);
+            let (mid, tail) = rest.split_at_mut(row_part);
+            head.fill(0.0);
+            mid.copy_from_slice(grow);
+            tail.fill(0.0);
+        }
+    };
+    rows_par(&mut out, row_full, g, row_part, |_, o, g| fill(o, g));
     out
+}
+
+/// Runs `f(first_row, out_rows, src_rows)` over matching blocks of whole rows of `out` (rows
+/// of `ow > 0`) and `src` (rows of `sw > 0`): on the pool when `out` is large, else in one call.
+fn rows_par(
+    out: &mut [f32],
+    ow: usize,
+    src: &[f32],
+    sw: usize,
+    f: impl Fn(usize, &mut [f32], &[f32]) + Sync + Send,
+) {
+    if out.len() < super::PAR_MIN {
+        return f(0, out, src);
+    }
+    let rows = (super::chunk_len(out.len()) / ow).max(1);
+    out.par_chunks_mut(rows * ow)
+        .zip(src.par_chunks(rows * sw))
+        .enumerate()
+        .for_each(|(i, (o, s))| f(i * rows, o, s));
 }
 
 impl Tensor {
@@ -374,38 +404,69 @@ pub fn head_cat(
     let oh = take + b_len;
     let rows = ba * t;
     let (ac, bc) = (a.contig(), b.contig());
-    let mut out = super::alloc_out(rows * heads * oh);
-    for r in 0..rows {
-        let arow = &ac[r * wa..(r + 1) * wa];
-        let brow = &bc[r * wb + b_start..r * wb + b_start + b_len];
-        for (h, o) in out[r * heads * oh..(r + 1) * heads * oh]
-            .chunks_exact_mut(oh)
-            .enumerate()
-        {
-            o[..take].copy_from_slice(&arow[h * ah..h * ah + take]);
-            o[take..].copy_from_slice(brow);
+    let ow = heads * oh;
+    let mut out = super::alloc_out(rows * ow); // every element is written below
+    if ow > 0 && wa > 0 {
+        rows_par(&mut out, ow, &ac, wa, |r0, o, asrc| {
+            for (i, (orow, arow)) in o
+                .chunks_exact_mut(ow)
+                .zip(asrc.chunks_exact(wa))
+                .enumerate()
+            {
+                let bo = (r0 + i) * wb + b_start;
+                for (h, dst) in orow.chunks_exact_mut(oh).enumerate() {
+                    dst[..take].copy_from_slice(&arow[h * ah..h * ah + take]);
+                    dst[take..].copy_from_slice(&bc[bo..bo + b_len]);
+                }
+            }
+        });
+    } else if ow > 0 {
+        // no channels of a (so take = 0): every head is b's part
+        for (i, orow) in out.chunks_exact_mut(ow).enumerate() {
+            for dst in orow.chunks_exact_mut(oh) {
+                dst.copy_from_slice(&bc[i * wb + b_start..i * wb + b_start + b_len]);
+            }
         }
     }
     Ok(Tensor::from_op(
         out,
-        vec![ba, t, heads * oh],
+        vec![ba, t, ow],
         &[a, b],
         op,
         move |g: Vec<f32>, needs| {
-            let mut ga = needs[0].then(|| vec![0f32; rows * wa]);
-            let mut gb = needs[1].then(|| vec![0f32; rows * wb]);
-            for r in 0..rows {
-                let grow = &g[r * heads * oh..(r + 1) * heads * oh];
-                for (h, gh) in grow.chunks_exact(oh).enumerate() {
-                    if let Some(ga) = ga.as_mut() {
-                        ga[r * wa + h * ah..r * wa + h * ah + take].copy_from_slice(&gh[..take]);
-                    }
-                    if let Some(gb) = gb.as_mut() {
-                        let dst = &mut gb[r * wb + b_start..r * wb + b_start + b_len];
-                        dst.iter_mut().zip(&gh[take..]).for_each(|(d, s)| *d += s);
-                    }
-                }
+            if ow == 0 || wa == 0 || wb == 0 {
+                // degenerate widths: nothing flows back (or nothing to hold it)
+                return Ok(vec![
+                    needs[0].then(|| vec![0f32; rows * wa]),
+                    needs[1].then(|| vec![0f32; rows * wb]),
+                ]);
             }
+            // every element of both gradients is written (zeros outside the taken parts)
+            let ga = needs[0].then(|| {
+                let mut ga = super::alloc_out(rows * wa);
+                rows_par(&mut ga, wa, &g, ow, |_, dst, gs| {
+                    for (drow, grow) in dst.chunks_exact_mut(wa).zip(gs.chunks_exact(ow)) {
+                        for (dh, gh) in drow.chunks_exact_mut(ah).zip(grow.chunks_exact(oh)) {
+                            dh[..take].copy_from_slice(&gh[..take]);
+                            dh[take..].fill(0.0);
+                        }
+                    }
+                });
+                ga
+            });
+            let gb = needs[1].then(|| {
+                let mut gb = super::alloc_out(rows * wb);
+                rows_par(&mut gb, wb, &g, ow, |_, dst, gs| {
+                    for (drow, grow) in dst.chunks_exact_mut(wb).zip(gs.chunks_exact(ow)) {
+                        drow.fill(0.0);
+                        let d = &mut drow[b_start..b_start + b_len];
+                        for gh in grow.chunks_exact(oh) {
+                            d.iter_mut().zip(&gh[take..]).for_each(|(x, s)| *x += s);
+                        }
+                    }
+                });
+                gb
+            });
             Ok(vec![ga, gb])
         },
     ))
