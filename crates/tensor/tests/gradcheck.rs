@@ -1117,6 +1117,21 @@ fn rope_tail_and_head_cat_for_latent_attention() {
             },
         );
     }
+    // an empty `a` (no per-head channels): every head is b's part, and b still gets its gradient
+    let a0 = Tensor::zeros(&[1, 2, 0]).into_var();
+    let b0 = d.randn(&[1, 2, 3]).into_var();
+    let y = ferrolab_tensor::head_cat(&a0, 2, 0, &b0, 1, 2).unwrap();
+    let bv = b0.to_vec();
+    assert_eq!(y.shape(), &[1, 2, 4]);
+    assert_eq!(
+        y.to_vec(),
+        vec![bv[1], bv[2], bv[1], bv[2], bv[4], bv[5], bv[4], bv[5]]
+    );
+    y.sum_all().backward().unwrap();
+    assert_eq!(
+        b0.grad().unwrap().to_vec(),
+        vec![0.0, 2.0, 2.0, 0.0, 2.0, 2.0]
+    );
     let e = ferrolab_tensor::head_cat(&d.randn(&[1, 2, 7]), 2, 1, &d.randn(&[1, 2, 3]), 0, 1)
         .unwrap_err()
         .to_string();

@@ -434,15 +434,12 @@ pub fn head_cat(
         &[a, b],
         op,
         move |g: Vec<f32>, needs| {
-            if ow == 0 || wa == 0 || wb == 0 {
-                // degenerate widths: nothing flows back (or nothing to hold it)
-                return Ok(vec![
-                    needs[0].then(|| vec![0f32; rows * wa]),
-                    needs[1].then(|| vec![0f32; rows * wb]),
-                ]);
-            }
-            // every element of both gradients is written (zeros outside the taken parts)
+            // every element of both gradients is written (zeros outside the taken parts); a
+            // zero width on either side (an empty output row, or an empty input) leaves zeros
             let ga = needs[0].then(|| {
+                if ow == 0 || wa == 0 {
+                    return vec![0f32; rows * wa];
+                }
                 let mut ga = super::alloc_out(rows * wa);
                 rows_par(&mut ga, wa, &g, ow, |_, dst, gs| {
                     for (drow, grow) in dst.chunks_exact_mut(wa).zip(gs.chunks_exact(ow)) {
@@ -455,6 +452,9 @@ pub fn head_cat(
                 ga
             });
             let gb = needs[1].then(|| {
+                if ow == 0 || wb == 0 {
+                    return vec![0f32; rows * wb];
+                }
                 let mut gb = super::alloc_out(rows * wb);
                 rows_par(&mut gb, wb, &g, ow, |_, dst, gs| {
                     for (drow, grow) in dst.chunks_exact_mut(wb).zip(gs.chunks_exact(ow)) {
