@@ -14,23 +14,15 @@ use crate::tensor::Tensor;
 /// gradient, zeros), on the pool when large.
 fn pad_into(g: &[f32], full: &[usize], dim: usize, start: usize, len: usize) -> Vec<f32> {
     let inner: usize = full[dim + 1..].iter().product();
-    let row_full = full[dim] * inner;
+    let outer: usize = full[..dim].iter().product();
     let row_part = len * inner;
-    if row_full == 0 || row_part == 0 {
-        return vec![0f32; numel(full)];
-    }
-    let mut out = super::alloc_out(numel(full)); // every element is written below
-    let fill = |o: &mut [f32], g: &[f32]| {
-        for (orow, grow) in o.chunks_exact_mut(row_full).zip(g.chunks_exact(row_part)) {
-            let (head, rest) = orow.split_at_mut(start * inner);
-            let (mid, tail) = rest.split_at_mut(row_part);
-            head.fill(0.0);
-            mid.copy_from_slice(grow);
-            tail.fill(0.0);
-        }
-    };
-    rows_par(&mut out, row_full, g, row_part, |_, o, g| fill(o, g));
-    out
+    map_rows(outer, full[dim] * inner, g, row_part, |orow, grow| {
+        let (head, rest) = orow.split_at_mut(start * inner);
+        let (mid, tail) = rest.split_at_mut(row_part);
+        head.fill(0.0);
+        mid.copy_from_slice(grow);
+        tail.fill(0.0);
+    })
 }
 
 /// Runs `f(first_row, out_rows, src_rows)` over matching blocks of whole rows of `out` (rows
@@ -50,6 +42,27 @@ fn rows_par(
         .zip(src.par_chunks(rows * sw))
         .enumerate()
         .for_each(|(i, (o, s))| f(i * rows, o, s));
+}
+
+/// A new `rows x w` buffer whose row `i` is written by `f(row, src row i)` (`src` has rows of
+/// `sw`), on the pool when large. A zero width on either side leaves zeros.
+fn map_rows(
+    rows: usize,
+    w: usize,
+    src: &[f32],
+    sw: usize,
+    f: impl Fn(&mut [f32], &[f32]) + Sync + Send,
+) -> Vec<f32> {
+    if w == 0 || sw == 0 {
+        return vec![0f32; rows * w];
+    }
+    let mut out = super::alloc_out(rows * w); // f writes every element of every row
+    rows_par(&mut out, w, src, sw, |_, o, s| {
+        for (orow, srow) in o.chunks_exact_mut(w).zip(s.chunks_exact(sw)) {
+            f(orow, srow);
+        }
+    });
+    out
 }
 
 impl Tensor {
@@ -434,38 +447,23 @@ pub fn head_cat(
         &[a, b],
         op,
         move |g: Vec<f32>, needs| {
-            // every element of both gradients is written (zeros outside the taken parts); a
-            // zero width on either side (an empty output row, or an empty input) leaves zeros
+            // every element of both gradients is written (zeros outside the taken parts)
             let ga = needs[0].then(|| {
-                if ow == 0 || wa == 0 {
-                    return vec![0f32; rows * wa];
-                }
-                let mut ga = super::alloc_out(rows * wa);
-                rows_par(&mut ga, wa, &g, ow, |_, dst, gs| {
-                    for (drow, grow) in dst.chunks_exact_mut(wa).zip(gs.chunks_exact(ow)) {
-                        for (dh, gh) in drow.chunks_exact_mut(ah).zip(grow.chunks_exact(oh)) {
-                            dh[..take].copy_from_slice(&gh[..take]);
-                            dh[take..].fill(0.0);
-                        }
+                map_rows(rows, wa, &g, ow, |drow, grow| {
+                    for (dh, gh) in drow.chunks_exact_mut(ah).zip(grow.chunks_exact(oh)) {
+                        dh[..take].copy_from_slice(&gh[..take]);
+                        dh[take..].fill(0.0);
                     }
-                });
-                ga
+                })
             });
             let gb = needs[1].then(|| {
-                if ow == 0 || wb == 0 {
-                    return vec![0f32; rows * wb];
-                }
-                let mut gb = super::alloc_out(rows * wb);
-                rows_par(&mut gb, wb, &g, ow, |_, dst, gs| {
-                    for (drow, grow) in dst.chunks_exact_mut(wb).zip(gs.chunks_exact(ow)) {
-                        drow.fill(0.0);
-                        let d = &mut drow[b_start..b_start + b_len];
-                        for gh in grow.chunks_exact(oh) {
-                            d.iter_mut().zip(&gh[take..]).for_each(|(x, s)| *x += s);
-                        }
+                map_rows(rows, wb, &g, ow, |drow, grow| {
+                    drow.fill(0.0);
+                    let d = &mut drow[b_start..b_start + b_len];
+                    for gh in grow.chunks_exact(oh) {
+                        d.iter_mut().zip(&gh[take..]).for_each(|(x, s)| *x += s);
                     }
-                });
-                gb
+                })
             });
             Ok(vec![ga, gb])
         },
