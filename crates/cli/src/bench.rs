@@ -3,12 +3,14 @@
 //! `ferrolab bench train-step --layers N` times forward + cross-entropy + backward + AdamW on a
 //! fixed random batch (3 warm-up steps, median of 20) and prints one line with
 //! `step_ms_median=` and `peak_rss_mib=`. With `--peer`, our binary and the PyTorch script
-//! (`bench/gpt_step_torch.py`) run alternately in fresh processes, and a table with the
-//! medians and ratios follows.
+//! (`bench/gpt_step_torch.py`) run side by side, one step at a time in turn
+//! ([`crate::interleave`]; `--sequential` runs whole processes one after the other instead),
+//! and a table with the medians and ratios follows. `ferrolab bench lm` does the same for a
+//! `ferrolab train` preset against `bench/lm_train_torch.py` or `bench/v3_train_torch.py`.
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -16,6 +18,11 @@ use ferrolab_models::{Gpt, GptConfig};
 use ferrolab_nn::{AdamW, AdamWConfig, Optimizer, Vars};
 use ferrolab_tensor::rng::{self, Rng};
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::interleave::{self, Lockstep};
+
+/// Pause before each interleaved step, so that the other engine's threads have gone idle.
+const GAP: Duration = Duration::from_millis(50);
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -50,9 +57,12 @@ struct LmArgs {
     /// Kernel threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Rounds of (ours, peer).
+    /// Rounds of (ours, peer): fresh processes each round.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// Run our process and the peer's one after the other instead of interleaving their steps.
+    #[arg(long)]
+    sequential: bool,
     /// Python interpreter with torch for the peer.
     #[arg(long, env = "FERROLAB_PYTHON", default_value = "python3")]
     python: String,
@@ -91,9 +101,13 @@ struct TrainStepArgs {
     /// Also run the PyTorch peer, alternating with ours, and print the ratio.
     #[arg(long)]
     peer: bool,
-    /// Rounds of (ours, peer) with --peer.
+    /// Rounds of (ours, peer) with --peer: fresh processes each round.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// With --peer: run our process and the peer's one after the other instead of
+    /// interleaving their steps.
+    #[arg(long)]
+    sequential: bool,
     /// Python interpreter with torch, for --peer.
     #[arg(long, env = "FERROLAB_PYTHON", default_value = "python3")]
     python: String,
@@ -139,6 +153,36 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// Medians over interleaved step pairs `(ours ms, peer ms)`.
+struct PairStats {
+    n: usize,
+    ours_ms: f64,
+    peer_ms: f64,
+    ours_over_peer_median: f64,
+    peer_over_ours_median: f64,
+    ours_faster: usize,
+}
+
+impl PairStats {
+    fn of(pairs: &[(f64, f64)]) -> Result<PairStats> {
+        if pairs.is_empty() {
+            bail!("the two benchmark processes have no timed steps in common");
+        }
+        let col = |f: &dyn Fn(&(f64, f64)) -> f64| -> f64 {
+            let mut v: Vec<f64> = pairs.iter().map(f).collect();
+            median(&mut v)
+        };
+        Ok(PairStats {
+            n: pairs.len(),
+            ours_ms: col(&|p| p.0),
+            peer_ms: col(&|p| p.1),
+            ours_over_peer_median: col(&|p| p.0 / p.1),
+            peer_over_ours_median: col(&|p| p.1 / p.0),
+            ours_faster: pairs.iter().filter(|p| p.0 < p.1).count(),
+        })
+    }
+}
+
 fn train_step(a: &TrainStepArgs) -> Result<()> {
     if a.steps == 0 || a.batch == 0 || a.threads == 0 {
         bail!("--steps, --batch and --threads must be at least 1");
@@ -173,7 +217,9 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
             ProgressStyle::with_template("{bar:30} {pos}/{len} steps, loss {msg}, ETA {eta}")
                 .expect("valid template"),
         );
+        let lock = Lockstep::from_env();
         for i in 0..a.warmup + a.steps {
+            lock.wait()?;
             let t0 = Instant::now();
             ferrolab_tensor::profile::mark();
             let loss = model.loss(&x, &y, a.batch, a.seq)?;
@@ -185,6 +231,7 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
             opt.step()?;
             ferrolab_tensor::profile::record("optimizer.step", t1.elapsed());
             let ms = t0.elapsed().as_secs_f64() * 1e3;
+            lock.report(ms);
             losses.push(l);
             if i >= a.warmup {
                 times.push(ms);
@@ -288,6 +335,56 @@ fn side_by_side(a: &TrainStepArgs) -> Result<()> {
     if torch_ok && (a.batch != 8 || a.seq != 128) {
         bail!("the PyTorch peer script runs batch 8 and seq 128 only");
     }
+    if torch_ok && !a.sequential {
+        if a.warmup != 3 || a.steps != 20 {
+            bail!(
+                "the PyTorch peer script runs 3 warm-up and 20 timed steps: keep --warmup 3 \
+                 --steps 20 (the defaults) or add --sequential"
+            );
+        }
+        let mut pairs = Vec::new();
+        let (mut orss, mut prss) = (0f64, 0f64);
+        for round in 0..a.rounds.max(1) {
+            let (o, p) = interleave::run(
+                Command::new(&me).args(&ours_args),
+                Command::new(&a.python)
+                    .arg(&a.peer_script)
+                    .arg(a.layers.to_string()),
+                GAP,
+            )?;
+            print!("[round {round}] {}[round {round}] {}", o.text, p.text);
+            orss = orss.max(field(&o.text, "peak_rss_mib=").unwrap_or(f64::NAN));
+            prss = prss.max(field(&p.text, "peak_rss_MiB=").unwrap_or(f64::NAN));
+            let pr = interleave::timed_pairs(&o, &p, a.warmup);
+            let st = PairStats::of(&pr)?;
+            println!(
+                "[round {round}] interleaved steps: ferrolab {:.1} ms, PyTorch {:.1} ms (medians of {}), time ratio {:.3}",
+                st.ours_ms, st.peer_ms, st.n, st.ours_ms / st.peer_ms
+            );
+            pairs.extend(pr);
+        }
+        let st = PairStats::of(&pairs)?;
+        println!();
+        println!("| engine | layers | step ms (median of all interleaved steps) | peak RSS MiB |");
+        println!("|---|---|---|---|");
+        println!(
+            "| ferrolab | {} | {:.1} | {orss:.1} |",
+            a.layers, st.ours_ms
+        );
+        println!("| PyTorch | {} | {:.1} | {prss:.1} |", a.layers, st.peer_ms);
+        println!();
+        println!(
+            "step_ms_median={:.1} peak_rss_mib={orss:.1} peer_step_ms_median={:.1} peer_peak_rss_mib={prss:.1} time_ratio={:.3} memory_ratio={:.3} pair_time_ratio_median={:.3} pairs={} ours_faster_pairs={}",
+            st.ours_ms,
+            st.peer_ms,
+            st.ours_ms / st.peer_ms,
+            orss / prss,
+            st.ours_over_peer_median,
+            st.n,
+            st.ours_faster
+        );
+        return Ok(());
+    }
     let mut ours = Vec::new();
     let mut peer = Vec::new();
     for round in 0..a.rounds.max(1) {
@@ -364,6 +461,7 @@ fn lm_ours_body(a: &LmArgs) -> Result<()> {
     let stream: Vec<u32> = (0..1 << 20).map(|_| r.below(v) as u32).collect();
     let mut times = Vec::new();
     let mut losses = Vec::new();
+    let lock = Lockstep::from_env();
     for step in 0..a.warmup + a.steps {
         let starts: Vec<usize> = (0..b).map(|_| r.below(stream.len() - t - 1)).collect();
         let ids: Vec<u32> = starts
@@ -374,6 +472,7 @@ fn lm_ours_body(a: &LmArgs) -> Result<()> {
             .iter()
             .flat_map(|&s| stream[s + 1..s + t + 1].iter().map(|&x| x as i64))
             .collect();
+        lock.wait()?;
         let t0 = Instant::now();
         ferrolab_tensor::profile::mark();
         opt.zero_grad();
@@ -386,6 +485,7 @@ fn lm_ours_body(a: &LmArgs) -> Result<()> {
         model.after_step(&parts.loads)?;
         ferrolab_tensor::profile::record("clip + optimizer.step", t1.elapsed());
         let dt = t0.elapsed().as_secs_f64();
+        lock.report(dt * 1e3);
         losses.push(parts.main);
         if step >= a.warmup {
             times.push(dt);
@@ -448,6 +548,61 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
         ours_args.push("--set".into());
         ours_args.push(s.clone());
     }
+    let peer_cmd = || {
+        let mut c = Command::new(&a.python);
+        c.arg(&peer_script)
+            .arg(&cfg_path)
+            .args(["--threads", &a.threads.to_string()])
+            .args(["--warmup", &a.warmup.to_string()])
+            .args(["--steps", &a.steps.to_string()]);
+        c
+    };
+    if torch_ok && !a.sequential {
+        let tokens = (cfg.batch_size * cfg.seq_len) as f64;
+        let mut pairs = Vec::new();
+        let (mut orss, mut prss) = (0f64, 0f64);
+        for round in 0..a.rounds.max(1) {
+            let run = interleave::run(Command::new(&me).args(&ours_args), &mut peer_cmd(), GAP);
+            let (o, p) = match run {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&cfg_path);
+                    return Err(e);
+                }
+            };
+            print!("[round {round}] {}[round {round}] {}", o.text, p.text);
+            orss = orss.max(field(&o.text, "peak_rss_mib=").unwrap_or(f64::NAN));
+            prss = prss.max(field(&p.text, "peak_rss_MiB=").unwrap_or(f64::NAN));
+            let pr = interleave::timed_pairs(&o, &p, a.warmup);
+            let st = PairStats::of(&pr)?;
+            println!(
+                "[round {round}] interleaved steps: ferrolab {:.0} tokens/s, PyTorch {:.0} tokens/s (medians of {}), ratio {:.3}",
+                tokens * 1e3 / st.ours_ms,
+                tokens * 1e3 / st.peer_ms,
+                st.n,
+                st.peer_ms / st.ours_ms
+            );
+            pairs.extend(pr);
+        }
+        let _ = std::fs::remove_file(&cfg_path);
+        let st = PairStats::of(&pairs)?;
+        let (om, pm) = (tokens * 1e3 / st.ours_ms, tokens * 1e3 / st.peer_ms);
+        println!();
+        println!("| engine | preset | tokens/s (median of all interleaved steps) | peak RSS MiB |");
+        println!("|---|---|---|---|");
+        println!("| ferrolab | {} | {om:.0} | {orss:.1} |", a.preset);
+        println!("| PyTorch | {} | {pm:.0} | {prss:.1} |", a.preset);
+        println!();
+        println!(
+            "tokens_per_s={om:.0} peer_tokens_per_s={pm:.0} throughput_ratio={:.3} memory_ratio={:.3} pair_throughput_ratio_median={:.3} pairs={} ours_faster_pairs={}",
+            om / pm,
+            orss / prss,
+            st.peer_over_ours_median,
+            st.n,
+            st.ours_faster
+        );
+        return Ok(());
+    }
     let (mut ours, mut peer) = (Vec::new(), Vec::new());
     let (mut orss, mut prss) = (0f64, 0f64);
     for round in 0..a.rounds.max(1) {
@@ -458,12 +613,7 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
         orss = orss.max(field(&so, "peak_rss_mib=").unwrap_or(f64::NAN));
         if torch_ok {
             let sp = run_round(
-                Command::new(&a.python)
-                    .arg(&peer_script)
-                    .arg(&cfg_path)
-                    .args(["--threads", &a.threads.to_string()])
-                    .args(["--warmup", &a.warmup.to_string()])
-                    .args(["--steps", &a.steps.to_string()]),
+                &mut peer_cmd(),
                 &format!("peer {}", peer_script.display()),
                 round,
             )?;

@@ -5,6 +5,7 @@ mod data;
 mod experiment;
 mod export;
 mod generate;
+mod interleave;
 mod logits;
 mod plan;
 mod tokenizer;

@@ -22,6 +22,10 @@ fn time(name: &str, f: impl Fn()) {
 
 fn main() {
     ferrolab_tensor::set_num_threads(2).unwrap();
+    if std::env::args().any(|a| a == "lm") {
+        lm_ops();
+        return;
+    }
     let h = Tensor::randn(&[1024, 1024], 0.0, 1.0).into_var();
     let n = h.numel();
     time("gelu fwd (1024x1024)", || {
@@ -66,5 +70,47 @@ fn main() {
             ferrolab_tensor::packed_qkv_attention(&qkv, 4, ferrolab_tensor::AttnMask::Causal, None)
                 .unwrap();
         backward_with_grad(&y, vec![1.0; 8 * 128 * 256]).unwrap();
+    });
+}
+
+/// The language model's non-product ops at the `llama-tiny` benchmark's sizes (16 x 256 tokens).
+fn lm_ops() {
+    let x = Tensor::randn(&[16, 256, 1376], 0.0, 1.0).into_var();
+    time("swiglu fwd (4096x1376)", || {
+        no_grad(|| ferrolab_tensor::swiglu(&x).unwrap());
+    });
+    time("swiglu fwd+bwd", || {
+        let y = ferrolab_tensor::swiglu(&x).unwrap();
+        backward_with_grad(&y, vec![1.0; 16 * 256 * 688]).unwrap();
+    });
+    let qkv = Tensor::randn(&[16, 256, 768], 0.0, 1.0).into_var();
+    let pos: Vec<usize> = (0..256).collect();
+    let (c, s) = ferrolab_tensor::rope_tables(&pos, 64, 1e4).unwrap();
+    let rl = ferrolab_tensor::RopeLayout::HalfSplit;
+    time("rope_packed fwd (16x256x768)", || {
+        no_grad(|| ferrolab_tensor::rope_packed(&qkv, 64, 8, &c, &s, rl).unwrap());
+    });
+    time("rope_packed fwd+bwd", || {
+        let y = ferrolab_tensor::rope_packed(&qkv, 64, 8, &c, &s, rl).unwrap();
+        backward_with_grad(&y, vec![1.0; qkv.numel()]).unwrap();
+    });
+    let h = Tensor::randn(&[16, 256, 256], 0.0, 1.0).into_var();
+    let w = Tensor::ones(&[256]).into_var();
+    time("rms_norm fwd (4096x256)", || {
+        no_grad(|| ferrolab_tensor::rms_norm(&h, Some(&w), 1e-6).unwrap());
+    });
+    time("rms_norm fwd+bwd", || {
+        let y = ferrolab_tensor::rms_norm(&h, Some(&w), 1e-6).unwrap();
+        backward_with_grad(&y, vec![1.0; h.numel()]).unwrap();
+    });
+    time("add fwd+bwd (4096x256)", || {
+        let y = h.add(&h).unwrap();
+        backward_with_grad(&y, vec![1.0; h.numel()]).unwrap();
+    });
+    time("packed attention fwd+bwd (16x256x768)", || {
+        let y =
+            ferrolab_tensor::packed_qkv_attention(&qkv, 4, ferrolab_tensor::AttnMask::Causal, None)
+                .unwrap();
+        backward_with_grad(&y, vec![1.0; 16 * 256 * 256]).unwrap();
     });
 }

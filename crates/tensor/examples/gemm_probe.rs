@@ -5,13 +5,24 @@ use std::time::Instant;
 
 fn main() {
     ferrolab_tensor::set_num_threads(2).unwrap();
-    for (m, n, k) in [
-        (1024, 768, 256),
-        (1024, 256, 256),
-        (1024, 1024, 256),
-        (1024, 256, 1024),
-        (1024, 4096, 256),
-    ] {
+    // `lm`: the `llama-tiny` language model's products (16 x 256 tokens), else the GPT step's
+    let shapes: &[(usize, usize, usize)] = if std::env::args().any(|a| a == "lm") {
+        &[
+            (4096, 768, 256),
+            (4096, 256, 256),
+            (4096, 1376, 256),
+            (4096, 256, 688),
+        ]
+    } else {
+        &[
+            (1024, 768, 256),
+            (1024, 256, 256),
+            (1024, 1024, 256),
+            (1024, 256, 1024),
+            (1024, 4096, 256),
+        ]
+    };
+    for &(m, n, k) in shapes {
         let x = Tensor::randn(&[m, k], 0.0, 1.0).into_var();
         let w = Tensor::randn(&[n, k], 0.0, 1.0).into_var();
         let b = Tensor::randn(&[n], 0.0, 1.0).into_var();

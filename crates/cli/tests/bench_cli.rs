@@ -1,0 +1,156 @@
+//! `ferrolab bench`: the interleaved side-by-side protocol, run as processes (a shell script
+//! stands in for the PyTorch peer, so no Python is needed).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn bench(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+        .arg("bench")
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("FERROLAB_PYTHON")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+const SMALL: [&str; 7] = [
+    "train-step",
+    "--layers",
+    "1",
+    "--warmup",
+    "1",
+    "--steps",
+    "2",
+];
+
+#[test]
+fn a_lockstep_process_runs_one_step_per_line_and_reports_each() {
+    let out = bench(&SMALL, &[("FERROLAB_LOCKSTEP", "1")], b"go\ngo\ngo\n");
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{so}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let times: Vec<f64> = so
+        .lines()
+        .filter_map(|l| l.strip_prefix("lockstep_ms="))
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(times.len(), 3, "{so}");
+    assert!(times.iter().all(|&t| t > 0.0), "{times:?}");
+    assert!(so.contains("step_ms_median="), "{so}");
+
+    // without the variable nothing is read or reported
+    let plain = bench(&SMALL, &[], b"");
+    let sp = String::from_utf8_lossy(&plain.stdout);
+    assert!(
+        plain.status.success() && !sp.contains("lockstep_ms="),
+        "{sp}"
+    );
+}
+
+#[test]
+fn a_lockstep_process_whose_driver_goes_away_stops_with_an_error() {
+    let out = bench(&SMALL, &[("FERROLAB_LOCKSTEP", "1")], b"go\n");
+    assert!(!out.status.success());
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(se.contains("closed stdin"), "{se}");
+}
+
+/// A stand-in interpreter: `-c ...` (the torch check) succeeds, anything else runs as a shell
+/// script.
+fn fake_python(dir: &Path) -> String {
+    let p = dir.join("python");
+    std::fs::write(
+        &p,
+        "#!/bin/sh\nif [ \"$1\" = \"-c\" ]; then exit 0; fi\nexec sh \"$@\"\n",
+    )
+    .unwrap();
+    let mut perm = std::fs::metadata(&p).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&p, perm).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn peer_steps_are_interleaved_and_paired() {
+    let dir = std::env::temp_dir().join(format!("ferrolab-bench-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let py = fake_python(&dir);
+    // the peer's contract: 3 warm-up + 20 steps, each after a line on stdin; a step "takes"
+    // 1000 ms, far longer than our 1-layer step, so every pair has ours faster
+    let peer = dir.join("peer.sh");
+    std::fs::write(
+        &peer,
+        "i=0; while [ $i -lt 23 ]; do read x || exit 3; echo lockstep_ms=1000; i=$((i+1)); done\n\
+         echo 'step_ms median=1000.0'; echo peak_rss_MiB=4000.0\n",
+    )
+    .unwrap();
+    let out = bench(
+        &[
+            "train-step",
+            "--layers",
+            "1",
+            "--peer",
+            "--rounds",
+            "2",
+            "--python",
+            &py,
+            "--peer-script",
+            peer.to_str().unwrap(),
+        ],
+        &[],
+        b"",
+    );
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{so}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = so.lines().last().unwrap();
+    assert!(last.contains("peer_step_ms_median=1000.0"), "{last}");
+    assert!(last.contains("pairs=40 ours_faster_pairs=40"), "{last}");
+    assert!(last.contains("peer_peak_rss_mib=4000.0"), "{last}");
+    let field = |k: &str| -> f64 {
+        last.split_whitespace()
+            .find_map(|w| w.strip_prefix(k)?.parse().ok())
+            .unwrap()
+    };
+    let ours = field("step_ms_median=");
+    assert!(
+        (field("time_ratio=") - ours / 1000.0).abs() < 1e-3,
+        "{last}"
+    );
+
+    // a peer that breaks off is an error naming it
+    std::fs::write(&peer, "read x; echo lockstep_ms=5; exit 9\n").unwrap();
+    let out = bench(
+        &[
+            "train-step",
+            "--layers",
+            "1",
+            "--peer",
+            "--rounds",
+            "1",
+            "--python",
+            &py,
+            "--peer-script",
+            peer.to_str().unwrap(),
+        ],
+        &[],
+        b"",
+    );
+    assert!(!out.status.success());
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(se.contains("peer failed"), "{se}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
