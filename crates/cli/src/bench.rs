@@ -70,9 +70,19 @@ struct LmArgs {
     /// `bench/v3_train_torch.py` for `deepseek_v3`).
     #[arg(long)]
     peer_script: Option<PathBuf>,
+    /// Any other peer instead of the PyTorch script: a shell command, run as `sh -c "CMD"
+    /// peer CONFIG.json --threads N --warmup W --steps S` (the arguments are `$1`..`$7`), that
+    /// prints `step_ms_median=`/`tokens_per_s_median=` like ours. With `bench/self_peer.sh`
+    /// it is ferrolab itself, for an A/B run of two builds or of an environment switch.
+    #[arg(long, conflicts_with = "peer_script")]
+    peer_cmd: Option<String>,
     /// Internal: run only our side once and print its figures.
     #[arg(long, hide = true)]
     ours_only: bool,
+    /// With --ours-only: the resolved run configuration (the JSON a side-by-side run hands
+    /// its peer) instead of --preset and --set.
+    #[arg(long, hide = true)]
+    run_config: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -283,6 +293,13 @@ fn field(out: &str, key: &str) -> Option<f64> {
         .find_map(|w| w.strip_prefix(key)?.parse().ok())
 }
 
+/// A peer's peak RSS (the PyTorch scripts print `peak_rss_MiB=`, ferrolab `peak_rss_mib=`).
+fn peer_rss(out: &str) -> f64 {
+    field(out, "peak_rss_MiB=")
+        .or_else(|| field(out, "peak_rss_mib="))
+        .unwrap_or(f64::NAN)
+}
+
 /// Whether `python -c "import torch"` works.
 fn has_torch(python: &str) -> bool {
     Command::new(python)
@@ -354,7 +371,7 @@ fn side_by_side(a: &TrainStepArgs) -> Result<()> {
             )?;
             print!("[round {round}] {}[round {round}] {}", o.text, p.text);
             orss = orss.max(field(&o.text, "peak_rss_mib=").unwrap_or(f64::NAN));
-            prss = prss.max(field(&p.text, "peak_rss_MiB=").unwrap_or(f64::NAN));
+            prss = prss.max(peer_rss(&p.text));
             let pr = interleave::timed_pairs(&o, &p, a.warmup);
             let st = PairStats::of(&pr)?;
             println!(
@@ -404,7 +421,7 @@ fn side_by_side(a: &TrainStepArgs) -> Result<()> {
             )?;
             peer.push((
                 field(&sp, "median=").context("no step_ms median in the peer's output")?,
-                field(&sp, "peak_rss_MiB=").unwrap_or(f64::NAN),
+                peer_rss(&sp),
             ));
         }
     }
@@ -433,6 +450,14 @@ fn side_by_side(a: &TrainStepArgs) -> Result<()> {
 }
 
 fn lm_config(a: &LmArgs) -> Result<ferrolab_train::RunConfig> {
+    if let Some(p) = &a.run_config {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let cfg: ferrolab_train::RunConfig = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a run configuration", p.display()))?;
+        cfg.validate()?;
+        return Ok(cfg);
+    }
     let mut cfg = ferrolab_train::RunConfig::preset(&a.preset)?;
     for s in &a.sets {
         cfg = cfg.set(s)?;
@@ -519,7 +544,7 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
             _ => "bench/lm_train_torch.py",
         })
     });
-    let torch_ok = has_torch(&a.python);
+    let torch_ok = a.peer_cmd.is_some() || has_torch(&a.python);
     if !torch_ok {
         eprintln!(
             "peer: `{} -c \"import torch\"` failed; running ferrolab only (set --python or FERROLAB_PYTHON)",
@@ -549,13 +574,28 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
         ours_args.push(s.clone());
     }
     let peer_cmd = || {
-        let mut c = Command::new(&a.python);
-        c.arg(&peer_script)
-            .arg(&cfg_path)
+        let mut c = match &a.peer_cmd {
+            Some(cmd) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", cmd, "peer"]);
+                c
+            }
+            None => {
+                let mut c = Command::new(&a.python);
+                c.arg(&peer_script);
+                c
+            }
+        };
+        c.arg(&cfg_path)
             .args(["--threads", &a.threads.to_string()])
             .args(["--warmup", &a.warmup.to_string()])
             .args(["--steps", &a.steps.to_string()]);
         c
+    };
+    let peer_name = if a.peer_cmd.is_some() {
+        "peer"
+    } else {
+        "PyTorch"
     };
     if torch_ok && !a.sequential {
         let tokens = (cfg.batch_size * cfg.seq_len) as f64;
@@ -572,11 +612,11 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
             };
             print!("[round {round}] {}[round {round}] {}", o.text, p.text);
             orss = orss.max(field(&o.text, "peak_rss_mib=").unwrap_or(f64::NAN));
-            prss = prss.max(field(&p.text, "peak_rss_MiB=").unwrap_or(f64::NAN));
+            prss = prss.max(peer_rss(&p.text));
             let pr = interleave::timed_pairs(&o, &p, a.warmup);
             let st = PairStats::of(&pr)?;
             println!(
-                "[round {round}] interleaved steps: ferrolab {:.0} tokens/s, PyTorch {:.0} tokens/s (medians of {}), ratio {:.3}",
+                "[round {round}] interleaved steps: ferrolab {:.0} tokens/s, {peer_name} {:.0} tokens/s (medians of {}), ratio {:.3}",
                 tokens * 1e3 / st.ours_ms,
                 tokens * 1e3 / st.peer_ms,
                 st.n,
@@ -591,7 +631,7 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
         println!("| engine | preset | tokens/s (median of all interleaved steps) | peak RSS MiB |");
         println!("|---|---|---|---|");
         println!("| ferrolab | {} | {om:.0} | {orss:.1} |", a.preset);
-        println!("| PyTorch | {} | {pm:.0} | {prss:.1} |", a.preset);
+        println!("| {peer_name} | {} | {pm:.0} | {prss:.1} |", a.preset);
         println!();
         println!(
             "tokens_per_s={om:.0} peer_tokens_per_s={pm:.0} throughput_ratio={:.3} memory_ratio={:.3} pair_throughput_ratio_median={:.3} pairs={} ours_faster_pairs={}",
@@ -621,7 +661,7 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
                 field(&sp, "tokens_per_s_median=")
                     .context("no tokens_per_s_median in the peer's output")?,
             );
-            prss = prss.max(field(&sp, "peak_rss_MiB=").unwrap_or(f64::NAN));
+            prss = prss.max(peer_rss(&sp));
         }
     }
     let _ = std::fs::remove_file(&cfg_path);
@@ -632,7 +672,7 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
     println!("| ferrolab | {} | {om:.0} | {orss:.1} |", a.preset);
     if !peer.is_empty() {
         let pm = median(&mut peer);
-        println!("| PyTorch | {} | {pm:.0} | {prss:.1} |", a.preset);
+        println!("| {peer_name} | {} | {pm:.0} | {prss:.1} |", a.preset);
         println!();
         println!(
             "tokens_per_s={om:.0} peer_tokens_per_s={pm:.0} throughput_ratio={:.3} memory_ratio={:.3}",

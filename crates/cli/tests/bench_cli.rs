@@ -154,3 +154,72 @@ fn peer_steps_are_interleaved_and_paired() {
     assert!(se.contains("peer failed"), "{se}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ferrolab_can_be_its_own_peer_through_a_peer_command() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/self_peer.sh");
+    let cmd = format!(
+        "FERROLAB_PEER_BIN={} sh {} \"$@\"",
+        env!("CARGO_BIN_EXE_ferrolab"),
+        script.display()
+    );
+    let out = bench(
+        &[
+            "lm",
+            "--preset",
+            "llama-tiny",
+            "--set",
+            "batch_size=2",
+            "--set",
+            "seq_len=32",
+            "--rounds",
+            "1",
+            "--warmup",
+            "1",
+            "--steps",
+            "2",
+            "--peer-cmd",
+            &cmd,
+        ],
+        &[],
+        b"",
+    );
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{so}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // the peer ran the same resolved configuration: the same parameter count and batch
+    let params: Vec<&str> = so
+        .lines()
+        .filter(|l| l.contains("ferrolab threads="))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("params=")))
+        .collect();
+    assert_eq!(params.len(), 2, "{so}");
+    assert_eq!(params[0], params[1], "{so}");
+    assert_eq!(so.matches("B=2 T=32").count(), 2, "{so}");
+    let last = so.lines().last().unwrap();
+    assert!(last.contains("pairs=2 "), "{last}");
+    assert!(
+        last.contains("memory_ratio=") && !last.contains("memory_ratio=inf"),
+        "{last}"
+    );
+}
+
+#[test]
+fn a_bad_run_configuration_is_named() {
+    let dir = std::env::temp_dir().join(format!("ferrolab-bench-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("run.json");
+    std::fs::write(&p, "{\"preset\": 3}").unwrap();
+    let out = bench(
+        &["lm", "--ours-only", "--run-config", p.to_str().unwrap()],
+        &[],
+        b"",
+    );
+    assert!(!out.status.success());
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(se.contains("is not a run configuration"), "{se}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
