@@ -62,6 +62,11 @@ pub fn tune_allocator() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        // one arena for all threads: the step runs on a pool thread and buffers are freed on
+        // other threads than the one that allocated them; with an arena per thread, each
+        // arena's heaps grew to hold a step's peak (peak RSS of the 24-layer GPT step at
+        // batch 16 x 256: 5,322 MiB, against 2,869 MiB with one arena)
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
