@@ -193,6 +193,40 @@ impl PairStats {
     }
 }
 
+/// Runs `rounds` rounds of interleaved steps, fresh processes each round ([`interleave::run`]),
+/// echoing both processes' output tagged with the round and handing each round's statistics
+/// to `per_round`. Returns the statistics over all rounds' pairs and the two processes' largest
+/// peak RSS (MiB).
+fn interleaved_rounds(
+    rounds: usize,
+    ours: impl Fn() -> Command,
+    peer: impl Fn() -> Command,
+    warmup: usize,
+    per_round: impl Fn(usize, &PairStats),
+) -> Result<(PairStats, f64, f64)> {
+    let mut pairs = Vec::new();
+    let (mut orss, mut prss) = (0f64, 0f64);
+    for round in 0..rounds.max(1) {
+        let (o, p) = interleave::run(&mut ours(), &mut peer(), GAP)?;
+        print!("[round {round}] {}[round {round}] {}", o.text, p.text);
+        orss = orss.max(field(&o.text, "peak_rss_mib=").unwrap_or(f64::NAN));
+        prss = prss.max(peer_rss(&p.text));
+        let pr = interleave::timed_pairs(&o, &p, warmup);
+        per_round(round, &PairStats::of(&pr)?);
+        pairs.extend(pr);
+    }
+    Ok((PairStats::of(&pairs)?, orss, prss))
+}
+
+/// A file removed when dropped (the run configuration handed to a peer).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn train_step(a: &TrainStepArgs) -> Result<()> {
     if a.steps == 0 || a.batch == 0 || a.threads == 0 {
         bail!("--steps, --batch and --threads must be at least 1");
@@ -359,28 +393,26 @@ fn side_by_side(a: &TrainStepArgs) -> Result<()> {
                  --steps 20 (the defaults) or add --sequential"
             );
         }
-        let mut pairs = Vec::new();
-        let (mut orss, mut prss) = (0f64, 0f64);
-        for round in 0..a.rounds.max(1) {
-            let (o, p) = interleave::run(
-                Command::new(&me).args(&ours_args),
-                Command::new(&a.python)
-                    .arg(&a.peer_script)
-                    .arg(a.layers.to_string()),
-                GAP,
-            )?;
-            print!("[round {round}] {}[round {round}] {}", o.text, p.text);
-            orss = orss.max(field(&o.text, "peak_rss_mib=").unwrap_or(f64::NAN));
-            prss = prss.max(peer_rss(&p.text));
-            let pr = interleave::timed_pairs(&o, &p, a.warmup);
-            let st = PairStats::of(&pr)?;
-            println!(
-                "[round {round}] interleaved steps: ferrolab {:.1} ms, PyTorch {:.1} ms (medians of {}), time ratio {:.3}",
-                st.ours_ms, st.peer_ms, st.n, st.ours_ms / st.peer_ms
-            );
-            pairs.extend(pr);
-        }
-        let st = PairStats::of(&pairs)?;
+        let (st, orss, prss) = interleaved_rounds(
+            a.rounds,
+            || {
+                let mut c = Command::new(&me);
+                c.args(&ours_args);
+                c
+            },
+            || {
+                let mut c = Command::new(&a.python);
+                c.arg(&a.peer_script).arg(a.layers.to_string());
+                c
+            },
+            a.warmup,
+            |round, st| {
+                println!(
+                    "[round {round}] interleaved steps: ferrolab {:.1} ms, PyTorch {:.1} ms (medians of {}), time ratio {:.3}",
+                    st.ours_ms, st.peer_ms, st.n, st.ours_ms / st.peer_ms
+                )
+            },
+        )?;
         println!();
         println!("| engine | layers | step ms (median of all interleaved steps) | peak RSS MiB |");
         println!("|---|---|---|---|");
@@ -551,9 +583,11 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
             a.python
         );
     }
-    let cfg_path =
-        std::env::temp_dir().join(format!("ferrolab-bench-lm-{}.json", std::process::id()));
-    std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg)?)
+    let cfg_file = TempFile(
+        std::env::temp_dir().join(format!("ferrolab-bench-lm-{}.json", std::process::id())),
+    );
+    let cfg_path = &cfg_file.0;
+    std::fs::write(cfg_path, serde_json::to_string_pretty(&cfg)?)
         .with_context(|| format!("writing {}", cfg_path.display()))?;
     let me = std::env::current_exe().context("locating the ferrolab binary")?;
     let mut ours_args: Vec<String> = vec![
@@ -586,7 +620,7 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
                 c
             }
         };
-        c.arg(&cfg_path)
+        c.arg(cfg_path)
             .args(["--threads", &a.threads.to_string()])
             .args(["--warmup", &a.warmup.to_string()])
             .args(["--steps", &a.steps.to_string()]);
@@ -599,33 +633,25 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
     };
     if torch_ok && !a.sequential {
         let tokens = (cfg.batch_size * cfg.seq_len) as f64;
-        let mut pairs = Vec::new();
-        let (mut orss, mut prss) = (0f64, 0f64);
-        for round in 0..a.rounds.max(1) {
-            let run = interleave::run(Command::new(&me).args(&ours_args), &mut peer_cmd(), GAP);
-            let (o, p) = match run {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&cfg_path);
-                    return Err(e);
-                }
-            };
-            print!("[round {round}] {}[round {round}] {}", o.text, p.text);
-            orss = orss.max(field(&o.text, "peak_rss_mib=").unwrap_or(f64::NAN));
-            prss = prss.max(peer_rss(&p.text));
-            let pr = interleave::timed_pairs(&o, &p, a.warmup);
-            let st = PairStats::of(&pr)?;
-            println!(
-                "[round {round}] interleaved steps: ferrolab {:.0} tokens/s, {peer_name} {:.0} tokens/s (medians of {}), ratio {:.3}",
-                tokens * 1e3 / st.ours_ms,
-                tokens * 1e3 / st.peer_ms,
-                st.n,
-                st.peer_ms / st.ours_ms
-            );
-            pairs.extend(pr);
-        }
-        let _ = std::fs::remove_file(&cfg_path);
-        let st = PairStats::of(&pairs)?;
+        let (st, orss, prss) = interleaved_rounds(
+            a.rounds,
+            || {
+                let mut c = Command::new(&me);
+                c.args(&ours_args);
+                c
+            },
+            peer_cmd,
+            a.warmup,
+            |round, st| {
+                println!(
+                    "[round {round}] interleaved steps: ferrolab {:.0} tokens/s, {peer_name} {:.0} tokens/s (medians of {}), ratio {:.3}",
+                    tokens * 1e3 / st.ours_ms,
+                    tokens * 1e3 / st.peer_ms,
+                    st.n,
+                    st.peer_ms / st.ours_ms
+                )
+            },
+        )?;
         let (om, pm) = (tokens * 1e3 / st.ours_ms, tokens * 1e3 / st.peer_ms);
         println!();
         println!("| engine | preset | tokens/s (median of all interleaved steps) | peak RSS MiB |");
@@ -654,7 +680,12 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
         if torch_ok {
             let sp = run_round(
                 &mut peer_cmd(),
-                &format!("peer {}", peer_script.display()),
+                &format!(
+                    "peer {}",
+                    a.peer_cmd
+                        .clone()
+                        .unwrap_or_else(|| peer_script.display().to_string())
+                ),
                 round,
             )?;
             peer.push(
@@ -664,7 +695,6 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
             prss = prss.max(peer_rss(&sp));
         }
     }
-    let _ = std::fs::remove_file(&cfg_path);
     let om = median(&mut ours);
     println!();
     println!("| engine | preset | tokens/s (median of rounds) | peak RSS MiB |");
