@@ -124,6 +124,12 @@ struct TrainStepArgs {
     /// The peer script.
     #[arg(long, default_value = "bench/gpt_step_torch.py")]
     peer_script: PathBuf,
+    /// Any other peer instead of the PyTorch script: a shell command, run as `sh -c "CMD"
+    /// peer LAYERS`, that runs 3 + 20 steps of the interleaving protocol. With
+    /// `bench/self_peer.sh` it is ferrolab itself (an A/B run of two builds or of an environment
+    /// switch).
+    #[arg(long)]
+    peer_cmd: Option<String>,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -356,7 +362,28 @@ fn run_round(cmd: &mut Command, what: &str, round: usize) -> Result<String> {
 }
 
 fn side_by_side(a: &TrainStepArgs) -> Result<()> {
-    let torch_ok = has_torch(&a.python);
+    let torch_ok = a.peer_cmd.is_some() || has_torch(&a.python);
+    let peer_name = if a.peer_cmd.is_some() {
+        "peer"
+    } else {
+        "PyTorch"
+    };
+    let peer_cmd = || {
+        let mut c = match &a.peer_cmd {
+            Some(cmd) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", cmd, "peer"]);
+                c
+            }
+            None => {
+                let mut c = Command::new(&a.python);
+                c.arg(&a.peer_script);
+                c
+            }
+        };
+        c.arg(a.layers.to_string());
+        c
+    };
     let me = std::env::current_exe().context("locating the ferrolab binary")?;
     let mut ours_args = vec![
         "bench".to_string(),
@@ -400,15 +427,11 @@ fn side_by_side(a: &TrainStepArgs) -> Result<()> {
                 c.args(&ours_args);
                 c
             },
-            || {
-                let mut c = Command::new(&a.python);
-                c.arg(&a.peer_script).arg(a.layers.to_string());
-                c
-            },
+            peer_cmd,
             a.warmup,
             |round, st| {
                 println!(
-                    "[round {round}] interleaved steps: ferrolab {:.1} ms, PyTorch {:.1} ms (medians of {}), time ratio {:.3}",
+                    "[round {round}] interleaved steps: ferrolab {:.1} ms, {peer_name} {:.1} ms (medians of {}), time ratio {:.3}",
                     st.ours_ms, st.peer_ms, st.n, st.ours_ms / st.peer_ms
                 )
             },
@@ -420,7 +443,10 @@ fn side_by_side(a: &TrainStepArgs) -> Result<()> {
             "| ferrolab | {} | {:.1} | {orss:.1} |",
             a.layers, st.ours_ms
         );
-        println!("| PyTorch | {} | {:.1} | {prss:.1} |", a.layers, st.peer_ms);
+        println!(
+            "| {peer_name} | {} | {:.1} | {prss:.1} |",
+            a.layers, st.peer_ms
+        );
         println!();
         println!(
             "step_ms_median={:.1} peak_rss_mib={orss:.1} peer_step_ms_median={:.1} peer_peak_rss_mib={prss:.1} time_ratio={:.3} memory_ratio={:.3} pair_time_ratio_median={:.3} pairs={} ours_faster_pairs={}",
@@ -445,14 +471,19 @@ fn side_by_side(a: &TrainStepArgs) -> Result<()> {
         ));
         if torch_ok {
             let sp = run_round(
-                Command::new(&a.python)
-                    .arg(&a.peer_script)
-                    .arg(a.layers.to_string()),
-                &format!("peer {}", a.peer_script.display()),
+                &mut peer_cmd(),
+                &format!(
+                    "peer {}",
+                    a.peer_cmd
+                        .clone()
+                        .unwrap_or_else(|| a.peer_script.display().to_string())
+                ),
                 round,
             )?;
             peer.push((
-                field(&sp, "median=").context("no step_ms median in the peer's output")?,
+                field(&sp, "median=")
+                    .or_else(|| field(&sp, "step_ms_median="))
+                    .context("no step_ms median in the peer's output")?,
                 peer_rss(&sp),
             ));
         }
@@ -468,7 +499,7 @@ fn side_by_side(a: &TrainStepArgs) -> Result<()> {
         let mut pm: Vec<f64> = peer.iter().map(|p| p.0).collect();
         let prss = peer.iter().map(|p| p.1).fold(0f64, f64::max);
         let pm = median(&mut pm);
-        println!("| PyTorch | {} | {pm:.1} | {prss:.1} |", a.layers);
+        println!("| {peer_name} | {} | {pm:.1} | {prss:.1} |", a.layers);
         println!();
         println!(
             "step_ms_median={om:.1} peak_rss_mib={orss:.1} peer_step_ms_median={pm:.1} peer_peak_rss_mib={prss:.1} time_ratio={:.3} memory_ratio={:.3}",

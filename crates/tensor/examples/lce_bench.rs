@@ -6,7 +6,12 @@ use std::time::Instant;
 fn main() {
     ferrolab_tensor::set_num_threads(2).unwrap();
     ferrolab_tensor::on_pool(|| {
-        let (n, c, v) = (4096, 256, 2048);
+        // `gpt`: the GPT benchmark's head (1024 rows, vocabulary 4096)
+        let (n, c, v) = if std::env::args().any(|a| a == "gpt") {
+            (1024, 256, 4096)
+        } else {
+            (4096, 256, 2048)
+        };
         let h = Tensor::randn(&[n, c], 0.0, 1.0).into_var();
         let w = Tensor::randn(&[v, c], 0.0, 0.02).into_var();
         let tg: Vec<i64> = (0..n).map(|i| ((i * 7) % v) as i64).collect();
