@@ -223,3 +223,38 @@ fn a_bad_run_configuration_is_named() {
     assert!(se.contains("is not a run configuration"), "{se}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_training_step_benchmark_takes_a_peer_command_too() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/self_peer.sh");
+    let cmd = format!(
+        "FERROLAB_PEER_BIN={} sh {} \"$@\"",
+        env!("CARGO_BIN_EXE_ferrolab"),
+        script.display()
+    );
+    let out = bench(
+        &[
+            "train-step",
+            "--layers",
+            "1",
+            "--peer",
+            "--rounds",
+            "1",
+            "--peer-cmd",
+            &cmd,
+        ],
+        &[],
+        b"",
+    );
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{so}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // both sides ran the 1-layer model
+    assert_eq!(so.matches("layers=1 batch=8 seq=128").count(), 2, "{so}");
+    let last = so.lines().last().unwrap();
+    assert!(last.contains("pairs=20 "), "{last}");
+    assert!(!last.contains("memory_ratio=inf"), "{last}");
+}
