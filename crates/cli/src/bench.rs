@@ -340,6 +340,23 @@ fn peer_rss(out: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The peer's command line before its arguments: `sh -c CMD peer` for a `--peer-cmd`, else
+/// `PYTHON SCRIPT`.
+fn peer_command(peer_cmd: Option<&str>, python: &str, script: &std::path::Path) -> Command {
+    match peer_cmd {
+        Some(cmd) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", cmd, "peer"]);
+            c
+        }
+        None => {
+            let mut c = Command::new(python);
+            c.arg(script);
+            c
+        }
+    }
+}
+
 /// Whether `python -c "import torch"` works.
 fn has_torch(python: &str) -> bool {
     Command::new(python)
@@ -369,18 +386,7 @@ fn side_by_side(a: &TrainStepArgs) -> Result<()> {
         "PyTorch"
     };
     let peer_cmd = || {
-        let mut c = match &a.peer_cmd {
-            Some(cmd) => {
-                let mut c = Command::new("sh");
-                c.args(["-c", cmd, "peer"]);
-                c
-            }
-            None => {
-                let mut c = Command::new(&a.python);
-                c.arg(&a.peer_script);
-                c
-            }
-        };
+        let mut c = peer_command(a.peer_cmd.as_deref(), &a.python, &a.peer_script);
         c.arg(a.layers.to_string());
         c
     };
@@ -639,18 +645,7 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
         ours_args.push(s.clone());
     }
     let peer_cmd = || {
-        let mut c = match &a.peer_cmd {
-            Some(cmd) => {
-                let mut c = Command::new("sh");
-                c.args(["-c", cmd, "peer"]);
-                c
-            }
-            None => {
-                let mut c = Command::new(&a.python);
-                c.arg(&peer_script);
-                c
-            }
-        };
+        let mut c = peer_command(a.peer_cmd.as_deref(), &a.python, &peer_script);
         c.arg(cfg_path)
             .args(["--threads", &a.threads.to_string()])
             .args(["--warmup", &a.warmup.to_string()])

@@ -20,6 +20,27 @@ fn bench(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The stdout of a run that must have succeeded (else its output is shown).
+fn stdout_of_success(out: &Output) -> String {
+    let so = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{so}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    so
+}
+
+/// A `--peer-cmd` that runs this build of ferrolab as its own peer.
+fn self_peer() -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/self_peer.sh");
+    format!(
+        "FERROLAB_PEER_BIN={} sh {} \"$@\"",
+        env!("CARGO_BIN_EXE_ferrolab"),
+        script.display()
+    )
+}
+
 const SMALL: [&str; 7] = [
     "train-step",
     "--layers",
@@ -33,12 +54,7 @@ const SMALL: [&str; 7] = [
 #[test]
 fn a_lockstep_process_runs_one_step_per_line_and_reports_each() {
     let out = bench(&SMALL, &[("FERROLAB_LOCKSTEP", "1")], b"go\ngo\ngo\n");
-    let so = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{so}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let so = stdout_of_success(&out);
     let times: Vec<f64> = so
         .lines()
         .filter_map(|l| l.strip_prefix("lockstep_ms="))
@@ -110,12 +126,7 @@ fn peer_steps_are_interleaved_and_paired() {
         &[],
         b"",
     );
-    let so = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{so}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let so = stdout_of_success(&out);
     let last = so.lines().last().unwrap();
     assert!(last.contains("peer_step_ms_median=1000.0"), "{last}");
     assert!(last.contains("pairs=40 ours_faster_pairs=40"), "{last}");
@@ -157,12 +168,7 @@ fn peer_steps_are_interleaved_and_paired() {
 
 #[test]
 fn ferrolab_can_be_its_own_peer_through_a_peer_command() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/self_peer.sh");
-    let cmd = format!(
-        "FERROLAB_PEER_BIN={} sh {} \"$@\"",
-        env!("CARGO_BIN_EXE_ferrolab"),
-        script.display()
-    );
+    let cmd = self_peer();
     let out = bench(
         &[
             "lm",
@@ -184,12 +190,7 @@ fn ferrolab_can_be_its_own_peer_through_a_peer_command() {
         &[],
         b"",
     );
-    let so = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{so}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let so = stdout_of_success(&out);
     // the peer ran the same resolved configuration: the same parameter count and batch
     let params: Vec<&str> = so
         .lines()
@@ -226,12 +227,7 @@ fn a_bad_run_configuration_is_named() {
 
 #[test]
 fn the_training_step_benchmark_takes_a_peer_command_too() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/self_peer.sh");
-    let cmd = format!(
-        "FERROLAB_PEER_BIN={} sh {} \"$@\"",
-        env!("CARGO_BIN_EXE_ferrolab"),
-        script.display()
-    );
+    let cmd = self_peer();
     let out = bench(
         &[
             "train-step",
@@ -246,12 +242,7 @@ fn the_training_step_benchmark_takes_a_peer_command_too() {
         &[],
         b"",
     );
-    let so = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{so}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let so = stdout_of_success(&out);
     // both sides ran the 1-layer model
     assert_eq!(so.matches("layers=1 batch=8 seq=128").count(), 2, "{so}");
     let last = so.lines().last().unwrap();

@@ -5,33 +5,28 @@ type S = (isize, isize);
 
 #[allow(clippy::too_many_arguments)]
 fn mm(m: usize, n: usize, k: usize, d: &mut [f32], ds: S, a: &[f32], a_s: S, b: &[f32], bs: S) {
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            d.as_mut_ptr(),
-            ds.1,
-            ds.0,
-            false,
-            a.as_ptr(),
-            a_s.1,
-            a_s.0,
-            b.as_ptr(),
-            bs.1,
-            bs.0,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(2),
-        );
-    }
+    mm_par(m, n, k, d, ds, a, a_s, b, bs, gemm::Parallelism::Rayon(2));
+}
+
+/// One single-threaded product.
+#[allow(clippy::too_many_arguments)]
+fn mm1(m: usize, n: usize, k: usize, d: &mut [f32], ds: S, a: &[f32], a_s: S, b: &[f32], bs: S) {
+    mm_par(m, n, k, d, ds, a, a_s, b, bs, gemm::Parallelism::None);
 }
 
 #[allow(clippy::too_many_arguments)]
-fn mm1(m: usize, n: usize, k: usize, d: &mut [f32], ds: S, a: &[f32], a_s: S, b: &[f32], bs: S) {
+fn mm_par(
+    m: usize,
+    n: usize,
+    k: usize,
+    d: &mut [f32],
+    ds: S,
+    a: &[f32],
+    a_s: S,
+    b: &[f32],
+    bs: S,
+    par: gemm::Parallelism,
+) {
     unsafe {
         gemm::gemm(
             m,
@@ -52,7 +47,7 @@ fn mm1(m: usize, n: usize, k: usize, d: &mut [f32], ds: S, a: &[f32], a_s: S, b:
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            par,
         );
     }
 }
