@@ -199,13 +199,13 @@ impl PairStats {
     }
 }
 
-/// Runs `rounds` rounds of interleaved steps, fresh processes each round ([`interleave::run`]),
-/// echoing both processes' output tagged with the round and handing each round's statistics
-/// to `per_round`. Returns the statistics over all rounds' pairs and the two processes' largest
+/// Runs `rounds` rounds of interleaved steps of our binary `me` with `ours_args` and of `peer`,
+/// fresh processes each round ([`interleave::run`]), echoing both processes' output tagged
+/// with the round and handing each round's statistics to `per_round`. Returns the statistics over all rounds' pairs and the two processes' largest
 /// peak RSS (MiB).
 fn interleaved_rounds(
     rounds: usize,
-    ours: impl Fn() -> Command,
+    (me, ours_args): (&std::path::Path, &[String]),
     peer: impl Fn() -> Command,
     warmup: usize,
     per_round: impl Fn(usize, &PairStats),
@@ -213,7 +213,7 @@ fn interleaved_rounds(
     let mut pairs = Vec::new();
     let (mut orss, mut prss) = (0f64, 0f64);
     for round in 0..rounds.max(1) {
-        let (o, p) = interleave::run(&mut ours(), &mut peer(), GAP)?;
+        let (o, p) = interleave::run(Command::new(me).args(ours_args), &mut peer(), GAP)?;
         print!("[round {round}] {}[round {round}] {}", o.text, p.text);
         orss = orss.max(field(&o.text, "peak_rss_mib=").unwrap_or(f64::NAN));
         prss = prss.max(peer_rss(&p.text));
@@ -428,11 +428,7 @@ fn side_by_side(a: &TrainStepArgs) -> Result<()> {
         }
         let (st, orss, prss) = interleaved_rounds(
             a.rounds,
-            || {
-                let mut c = Command::new(&me);
-                c.args(&ours_args);
-                c
-            },
+            (&me, &ours_args),
             peer_cmd,
             a.warmup,
             |round, st| {
@@ -661,11 +657,7 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
         let tokens = (cfg.batch_size * cfg.seq_len) as f64;
         let (st, orss, prss) = interleaved_rounds(
             a.rounds,
-            || {
-                let mut c = Command::new(&me);
-                c.args(&ours_args);
-                c
-            },
+            (&me, &ours_args),
             peer_cmd,
             a.warmup,
             |round, st| {
