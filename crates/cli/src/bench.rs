@@ -24,6 +24,9 @@ use crate::interleave::{self, Lockstep};
 /// Pause before each interleaved step, so that the other engine's threads have gone idle.
 const GAP: Duration = Duration::from_millis(50);
 
+/// Warm-up steps below which PyTorch's first, slower steps fall into the timed ones.
+const MIN_PEER_WARMUP: usize = 3;
+
 #[derive(Args)]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -614,6 +617,14 @@ fn lm_side_by_side(a: &LmArgs) -> Result<()> {
         eprintln!(
             "peer: `{} -c \"import torch\"` failed; running ferrolab only (set --python or FERROLAB_PYTHON)",
             a.python
+        );
+    }
+    if torch_ok && a.peer_cmd.is_none() && a.warmup < MIN_PEER_WARMUP {
+        eprintln!(
+            "warning: --warmup {} times PyTorch's first steps, which are still slow: the ratio \
+             overstates ferrolab's lead (one 2-step run with --warmup 1 read 1.66); use at least \
+             {MIN_PEER_WARMUP}",
+            a.warmup
         );
     }
     let cfg_file = TempFile(

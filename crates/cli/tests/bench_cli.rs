@@ -249,3 +249,49 @@ fn the_training_step_benchmark_takes_a_peer_command_too() {
     assert!(last.contains("pairs=20 "), "{last}");
     assert!(!last.contains("memory_ratio=inf"), "{last}");
 }
+
+#[test]
+fn a_side_by_side_lm_run_with_few_warm_up_steps_is_warned_about() {
+    let dir = std::env::temp_dir().join(format!("ferrolab-bench-warm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let py = fake_python(&dir);
+    // a peer that stops at once: the run fails, after the warning (or its absence) is printed
+    let peer = dir.join("peer.sh");
+    std::fs::write(&peer, "exit 4\n").unwrap();
+    let run = |warmup: &str| {
+        let out = bench(
+            &[
+                "lm",
+                "--preset",
+                "llama-tiny",
+                "--set",
+                "batch_size=2",
+                "--set",
+                "seq_len=32",
+                "--rounds",
+                "1",
+                "--warmup",
+                warmup,
+                "--steps",
+                "2",
+                "--python",
+                &py,
+                "--peer-script",
+                peer.to_str().unwrap(),
+            ],
+            &[],
+            b"",
+        );
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let se = run("1");
+    assert!(
+        se.contains("warning: --warmup 1") && se.contains("overstates"),
+        "{se}"
+    );
+    assert!(se.contains("peer failed"), "{se}");
+    let se = run("3");
+    assert!(!se.contains("warning:"), "{se}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
