@@ -26,7 +26,8 @@ pub struct TrainArgs {
     /// Continue the run in this directory from its last snapshot.
     #[arg(long, conflicts_with_all = ["preset", "config", "sets", "run"])]
     resume: Option<PathBuf>,
-    /// UTF-8 text to train on (default: the State of the Union corpus, fetched on first use).
+    /// UTF-8 text to train on (default: the State of the Union corpus, fetched on first use;
+    /// with --resume, the text the run recorded in its `corpus.json`, which this must equal).
     #[arg(long)]
     corpus: Option<PathBuf>,
     /// Kernel threads (default: all cores).

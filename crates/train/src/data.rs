@@ -8,6 +8,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use ferrolab_tensor::rng::Rng;
 
 use crate::config::TokenizerKind;
@@ -147,6 +149,21 @@ impl Tokenizer {
     }
 }
 
+/// Which text a run was trained on: stored in the run as `corpus.json`, so that `--resume`
+/// reads the same text again and refuses a different one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorpusSource {
+    /// `sotu` (the State of the Union speeches) or the file's absolute path.
+    pub origin: String,
+    /// sha256 of the text (hex).
+    pub sha256: String,
+    /// Its length in bytes.
+    pub bytes: usize,
+}
+
+/// The `origin` of the State of the Union corpus.
+pub const SOTU_ORIGIN: &str = "sotu";
+
 /// An encoded corpus split into training tokens and held-out tokens.
 #[derive(Clone)]
 pub struct TokenData {
@@ -156,11 +173,13 @@ pub struct TokenData {
     pub val: Vec<u32>,
     /// UTF-8 bytes of the held-out text (for bits per byte).
     pub val_bytes: usize,
+    /// The text these tokens came from.
+    pub source: CorpusSource,
 }
 
 impl TokenData {
     /// Encodes `text` and holds out its last `val_fraction` (cut at a character boundary).
-    /// `origin` names the corpus in errors.
+    /// `origin` names the corpus in errors and in [`TokenData::source`].
     pub fn from_text(
         text: &str,
         tok: &Tokenizer,
@@ -173,6 +192,11 @@ impl TokenData {
             train: tok.encode(a)?,
             val: tok.encode(b)?,
             val_bytes: b.len(),
+            source: CorpusSource {
+                origin: origin.into(),
+                sha256: ferrolab_data::sha256_hex(text.as_bytes()),
+                bytes: text.len(),
+            },
         };
         if data.train.len() <= min_len || data.val.len() <= min_len {
             return Err(TrainError::Corpus {

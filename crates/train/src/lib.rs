@@ -12,7 +12,7 @@ pub mod run;
 pub mod trainer;
 
 pub use config::{RunConfig, TokenizerKind};
-pub use data::{TokenData, Tokenizer};
+pub use data::{CorpusSource, TokenData, Tokenizer};
 pub use error::{Result, TrainError};
 pub use generate::{generate, sample, SampleOpts};
 pub use plan::{plan, Plan};

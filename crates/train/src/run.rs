@@ -120,6 +120,24 @@ impl RunDir {
         Ok((run, cfg))
     }
 
+    /// Records which text the run trains on (`corpus.json`).
+    pub fn write_corpus(&self, source: &crate::data::CorpusSource) -> Result<()> {
+        self.write_json("corpus.json", source)
+    }
+
+    /// The text the run was trained on, when recorded (runs made before `corpus.json` existed
+    /// have none).
+    pub fn corpus(&self) -> Result<Option<crate::data::CorpusSource>> {
+        let p = self.file("corpus.json");
+        if !p.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| TrainError::snapshot(&p, format!("unreadable: {e}")))
+    }
+
     /// A file of the run.
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)

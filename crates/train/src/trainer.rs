@@ -197,13 +197,26 @@ impl Trainer {
         }
         let run = RunDir::create(dir, &cfg)?;
         tokenizer.save(&run.path)?;
+        run.write_corpus(&data.source)?;
         Trainer::build(cfg, run, tokenizer, data)
     }
 
     /// Continues the run in `dir` from its snapshot; `data` must be the same corpus, encoded
     /// with the run's tokenizer ([`Trainer::corpus_for_run`]).
+    /// A text other than the recorded one (`corpus.json`) is refused.
     pub fn resume(dir: &std::path::Path, data: TokenData) -> Result<Trainer> {
         let (run, cfg) = RunDir::open(dir)?;
+        if let Some(rec) = run.corpus()? {
+            let src = &data.source;
+            if rec.sha256 != src.sha256 {
+                return Err(not_the_recorded_text(
+                    &rec,
+                    &src.origin,
+                    src.bytes,
+                    &src.sha256,
+                ));
+            }
+        }
         let tokenizer = Tokenizer::load(dir, cfg.tokenizer)?;
         let mut t = Trainer::build(cfg, run, tokenizer, data)?;
         t.run.recover()?;
@@ -224,16 +237,21 @@ impl Trainer {
 
     /// The text of a corpus: the file at `corpus`, or the State of the Union speeches
     /// (fetched on first use), with a name for errors.
+    /// A file's origin is its absolute path, so that a run records where its text was.
     pub fn read_corpus(corpus: Option<&std::path::Path>) -> Result<(String, String)> {
         Ok(match corpus {
-            Some(p) => (TokenData::read_text(p)?, p.display().to_string()),
+            Some(p) => {
+                let text = TokenData::read_text(p)?;
+                let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+                (text, abs.display().to_string())
+            }
             None => {
                 let speeches = ferrolab_data::sotu_speeches()?;
                 let text: String = speeches
                     .iter()
                     .map(|(_, s)| format!("{}\n", s.trim()))
                     .collect();
-                (text, "sotu".to_string())
+                (text, crate::data::SOTU_ORIGIN.to_string())
             }
         })
     }
@@ -258,14 +276,39 @@ impl Trainer {
         Ok((tok, data))
     }
 
-    /// The token data of an existing run (its own tokenizer, its config's split).
+    /// The token data of an existing run (its own tokenizer, its config's split). Without
+    /// `corpus`, the text the run recorded (`corpus.json`) is read again: the State of the
+    /// Union speeches, or the file it was trained on.
     pub fn corpus_for_run(
         dir: &std::path::Path,
         corpus: Option<&std::path::Path>,
     ) -> Result<TokenData> {
-        let (_, cfg) = RunDir::open(dir)?;
+        let (run, cfg) = RunDir::open(dir)?;
         let tok = Tokenizer::load(dir, cfg.tokenizer)?;
-        let (text, origin) = Trainer::read_corpus(corpus)?;
+        let rec = run.corpus()?;
+        let recorded = match (corpus, &rec) {
+            (None, Some(rec)) if rec.origin != crate::data::SOTU_ORIGIN => {
+                let p = std::path::PathBuf::from(&rec.origin);
+                if let Err(e) = std::fs::metadata(&p) {
+                    return Err(TrainError::Corpus {
+                        path: rec.origin.clone(),
+                        msg: format!(
+                            "this run was trained on it, and it cannot be read now ({e}); pass \
+                             the same text with --corpus PATH"
+                        ),
+                    });
+                }
+                Some(p)
+            }
+            _ => None,
+        };
+        let (text, origin) = Trainer::read_corpus(corpus.or(recorded.as_deref()))?;
+        if let Some(rec) = &rec {
+            let sha = ferrolab_data::sha256_hex(text.as_bytes());
+            if sha != rec.sha256 {
+                return Err(not_the_recorded_text(rec, &origin, text.len(), &sha));
+            }
+        }
         TokenData::from_text(&text, &tok, cfg.val_fraction, cfg.seq_len, &origin)
     }
 
@@ -570,4 +613,38 @@ pub fn load_model(dir: &std::path::Path) -> Result<(Model, RunConfig, Tokenizer)
     vars.load(&path)?;
     let tok = Tokenizer::load(dir, cfg.tokenizer)?;
     Ok((model, cfg, tok))
+}
+
+/// The error for a resume on another text than the run's recorded one.
+fn not_the_recorded_text(
+    rec: &crate::data::CorpusSource,
+    origin: &str,
+    bytes: usize,
+    sha256: &str,
+) -> TrainError {
+    let how = if rec.origin == crate::data::SOTU_ORIGIN {
+        "resume without --corpus".to_string()
+    } else {
+        format!(
+            "resume without --corpus, or with --corpus and a copy of {}",
+            rec.origin
+        )
+    };
+    TrainError::Corpus {
+        path: origin.into(),
+        msg: format!(
+            "is not the text this run was trained on: {} ({} bytes, sha256 {}), this one has {} \
+             bytes, sha256 {}; {how}",
+            rec.origin,
+            rec.bytes,
+            short_hash(&rec.sha256),
+            bytes,
+            short_hash(sha256),
+        ),
+    }
+}
+
+/// The first 16 hex digits of a sha256, for messages.
+fn short_hash(h: &str) -> &str {
+    &h[..h.len().min(16)]
 }

@@ -448,3 +448,83 @@ fn v3_run_resumes_bitwise_with_its_routing_bias_and_logs_balance() {
     assert_eq!(losses(&b), want_losses, "losses after resume differ");
     assert_eq!(params(&t), want, "weights and biases after resume differ");
 }
+
+#[test]
+fn a_run_resumes_on_the_text_it_recorded_and_refuses_another() {
+    ferrolab_tensor::set_num_threads(1).unwrap();
+    let c = cfg(6);
+    let run = dir("corpus-record");
+    let work = dir("corpus-record-files");
+    std::fs::create_dir_all(&work).unwrap();
+    let text = "we hold these truths to be self evident and so on ".repeat(200);
+    let file = work.join("mine.txt");
+    std::fs::write(&file, &text).unwrap();
+    let (tok, data) = Trainer::prepare(&c, Some(&file), false).unwrap();
+    let mut t = Trainer::create(&run, c.clone(), tok, data.clone()).unwrap();
+    t.cfg.steps = 4;
+    train(&mut t);
+    drop(t);
+
+    // without --corpus, the recorded file is read again (not the State of the Union text)
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("corpus.json")).unwrap()).unwrap();
+    assert_eq!(rec["bytes"].as_u64().unwrap() as usize, text.len());
+    let again = Trainer::corpus_for_run(&run, None).unwrap();
+    assert_eq!(again.train, data.train);
+    assert_eq!(again.source, data.source);
+    let r = Trainer::resume(&run, again).unwrap();
+    assert_eq!(r.step(), 4);
+    drop(r);
+
+    // the same text at another path is accepted
+    let copy = work.join("copy.txt");
+    std::fs::write(&copy, &text).unwrap();
+    let r = Trainer::resume(&run, Trainer::corpus_for_run(&run, Some(&copy)).unwrap()).unwrap();
+    assert_eq!(r.step(), 4);
+    drop(r);
+
+    // another text is refused, naming the recorded one
+    let other = work.join("other.txt");
+    std::fs::write(
+        &other,
+        "a different speech entirely, with other words ".repeat(200),
+    )
+    .unwrap();
+    for e in [
+        Trainer::corpus_for_run(&run, Some(&other)).err().unwrap(),
+        // data the caller encoded itself
+        Trainer::resume(
+            &run,
+            TokenData::from_text(
+                &std::fs::read_to_string(&other).unwrap(),
+                &Tokenizer::bytes(),
+                c.val_fraction,
+                c.seq_len,
+                "other",
+            )
+            .unwrap(),
+        )
+        .err()
+        .unwrap(),
+    ] {
+        let msg = e.to_string();
+        assert!(matches!(e, TrainError::Corpus { .. }), "{msg}");
+        assert!(
+            msg.contains("not the text this run was trained on") && msg.contains("mine.txt"),
+            "{msg}"
+        );
+    }
+
+    // the recorded file gone: an error that says so and how to go on
+    std::fs::remove_file(&file).unwrap();
+    let msg = Trainer::corpus_for_run(&run, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("mine.txt") && msg.contains("cannot be read") && msg.contains("--corpus"),
+        "{msg}"
+    );
+    let _ = std::fs::remove_dir_all(&run);
+    let _ = std::fs::remove_dir_all(&work);
+}
