@@ -138,6 +138,9 @@ struct TrainStepArgs {
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Lm(l) => {
+            if l.steps == 0 || l.threads == 0 {
+                bail!("--steps and --threads must be at least 1");
+            }
             if l.ours_only {
                 lm_ours(&l)
             } else {
@@ -240,7 +243,7 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
     if a.steps == 0 || a.batch == 0 || a.threads == 0 {
         bail!("--steps, --batch and --threads must be at least 1");
     }
-    ferrolab_tensor::set_num_threads(a.threads)?;
+    crate::train::start_threads(a.threads)?;
     ferrolab_tensor::on_pool(move || -> Result<()> {
         rng::manual_seed(0);
         let vars = Vars::new();
@@ -538,7 +541,7 @@ fn lm_config(a: &LmArgs) -> Result<ferrolab_train::RunConfig> {
 /// (forward, cross-entropy, backward, clip, grouped AdamW) on random windows of a random
 /// token stream.
 fn lm_ours(a: &LmArgs) -> Result<()> {
-    ferrolab_tensor::set_num_threads(a.threads)?;
+    crate::train::start_threads(a.threads)?;
     // on a pool thread, as `ferrolab train` runs
     ferrolab_tensor::on_pool(|| lm_ours_body(a))
 }

@@ -37,7 +37,7 @@ pub struct ExperimentArgs {
 
 pub fn run(a: ExperimentArgs) -> Result<()> {
     let threads = crate::train::threads_or_all(a.threads);
-    ferrolab_tensor::set_num_threads(threads)?;
+    crate::train::start_threads(threads)?;
     ferrolab_tensor::on_pool(move || -> Result<()> {
         let mut base = RunConfig::preset(&a.preset)?;
         base.steps = a.steps;

@@ -105,7 +105,7 @@ fn v3_greedy(
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
-    ferrolab_tensor::set_num_threads(a.threads)?;
+    crate::train::start_threads(a.threads)?;
     ferrolab_tensor::on_pool(move || -> Result<()> {
         let (model, _cfg, tok) = load_model(&a.run)?;
         let opts = SampleOpts {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use ferrolab_train::{generate, RunConfig, SampleOpts, TokenizerKind, Trainer};
 
@@ -49,6 +49,27 @@ fn free_run_dir(preset: &str) -> PathBuf {
         .unwrap_or(base)
 }
 
+/// Sizes the kernel thread pool to `--threads n`: at least 1, and at most 4 per core (each op
+/// splits its work over every thread, so far more threads than cores only adds waiting; 1,000
+/// threads on 2 cores made one small step take over 20 s). More than one per core is allowed
+/// with a warning.
+pub fn start_threads(n: usize) -> Result<()> {
+    let cores = std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(1);
+    if n == 0 {
+        bail!("--threads must be at least 1");
+    }
+    if n > 4 * cores {
+        bail!("--threads {n} is more than 4 per core on this machine's {cores} cores");
+    }
+    if n > cores {
+        eprintln!("warning: {n} threads on {cores} cores: ops will wait on each other");
+    }
+    ferrolab_tensor::set_num_threads(n)?;
+    Ok(())
+}
+
 /// `--threads`, or every core the machine has.
 pub fn threads_or_all(threads: Option<usize>) -> usize {
     threads.unwrap_or_else(|| {
@@ -60,7 +81,7 @@ pub fn threads_or_all(threads: Option<usize>) -> usize {
 
 pub fn run(a: TrainArgs) -> Result<()> {
     let threads = crate::train::threads_or_all(a.threads);
-    ferrolab_tensor::set_num_threads(threads)?;
+    start_threads(threads)?;
     ferrolab_tensor::on_pool(move || -> Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
         {

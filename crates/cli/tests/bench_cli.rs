@@ -295,3 +295,24 @@ fn a_side_by_side_lm_run_with_few_warm_up_steps_is_warned_about() {
     assert!(!se.contains("warning:"), "{se}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn zero_steps_and_impossible_thread_counts_are_refused() {
+    for (args, want) in [
+        (
+            &["lm", "--ours-only", "--steps", "0", "--warmup", "0"][..],
+            "--steps",
+        ),
+        (&["train-step", "--threads", "0"][..], "--threads"),
+        (&["train-step", "--threads", "100000"][..], "per core"),
+        (&["lm", "--ours-only", "--threads", "0"][..], "--threads"),
+    ] {
+        let out = bench(args, &[], b"");
+        let se = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {se}");
+        assert!(
+            se.contains(want) && !se.contains("panicked"),
+            "{args:?}: {se}"
+        );
+    }
+}

@@ -186,6 +186,11 @@ impl RunConfig {
             key: key.to_string(),
             msg,
         };
+        if key == "preset" {
+            return Err(err(
+                "names the preset this config started from; choose one with --preset".into(),
+            ));
+        }
         let mut json = serde_json::to_value(&self).map_err(|e| err(e.to_string()))?;
         let mut slot = &mut json;
         for part in key.split('.') {
@@ -405,5 +410,26 @@ mod tests {
             .merge_toml_file(&p)
             .unwrap_err();
         assert!(e.to_string().contains("run.toml"), "{e}");
+    }
+
+    #[test]
+    fn the_preset_name_cannot_be_set() {
+        let e = RunConfig::preset("llama-tiny")
+            .unwrap()
+            .set("preset=small")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("preset") && e.contains("--preset"), "{e}");
+        let dir = std::env::temp_dir().join(format!("ferrolab-cfg-preset-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("run.toml");
+        std::fs::write(&p, "preset = \"nope\"\n").unwrap();
+        let e = RunConfig::preset("tiny")
+            .unwrap()
+            .merge_toml_file(&p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("preset"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

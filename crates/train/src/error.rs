@@ -52,6 +52,9 @@ pub enum TrainError {
         /// The run directory.
         dir: std::path::PathBuf,
     },
+    /// Generation cannot go on: bad sampling settings, or a model whose outputs are not finite.
+    #[error("generate: {0}")]
+    Generate(String),
     /// A tensor-engine error.
     #[error(transparent)]
     Tensor(#[from] ferrolab_tensor::Error),

@@ -3,7 +3,11 @@
 use ferrolab_models::Model;
 use ferrolab_tensor::rng::Rng;
 
-use crate::error::Result;
+use crate::error::{Result, TrainError};
+
+/// Most tokens reserved up front: `max_tokens` is a user's number, and the output grows past
+/// this as tokens come.
+const CAPACITY_HINT: usize = 4096;
 
 /// How the next token is chosen.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -102,14 +106,32 @@ pub fn generate(
     opts: &SampleOpts,
     mut on_token: impl FnMut(u32),
 ) -> Result<Vec<u32>> {
+    if !(opts.temperature.is_finite() && opts.temperature >= 0.0) {
+        return Err(TrainError::Generate(format!(
+            "temperature {} must be a number >= 0",
+            opts.temperature
+        )));
+    }
+    if !(opts.top_p > 0.0 && opts.top_p <= 1.0) {
+        return Err(TrainError::Generate(format!(
+            "top_p {} must be in (0, 1]",
+            opts.top_p
+        )));
+    }
     let max_ctx = model.config().max_position_embeddings();
     let mut rng = Rng::new(opts.seed);
     let mut all: Vec<u32> = prompt.to_vec();
     let start = all.len().saturating_sub(max_ctx - 1);
     let mut cache = model.new_cache();
     let mut logits = model.forward_cached(&all[start..], &mut cache)?;
-    let mut out = Vec::with_capacity(opts.max_tokens);
-    for _ in 0..opts.max_tokens {
+    let mut out = Vec::with_capacity(opts.max_tokens.min(CAPACITY_HINT));
+    for i in 0..opts.max_tokens {
+        if let Some(bad) = logits.iter().find(|x| x.is_nan()) {
+            return Err(TrainError::Generate(format!(
+                "the model's logits for generated token {i} hold {bad}: its weights are not \
+                 finite (a diverged or damaged run?)"
+            )));
+        }
         let next = sample(&logits, opts, &mut rng);
         on_token(next);
         out.push(next);
@@ -223,5 +245,53 @@ mod tests {
             ..opts
         };
         assert_eq!(generate(&m, &prompt, &long, |_| {}).unwrap().len(), 40);
+    }
+
+    #[test]
+    fn bad_settings_and_non_finite_weights_are_errors() {
+        rng::manual_seed(3);
+        let cfg = LmConfig {
+            vocab_size: 40,
+            hidden_size: 16,
+            intermediate_size: 32,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            num_key_value_heads: 2,
+            max_position_embeddings: 16,
+            ..LmConfig::tiny(40)
+        };
+        let vars = Vars::new();
+        let m = Model::new(&vars, &ModelConfig::Llama(cfg)).unwrap();
+        let run = |o: SampleOpts| generate(&m, &[1, 2, 3], &o, |_| {});
+        let ok = SampleOpts {
+            max_tokens: 3,
+            ..SampleOpts::default()
+        };
+        assert_eq!(run(ok).unwrap().len(), 3);
+        for bad in [
+            SampleOpts {
+                temperature: f32::NAN,
+                ..ok
+            },
+            SampleOpts {
+                temperature: f32::INFINITY,
+                ..ok
+            },
+            SampleOpts { top_p: 1.5, ..ok },
+            SampleOpts { top_p: 0.0, ..ok },
+        ] {
+            let e = run(bad).unwrap_err().to_string();
+            assert!(e.contains("temperature") || e.contains("top_p"), "{e}");
+        }
+        // a NaN weight: an error, not token 0 over and over
+        let (name, w) = vars
+            .all()
+            .into_iter()
+            .find(|(n, _)| n.ends_with("norm.weight"))
+            .unwrap();
+        w.copy_from(&ferrolab_tensor::Tensor::full(w.shape(), f32::NAN))
+            .unwrap();
+        let e = run(ok).unwrap_err().to_string();
+        assert!(e.contains("NaN") && e.contains("not finite"), "{name}: {e}");
     }
 }

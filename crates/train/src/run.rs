@@ -215,6 +215,29 @@ impl RunDir {
         Ok(())
     }
 
+    /// Checks the snapshot's `model.safetensors` against the sha256 in `state.json`, and that
+    /// the run's vocabulary is the one it was trained with: what [`RunDir::load_snapshot`]
+    /// checks, for reading the weights alone (generation, export).
+    pub fn check_model(&self, tokenizer: &str) -> Result<()> {
+        let sp = self.file("state.json");
+        if !sp.exists() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(&sp).map_err(|e| TrainError::io(&sp, e))?;
+        let state: State = serde_json::from_str(&text)
+            .map_err(|e| TrainError::snapshot(&sp, format!("unreadable: {e}")))?;
+        if state.tokenizer != tokenizer {
+            return Err(TrainError::snapshot(
+                &sp,
+                format!(
+                    "was trained with tokenizer `{}`, not the `{tokenizer}` in tokenizer.json",
+                    state.tokenizer
+                ),
+            ));
+        }
+        read_checked(&self.file(FILES[0]), &state.model_sha256).map(drop)
+    }
+
     /// Whether a snapshot exists (after [`RunDir::recover`]).
     pub fn has_snapshot(&self) -> bool {
         self.file("state.json").exists()

@@ -610,8 +610,9 @@ pub fn load_model(dir: &std::path::Path) -> Result<(Model, RunConfig, Tokenizer)
             "has no model.safetensors yet (no snapshot was written)",
         ));
     }
-    vars.load(&path)?;
     let tok = Tokenizer::load(dir, cfg.tokenizer)?;
+    run.check_model(&tok.id())?;
+    vars.load(&path)?;
     Ok((model, cfg, tok))
 }
 

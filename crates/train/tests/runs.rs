@@ -225,7 +225,30 @@ fn corrupt_or_truncated_snapshot_is_a_clear_error() {
         e.contains("model.safetensors") && e.contains("truncated"),
         "{e}"
     );
+    // reading the weights alone (generate, export, logits) checks them too, even when the
+    // damage leaves a parseable file: four bytes of one weight overwritten
+    let mut damaged = bytes.clone();
+    let n = damaged.len();
+    damaged[n - 8..n - 4].copy_from_slice(&[0xff; 4]);
+    std::fs::write(&m, &damaged).unwrap();
+    let e = ferrolab_train::load_model(&a).err().unwrap().to_string();
+    assert!(
+        e.contains("model.safetensors") && e.contains("corrupt"),
+        "{e}"
+    );
     std::fs::write(&m, &bytes).unwrap();
+    ferrolab_train::load_model(&a).unwrap();
+    // so does a vocabulary other than the one the run was trained with
+    let other = Tokenizer::train_bpe(&"abc abd ".repeat(100), 280, false).unwrap();
+    let kept = std::fs::read(a.join("train.json")).unwrap();
+    let mut tj: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+    tj["tokenizer"] = "bpe".into();
+    tj["model"]["vocab_size"] = 300.into();
+    std::fs::write(a.join("train.json"), tj.to_string()).unwrap();
+    other.save(&a).unwrap();
+    let e = ferrolab_train::load_model(&a).err().unwrap().to_string();
+    assert!(e.contains("tokenizer"), "{e}");
+    std::fs::write(a.join("train.json"), &kept).unwrap();
     std::fs::write(a.join("state.json"), "{ not json").unwrap();
     let e = Trainer::resume(&a, corpus(&c)).err().unwrap().to_string();
     assert!(e.contains("state.json") && e.contains("unreadable"), "{e}");

@@ -547,7 +547,7 @@ impl DeepseekV3 {
         absorbed: bool,
     ) -> Result<Vec<u32>> {
         let mut cache = MlaCache::new(absorbed);
-        let mut out = Vec::with_capacity(n);
+        let mut out = Vec::with_capacity(n.min(4096)); // grows past that: n is a user's number
         if n == 0 {
             return Ok(out);
         }
@@ -573,7 +573,7 @@ impl DeepseekV3 {
         };
         let v = self.cfg.vocab_size;
         let mut stats = SpecStats::default();
-        let mut out = Vec::with_capacity(n + 1);
+        let mut out = Vec::with_capacity(n.min(4096) + 1); // grows past that
         if n == 0 {
             return Ok((out, stats));
         }
