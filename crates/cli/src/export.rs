@@ -24,6 +24,8 @@ pub struct ExportArgs {
 pub fn run(a: ExportArgs) -> Result<()> {
     let (run, cfg) = RunDir::open(&a.run)?;
     run.recover()?;
+    // the weights must be the snapshot's (sha256) and trained with the run's vocabulary
+    run.check_model(&ferrolab_train::Tokenizer::load(&a.run, cfg.tokenizer)?.id())?;
     let vars = Vars::new();
     let _model = Model::new(&vars, &cfg.model)?;
     vars.load(&run.file("model.safetensors"))?;

@@ -79,7 +79,16 @@ pub struct SpecReport {
 pub fn arms(name: &str, base: &RunConfig) -> Result<Vec<(String, RunConfig)>> {
     let v3 = match &base.model {
         ModelConfig::DeepseekV3(c) => c.clone(),
-        _ => V3Config::tiny(base.model.vocab_size()),
+        other => {
+            return Err(TrainError::Config {
+                key: "preset".into(),
+                msg: format!(
+                    "experiment `{name}` compares DeepSeek-V3 arms, and this preset is a `{}` \
+                     model; use a DeepSeek-V3 preset (tiny, small)",
+                    other.model_type()
+                ),
+            })
+        }
     };
     let with = |model: ModelConfig| RunConfig {
         model,
@@ -391,5 +400,9 @@ mod tests {
         assert!(kv[0] < kv[2] && kv[2] < kv[1], "{kv:?}");
         let e = arms("nope", &base).unwrap_err().to_string();
         assert!(e.contains("balance") && e.contains("nope"), "{e}");
+        // a dense preset is refused, not silently replaced by the V3 `tiny` model
+        let dense = RunConfig::preset("llama-tiny").unwrap();
+        let e = arms("mtp", &dense).unwrap_err().to_string();
+        assert!(e.contains("DeepSeek-V3") && e.contains("llama"), "{e}");
     }
 }

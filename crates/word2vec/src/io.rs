@@ -72,9 +72,12 @@ pub fn read_text(path: &Path) -> Result<KeyedVectors> {
     let mut line = String::new();
     reader.read_line(&mut line).map_err(io_err(path))?;
     let (v, d) = parse_header(path, &line)?;
-    let mut words = Vec::with_capacity(v);
-    let mut vectors = Vec::with_capacity(v * d);
-    let mut seen = std::collections::HashSet::with_capacity(v);
+    // the header's numbers are only trusted as far as the file can hold them: every number
+    // takes at least two bytes (a digit and a separator)
+    let size = std::fs::metadata(path).map_err(io_err(path))?.len() as usize;
+    let mut words = Vec::with_capacity(v.min(size / 2));
+    let mut vectors = Vec::with_capacity(v.saturating_mul(d).min(size / 2));
+    let mut seen = std::collections::HashSet::with_capacity(v.min(size / 2));
     let mut lineno = 1;
     loop {
         line.clear();
@@ -170,6 +173,37 @@ pub fn read_binary(path: &Path) -> Result<KeyedVectors> {
         .map_err(|_| bin_err(0, "header is not UTF-8".into()))?;
     let (v, d) = parse_header(path, header)?;
     let mut pos = header_end + 1;
+    // a text-format file (a word and d decimal numbers per line) read as binary
+    let first = bytes[pos..]
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default();
+    if let Ok(line) = std::str::from_utf8(first) {
+        let mut parts = line.split_whitespace();
+        let word = parts.next();
+        let numbers: Vec<&str> = parts.collect();
+        if word.is_some() && numbers.len() == d && numbers.iter().all(|x| x.parse::<f32>().is_ok())
+        {
+            return Err(bin_err(
+                pos,
+                "this is the word2vec text format (the first vector is a line of numbers); \
+                 read it as text (name it .txt, or leave out --binary)"
+                    .into(),
+            ));
+        }
+    }
+    // each vector is a word of at least one byte, a space and 4 d bytes
+    let need = (v as u128) * (4 * d as u128 + 2);
+    if need > (bytes.len() - pos) as u128 {
+        return Err(bin_err(
+            0,
+            format!(
+                "the header announces {v} vectors of {d} values, which need at least {need} \
+                 bytes; {} follow the header",
+                bytes.len() - pos
+            ),
+        ));
+    }
     let mut words = Vec::with_capacity(v);
     let mut vectors = Vec::with_capacity(v * d);
     for i in 0..v {
@@ -207,6 +241,19 @@ pub fn read_binary(path: &Path) -> Result<KeyedVectors> {
         }
         words.push(word.to_string());
         pos += 4 * d;
+    }
+    let rest = bytes[pos..]
+        .iter()
+        .filter(|&&b| !b.is_ascii_whitespace())
+        .count();
+    if rest > 0 {
+        return Err(bin_err(
+            pos,
+            format!(
+                "{rest} more bytes after the {v} vectors the header announces: not a binary \
+                 file (a text-format file named .bin?)"
+            ),
+        ));
     }
     KeyedVectors::new(words, vectors, d).map_err(|e| bin_err(pos, e.to_string()))
 }

@@ -267,6 +267,18 @@ fn train_source<S: BatchSource>(
             "dim, window, epochs and threads must be positive".into(),
         ));
     }
+    let alpha = config.start_alpha();
+    if !(alpha.is_finite() && alpha >= 0.0) {
+        return Err(Word2VecError::Config(format!(
+            "the learning rate alpha must be a number >= 0, got {alpha}"
+        )));
+    }
+    if !(config.min_alpha.is_finite() && config.min_alpha >= 0.0 && config.min_alpha <= alpha) {
+        return Err(Word2VecError::Config(format!(
+            "min_alpha must be in [0, alpha = {alpha}], got {}",
+            config.min_alpha
+        )));
+    }
     if let Loss::NegativeSampling(0) = config.loss {
         return Err(Word2VecError::Config(
             "negative sampling needs at least one negative".into(),
@@ -370,6 +382,12 @@ fn train_source<S: BatchSource>(
         seconds,
         words_per_sec: words as f64 / seconds.max(1e-9),
     };
+    if let Some(i) = syn0.iter().position(|x| !x.is_finite()) {
+        return Err(Word2VecError::Config(format!(
+            "training diverged: the vector of `{}` is not finite; lower alpha (it was {alpha})",
+            vocab.words()[i / dim]
+        )));
+    }
     let kv = KeyedVectors::new(vocab.words().to_vec(), syn0, dim)?;
     Ok((kv, stats))
 }

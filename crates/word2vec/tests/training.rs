@@ -255,3 +255,30 @@ fn streaming_splits_long_lines_and_reports_file_errors() {
         Err(Word2VecError::Config(_))
     ));
 }
+
+#[test]
+fn learning_rates_that_cannot_train_are_errors() {
+    let (vocab, corpus) = synthetic(200, "alpha");
+    for (alpha, min_alpha, want) in [
+        (f32::NAN, 1e-4, "alpha"),
+        (f32::INFINITY, 1e-4, "alpha"),
+        (-1.0, 1e-4, "alpha"),
+        (0.025, 0.5, "min_alpha"),
+        (0.025, f32::NAN, "min_alpha"),
+        // a finite rate so large that the vectors blow up
+        (1e30, 1e-4, "diverged"),
+    ] {
+        let config = TrainConfig {
+            alpha: Some(alpha),
+            min_alpha,
+            threads: 1,
+            epochs: 1,
+            ..TrainConfig::default()
+        };
+        let e = train(&corpus, &vocab, &config).err();
+        assert!(
+            matches!(&e, Some(Word2VecError::Config(m)) if m.contains(want)),
+            "alpha {alpha}, min_alpha {min_alpha}: {e:?}"
+        );
+    }
+}

@@ -282,3 +282,43 @@ fn in_memory_corpus_drops_oov_and_splits() {
     assert_eq!(lens, vec![2, MAX_SENTENCE_LEN, 1]);
     assert_eq!(corpus.word_count(), 2 + MAX_SENTENCE_LEN as u64 + 1);
 }
+
+#[test]
+fn headers_announcing_more_than_the_file_holds_and_text_read_as_binary_are_errors() {
+    let kv = KeyedVectors::new(
+        vec!["one".into(), "two".into()],
+        vec![0.5, -0.25, 1.0, 2.0, 0.125, -3.0],
+        3,
+    )
+    .unwrap();
+    let path = temp_path("text-as-bin.bin");
+    write_text(&kv, &path).unwrap();
+    let e = read_binary(&path).unwrap_err().to_string();
+    assert!(e.contains("text format"), "{e}");
+    // the right reader still reads it
+    assert_eq!(read_text(&path).unwrap().len(), 2);
+
+    // headers that would need terabytes: an error, not an allocation failure
+    for (header, reader, want) in [
+        (
+            "99999999999 99999999999\n",
+            read_text as fn(&Path) -> _,
+            "has 3 values",
+        ),
+        ("99999999999 3\n", read_text, "header announced 99999999999"),
+        ("1000000 1000000\n", read_binary, "announces"),
+        ("99999999999 3\n", read_binary, "announces"),
+    ] {
+        std::fs::write(&path, format!("{header}one \x01\x02\x03 2 3\n")).unwrap();
+        let e = reader(&path).unwrap_err().to_string();
+        assert!(e.contains(want), "{header}: {e}");
+    }
+    // binary vectors followed by more than the header announced
+    write_binary(&kv, &path, true).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"three 1 2 3\n");
+    std::fs::write(&path, &bytes).unwrap();
+    let e = read_binary(&path).unwrap_err().to_string();
+    assert!(e.contains("more bytes after the 2 vectors"), "{e}");
+    let _ = std::fs::remove_file(&path);
+}
