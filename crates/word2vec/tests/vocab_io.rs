@@ -299,17 +299,25 @@ fn headers_announcing_more_than_the_file_holds_and_text_read_as_binary_are_error
     assert_eq!(read_text(&path).unwrap().len(), 2);
 
     // headers that would need terabytes: an error, not an allocation failure
-    for (header, reader, want) in [
+    let text_line = "one 1 2 3\n";
+    let binary_ish = "one \x01\x02\x03 2 3\n";
+    for (header, body, reader, want) in [
         (
             "99999999999 99999999999\n",
+            text_line,
             read_text as fn(&Path) -> _,
             "has 3 values",
         ),
-        ("99999999999 3\n", read_text, "header announced 99999999999"),
-        ("1000000 1000000\n", read_binary, "announces"),
-        ("99999999999 3\n", read_binary, "announces"),
+        (
+            "99999999999 3\n",
+            text_line,
+            read_text,
+            "header announced 99999999999",
+        ),
+        ("1000000 1000000\n", binary_ish, read_binary, "announces"),
+        ("99999999999 3\n", binary_ish, read_binary, "announces"),
     ] {
-        std::fs::write(&path, format!("{header}one \x01\x02\x03 2 3\n")).unwrap();
+        std::fs::write(&path, format!("{header}{body}")).unwrap();
         let e = reader(&path).unwrap_err().to_string();
         assert!(e.contains(want), "{header}: {e}");
     }
