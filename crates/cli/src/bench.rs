@@ -240,8 +240,31 @@ impl Drop for TempFile {
 }
 
 fn train_step(a: &TrainStepArgs) -> Result<()> {
-    if a.steps == 0 || a.batch == 0 || a.threads == 0 {
-        bail!("--steps, --batch and --threads must be at least 1");
+    if a.steps == 0 || a.batch == 0 || a.threads == 0 || a.seq == 0 || a.layers == 0 {
+        bail!("--steps, --batch, --seq, --layers and --threads must be at least 1");
+    }
+    {
+        // at least the weights, gradients and AdamW moments (16 bytes a parameter) and the
+        // attention probabilities (batch x heads x seq x seq) of every layer, or of one with
+        // recompute
+        let c = GptConfig::bench(a.layers);
+        let params = (c.vocab + a.seq + 12 * c.layers * c.d_model) as f64 * c.d_model as f64;
+        let live = if a.recompute { 1 } else { c.layers };
+        let probs = (live * a.batch * c.heads) as f64 * (a.seq as f64).powi(2);
+        let need = 16.0 * params + 4.0 * probs;
+        if let Some(avail) = ferrolab_train::available_memory() {
+            if need > avail as f64 {
+                bail!(
+                    "--layers {} --batch {} --seq {} needs at least {:.1} GiB, and this machine \
+                     has {:.1} GiB available",
+                    a.layers,
+                    a.batch,
+                    a.seq,
+                    need / (1u64 << 30) as f64,
+                    avail as f64 / (1u64 << 30) as f64
+                );
+            }
+        }
     }
     crate::train::start_threads(a.threads)?;
     ferrolab_tensor::on_pool(move || -> Result<()> {
@@ -534,6 +557,7 @@ fn lm_config(a: &LmArgs) -> Result<ferrolab_train::RunConfig> {
         cfg = cfg.set(s)?;
     }
     cfg.validate()?;
+    ferrolab_train::check_memory(&cfg)?;
     Ok(cfg)
 }
 

@@ -46,8 +46,11 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         for s in &a.sets {
             base = base.set(s)?;
         }
-        // checks the experiment name before any work
-        experiment::arms(&a.name, &base)?;
+        // checks the experiment name and that the arms fit before any work
+        for (_, arm) in experiment::arms(&a.name, &base)? {
+            arm.validate()?;
+            ferrolab_train::check_memory(&arm)?;
+        }
         let out = a
             .out
             .clone()

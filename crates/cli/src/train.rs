@@ -116,6 +116,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                     cfg = cfg.set(s)?;
                 }
                 cfg.validate()?;
+                ferrolab_train::check_memory(&cfg)?;
                 let dir = a.run.clone().unwrap_or_else(|| free_run_dir(&cfg.preset));
                 if cfg.tokenizer == TokenizerKind::Bpe {
                     eprintln!(

@@ -306,6 +306,8 @@ fn zero_steps_and_impossible_thread_counts_are_refused() {
         (&["train-step", "--threads", "0"][..], "--threads"),
         (&["train-step", "--threads", "100000"][..], "per core"),
         (&["lm", "--ours-only", "--threads", "0"][..], "--threads"),
+        (&["train-step", "--seq", "1000000"][..], "GiB"),
+        (&["train-step", "--layers", "0"][..], "--layers"),
     ] {
         let out = bench(args, &[], b"");
         let se = String::from_utf8_lossy(&out.stderr);

@@ -9,3 +9,17 @@ pub use any::{max_vio, Cache, LossParts, Model, ModelConfig};
 pub use deepseek_v3::{Balance, DeepseekV3, MlaCache, SpecStats, V3Config, V3Loss};
 pub use gpt::{Gpt, GptConfig};
 pub use lm::{Attention, DecoderLayer, KvCache, Lm, LmConfig, SwiGlu};
+
+/// The largest value ferrolab accepts for a config's size field, far above any published
+/// model's (DeepSeek-V3: hidden 7168, vocabulary 129,280, 256 experts, 61 layers). The bounds
+/// keep parameter counts and buffer sizes well inside 64 bits; what a machine can hold is
+/// checked separately against its memory.
+pub(crate) fn size_limit(field: &str) -> usize {
+    match field {
+        "vocab_size" | "max_position_embeddings" => 1 << 22,
+        "intermediate_size" | "moe_intermediate_size" => 1 << 18,
+        "hidden_size" | "kv_lora_rank" | "q_lora_rank" => 1 << 16,
+        "n_routed_experts" => 1 << 12,
+        _ => 1 << 10, // layers, heads, head dims, shared experts, top-k
+    }
+}

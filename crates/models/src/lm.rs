@@ -127,6 +127,15 @@ impl LmConfig {
             if v == 0 {
                 return bad(field, "must be > 0".into());
             }
+            if v > crate::size_limit(field) {
+                return bad(
+                    field,
+                    format!(
+                        "{v} is above ferrolab's limit of {}",
+                        crate::size_limit(field)
+                    ),
+                );
+            }
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(

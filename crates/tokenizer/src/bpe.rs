@@ -18,6 +18,11 @@ use crate::error::{Result, TokenizerError};
 /// A token id. For tiktoken vocabularies the id is also the merge rank.
 pub type Rank = u32;
 
+/// The largest token id (or rank) a vocabulary may use: 4,194,303, ten times the largest
+/// published vocabularies. Ids index tables, so a file that names id 4,000,000,000 is refused
+/// rather than allocated for.
+pub const MAX_ID: Rank = (1 << 22) - 1;
+
 /// Pieces shorter than this use the quadratic scan (fast on the short pieces of real text:
 /// a flat vector beats a heap); longer ones the heap, which keeps a piece with no split points
 /// O(n log n) instead of O(n^2).
@@ -171,6 +176,12 @@ impl Bpe {
             if bytes.is_empty() {
                 return Err(TokenizerError::BadVocab(format!(
                     "id {id} is the empty string"
+                )));
+            }
+            if id > MAX_ID {
+                return Err(TokenizerError::BadVocab(format!(
+                    "id {id} is above the limit of {MAX_ID} (vocabularies have at most a few \
+                     hundred thousand tokens)"
                 )));
             }
             let i = id as usize;

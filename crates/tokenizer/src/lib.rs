@@ -20,7 +20,7 @@ pub mod tokenizer;
 pub mod train;
 mod unicode;
 
-pub use bpe::{Bpe, MergeRule, MergeWork, Rank};
+pub use bpe::{Bpe, MergeRule, MergeWork, Rank, MAX_ID};
 pub use builtin::{builtin, load, Builtin, BUILTIN};
 pub use error::{Result, TokenizerError};
 pub use files::gpt2::{bytes_to_text, read_gpt2, text_to_bytes, write_gpt2};

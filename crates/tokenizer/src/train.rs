@@ -63,6 +63,16 @@ impl TrainConfig {
                 ),
             });
         }
+        if self.vocab_size > crate::bpe::MAX_ID as usize + 1 {
+            return Err(TokenizerError::BadTrainConfig {
+                field: "vocab_size",
+                message: format!(
+                    "{} is above the limit of {}",
+                    self.vocab_size,
+                    crate::bpe::MAX_ID as usize + 1
+                ),
+            });
+        }
         let mut seen = FxHashSet::default();
         for s in &self.special_tokens {
             if s.is_empty() || !seen.insert(s) {

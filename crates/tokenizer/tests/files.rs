@@ -135,6 +135,13 @@ fn malformed_rank_files_name_the_line() {
     assert!(e.contains("twice"), "{e}");
     let e = err_text(parse_tiktoken_str("YQ== 0\n"));
     assert!(e.contains("0x00") && e.contains("256"), "{e}");
+    // a rank that would size a table of billions: refused, not allocated
+    let mut big: String = (0..=255u8)
+        .map(|b| format!("{} {b}\n", ferrolab_tokenizer::files::base64::encode(&[b])))
+        .collect();
+    big.push_str("YWI= 4000000000\n");
+    let e = err_text(parse_tiktoken_str(&big));
+    assert!(e.contains("4000000000") && e.contains("limit"), "{e}");
 }
 
 #[test]

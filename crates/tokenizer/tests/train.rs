@@ -149,3 +149,13 @@ fn bad_configs_are_refused() {
         .to_string()
         .contains("special_tokens"));
 }
+
+#[test]
+fn a_vocabulary_size_above_the_id_limit_is_refused() {
+    let cfg = TrainConfig {
+        vocab_size: u32::MAX as usize,
+        ..TrainConfig::default()
+    };
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("vocab_size") && e.contains("limit"), "{e}");
+}

@@ -17,4 +17,7 @@ pub use error::{Result, TrainError};
 pub use generate::{generate, sample, SampleOpts};
 pub use plan::{plan, Plan};
 pub use run::{CrashPoint, RunDir, State};
-pub use trainer::{load_model, Eval, GroupedAdamW, Outcome, Trainer};
+pub use trainer::{
+    available_memory, check_memory, load_model, training_memory_lower_bound, Eval, GroupedAdamW,
+    Outcome, Trainer,
+};

@@ -153,6 +153,7 @@ impl Trainer {
                 ),
             });
         }
+        check_memory(&cfg)?;
         rng::manual_seed(cfg.seed);
         let vars = Vars::new();
         let model = Model::new(&vars, &cfg.model)?;
@@ -195,6 +196,7 @@ impl Trainer {
                 ),
             });
         }
+        check_memory(&cfg)?;
         let run = RunDir::create(dir, &cfg)?;
         tokenizer.save(&run.path)?;
         run.write_corpus(&data.source)?;
@@ -614,6 +616,51 @@ pub fn load_model(dir: &std::path::Path) -> Result<(Model, RunConfig, Tokenizer)
     run.check_model(&tok.id())?;
     vars.load(&path)?;
     Ok((model, cfg, tok))
+}
+
+/// Bytes the system can still give to a process (Linux `MemAvailable`), when known.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// A lower bound of the memory a training step of `cfg` holds: 16 bytes a parameter
+/// (weights, gradients and AdamW's two moments) and one f32 per token, layer and hidden unit
+/// (every layer keeps at least its input for the backward). The real peak is several times
+/// the second term; this only catches configs that cannot fit at all.
+pub fn training_memory_lower_bound(cfg: &RunConfig) -> f64 {
+    let params = cfg.model.num_params().0 as f64;
+    let tokens = cfg.batch_size as f64 * cfg.seq_len as f64;
+    let acts = tokens * cfg.model.hidden_size() as f64 * cfg.model.num_hidden_layers() as f64;
+    16.0 * params + 4.0 * acts
+}
+
+/// Refuses a config whose step cannot fit in the memory this machine has left (see
+/// [`training_memory_lower_bound`]); a new run checks this before any other work.
+pub fn check_memory(cfg: &RunConfig) -> Result<()> {
+    let need = training_memory_lower_bound(cfg);
+    if let Some(avail) = available_memory() {
+        if need > avail as f64 {
+            let gib = |b: f64| b / (1u64 << 30) as f64;
+            return Err(TrainError::Config {
+                key: "model".into(),
+                msg: format!(
+                    "a training step needs at least {:.1} GiB ({} parameters at 16 bytes each \
+                     with gradients and AdamW moments, plus activations of batch_size {} x \
+                     seq_len {}), and this machine has {:.1} GiB available; make the model or \
+                     the batch smaller",
+                    gib(need),
+                    cfg.model.num_params().0,
+                    cfg.batch_size,
+                    cfg.seq_len,
+                    gib(avail as f64)
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The error for a resume on another text than the run's recorded one.

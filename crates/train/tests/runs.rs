@@ -551,3 +551,32 @@ fn a_run_resumes_on_the_text_it_recorded_and_refuses_another() {
     let _ = std::fs::remove_dir_all(&run);
     let _ = std::fs::remove_dir_all(&work);
 }
+
+#[test]
+fn configs_that_cannot_fit_in_memory_or_exceed_the_size_limits_are_refused_up_front() {
+    let mut c = cfg(1);
+    if ferrolab_train::available_memory().is_some() {
+        c.batch_size = 1 << 40;
+        let e = ferrolab_train::check_memory(&c).unwrap_err().to_string();
+        assert!(e.contains("GiB") && e.contains("batch_size"), "{e}");
+        // and a run is not even created
+        let d = dir("too-big");
+        let err = Trainer::create(&d, c.clone(), Tokenizer::bytes(), corpus(&cfg(1)));
+        assert!(err.is_err() && !d.join("train.json").exists());
+        c.batch_size = 4;
+    }
+    ferrolab_train::check_memory(&c).unwrap();
+    for (set, field) in [
+        ("model.vocab_size=100000000", "vocab_size"),
+        ("model.hidden_size=1000000", "hidden_size"),
+    ] {
+        let e = c
+            .clone()
+            .set(set)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field) && e.contains("limit"), "{set}: {e}");
+    }
+}

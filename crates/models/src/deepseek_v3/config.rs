@@ -275,6 +275,36 @@ impl V3Config {
                 return bad(field, "must be > 0".into());
             }
         }
+        for (field, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("moe_intermediate_size", self.moe_intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("q_lora_rank", self.q_lora_rank),
+            ("kv_lora_rank", self.kv_lora_rank),
+            ("qk_nope_head_dim", self.qk_nope_head_dim),
+            ("qk_rope_head_dim", self.qk_rope_head_dim),
+            ("v_head_dim", self.v_head_dim),
+            ("n_routed_experts", self.n_routed_experts),
+            ("n_shared_experts", self.n_shared_experts),
+            ("num_experts_per_tok", self.num_experts_per_tok),
+            ("n_group", self.n_group),
+            ("first_k_dense_replace", self.first_k_dense_replace),
+            ("num_nextn_predict_layers", self.num_nextn_predict_layers),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if v > crate::size_limit(field) {
+                return bad(
+                    field,
+                    format!(
+                        "{v} is above ferrolab's limit of {}",
+                        crate::size_limit(field)
+                    ),
+                );
+            }
+        }
         if !self.qk_rope_head_dim.is_multiple_of(2) {
             return bad(
                 "qk_rope_head_dim",
