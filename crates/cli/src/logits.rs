@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ferrolab_models::{LmConfig, Model};
-use ferrolab_nn::Vars;
+use ferrolab_models::Model;
 use ferrolab_tensor::{io, no_grad, DType};
 
 #[derive(Args)]
@@ -56,11 +55,7 @@ fn load(dir: &std::path::Path) -> Result<Model> {
             Ok(Model::DeepseekV3(m))
         }
         Some("llama") => {
-            let cfg: LmConfig = serde_json::from_value(v)
-                .with_context(|| format!("{}: not a llama config", cfg_path.display()))?;
-            let vars = Vars::new();
-            let m = ferrolab_models::Lm::new(&vars, cfg)?;
-            vars.load(&dir.join("model.safetensors"))?;
+            let (_vars, m) = ferrolab_models::hf::load_llama(dir)?;
             Ok(Model::Llama(m))
         }
         other => bail!(

@@ -3,6 +3,7 @@
 pub mod any;
 pub mod deepseek_v3;
 pub mod gpt;
+pub mod hf;
 pub mod lm;
 
 pub use any::{max_vio, Cache, LossParts, Model, ModelConfig};

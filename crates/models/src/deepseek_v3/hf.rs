@@ -7,11 +7,10 @@
 //! with `num_nextn_predict_layers` 0. Tensors stored in other dtypes (bf16, f16) are read as
 //! f32.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use ferrolab_nn::Vars;
-use ferrolab_tensor::{io, DType, Error, Result, Tensor};
+use ferrolab_tensor::{io, DType, Error, Result};
 use serde_json::Value;
 
 use super::config::V3Config;
@@ -39,23 +38,23 @@ impl V3Config {
                 )));
             }
         }
-        for key in ["rope_scaling", "rope_parameters"] {
-            if let Some(rp) = o.get(key).and_then(|r| r.as_object()).cloned() {
-                if let Some(theta) = rp.get("rope_theta") {
-                    o.entry("rope_theta").or_insert(theta.clone());
-                }
-                let kind = rp
-                    .get("rope_type")
-                    .or_else(|| rp.get("type"))
-                    .and_then(|t| t.as_str())
-                    .unwrap_or("default");
-                if kind != "default" {
-                    return Err(invalid(format!(
-                        "`{key}`: rope_type {kind:?} is not supported (only the default RoPE)"
-                    )));
-                }
-            }
+        crate::hf::take_rope(o)?;
+        if o.get("quantization_config").is_some_and(|q| !q.is_null()) {
+            return Err(invalid(
+                "config.json `quantization_config`: quantized checkpoints (V3's FP8 weights with \
+                 block scales) are not read; convert the weights to bf16 or f32 first"
+                    .into(),
+            ));
         }
+        crate::hf::require(
+            &Value::Object(o.clone()),
+            &[
+                ("hidden_act", Value::from("silu")),
+                ("scoring_func", Value::from("sigmoid")),
+                ("topk_method", Value::from("noaux_tc")),
+                ("attention_bias", Value::from(false)),
+            ],
+        )?;
         let cfg: V3Config =
             serde_json::from_value(v).map_err(|e| invalid(format!("config.json: {e}")))?;
         cfg.validate()?;
@@ -90,35 +89,6 @@ impl V3Config {
     }
 }
 
-/// Every tensor of the directory's safetensors files, by name.
-fn read_tensors(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let single = dir.join("model.safetensors");
-    if single.exists() {
-        return io::load_safetensors(&single);
-    }
-    let index = dir.join("model.safetensors.index.json");
-    let text = std::fs::read_to_string(&index).map_err(|e| {
-        invalid(format!(
-            "{}: no model.safetensors or model.safetensors.index.json ({e})",
-            dir.display()
-        ))
-    })?;
-    let v: Value =
-        serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", index.display())))?;
-    let files: std::collections::BTreeSet<&str> = v
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| invalid(format!("{}: no weight_map", index.display())))?
-        .values()
-        .filter_map(|f| f.as_str())
-        .collect();
-    let mut all = BTreeMap::new();
-    for f in files {
-        all.extend(io::load_safetensors(&dir.join(f))?);
-    }
-    Ok(all)
-}
-
 /// Loads an HF DeepSeek-V3 directory; returns the parameters and the model.
 pub fn load_hf(dir: &Path) -> Result<(Vars, DeepseekV3)> {
     let cfg_path = dir.join("config.json");
@@ -127,7 +97,7 @@ pub fn load_hf(dir: &Path) -> Result<(Vars, DeepseekV3)> {
     let v: Value =
         serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;
     let mut cfg = V3Config::from_hf(&v)?;
-    let tensors = read_tensors(dir)?;
+    let tensors = crate::hf::read_tensors(dir)?;
     // MTP modules only when their tensors are there
     let mtp = (0..cfg.num_nextn_predict_layers)
         .take_while(|k| {
@@ -140,24 +110,7 @@ pub fn load_hf(dir: &Path) -> Result<(Vars, DeepseekV3)> {
     cfg.num_nextn_predict_layers = mtp;
     let vars = Vars::new();
     let model = DeepseekV3::new(&vars, cfg)?;
-    for (name, t) in vars.all() {
-        let Some(src) = tensors.get(&name) else {
-            return Err(invalid(format!(
-                "{}: tensor `{name}` {:?} is missing",
-                dir.display(),
-                t.shape()
-            )));
-        };
-        if src.shape() != t.shape() {
-            return Err(invalid(format!(
-                "{}: tensor `{name}` has shape {:?}, the config needs {:?}",
-                dir.display(),
-                src.shape(),
-                t.shape()
-            )));
-        }
-        t.copy_from(src)?;
-    }
+    crate::hf::load_into(&vars, &tensors, dir)?;
     Ok((vars, model))
 }
 
@@ -212,7 +165,7 @@ mod tests {
             m.forward(&ids, 1, 6).unwrap().to_vec()
         );
         // a missing tensor is named
-        let all: Vec<(String, Tensor)> = vars
+        let all: Vec<(String, ferrolab_tensor::Tensor)> = vars
             .all()
             .into_iter()
             .filter(|(n, _)| n != "model.layers.1.mlp.experts.3.up_proj.weight")

@@ -1,0 +1,174 @@
+//! What the HF `transformers` directories of both model families share: reading the tensors
+//! (one `model.safetensors` or the shards of `model.safetensors.index.json`), copying them
+//! into a model's parameters strictly (every parameter present with its shape, no tensor left
+//! over), and refusing `config.json` settings that change the maths in ways ferrolab does not
+//! implement, rather than computing something else without a word.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ferrolab_nn::Vars;
+use ferrolab_tensor::{io, Error, Result, Tensor};
+use serde_json::Value;
+
+use crate::lm::{Lm, LmConfig};
+
+fn invalid(msg: String) -> Error {
+    Error::Invalid { op: "hf", msg }
+}
+
+/// Every tensor of the directory's safetensors files, by name.
+pub fn read_tensors(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return io::load_safetensors(&single);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index).map_err(|e| {
+        invalid(format!(
+            "{}: no model.safetensors or model.safetensors.index.json ({e})",
+            dir.display()
+        ))
+    })?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", index.display())))?;
+    let files: std::collections::BTreeSet<&str> = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| invalid(format!("{}: no weight_map", index.display())))?
+        .values()
+        .filter_map(|f| f.as_str())
+        .collect();
+    let mut all = BTreeMap::new();
+    for f in files {
+        all.extend(io::load_safetensors(&dir.join(f))?);
+    }
+    Ok(all)
+}
+
+/// Copies `tensors` into `vars`: a parameter without a tensor, a shape that differs, or a
+/// tensor no parameter takes (other than RoPE's `inv_freq` buffers, which some checkpoints
+/// carry) is an error naming it.
+pub fn load_into(vars: &Vars, tensors: &BTreeMap<String, Tensor>, dir: &Path) -> Result<()> {
+    let params = vars.all();
+    for (name, t) in &params {
+        let Some(src) = tensors.get(name) else {
+            return Err(invalid(format!(
+                "{}: tensor `{name}` {:?} is missing",
+                dir.display(),
+                t.shape()
+            )));
+        };
+        if src.shape() != t.shape() {
+            return Err(invalid(format!(
+                "{}: tensor `{name}` has shape {:?}, the config needs {:?}",
+                dir.display(),
+                src.shape(),
+                t.shape()
+            )));
+        }
+    }
+    let taken: std::collections::HashSet<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+    let unused: Vec<&str> = tensors
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !taken.contains(n) && !n.ends_with("rotary_emb.inv_freq"))
+        .collect();
+    if let Some(first) = unused.first() {
+        return Err(invalid(format!(
+            "{}: {} tensor(s) that the config has no place for, e.g. `{first}` (a config that \
+             does not match the weights?)",
+            dir.display(),
+            unused.len()
+        )));
+    }
+    for (name, t) in &params {
+        t.copy_from(&tensors[name])?;
+    }
+    Ok(())
+}
+
+/// Refuses `config.json` settings whose value is not the one ferrolab computes: `(key, the
+/// only accepted value)`; a key that is absent or `null` is fine.
+pub fn require(v: &Value, rules: &[(&str, Value)]) -> Result<()> {
+    for (key, want) in rules {
+        match v.get(*key) {
+            None | Some(Value::Null) => {}
+            Some(got) if got == want => {}
+            Some(got) => {
+                return Err(invalid(format!(
+                    "config.json `{key}` is {got}: ferrolab implements only {want}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a `rope_scaling` / `rope_parameters` entry other than the default RoPE, by name,
+/// and moves a `rope_theta` found inside it to the top level (newer `transformers`).
+pub fn take_rope(o: &mut serde_json::Map<String, Value>) -> Result<()> {
+    for key in ["rope_scaling", "rope_parameters"] {
+        if let Some(rp) = o.get(key).and_then(|r| r.as_object()).cloned() {
+            if let Some(theta) = rp.get("rope_theta") {
+                o.entry("rope_theta").or_insert(theta.clone());
+            }
+            let kind = rp
+                .get("rope_type")
+                .or_else(|| rp.get("type"))
+                .and_then(|t| t.as_str())
+                .unwrap_or("default");
+            if kind != "default" {
+                return Err(invalid(format!(
+                    "`{key}`: rope_type {kind:?} is not supported (only the default RoPE)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl LmConfig {
+    /// Reads an HF `config.json` value of a `llama` model, refusing what ferrolab does not
+    /// compute: RoPE scaling, an activation other than SiLU, attention or MLP biases, a
+    /// `head_dim` other than `hidden_size / num_attention_heads`, `pretraining_tp` above 1.
+    pub fn from_hf(v: &Value) -> Result<LmConfig> {
+        let mut v = v.clone();
+        let Some(o) = v.as_object_mut() else {
+            return Err(invalid("config.json is not a JSON object".into()));
+        };
+        take_rope(o)?;
+        let heads = o.get("num_attention_heads").and_then(Value::as_u64);
+        let hidden = o.get("hidden_size").and_then(Value::as_u64);
+        let mut rules = vec![
+            ("hidden_act", Value::from("silu")),
+            ("attention_bias", Value::from(false)),
+            ("mlp_bias", Value::from(false)),
+            ("pretraining_tp", Value::from(1)),
+        ];
+        if let Some(d) = hidden.zip(heads).and_then(|(c, h)| c.checked_div(h)) {
+            rules.push(("head_dim", Value::from(d)));
+        }
+        require(&Value::Object(o.clone()), &rules)?;
+        let cfg: LmConfig =
+            serde_json::from_value(v).map_err(|e| invalid(format!("config.json: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Loads an HF `llama` directory (`config.json` and `model.safetensors` or shards); returns
+/// the parameters and the model.
+pub fn load_llama(dir: &Path) -> Result<(Vars, Lm)> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;
+    let cfg = LmConfig::from_hf(&v)?;
+    let tensors = read_tensors(dir)?;
+    let vars = Vars::new();
+    let model = Lm::new(&vars, cfg)?;
+    load_into(&vars, &tensors, dir)?;
+    Ok((vars, model))
+}

@@ -1,0 +1,168 @@
+//! HF directories are read strictly: settings that change the maths and that ferrolab does not
+//! implement are refused by name, weights must match the config exactly, and sharded `llama`
+//! directories load like single-file ones.
+
+use std::path::{Path, PathBuf};
+
+use ferrolab_models::{hf, LmConfig, V3Config};
+use ferrolab_nn::Vars;
+use ferrolab_tensor::{io, no_grad, DType, Tensor};
+use serde_json::{json, Value};
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ferrolab-hf-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn llama_cfg() -> LmConfig {
+    LmConfig {
+        vocab_size: 30,
+        hidden_size: 16,
+        intermediate_size: 32,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        num_key_value_heads: 1,
+        max_position_embeddings: 16,
+        ..LmConfig::tiny(30)
+    }
+}
+
+/// A `llama` directory as `transformers` writes it, with random weights; returns its logits
+/// for a few ids.
+fn write_llama(d: &Path) -> Vec<f32> {
+    ferrolab_tensor::rng::manual_seed(9);
+    let vars = Vars::new();
+    let m = ferrolab_models::Lm::new(&vars, llama_cfg()).unwrap();
+    let mut v = serde_json::to_value(llama_cfg()).unwrap();
+    v["model_type"] = "llama".into();
+    v["hidden_act"] = "silu".into();
+    v["attention_bias"] = false.into();
+    v["mlp_bias"] = false.into();
+    v["head_dim"] = 8.into();
+    v["pretraining_tp"] = 1.into();
+    v["rope_scaling"] = Value::Null;
+    std::fs::write(d.join("config.json"), v.to_string()).unwrap();
+    io::save_safetensors(&d.join("model.safetensors"), &vars.all(), DType::F32, None).unwrap();
+    logits_of(&m)
+}
+
+fn logits_of(m: &ferrolab_models::Lm) -> Vec<f32> {
+    no_grad(|| m.forward(&[1, 7, 3], 1, 3)).unwrap().to_vec()
+}
+
+fn edit_config(d: &Path, f: impl Fn(&mut Value)) {
+    let p = d.join("config.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, v.to_string()).unwrap();
+}
+
+#[test]
+fn llama_settings_ferrolab_does_not_compute_are_refused_by_name() {
+    let d = dir("llama-keys");
+    let want = write_llama(&d);
+    let (_, m) = hf::load_llama(&d).unwrap();
+    assert_eq!(logits_of(&m), want);
+    let original = std::fs::read_to_string(d.join("config.json")).unwrap();
+    let cases: Vec<(&str, Value)> = vec![
+        (
+            "rope_scaling",
+            json!({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8}),
+        ),
+        ("hidden_act", json!("gelu")),
+        ("attention_bias", json!(true)),
+        ("mlp_bias", json!(true)),
+        ("head_dim", json!(32)),
+        ("pretraining_tp", json!(2)),
+    ];
+    for (key, value) in cases {
+        std::fs::write(d.join("config.json"), &original).unwrap();
+        edit_config(&d, |v| v[key] = value.clone());
+        let e = hf::load_llama(&d).err().unwrap().to_string();
+        assert!(e.contains(key), "{key}: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn weights_must_match_the_config_exactly_and_shards_load() {
+    let d = dir("llama-weights");
+    let want = write_llama(&d);
+    let tensors = io::load_safetensors(&d.join("model.safetensors")).unwrap();
+    let all: Vec<(String, Tensor)> = tensors.clone().into_iter().collect();
+
+    // an extra layer's tensor (weights of a deeper model): refused, naming it
+    let mut extra = all.clone();
+    extra.push((
+        "model.layers.5.mlp.up_proj.weight".into(),
+        Tensor::zeros(&[32, 16]),
+    ));
+    io::save_safetensors(&d.join("model.safetensors"), &extra, DType::F32, None).unwrap();
+    let e = hf::load_llama(&d).err().unwrap().to_string();
+    assert!(e.contains("model.layers.5.mlp.up_proj.weight"), "{e}");
+    // a RoPE inv_freq buffer is not a weight and is passed over
+    let mut buffers = all.clone();
+    buffers.push((
+        "model.layers.0.self_attn.rotary_emb.inv_freq".into(),
+        Tensor::zeros(&[4]),
+    ));
+    io::save_safetensors(&d.join("model.safetensors"), &buffers, DType::F32, None).unwrap();
+    hf::load_llama(&d).unwrap();
+    // a missing one
+    let missing: Vec<(String, Tensor)> = all
+        .iter()
+        .filter(|(n, _)| n != "model.norm.weight")
+        .cloned()
+        .collect();
+    io::save_safetensors(&d.join("model.safetensors"), &missing, DType::F32, None).unwrap();
+    let e = hf::load_llama(&d).err().unwrap().to_string();
+    assert!(
+        e.contains("model.norm.weight") && e.contains("missing"),
+        "{e}"
+    );
+
+    // two shards and an index, as `save_pretrained` writes large models
+    std::fs::remove_file(d.join("model.safetensors")).unwrap();
+    let (a, b) = all.split_at(all.len() / 2);
+    let mut map = serde_json::Map::new();
+    for (file, part) in [
+        ("model-00001-of-00002.safetensors", a),
+        ("model-00002-of-00002.safetensors", b),
+    ] {
+        io::save_safetensors(&d.join(file), part, DType::F32, None).unwrap();
+        for (n, _) in part {
+            map.insert(n.clone(), file.into());
+        }
+    }
+    std::fs::write(
+        d.join("model.safetensors.index.json"),
+        json!({"metadata": {}, "weight_map": map}).to_string(),
+    )
+    .unwrap();
+    let (_, m) = hf::load_llama(&d).unwrap();
+    assert_eq!(logits_of(&m), want);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn v3_scoring_routing_activation_and_quantized_checkpoints_are_refused_by_name() {
+    let base = V3Config::tiny(40).to_hf();
+    V3Config::from_hf(&base).unwrap();
+    for (key, value) in [
+        ("scoring_func", json!("softmax")),
+        ("topk_method", json!("greedy")),
+        ("hidden_act", json!("gelu")),
+        ("attention_bias", json!(true)),
+        (
+            "quantization_config",
+            json!({"quant_method": "fp8", "weight_block_size": [128, 128]}),
+        ),
+    ] {
+        let mut v = base.clone();
+        v[key] = value;
+        let e = V3Config::from_hf(&v).err().unwrap().to_string();
+        assert!(e.contains(key), "{key}: {e}");
+    }
+}
