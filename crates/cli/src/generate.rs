@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use ferrolab_train::{generate, load_model, SampleOpts};
+use ferrolab_train::{generate_within, load_model, SampleOpts};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -39,12 +39,12 @@ pub struct GenerateArgs {
     threads: usize,
     /// DeepSeek-V3 runs: greedy self-speculative decoding with the MTP module as the draft;
     /// also decodes plainly, checks both give the same tokens, and reports the acceptance rate
-    /// and both speeds.
-    #[arg(long)]
+    /// and both speeds. Greedy within one context window.
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p", "seed"])]
     speculative: bool,
     /// DeepSeek-V3 runs, greedy: decode with the per-head key/value cache (naive MLA) instead
-    /// of the absorbed latent cache, for comparison.
-    #[arg(long)]
+    /// of the absorbed latent cache, for comparison. Greedy within one context window.
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p", "seed"])]
     naive_cache: bool,
 }
 
@@ -59,6 +59,16 @@ fn v3_greedy(
         anyhow::bail!("--speculative and --naive-cache need a deepseek_v3 run");
     };
     let n = a.max_tokens;
+    let ctx = m.cfg.max_position_embeddings;
+    if prompt.len() + n > ctx {
+        anyhow::bail!(
+            "--speculative and --naive-cache decode within one context of {ctx} positions: the \
+             prompt's {} tokens + --max-tokens {n} do not fit; lower --max-tokens to {} (plain \
+             generation slides its window instead)",
+            prompt.len(),
+            ctx.saturating_sub(prompt.len())
+        );
+    }
     let t0 = Instant::now();
     let plain = m.generate_greedy_with(prompt, n, !a.naive_cache)?;
     let plain_s = t0.elapsed().as_secs_f64();
@@ -127,7 +137,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         // a token can end inside a character: print only complete UTF-8
         let mut pending: Vec<u32> = Vec::new();
         let t0 = Instant::now();
-        let out = generate(&model, &prompt, &opts, |id| {
+        // a vocabulary smaller than the model's head (a small corpus, or byte tokens): ids past
+        // its end have no text and are never sampled
+        let out = generate_within(&model, &prompt, &opts, Some(tok.vocab_size()), |id| {
             pending.push(id);
             let text = tok.decode(&pending);
             if !text.ends_with('\u{FFFD}') {

@@ -125,6 +125,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
                     );
                 }
                 let (tok, data) = Trainer::prepare(&cfg, a.corpus.as_deref(), true)?;
+                if tok.vocab_size() < cfg.model.vocab_size() {
+                    eprintln!(
+                        "warning: the text gave a vocabulary of {} tokens, fewer than the model's \
+                         {} (model.vocab_size); the other ids are never used (a small corpus: \
+                         --set model.vocab_size={} would save their parameters)",
+                        tok.vocab_size(),
+                        cfg.model.vocab_size(),
+                        tok.vocab_size()
+                    );
+                }
                 let t = Trainer::create(&dir, cfg, tok, data)?;
                 describe(&t, &dir, threads);
                 t

@@ -329,5 +329,21 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
     assert!(n.contains("naive per-head"), "{n}");
     // the naive and absorbed caches decode the same text
     assert_eq!(s.lines().next(), n.lines().next());
+    // greedy within one context: more tokens than fit are refused before decoding, and
+    // sampling options are refused rather than ignored
+    for (extra, want) in [
+        (&["--max-tokens", "100000"][..], "lower --max-tokens"),
+        (&["--temperature", "0.5"][..], "--temperature"),
+    ] {
+        let e = bin()
+            .args(["generate", "--run"])
+            .arg(&run)
+            .args(["--prompt", "fellow ", "--speculative"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let se = String::from_utf8_lossy(&e.stderr);
+        assert!(!e.status.success() && se.contains(want), "{extra:?}: {se}");
+    }
     std::fs::remove_dir_all(&d).unwrap();
 }

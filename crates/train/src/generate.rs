@@ -104,8 +104,23 @@ pub fn generate(
     model: &Model,
     prompt: &[u32],
     opts: &SampleOpts,
+    on_token: impl FnMut(u32),
+) -> Result<Vec<u32>> {
+    generate_within(model, prompt, opts, None, on_token)
+}
+
+/// [`generate`], never choosing an id at or above `vocab` (when the tokenizer has fewer ids
+/// than the model's head: those have no text).
+pub fn generate_within(
+    model: &Model,
+    prompt: &[u32],
+    opts: &SampleOpts,
+    vocab: Option<usize>,
     mut on_token: impl FnMut(u32),
 ) -> Result<Vec<u32>> {
+    if vocab == Some(0) {
+        return Err(TrainError::Generate("an empty vocabulary".into()));
+    }
     if !(opts.temperature.is_finite() && opts.temperature >= 0.0) {
         return Err(TrainError::Generate(format!(
             "temperature {} must be a number >= 0",
@@ -131,6 +146,9 @@ pub fn generate(
                 "the model's logits for generated token {i} hold {bad}: its weights are not \
                  finite (a diverged or damaged run?)"
             )));
+        }
+        if let Some(v) = vocab.filter(|&v| v < logits.len()) {
+            logits[v..].fill(f32::NEG_INFINITY);
         }
         let next = sample(&logits, opts, &mut rng);
         on_token(next);
@@ -293,5 +311,44 @@ mod tests {
             .unwrap();
         let e = run(ok).unwrap_err().to_string();
         assert!(e.contains("NaN") && e.contains("not finite"), "{name}: {e}");
+    }
+
+    #[test]
+    fn ids_past_the_vocabulary_are_never_generated() {
+        rng::manual_seed(11);
+        let cfg = LmConfig {
+            vocab_size: 40,
+            hidden_size: 16,
+            intermediate_size: 32,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            num_key_value_heads: 2,
+            max_position_embeddings: 16,
+            initializer_range: 0.5,
+            ..LmConfig::tiny(40)
+        };
+        let vars = Vars::new();
+        let m = Model::new(&vars, &ModelConfig::Llama(cfg)).unwrap();
+        let opts = SampleOpts {
+            max_tokens: 60,
+            temperature: 2.0,
+            top_p: 1.0,
+            ..SampleOpts::default()
+        };
+        // unrestricted, a hot sampler over 40 ids reaches past 10 ...
+        let free = generate(&m, &[1, 2], &opts, |_| {}).unwrap();
+        assert!(free.iter().any(|&i| i >= 10), "{free:?}");
+        // ... and within a 10-id vocabulary it never does, sampling or greedy
+        for o in [
+            opts,
+            SampleOpts {
+                temperature: 0.0,
+                ..opts
+            },
+        ] {
+            let out = generate_within(&m, &[1, 2], &o, Some(10), |_| {}).unwrap();
+            assert_eq!(out.len(), 60);
+            assert!(out.iter().all(|&i| i < 10), "{out:?}");
+        }
     }
 }

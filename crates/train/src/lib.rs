@@ -14,7 +14,7 @@ pub mod trainer;
 pub use config::{RunConfig, TokenizerKind};
 pub use data::{CorpusSource, TokenData, Tokenizer};
 pub use error::{Result, TrainError};
-pub use generate::{generate, sample, SampleOpts};
+pub use generate::{generate, generate_within, sample, SampleOpts};
 pub use plan::{plan, Plan};
 pub use run::{CrashPoint, RunDir, State};
 pub use trainer::{
