@@ -61,7 +61,7 @@ struct LmArgs {
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Rounds of (ours, peer): fresh processes each round.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     rounds: usize,
     /// Run our process and the peer's one after the other instead of interleaving their steps.
     #[arg(long)]
@@ -115,7 +115,7 @@ struct TrainStepArgs {
     #[arg(long)]
     peer: bool,
     /// Rounds of (ours, peer) with --peer: fresh processes each round.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     rounds: usize,
     /// With --peer: run our process and the peer's one after the other instead of
     /// interleaving their steps.

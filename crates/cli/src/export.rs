@@ -22,6 +22,9 @@ pub struct ExportArgs {
 }
 
 pub fn run(a: ExportArgs) -> Result<()> {
+    if a.out.exists() && !a.out.is_dir() {
+        anyhow::bail!("--out {}: is a file, not a directory", a.out.display());
+    }
     let (run, cfg) = RunDir::open(&a.run)?;
     run.recover()?;
     // the weights must be the snapshot's (sha256) and trained with the run's vocabulary
@@ -32,7 +35,8 @@ pub fn run(a: ExportArgs) -> Result<()> {
     match &cfg.model {
         ModelConfig::DeepseekV3(c) => ferrolab_models::deepseek_v3::save_hf(&a.out, c, &vars)?,
         ModelConfig::Llama(c) => {
-            std::fs::create_dir_all(&a.out)?;
+            std::fs::create_dir_all(&a.out)
+                .map_err(|e| anyhow::anyhow!("--out {}: {e}", a.out.display()))?;
             let mut v = serde_json::to_value(c)?;
             v["model_type"] = "llama".into();
             v["architectures"] = serde_json::json!(["LlamaForCausalLM"]);

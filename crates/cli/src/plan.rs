@@ -33,10 +33,15 @@ pub fn run(a: PlanArgs) -> Result<()> {
             let p = plan::plan(c, a.seq_len);
             println!("compute C          {:.3e} FLOPs", p.compute);
             println!("eta_opt            {:.3e}   (0.3118 C^-0.1250)", p.eta);
+            let seqs = p.batch_seqs();
             println!(
-                "B_opt              {:.4e} tokens = {:.0} sequences of {}   (0.2920 C^0.3271)",
+                "B_opt              {:.4e} tokens = {} sequences of {}   (0.2920 C^0.3271)",
                 p.batch_tokens,
-                p.batch_seqs(),
+                if seqs < 10.0 {
+                    format!("{seqs:.3}")
+                } else {
+                    format!("{seqs:.0}")
+                },
                 p.seq_len
             );
             println!(
@@ -79,6 +84,13 @@ pub fn run(a: PlanArgs) -> Result<()> {
                     4 * per_layer * cfg.num_hidden_layers
                 );
                 return Ok(());
+            }
+            match v.get("model_type").and_then(|t| t.as_str()) {
+                Some("llama") | None => {}
+                Some(other) => bail!(
+                    "{}: model_type {other:?} is not one ferrolab counts (deepseek_v3, llama)",
+                    path.display()
+                ),
             }
             let cfg: LmConfig = serde_json::from_value(v)
                 .with_context(|| format!("{}: not a model config", path.display()))?;

@@ -288,6 +288,14 @@ fn eval_cmd(e: &EvalArgs) -> Result<()> {
     if let Some(path) = &e.analogies {
         let r = evaluate_analogies(&q, path, e.restrict_vocab)
             .with_context(|| format!("evaluating analogies from {}", path.display()))?;
+        if r.total.correct + r.total.incorrect == 0 {
+            bail!(
+                "{}: no analogy question could be answered ({} skipped: a word outside the \
+                 vectors' vocabulary); an accuracy of nothing is not reported",
+                path.display(),
+                r.total.skipped
+            );
+        }
         for s in &r.sections {
             println!(
                 "section {}: accuracy={:.4} correct={} incorrect={} skipped={}",
@@ -309,6 +317,15 @@ fn eval_cmd(e: &EvalArgs) -> Result<()> {
     if let Some(path) = &e.similarity {
         let r = evaluate_similarity(&q, path, e.similarity_restrict_vocab)
             .with_context(|| format!("evaluating similarity from {}", path.display()))?;
+        if !r.spearman.is_finite() {
+            bail!(
+                "{}: Spearman's rho is undefined on {} pair(s) ({} outside the vocabulary): \
+                 at least two pairs with differing scores are needed",
+                path.display(),
+                r.pairs,
+                r.oov_pairs
+            );
+        }
         summary.push(format!(
             "spearman={:.4} similarity_pairs={} similarity_oov_pairs={}",
             r.spearman, r.pairs, r.oov_pairs

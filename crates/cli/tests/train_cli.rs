@@ -274,6 +274,19 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
     );
     let cfg = std::fs::read_to_string(hf.join("config.json")).unwrap();
     assert!(cfg.contains("\"model_type\": \"deepseek_v3\""), "{cfg}");
+    // --out naming a file is refused by name
+    let e = bin()
+        .args(["export", "--run"])
+        .arg(&run)
+        .arg("--out")
+        .arg(hf.join("config.json"))
+        .output()
+        .unwrap();
+    let se = String::from_utf8_lossy(&e.stderr);
+    assert!(
+        !e.status.success() && se.contains("config.json") && se.contains("is a file"),
+        "{se}"
+    );
     let a = logits_of(&run, "1 5 42 7", &d.join("a.safetensors"));
     let b = logits_of(&hf, "1,5,42,7", &d.join("b.safetensors"));
     assert_eq!(a, b);

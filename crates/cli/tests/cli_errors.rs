@@ -1,0 +1,114 @@
+//! Inputs that used to be accepted with a wrong or empty result now stop with an error that
+//! names the problem (found by trying to break the CLI from outside).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn ferrolab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+        .args(args)
+        .env_remove("FERROLAB_PYTHON")
+        .output()
+        .unwrap()
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ferrolab-cli-err-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The stderr of a run that must have failed with exit status 1 (not a panic's 101).
+fn failure(args: &[&str]) -> String {
+    let out = ferrolab(args);
+    let se = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {se}");
+    assert!(!se.contains("panicked"), "{args:?}: {se}");
+    se
+}
+
+#[test]
+fn word2vec_evaluations_with_nothing_to_evaluate_are_errors() {
+    let d = dir("w2v");
+    let vectors = d.join("v.txt");
+    std::fs::write(&vectors, "3 2\nking 1 0\nqueen 0.9 0.1\nman 0.2 0.8\n").unwrap();
+    let v = vectors.to_str().unwrap();
+    let empty = d.join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let oov = d.join("oov.txt");
+    std::fs::write(&oov, ": capitals\nparis france rome italy\n").unwrap();
+    for f in [&empty, &oov] {
+        let se = failure(&[
+            "word2vec",
+            "eval",
+            "--vectors",
+            v,
+            "--analogies",
+            f.to_str().unwrap(),
+        ]);
+        assert!(se.contains("no analogy question"), "{se}");
+    }
+    let one_pair = d.join("pairs.txt");
+    std::fs::write(&one_pair, "king queen 9.0\n").unwrap();
+    let se = failure(&[
+        "word2vec",
+        "eval",
+        "--vectors",
+        v,
+        "--similarity",
+        one_pair.to_str().unwrap(),
+    ]);
+    assert!(se.contains("undefined"), "{se}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn plan_refuses_model_types_it_does_not_count() {
+    let d = dir("plan");
+    let cfg = d.join("config.json");
+    std::fs::write(
+        &cfg,
+        r#"{"model_type": "gpt2", "vocab_size": 100, "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
+            "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+            "tie_word_embeddings": false, "initializer_range": 0.02}"#,
+    )
+    .unwrap();
+    let se = failure(&["plan", "--model", cfg.to_str().unwrap()]);
+    assert!(se.contains("gpt2"), "{se}");
+    // the same config as a llama is counted
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("gpt2", "llama");
+    std::fs::write(&cfg, text).unwrap();
+    let out = ferrolab(&["plan", "--model", cfg.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // a budget too small for one sequence prints a fraction, not 0
+    let out = ferrolab(&["plan", "--compute", "1"]);
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        so.contains("= 0.0") && !so.contains("= 0 sequences"),
+        "{so}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn zero_rounds_are_refused() {
+    for args in [
+        &["bench", "lm", "--rounds", "0"][..],
+        &["bench", "train-step", "--peer", "--rounds", "0"][..],
+    ] {
+        let out = ferrolab(args);
+        let se = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && se.contains("--rounds"),
+            "{args:?}: {se}"
+        );
+    }
+}
