@@ -25,13 +25,15 @@ pub fn run(a: ExportArgs) -> Result<()> {
     if a.out.exists() && !a.out.is_dir() {
         anyhow::bail!("--out {}: is a file, not a directory", a.out.display());
     }
+    // read only (the run may be training): the last committed snapshot's weights, checked
+    // against its sha256 and the run's vocabulary
     let (run, cfg) = RunDir::open(&a.run)?;
-    run.recover()?;
-    // the weights must be the snapshot's (sha256) and trained with the run's vocabulary
-    run.check_model(&ferrolab_train::Tokenizer::load(&a.run, cfg.tokenizer)?.id())?;
     let vars = Vars::new();
     let _model = Model::new(&vars, &cfg.model)?;
-    vars.load(&run.file("model.safetensors"))?;
+    run.load_weights(
+        &vars,
+        &ferrolab_train::Tokenizer::load(&a.run, cfg.tokenizer)?.id(),
+    )?;
     match &cfg.model {
         ModelConfig::DeepseekV3(c) => ferrolab_models::deepseek_v3::save_hf(&a.out, c, &vars)?,
         ModelConfig::Llama(c) => {

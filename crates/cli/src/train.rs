@@ -70,6 +70,10 @@ pub fn start_threads(n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Exit status of a run stopped by Ctrl-C or SIGTERM after writing its snapshot (128 + SIGINT,
+/// as shells report an interrupted command).
+pub const INTERRUPTED: i32 = 130;
+
 /// `--threads`, or every core the machine has.
 pub fn threads_or_all(threads: Option<usize>) -> usize {
     threads.unwrap_or_else(|| {
@@ -91,7 +95,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 eprintln!("\nsecond Ctrl-C: exiting without a snapshot");
                 std::process::exit(130);
             }
-            eprintln!("\nCtrl-C: finishing this step and writing a snapshot (Ctrl-C again to quit at once)");
+            eprintln!("\nstop requested (Ctrl-C or SIGTERM): finishing this step and writing a snapshot (Ctrl-C again to quit at once)");
         })
         .context("installing the Ctrl-C handler")?;
         }
@@ -148,7 +152,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 out.step,
                 dir.display()
             );
-            return Ok(());
+            // the snapshot is written and synced; 130 tells a script the run is not finished
+            std::process::exit(INTERRUPTED);
         }
         eprintln!(
             "done: {} steps in {:.1} s, {:.0} tokens/s{}",

@@ -360,3 +360,46 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
+    let d = scratch("signals");
+    let c = corpus(&d);
+    for (i, signal) in ["-INT", "-TERM"].iter().enumerate() {
+        let run = d.join(format!("run{i}"));
+        let child = bin()
+            .args(["train", "--threads", "1", "--samples", "0", "--corpus"])
+            .arg(&c)
+            .arg("--run")
+            .arg(&run)
+            .args(TINY)
+            .args(["--set", "steps=100000", "--set", "snapshot_every=100000"])
+            .args(["--set", "eval_every=0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // wait until it trains (the run directory and its first metrics line exist)
+        let t0 = std::time::Instant::now();
+        while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(true, |m| m.is_empty()) {
+            assert!(t0.elapsed() < Duration::from_secs(120), "never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args([*signal, &pid])
+            .status()
+            .unwrap()
+            .success());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{signal}: {err}");
+        assert!(err.contains("--resume"), "{signal}: {err}");
+        // the snapshot was written although snapshot_every never came
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap())
+                .unwrap();
+        assert!(state["step"].as_u64().unwrap() >= 1, "{signal}: {state}");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -215,13 +215,53 @@ impl RunDir {
         Ok(())
     }
 
-    /// Checks the snapshot's `model.safetensors` against the sha256 in `state.json`, and that
-    /// the run's vocabulary is the one it was trained with: what [`RunDir::load_snapshot`]
-    /// checks, for reading the weights alone (generation, export).
-    pub fn check_model(&self, tokenizer: &str) -> Result<()> {
-        let sp = self.file("state.json");
+    /// Loads the last committed snapshot's weights into `vars` (not the optimizer), checking
+    /// them against the sha256 in `state.json`, and that the run's vocabulary is the one it was
+    /// trained with: what [`RunDir::load_snapshot`] checks, for reading the weights alone
+    /// (generation, export, logits).
+    ///
+    /// Nothing in the folder is changed, so this is safe while the run is training and
+    /// writing its next snapshot: the `*.next` files of a snapshot being written are left
+    /// alone, and those of one committed but not yet renamed into place are read instead of
+    /// the files they replace. A snapshot that changes under the reader is read again.
+    pub fn load_weights(&self, vars: &Vars, tokenizer: &str) -> Result<State> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.read_committed_weights(vars, tokenizer) {
+                Err(e) if attempt < 5 && self.snapshot_in_progress() => {
+                    let _ = e; // the writer moved files under us: read the new snapshot
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Whether a snapshot is being written (a `*.next` file or the commit record exists).
+    fn snapshot_in_progress(&self) -> bool {
+        self.file(COMMIT).exists()
+            || FILES
+                .iter()
+                .any(|n| self.file(&format!("{n}.next")).exists())
+    }
+
+    fn read_committed_weights(&self, vars: &Vars, tokenizer: &str) -> Result<State> {
+        let committed = self.file(COMMIT).exists();
+        let pick = |n: &str| {
+            let next = self.file(&format!("{n}.next"));
+            if committed && next.exists() {
+                next
+            } else {
+                self.file(n)
+            }
+        };
+        let sp = pick(FILES[2]);
         if !sp.exists() {
-            return Ok(());
+            return Err(TrainError::snapshot(
+                &self.path,
+                "has no snapshot yet (no state.json: nothing was trained or saved)",
+            ));
         }
         let text = std::fs::read_to_string(&sp).map_err(|e| TrainError::io(&sp, e))?;
         let state: State = serde_json::from_str(&text)
@@ -235,7 +275,14 @@ impl RunDir {
                 ),
             ));
         }
-        read_checked(&self.file(FILES[0]), &state.model_sha256).map(drop)
+        let mp = pick(FILES[0]);
+        let bytes = read_checked(&mp, &state.model_sha256)?;
+        let model = io::parse_safetensors(&bytes, &mp.display().to_string())?;
+        check_params(vars, &model, &mp)?;
+        for (name, p) in vars.all() {
+            p.copy_from(&model[&name])?;
+        }
+        Ok(state)
     }
 
     /// Whether a snapshot exists (after [`RunDir::recover`]).
@@ -287,27 +334,7 @@ impl RunDir {
         let optim = io::parse_safetensors(&optim, &op.display().to_string())?;
         let model = io::parse_safetensors(&model, &mp.display().to_string())?;
         // check every parameter before changing any
-        for (name, p) in vars.all() {
-            match model.get(&name) {
-                None => {
-                    return Err(TrainError::snapshot(
-                        &mp,
-                        format!("tensor `{name}` is missing"),
-                    ))
-                }
-                Some(t) if t.shape() != p.shape() => {
-                    return Err(TrainError::snapshot(
-                        &mp,
-                        format!(
-                            "tensor `{name}` has shape {:?}, the model needs {:?}",
-                            t.shape(),
-                            p.shape()
-                        ),
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
+        check_params(vars, &model, &mp)?;
         opt.load_state(&optim)?;
         for (name, p) in vars.all() {
             p.copy_from(&model[&name])?;
@@ -386,6 +413,36 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
         f.sync_all()
     })();
     res.map_err(|e| TrainError::io(path, e))
+}
+
+/// Every parameter of `vars` is in `model` with its shape.
+fn check_params(
+    vars: &Vars,
+    model: &std::collections::BTreeMap<String, ferrolab_tensor::Tensor>,
+    path: &Path,
+) -> Result<()> {
+    for (name, p) in vars.all() {
+        match model.get(&name) {
+            None => {
+                return Err(TrainError::snapshot(
+                    path,
+                    format!("tensor `{name}` is missing"),
+                ))
+            }
+            Some(t) if t.shape() != p.shape() => {
+                return Err(TrainError::snapshot(
+                    path,
+                    format!(
+                        "tensor `{name}` has shape {:?}, the model needs {:?}",
+                        t.shape(),
+                        p.shape()
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn read_checked(path: &Path, sha: &str) -> Result<Vec<u8>> {

@@ -601,20 +601,12 @@ fn say(pb: &ProgressBar, msg: String) {
 
 /// Loads a trained model from a run directory (its config and the snapshot's weights).
 pub fn load_model(dir: &std::path::Path) -> Result<(Model, RunConfig, Tokenizer)> {
+    // read only: the run may be training and writing its next snapshot meanwhile
     let (run, cfg) = RunDir::open(dir)?;
-    run.recover()?;
     let vars = Vars::new();
     let model = Model::new(&vars, &cfg.model)?;
-    let path = run.file("model.safetensors");
-    if !path.exists() {
-        return Err(TrainError::snapshot(
-            dir,
-            "has no model.safetensors yet (no snapshot was written)",
-        ));
-    }
     let tok = Tokenizer::load(dir, cfg.tokenizer)?;
-    run.check_model(&tok.id())?;
-    vars.load(&path)?;
+    run.load_weights(&vars, &tok.id())?;
     Ok((model, cfg, tok))
 }
 

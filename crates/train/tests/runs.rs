@@ -184,6 +184,38 @@ fn a_crash_at_any_point_of_a_snapshot_leaves_a_loadable_one() {
             _ => (5, changed),                    // committed: rolled forward
         };
         let (run, _) = ferrolab_train::RunDir::open(&a).unwrap();
+        // a reader (generate, export) meanwhile gets the committed snapshot and changes
+        // nothing: a run that is still training finishes its snapshot undisturbed
+        let before: Vec<String> = {
+            let mut v: Vec<String> = std::fs::read_dir(&a)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let vars = Vars::new();
+        let _m = ferrolab_models::Model::new(&vars, &c.model).unwrap();
+        let st = run.load_weights(&vars, "bytes-256").unwrap();
+        assert_eq!(st.step, want_step, "{crash:?}");
+        assert_eq!(
+            vars.tensors()
+                .iter()
+                .flat_map(|p| p.to_vec())
+                .map(f32::to_bits)
+                .collect::<Vec<_>>(),
+            want,
+            "{crash:?}"
+        );
+        let after: Vec<String> = {
+            let mut v: Vec<String> = std::fs::read_dir(&a)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(before, after, "{crash:?}: the reader changed the folder");
         run.recover().unwrap();
         ferrolab_train::load_model(&a).unwrap();
         let vars = Vars::new();
