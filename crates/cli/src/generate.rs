@@ -60,6 +60,13 @@ fn v3_greedy(
     };
     let n = a.max_tokens;
     let ctx = m.cfg.max_position_embeddings;
+    if prompt.len() >= ctx {
+        anyhow::bail!(
+            "--speculative and --naive-cache decode within one context of {ctx} positions, and \
+             the prompt alone is {} tokens: shorten it",
+            prompt.len()
+        );
+    }
     if prompt.len() + n > ctx {
         anyhow::bail!(
             "--speculative and --naive-cache decode within one context of {ctx} positions: the \

@@ -170,10 +170,15 @@ impl LmConfig {
         if !(self.rope_theta > 1.0 && self.rope_theta.is_finite()) {
             return bad("rope_theta", format!("{} must be > 1", self.rope_theta));
         }
-        if !(self.initializer_range > 0.0 && self.initializer_range.is_finite()) {
+        if !(self.initializer_range > 0.0 && self.initializer_range <= 1.0) {
             return bad(
                 "initializer_range",
-                format!("{} must be > 0", self.initializer_range),
+                format!(
+                    "{} must be in (0, 1]: it is the standard deviation of the initial \
+                     weights, and above 1 the activations saturate and nothing trains (0.02 is \
+                     usual)",
+                    self.initializer_range
+                ),
             );
         }
         Ok(())

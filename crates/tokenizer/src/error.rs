@@ -47,6 +47,17 @@ pub enum TokenizerError {
         /// The regex engine's message.
         message: String,
     },
+    /// The pre-tokenisation pattern could not be matched against the text (the backtracking
+    /// engine's limits: e.g. a run of hundreds of thousands of spaces).
+    #[error("pre-tokenising the text failed at byte {offset}: {message}{hint}")]
+    PretokenizeFailed {
+        /// Where the last piece ended.
+        offset: usize,
+        /// The regex engine's message.
+        message: String,
+        /// What in the text likely caused it.
+        hint: String,
+    },
     /// A name that is neither a built-in tokenizer nor an existing file.
     #[error("unknown tokenizer {0:?}: not a built-in name (cl100k_base, o200k_base, r50k_base, p50k_base) nor a file")]
     UnknownTokenizer(String),

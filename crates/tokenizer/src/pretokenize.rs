@@ -239,9 +239,23 @@ impl PreTokenizer {
     fn regex_pieces(&self, text: &str, mut f: impl FnMut(usize, usize)) -> Result<()> {
         let mut last = 0;
         for m in self.regex.find_iter(text) {
-            let m = m.map_err(|e| TokenizerError::BadPattern {
-                pattern: self.pattern.clone(),
-                message: e.to_string(),
+            let m = m.map_err(|e| {
+                let ws = text[last..]
+                    .chars()
+                    .take_while(|c| c.is_whitespace())
+                    .count();
+                TokenizerError::PretokenizeFailed {
+                    offset: last,
+                    message: e.to_string(),
+                    hint: if ws > 10_000 {
+                        format!(
+                            " (a run of {ws} whitespace characters starts there; shorten it, \
+                             e.g. squeeze repeated spaces)"
+                        )
+                    } else {
+                        String::new()
+                    },
+                }
             })?;
             if m.start() > last {
                 f(last, m.start());

@@ -198,3 +198,18 @@ fn safe_cuts_do_not_change_pieces() {
             && !ferrolab_tokenizer::is_safe_cut(b"ab  cd", 3)
     );
 }
+
+#[test]
+fn a_text_the_regex_engine_cannot_match_is_an_error_about_the_text() {
+    // DeepSeek's pattern runs on the backtracking engine, which gives up on a run of a
+    // million spaces: the error names the text, not the pattern
+    let text = format!("hello{}world", " ".repeat(1_000_000));
+    let e = PreTokenizer::preset(Preset::DeepSeek)
+        .split(&text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("at byte 5") && e.contains("1000000 whitespace"),
+        "{e}"
+    );
+}

@@ -252,6 +252,18 @@ impl RunConfig {
                 return bad(key, "must be > 0".into());
             }
         }
+        // bounds that keep token counts well inside 64 bits; what fits in memory is checked
+        // against the machine before a run starts
+        for (key, v, max) in [
+            ("batch_size", self.batch_size, 1usize << 24),
+            ("grad_accum", self.grad_accum, 1 << 16),
+            ("eval_batches", self.eval_batches, 1 << 16),
+            ("steps", self.steps, 1 << 40),
+        ] {
+            if v > max {
+                return bad(key, format!("{v} is above the limit of {max}"));
+            }
+        }
         if self.seq_len > self.model.max_position_embeddings() {
             return bad(
                 "seq_len",

@@ -99,6 +99,18 @@ pub fn arms(name: &str, base: &RunConfig) -> Result<Vec<(String, RunConfig)>> {
         f(&mut c);
         with(ModelConfig::DeepseekV3(c))
     };
+    if name == "balance"
+        && (v3.n_routed_experts == 0 || v3.num_hidden_layers <= v3.first_k_dense_replace)
+    {
+        return Err(TrainError::Config {
+            key: "model".into(),
+            msg: format!(
+                "experiment `balance` compares load balancing of routed experts, and this model \
+                 has no MoE layer (n_routed_experts {}, {} layers, the first {} dense)",
+                v3.n_routed_experts, v3.num_hidden_layers, v3.first_k_dense_replace
+            ),
+        });
+    }
     Ok(match name {
         "balance" => vec![
             (
@@ -400,6 +412,13 @@ mod tests {
         assert!(kv[0] < kv[2] && kv[2] < kv[1], "{kv:?}");
         let e = arms("nope", &base).unwrap_err().to_string();
         assert!(e.contains("balance") && e.contains("nope"), "{e}");
+        // a model without MoE layers has nothing to balance
+        let mut no_moe = base.clone();
+        if let ModelConfig::DeepseekV3(c) = &mut no_moe.model {
+            c.first_k_dense_replace = c.num_hidden_layers;
+        }
+        let e = arms("balance", &no_moe).unwrap_err().to_string();
+        assert!(e.contains("no MoE layer"), "{e}");
         // a dense preset is refused, not silently replaced by the V3 `tiny` model
         let dense = RunConfig::preset("llama-tiny").unwrap();
         let e = arms("mtp", &dense).unwrap_err().to_string();

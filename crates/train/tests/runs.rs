@@ -601,6 +601,9 @@ fn configs_that_cannot_fit_in_memory_or_exceed_the_size_limits_are_refused_up_fr
     for (set, field) in [
         ("model.vocab_size=100000000", "vocab_size"),
         ("model.hidden_size=1000000", "hidden_size"),
+        ("eval_batches=9223372036854775808", "eval_batches"),
+        ("grad_accum=18446744073709551615", "grad_accum"),
+        ("model.initializer_range=1e10", "initializer_range"),
     ] {
         let e = c
             .clone()
@@ -609,6 +612,9 @@ fn configs_that_cannot_fit_in_memory_or_exceed_the_size_limits_are_refused_up_fr
             .validate()
             .unwrap_err()
             .to_string();
-        assert!(e.contains(field) && e.contains("limit"), "{set}: {e}");
+        assert!(
+            e.contains(field) && (e.contains("limit") || e.contains("(0, 1]")),
+            "{set}: {e}"
+        );
     }
 }

@@ -208,6 +208,12 @@ struct WorkerStats {
     groups: u64,
 }
 
+/// Largest vector size accepted (word2vec models use 50-1000).
+pub const MAX_DIM: usize = 1 << 16;
+
+/// Most worker threads accepted.
+pub const MAX_THREADS: usize = 1024;
+
 /// Trains word vectors on an in-memory `corpus` (indices into `vocab`).
 ///
 /// Same algorithm and batching as [`train_file`]: with `threads = 1` both give bitwise the
@@ -266,6 +272,18 @@ fn train_source<S: BatchSource>(
         return Err(Word2VecError::Config(
             "dim, window, epochs and threads must be positive".into(),
         ));
+    }
+    if config.dim > MAX_DIM || config.threads > MAX_THREADS {
+        return Err(Word2VecError::Config(format!(
+            "dim {} and threads {} must be at most {MAX_DIM} and {MAX_THREADS}",
+            config.dim, config.threads
+        )));
+    }
+    if !(config.sample.is_finite() && config.sample >= 0.0) {
+        return Err(Word2VecError::Config(format!(
+            "sample (the subsampling threshold) must be a number >= 0, got {}",
+            config.sample
+        )));
     }
     let alpha = config.start_alpha();
     if !(alpha.is_finite() && alpha >= 0.0) {

@@ -282,3 +282,44 @@ fn learning_rates_that_cannot_train_are_errors() {
         );
     }
 }
+
+#[test]
+fn sizes_thread_counts_and_subsampling_out_of_range_are_errors() {
+    let (vocab, corpus) = synthetic(100, "limits");
+    for (config, want) in [
+        (
+            TrainConfig {
+                dim: 100_000_000_000,
+                ..TrainConfig::default()
+            },
+            "dim",
+        ),
+        (
+            TrainConfig {
+                threads: 100_000,
+                ..TrainConfig::default()
+            },
+            "threads",
+        ),
+        (
+            TrainConfig {
+                sample: -1.0,
+                ..TrainConfig::default()
+            },
+            "sample",
+        ),
+        (
+            TrainConfig {
+                sample: f64::NAN,
+                ..TrainConfig::default()
+            },
+            "sample",
+        ),
+    ] {
+        let e = train(&corpus, &vocab, &config).err();
+        assert!(
+            matches!(&e, Some(Word2VecError::Config(m)) if m.contains(want)),
+            "{want}: {e:?}"
+        );
+    }
+}

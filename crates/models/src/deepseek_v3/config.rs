@@ -371,6 +371,16 @@ impl V3Config {
                 return bad(field, format!("{v} must be > 0"));
             }
         }
+        if self.initializer_range > 1.0 {
+            return bad(
+                "initializer_range",
+                format!(
+                    "{} is the standard deviation of the initial weights: above 1 the \
+                     activations saturate and nothing trains (0.02 is usual)",
+                    self.initializer_range
+                ),
+            );
+        }
         if !(self.rope_theta > 1.0 && self.rope_theta.is_finite()) {
             return bad("rope_theta", format!("{} must be > 1", self.rope_theta));
         }
