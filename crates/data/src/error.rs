@@ -63,6 +63,16 @@ pub enum DataError {
         /// What to pass instead.
         hint: String,
     },
+    /// A cached data set's folder lacks a file or holds a damaged one.
+    #[error("data set `{dataset}`: the cached copy in {dir} is incomplete or damaged ({problem}); remove that folder to fetch it again")]
+    DamagedCache {
+        /// The data set.
+        dataset: String,
+        /// Its folder.
+        dir: String,
+        /// What is missing or wrong.
+        problem: String,
+    },
     /// The archive cannot be read.
     #[error("{path}: not a readable archive: {msg}")]
     BadArchive {

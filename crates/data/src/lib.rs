@@ -184,6 +184,7 @@ pub fn fetch(name: &str) -> Result<PathBuf> {
 pub fn fetch_into(root: &Path, ds: &Dataset) -> Result<PathBuf> {
     let dest = dataset_dir(root, ds);
     if dest.is_dir() {
+        check_cached(ds, &dest)?;
         return Ok(dest);
     }
     std::fs::create_dir_all(root).map_err(|e| DataError::io(root, e))?;
@@ -195,6 +196,48 @@ pub fn fetch_into(root: &Path, ds: &Dataset) -> Result<PathBuf> {
     });
     let _ = std::fs::remove_dir_all(&scratch); // nothing half-written stays behind
     res.map(|()| dest)
+}
+
+/// A cached folder holds every member: each fixed-name file (with its published sha256, where
+/// there is one) and at least one file of each wildcard pattern.
+fn check_cached(ds: &Dataset, dir: &Path) -> Result<()> {
+    let damaged = |problem: String| DataError::DamagedCache {
+        dataset: ds.name.to_string(),
+        dir: dir.display().to_string(),
+        problem,
+    };
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| DataError::io(dir, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for m in ds.members {
+        let base = m.pattern.rsplit('/').next().unwrap_or(m.pattern);
+        match base.split_once('*') {
+            Some((pre, post)) => {
+                if !names
+                    .iter()
+                    .any(|n| n.starts_with(pre) && n.ends_with(post))
+                {
+                    return Err(damaged(format!("no file matching `{base}`")));
+                }
+            }
+            None => {
+                let p = dir.join(base);
+                if !p.is_file() {
+                    return Err(damaged(format!("{base} is missing")));
+                }
+                if let Some(want) = m.sha256 {
+                    let bytes = std::fs::read(&p).map_err(|e| DataError::io(&p, e))?;
+                    let got = sha256_hex(&bytes);
+                    if got != want {
+                        return Err(damaged(format!("{base} has sha256 {got}, expected {want}")));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn fetch_to_scratch(ds: &Dataset, scratch: &Path) -> Result<()> {
@@ -427,6 +470,27 @@ mod tests {
         ],
         own_file_hint: "pass --corpus PATH",
     };
+
+    #[test]
+    fn a_cached_folder_must_hold_every_member_with_its_hash() {
+        let root = scratch("cached");
+        let dir = dataset_dir(&root, &TEST_SET);
+        std::fs::create_dir_all(&dir).unwrap();
+        // an empty folder (an interrupted copy, a user's mkdir) is not taken as the data set
+        let e = fetch_into(&root, &TEST_SET).unwrap_err().to_string();
+        assert!(e.contains("incomplete") && e.contains("*.txt"), "{e}");
+        std::fs::write(dir.join("a.txt"), "one").unwrap();
+        let e = fetch_into(&root, &TEST_SET).unwrap_err().to_string();
+        assert!(e.contains("extra.csv is missing"), "{e}");
+        // a file that differs from its published hash
+        std::fs::write(dir.join("extra.csv"), "x,y").unwrap();
+        let e = fetch_into(&root, &TEST_SET).unwrap_err().to_string();
+        assert!(
+            e.contains("extra.csv has sha256") && e.contains("remove"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn unpack_keeps_matching_files_and_checks_hashes() {

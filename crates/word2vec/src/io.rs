@@ -102,6 +102,13 @@ pub fn read_text(path: &Path) -> Result<KeyedVectors> {
             let x: f32 = tok
                 .parse()
                 .map_err(|_| parse_err(path, lineno, format!("value {tok:?} is not a number")))?;
+            if !x.is_finite() {
+                return Err(parse_err(
+                    path,
+                    lineno,
+                    format!("value {tok:?} of word {word:?} is not finite"),
+                ));
+            }
             vectors.push(x);
         }
         let got = vectors.len() - start;
@@ -237,7 +244,14 @@ pub fn read_binary(path: &Path) -> Result<KeyedVectors> {
             ));
         }
         for chunk in bytes[pos..pos + 4 * d].chunks_exact(4) {
-            vectors.push(f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
+            let x = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            if !x.is_finite() {
+                return Err(bin_err(
+                    pos,
+                    format!("a value of {word:?} is {x}, not finite"),
+                ));
+            }
+            vectors.push(x);
         }
         words.push(word.to_string());
         pos += 4 * d;

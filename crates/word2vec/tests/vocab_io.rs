@@ -330,3 +330,22 @@ fn headers_announcing_more_than_the_file_holds_and_text_read_as_binary_are_error
     assert!(e.contains("more bytes after the 2 vectors"), "{e}");
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn non_finite_values_in_vector_files_are_errors() {
+    let path = temp_path("nan.txt");
+    std::fs::write(&path, "2 2\na 1 2\nb nan 3\n").unwrap();
+    let e = read_text(&path).unwrap_err().to_string();
+    assert!(e.contains(":3:") && e.contains("not finite"), "{e}");
+    let kv = KeyedVectors::new(vec!["a".into(), "b".into()], vec![1.0, 2.0, 3.0, 4.0], 2).unwrap();
+    let bin = temp_path("inf.bin");
+    write_binary(&kv, &bin, false).unwrap();
+    let mut bytes = std::fs::read(&bin).unwrap();
+    let n = bytes.len();
+    bytes[n - 4..].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    std::fs::write(&bin, &bytes).unwrap();
+    let e = read_binary(&bin).unwrap_err().to_string();
+    assert!(e.contains("not finite"), "{e}");
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&bin);
+}
