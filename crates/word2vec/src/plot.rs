@@ -83,16 +83,20 @@ pub fn svg(points: &[(f64, f64)], labels: &[String]) -> String {
         y0 = y0.min(y);
         y1 = y1.max(y);
     }
-    let sx = if x1 > x0 {
-        (w - 2.0 * margin) / (x1 - x0)
+    // one scale for both axes, so that distances in the picture are distances in the
+    // projection (scaling each axis alone stretched the weak second component, even rounding
+    // noise, to full height); each axis is centred
+    let span = (x1 - x0).max(y1 - y0);
+    let s = if span > 0.0 {
+        (w - 2.0 * margin) / span
     } else {
         1.0
     };
-    let sy = if y1 > y0 {
-        (h - 2.0 * margin) / (y1 - y0)
-    } else {
-        1.0
-    };
+    let (sx, sy) = (s, s);
+    let (x0, y0) = (
+        x0 - ((w - 2.0 * margin) / s - (x1 - x0)) / 2.0,
+        y0 - ((h - 2.0 * margin) / s - (y1 - y0)) / 2.0,
+    );
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );

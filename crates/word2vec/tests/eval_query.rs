@@ -170,3 +170,24 @@ fn pca_recovers_the_dominant_directions_and_svg_is_written() {
     assert!(svg.contains(">queen</text>"));
     assert!(plot_words(&kv, &["zebra".to_string()], &out).is_err());
 }
+
+#[test]
+fn svg_uses_one_scale_for_both_axes() {
+    // the second coordinate is rounding noise: it must not be stretched to the full height
+    let pts = [(0.0, 0.0), (1.0, 1e-12), (2.0, -1e-12)];
+    let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+    let doc = ferrolab_word2vec::svg(&pts, &labels);
+    let coord = |key: &str| -> Vec<f64> {
+        doc.split(key)
+            .skip(1)
+            .map(|r| r.split('"').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    let (cx, cy) = (coord("cx=\""), coord("cy=\""));
+    assert_eq!(cx.len(), 3);
+    let spread = |v: &[f64]| {
+        v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min)
+    };
+    assert!(spread(&cx) > 400.0, "{cx:?}");
+    assert!(spread(&cy) < 1.0, "{cy:?}");
+}
