@@ -138,8 +138,8 @@ struct TrainStepArgs {
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Lm(l) => {
-            if l.steps == 0 || l.threads == 0 {
-                bail!("--steps and --threads must be at least 1");
+            if l.steps == 0 {
+                bail!("--steps must be at least 1");
             }
             if l.ours_only {
                 lm_ours(&l)
@@ -248,9 +248,10 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
         // attention probabilities (batch x heads x seq x seq) of every layer, or of one with
         // recompute
         let c = GptConfig::bench(a.layers);
-        let params = (c.vocab + a.seq + 12 * c.layers * c.d_model) as f64 * c.d_model as f64;
-        let live = if a.recompute { 1 } else { c.layers };
-        let probs = (live * a.batch * c.heads) as f64 * (a.seq as f64).powi(2);
+        let f = |x: usize| x as f64;
+        let params = (f(c.vocab) + f(a.seq) + 12.0 * f(c.layers) * f(c.d_model)) * f(c.d_model);
+        let live = if a.recompute { 1.0 } else { f(c.layers) };
+        let probs = live * f(a.batch) * f(c.heads) * f(a.seq).powi(2);
         let need = 16.0 * params + 4.0 * probs;
         if let Some(avail) = ferrolab_train::available_memory() {
             if need > avail as f64 {

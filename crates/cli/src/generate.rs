@@ -58,6 +58,15 @@ fn v3_greedy(
     let ferrolab_models::Model::DeepseekV3(m) = model else {
         anyhow::bail!("--speculative and --naive-cache need a deepseek_v3 run");
     };
+    if tok.vocab_size() < m.cfg.vocab_size {
+        anyhow::bail!(
+            "--speculative and --naive-cache take the argmax over the model's whole head, and \
+             this run's vocabulary has only {} of its {} ids (ids past it have no text); use \
+             plain generation",
+            tok.vocab_size(),
+            m.cfg.vocab_size
+        );
+    }
     let n = a.max_tokens;
     let ctx = m.cfg.max_position_embeddings;
     if prompt.len() >= ctx {
@@ -67,7 +76,7 @@ fn v3_greedy(
             prompt.len()
         );
     }
-    if prompt.len() + n > ctx {
+    if prompt.len().saturating_add(n) > ctx {
         anyhow::bail!(
             "--speculative and --naive-cache decode within one context of {ctx} positions: the \
              prompt's {} tokens + --max-tokens {n} do not fit; lower --max-tokens to {} (plain \

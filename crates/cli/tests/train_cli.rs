@@ -261,7 +261,11 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
             .arg("--run")
             .arg(&run)
             .args(TINY)
-            .args(["--set", "steps=4", "--set", "eval_every=0"]),
+            .args(["--set", "steps=4", "--set", "eval_every=0"])
+            // the vocabulary this small text gives (256 bytes + 42 merges), so that the
+            // greedy decoders below, which take the argmax over the whole head, only meet ids
+            // that have text
+            .args(["--set", "model.vocab_size=298"]),
     );
     // export, then the same logits from the run and from the HF directory
     let hf = d.join("hf");
@@ -401,5 +405,28 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
                 .unwrap();
         assert!(state["step"].as_u64().unwrap() >= 1, "{signal}: {state}");
     }
+    // these runs' vocabulary (298 ids from this small text) is smaller than the model's head
+    // (2048): the greedy decoders that take the argmax over the whole head refuse, and plain
+    // generation masks the ids that have no text
+    let run = d.join("run0");
+    let e = bin()
+        .args(["generate", "--run"])
+        .arg(&run)
+        .args(["--prompt", "the ", "--max-tokens", "5", "--speculative"])
+        .output()
+        .unwrap();
+    let se = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && se.contains("whole head"), "{se}");
+    let ok = bin()
+        .args(["generate", "--run"])
+        .arg(&run)
+        .args(["--prompt", "the ", "--max-tokens", "5"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -213,26 +213,20 @@ fn check_cached(ds: &Dataset, dir: &Path) -> Result<()> {
         .collect();
     for m in ds.members {
         let base = m.pattern.rsplit('/').next().unwrap_or(m.pattern);
-        match base.split_once('*') {
-            Some((pre, post)) => {
-                if !names
-                    .iter()
-                    .any(|n| n.starts_with(pre) && n.ends_with(post))
-                {
-                    return Err(damaged(format!("no file matching `{base}`")));
-                }
+        if base.contains('*') {
+            if !names.iter().any(|n| matches(base, n)) {
+                return Err(damaged(format!("no file matching `{base}`")));
             }
-            None => {
-                let p = dir.join(base);
-                if !p.is_file() {
-                    return Err(damaged(format!("{base} is missing")));
-                }
-                if let Some(want) = m.sha256 {
-                    let bytes = std::fs::read(&p).map_err(|e| DataError::io(&p, e))?;
-                    let got = sha256_hex(&bytes);
-                    if got != want {
-                        return Err(damaged(format!("{base} has sha256 {got}, expected {want}")));
-                    }
+        } else {
+            let p = dir.join(base);
+            if !p.is_file() {
+                return Err(damaged(format!("{base} is missing")));
+            }
+            if let Some(want) = m.sha256 {
+                let bytes = std::fs::read(&p).map_err(|e| DataError::io(&p, e))?;
+                let got = sha256_hex(&bytes);
+                if got != want {
+                    return Err(damaged(format!("{base} has sha256 {got}, expected {want}")));
                 }
             }
         }
@@ -489,6 +483,28 @@ mod tests {
             e.contains("extra.csv has sha256") && e.contains("remove"),
             "{e}"
         );
+        // a complete folder whose files match their hashes is taken as it is (no fetch)
+        const GOOD: Dataset = Dataset {
+            name: "good-set",
+            members: &[
+                Member {
+                    pattern: "package/data/*.txt",
+                    sha256: None,
+                },
+                Member {
+                    pattern: "package/abc.csv",
+                    sha256: Some(
+                        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                    ),
+                },
+            ],
+            ..TEST_SET
+        };
+        let good = dataset_dir(&root, &GOOD);
+        std::fs::create_dir_all(&good).unwrap();
+        std::fs::write(good.join("speech.txt"), "words").unwrap();
+        std::fs::write(good.join("abc.csv"), "abc").unwrap();
+        assert_eq!(fetch_into(&root, &GOOD).unwrap(), good);
         let _ = std::fs::remove_dir_all(&root);
     }
 

@@ -47,9 +47,28 @@ pub fn read_tensors(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
 }
 
 /// Copies `tensors` into `vars`: a parameter without a tensor, a shape that differs, or a
-/// tensor no parameter takes (other than RoPE's `inv_freq` buffers, which some checkpoints
-/// carry) is an error naming it.
-pub fn load_into(vars: &Vars, tensors: &BTreeMap<String, Tensor>, dir: &Path) -> Result<()> {
+/// tensor no parameter takes is an error naming it. Passed over: RoPE's `inv_freq` buffers
+/// (some checkpoints carry them) and the names `extra` accepts (copies of shared weights a
+/// checkpoint stores again). A quantized checkpoint (FP8 block scales, GPTQ/AWQ packs) is
+/// refused as such: its weights are not plain numbers.
+pub fn load_into(
+    vars: &Vars,
+    tensors: &BTreeMap<String, Tensor>,
+    dir: &Path,
+    extra: &dyn Fn(&str) -> bool,
+) -> Result<()> {
+    if let Some(q) = tensors.keys().find(|n| {
+        n.ends_with("weight_scale_inv")
+            || n.ends_with(".qweight")
+            || n.ends_with(".qzeros")
+            || n.ends_with(".scales")
+    }) {
+        return Err(invalid(format!(
+            "{}: `{q}` belongs to a quantized checkpoint, which ferrolab does not read; convert \
+             the weights to bf16 or f32 first",
+            dir.display()
+        )));
+    }
     let params = vars.all();
     for (name, t) in &params {
         let Some(src) = tensors.get(name) else {
@@ -72,7 +91,7 @@ pub fn load_into(vars: &Vars, tensors: &BTreeMap<String, Tensor>, dir: &Path) ->
     let unused: Vec<&str> = tensors
         .keys()
         .map(String::as_str)
-        .filter(|n| !taken.contains(n) && !n.ends_with("rotary_emb.inv_freq"))
+        .filter(|n| !taken.contains(n) && !n.ends_with("rotary_emb.inv_freq") && !extra(n))
         .collect();
     if let Some(first) = unused.first() {
         return Err(invalid(format!(
@@ -131,7 +150,7 @@ pub fn take_rope(o: &mut serde_json::Map<String, Value>) -> Result<()> {
 impl LmConfig {
     /// Reads an HF `config.json` value of a `llama` model, refusing what ferrolab does not
     /// compute: RoPE scaling, an activation other than SiLU, attention or MLP biases, a
-    /// `head_dim` other than `hidden_size / num_attention_heads`, `pretraining_tp` above 1.
+    /// `head_dim` other than `hidden_size / num_attention_heads`.
     pub fn from_hf(v: &Value) -> Result<LmConfig> {
         let mut v = v.clone();
         let Some(o) = v.as_object_mut() else {
@@ -140,11 +159,11 @@ impl LmConfig {
         take_rope(o)?;
         let heads = o.get("num_attention_heads").and_then(Value::as_u64);
         let hidden = o.get("hidden_size").and_then(Value::as_u64);
+        // (`pretraining_tp` only slices the products in `transformers`: the same maths)
         let mut rules = vec![
             ("hidden_act", Value::from("silu")),
             ("attention_bias", Value::from(false)),
             ("mlp_bias", Value::from(false)),
-            ("pretraining_tp", Value::from(1)),
         ];
         if let Some(d) = hidden.zip(heads).and_then(|(c, h)| c.checked_div(h)) {
             rules.push(("head_dim", Value::from(d)));
@@ -168,7 +187,9 @@ pub fn load_llama(dir: &Path) -> Result<(Vars, Lm)> {
     let cfg = LmConfig::from_hf(&v)?;
     let tensors = read_tensors(dir)?;
     let vars = Vars::new();
+    let tied = cfg.tie_word_embeddings;
     let model = Lm::new(&vars, cfg)?;
-    load_into(&vars, &tensors, dir)?;
+    // a tied model's checkpoint may still store the head (a copy of the embedding)
+    load_into(&vars, &tensors, dir, &|n| tied && n == "lm_head.weight")?;
     Ok((vars, model))
 }

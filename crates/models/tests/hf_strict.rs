@@ -75,7 +75,6 @@ fn llama_settings_ferrolab_does_not_compute_are_refused_by_name() {
         ("attention_bias", json!(true)),
         ("mlp_bias", json!(true)),
         ("head_dim", json!(32)),
-        ("pretraining_tp", json!(2)),
     ];
     for (key, value) in cases {
         std::fs::write(d.join("config.json"), &original).unwrap();
@@ -110,6 +109,18 @@ fn weights_must_match_the_config_exactly_and_shards_load() {
     ));
     io::save_safetensors(&d.join("model.safetensors"), &buffers, DType::F32, None).unwrap();
     hf::load_llama(&d).unwrap();
+    // a quantized checkpoint is named as such
+    let mut quant = all.clone();
+    quant.push((
+        "model.layers.0.mlp.up_proj.weight_scale_inv".into(),
+        Tensor::zeros(&[1, 1]),
+    ));
+    io::save_safetensors(&d.join("model.safetensors"), &quant, DType::F32, None).unwrap();
+    let e = hf::load_llama(&d).err().unwrap().to_string();
+    assert!(
+        e.contains("quantized") && e.contains("weight_scale_inv"),
+        "{e}"
+    );
     // a missing one
     let missing: Vec<(String, Tensor)> = all
         .iter()
@@ -147,7 +158,7 @@ fn weights_must_match_the_config_exactly_and_shards_load() {
 }
 
 #[test]
-fn v3_scoring_routing_activation_and_quantized_checkpoints_are_refused_by_name() {
+fn v3_scoring_routing_and_activation_settings_are_refused_by_name() {
     let base = V3Config::tiny(40).to_hf();
     V3Config::from_hf(&base).unwrap();
     for (key, value) in [
@@ -155,10 +166,6 @@ fn v3_scoring_routing_activation_and_quantized_checkpoints_are_refused_by_name()
         ("topk_method", json!("greedy")),
         ("hidden_act", json!("gelu")),
         ("attention_bias", json!(true)),
-        (
-            "quantization_config",
-            json!({"quant_method": "fp8", "weight_block_size": [128, 128]}),
-        ),
     ] {
         let mut v = base.clone();
         v[key] = value;

@@ -161,6 +161,17 @@ pub struct CorpusSource {
     pub bytes: usize,
 }
 
+impl CorpusSource {
+    /// The record of `text` read from `origin`.
+    pub fn of(text: &str, origin: &str) -> CorpusSource {
+        CorpusSource {
+            origin: origin.into(),
+            sha256: ferrolab_data::sha256_hex(text.as_bytes()),
+            bytes: text.len(),
+        }
+    }
+}
+
 /// The `origin` of the State of the Union corpus.
 pub const SOTU_ORIGIN: &str = "sotu";
 
@@ -187,20 +198,29 @@ impl TokenData {
         min_len: usize,
         origin: &str,
     ) -> Result<TokenData> {
+        let source = CorpusSource::of(text, origin);
+        TokenData::from_source(text, tok, val_fraction, min_len, source)
+    }
+
+    /// [`TokenData::from_text`] with the text's record already made.
+    pub fn from_source(
+        text: &str,
+        tok: &Tokenizer,
+        val_fraction: f32,
+        min_len: usize,
+        source: CorpusSource,
+    ) -> Result<TokenData> {
+        let origin = source.origin.clone();
         let (a, b) = text.split_at(TokenData::split_point(text, val_fraction));
         let data = TokenData {
             train: tok.encode(a)?,
             val: tok.encode(b)?,
             val_bytes: b.len(),
-            source: CorpusSource {
-                origin: origin.into(),
-                sha256: ferrolab_data::sha256_hex(text.as_bytes()),
-                bytes: text.len(),
-            },
+            source,
         };
         if data.train.len() <= min_len || data.val.len() <= min_len {
             return Err(TrainError::Corpus {
-                path: origin.into(),
+                path: origin,
                 msg: format!(
                     "too short: {} training and {} held-out tokens, each part needs more than one sequence ({min_len} + 1)",
                     data.train.len(),

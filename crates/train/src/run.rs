@@ -223,27 +223,20 @@ impl RunDir {
     /// Nothing in the folder is changed, so this is safe while the run is training and
     /// writing its next snapshot: the `*.next` files of a snapshot being written are left
     /// alone, and those of one committed but not yet renamed into place are read instead of
-    /// the files they replace. A snapshot that changes under the reader is read again.
+    /// the files they replace. A read that fails (a file renamed away, or a model that does
+    /// not match its `state.json` because a snapshot was committed in between) is tried again a
+    /// few times before the error is reported, so only a damage that stays is reported.
     pub fn load_weights(&self, vars: &Vars, tokenizer: &str) -> Result<State> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.read_committed_weights(vars, tokenizer) {
-                Err(e) if attempt < 5 && self.snapshot_in_progress() => {
-                    let _ = e; // the writer moved files under us: read the new snapshot
+                Err(TrainError::Snapshot { .. } | TrainError::Io { .. }) if attempt < 5 => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 r => return r,
             }
         }
-    }
-
-    /// Whether a snapshot is being written (a `*.next` file or the commit record exists).
-    fn snapshot_in_progress(&self) -> bool {
-        self.file(COMMIT).exists()
-            || FILES
-                .iter()
-                .any(|n| self.file(&format!("{n}.next")).exists())
     }
 
     fn read_committed_weights(&self, vars: &Vars, tokenizer: &str) -> Result<State> {
@@ -266,6 +259,15 @@ impl RunDir {
         let text = std::fs::read_to_string(&sp).map_err(|e| TrainError::io(&sp, e))?;
         let state: State = serde_json::from_str(&text)
             .map_err(|e| TrainError::snapshot(&sp, format!("unreadable: {e}")))?;
+        if state.format_version != FORMAT_VERSION {
+            return Err(TrainError::snapshot(
+                &sp,
+                format!(
+                    "format version {} but this ferrolab reads {FORMAT_VERSION}",
+                    state.format_version
+                ),
+            ));
+        }
         if state.tokenizer != tokenizer {
             return Err(TrainError::snapshot(
                 &sp,

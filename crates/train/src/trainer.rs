@@ -209,14 +209,8 @@ impl Trainer {
     pub fn resume(dir: &std::path::Path, data: TokenData) -> Result<Trainer> {
         let (run, cfg) = RunDir::open(dir)?;
         if let Some(rec) = run.corpus()? {
-            let src = &data.source;
-            if rec.sha256 != src.sha256 {
-                return Err(not_the_recorded_text(
-                    &rec,
-                    &src.origin,
-                    src.bytes,
-                    &src.sha256,
-                ));
+            if rec.sha256 != data.source.sha256 {
+                return Err(not_the_recorded_text(&rec, &data.source));
             }
         }
         let tokenizer = Tokenizer::load(dir, cfg.tokenizer)?;
@@ -305,13 +299,13 @@ impl Trainer {
             _ => None,
         };
         let (text, origin) = Trainer::read_corpus(corpus.or(recorded.as_deref()))?;
+        let source = crate::data::CorpusSource::of(&text, &origin);
         if let Some(rec) = &rec {
-            let sha = ferrolab_data::sha256_hex(text.as_bytes());
-            if sha != rec.sha256 {
-                return Err(not_the_recorded_text(rec, &origin, text.len(), &sha));
+            if source.sha256 != rec.sha256 {
+                return Err(not_the_recorded_text(rec, &source));
             }
         }
-        TokenData::from_text(&text, &tok, cfg.val_fraction, cfg.seq_len, &origin)
+        TokenData::from_source(&text, &tok, cfg.val_fraction, cfg.seq_len, source)
     }
 
     /// Steps done.
@@ -658,9 +652,7 @@ pub fn check_memory(cfg: &RunConfig) -> Result<()> {
 /// The error for a resume on another text than the run's recorded one.
 fn not_the_recorded_text(
     rec: &crate::data::CorpusSource,
-    origin: &str,
-    bytes: usize,
-    sha256: &str,
+    got: &crate::data::CorpusSource,
 ) -> TrainError {
     let how = if rec.origin == crate::data::SOTU_ORIGIN {
         "resume without --corpus".to_string()
@@ -671,15 +663,15 @@ fn not_the_recorded_text(
         )
     };
     TrainError::Corpus {
-        path: origin.into(),
+        path: got.origin.clone(),
         msg: format!(
             "is not the text this run was trained on: {} ({} bytes, sha256 {}), this one has {} \
              bytes, sha256 {}; {how}",
             rec.origin,
             rec.bytes,
             short_hash(&rec.sha256),
-            bytes,
-            short_hash(sha256),
+            got.bytes,
+            short_hash(&got.sha256),
         ),
     }
 }

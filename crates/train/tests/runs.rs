@@ -586,16 +586,27 @@ fn a_run_resumes_on_the_text_it_recorded_and_refuses_another() {
 
 #[test]
 fn configs_that_cannot_fit_in_memory_or_exceed_the_size_limits_are_refused_up_front() {
-    let mut c = cfg(1);
+    let c = cfg(1);
+    // within every size limit, but hundreds of terabytes: more than any machine has
+    let huge = c
+        .clone()
+        .set("model.hidden_size=65536")
+        .unwrap()
+        .set("model.num_hidden_layers=1024")
+        .unwrap()
+        .set("batch_size=16777216")
+        .unwrap();
+    huge.validate().unwrap();
+    assert!(ferrolab_train::training_memory_lower_bound(&huge) > 1e14);
     if ferrolab_train::available_memory().is_some() {
-        c.batch_size = 1 << 40;
-        let e = ferrolab_train::check_memory(&c).unwrap_err().to_string();
+        let e = ferrolab_train::check_memory(&huge).unwrap_err().to_string();
         assert!(e.contains("GiB") && e.contains("batch_size"), "{e}");
         // and a run is not even created
         let d = dir("too-big");
-        let err = Trainer::create(&d, c.clone(), Tokenizer::bytes(), corpus(&cfg(1)));
-        assert!(err.is_err() && !d.join("train.json").exists());
-        c.batch_size = 4;
+        let err = Trainer::create(&d, huge, Tokenizer::bytes(), corpus(&cfg(1)));
+        let msg = err.err().unwrap().to_string();
+        assert!(msg.contains("GiB"), "{msg}");
+        assert!(!d.join("train.json").exists());
     }
     ferrolab_train::check_memory(&c).unwrap();
     for (set, field) in [

@@ -39,13 +39,6 @@ impl V3Config {
             }
         }
         crate::hf::take_rope(o)?;
-        if o.get("quantization_config").is_some_and(|q| !q.is_null()) {
-            return Err(invalid(
-                "config.json `quantization_config`: quantized checkpoints (V3's FP8 weights with \
-                 block scales) are not read; convert the weights to bf16 or f32 first"
-                    .into(),
-            ));
-        }
         crate::hf::require(
             &Value::Object(o.clone()),
             &[
@@ -110,7 +103,18 @@ pub fn load_hf(dir: &Path) -> Result<(Vars, DeepseekV3)> {
     cfg.num_nextn_predict_layers = mtp;
     let vars = Vars::new();
     let model = DeepseekV3::new(&vars, cfg)?;
-    crate::hf::load_into(&vars, &tensors, dir)?;
+    // the released checkpoint stores each MTP layer's copies of the shared embedding and head
+    // (`model.layers.{L + k}.embed_tokens` / `.shared_head.head`); ferrolab shares them
+    let first_mtp = model.cfg.num_hidden_layers;
+    let shared_copy = |n: &str| {
+        n.strip_prefix("model.layers.")
+            .and_then(|r| r.split_once('.'))
+            .is_some_and(|(layer, rest)| {
+                layer.parse::<usize>().is_ok_and(|l| l >= first_mtp)
+                    && (rest == "embed_tokens.weight" || rest == "shared_head.head.weight")
+            })
+    };
+    crate::hf::load_into(&vars, &tensors, dir, &shared_copy)?;
     Ok((vars, model))
 }
 
@@ -179,6 +183,26 @@ mod tests {
         .unwrap();
         let e = load_hf(dir.as_path()).err().unwrap().to_string();
         assert!(e.contains("experts.3.up_proj"), "{e}");
+        // the released checkpoint's copies of the shared embedding and head in the MTP layer
+        // (model.layers.2 here) are passed over; another leftover tensor is not
+        let mut with_copies = vars.all();
+        for n in ["embed_tokens.weight", "shared_head.head.weight"] {
+            with_copies.push((
+                format!("model.layers.2.{n}"),
+                ferrolab_tensor::Tensor::zeros(&[40, 32]),
+            ));
+        }
+        let path = dir.as_path().join("model.safetensors");
+        io::save_safetensors(&path, &with_copies, DType::F32, None).unwrap();
+        let (_, back) = load_hf(dir.as_path()).unwrap();
+        assert_eq!(back.cfg.num_nextn_predict_layers, 1);
+        with_copies.push((
+            "model.layers.1.embed_tokens.weight".into(),
+            ferrolab_tensor::Tensor::zeros(&[40, 32]),
+        ));
+        io::save_safetensors(&path, &with_copies, DType::F32, None).unwrap();
+        let e = load_hf(dir.as_path()).err().unwrap().to_string();
+        assert!(e.contains("model.layers.1.embed_tokens.weight"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
