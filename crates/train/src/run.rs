@@ -256,27 +256,7 @@ impl RunDir {
                 "has no snapshot yet (no state.json: nothing was trained or saved)",
             ));
         }
-        let text = std::fs::read_to_string(&sp).map_err(|e| TrainError::io(&sp, e))?;
-        let state: State = serde_json::from_str(&text)
-            .map_err(|e| TrainError::snapshot(&sp, format!("unreadable: {e}")))?;
-        if state.format_version != FORMAT_VERSION {
-            return Err(TrainError::snapshot(
-                &sp,
-                format!(
-                    "format version {} but this ferrolab reads {FORMAT_VERSION}",
-                    state.format_version
-                ),
-            ));
-        }
-        if state.tokenizer != tokenizer {
-            return Err(TrainError::snapshot(
-                &sp,
-                format!(
-                    "was trained with tokenizer `{}`, not the `{tokenizer}` in tokenizer.json",
-                    state.tokenizer
-                ),
-            ));
-        }
+        let state = read_state(&sp, tokenizer)?;
         let mp = pick(FILES[0]);
         let bytes = read_checked(&mp, &state.model_sha256)?;
         let model = io::parse_safetensors(&bytes, &mp.display().to_string())?;
@@ -308,27 +288,7 @@ impl RunDir {
                 "has no snapshot yet (state.json missing): it was stopped before its first snapshot; start it again",
             ));
         }
-        let text = std::fs::read_to_string(&sp).map_err(|e| TrainError::io(&sp, e))?;
-        let state: State = serde_json::from_str(&text)
-            .map_err(|e| TrainError::snapshot(&sp, format!("unreadable: {e}")))?;
-        if state.format_version != FORMAT_VERSION {
-            return Err(TrainError::snapshot(
-                &sp,
-                format!(
-                    "format version {} but this ferrolab reads {FORMAT_VERSION}",
-                    state.format_version
-                ),
-            ));
-        }
-        if state.tokenizer != tokenizer {
-            return Err(TrainError::snapshot(
-                &sp,
-                format!(
-                    "was trained with tokenizer `{}`, not `{tokenizer}`",
-                    state.tokenizer
-                ),
-            ));
-        }
+        let state = read_state(&sp, tokenizer)?;
         let mp = self.file(FILES[0]);
         let op = self.file(FILES[1]);
         let model = read_checked(&mp, &state.model_sha256)?;
@@ -415,6 +375,33 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
         f.sync_all()
     })();
     res.map_err(|e| TrainError::io(path, e))
+}
+
+/// A snapshot's `state.json` at `path`, checked: this ferrolab's format version, and trained
+/// with the vocabulary `tokenizer` (the run's `tokenizer.json`).
+fn read_state(path: &Path, tokenizer: &str) -> Result<State> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    let state: State = serde_json::from_str(&text)
+        .map_err(|e| TrainError::snapshot(path, format!("unreadable: {e}")))?;
+    if state.format_version != FORMAT_VERSION {
+        return Err(TrainError::snapshot(
+            path,
+            format!(
+                "format version {} but this ferrolab reads {FORMAT_VERSION}",
+                state.format_version
+            ),
+        ));
+    }
+    if state.tokenizer != tokenizer {
+        return Err(TrainError::snapshot(
+            path,
+            format!(
+                "was trained with tokenizer `{}`, not the `{tokenizer}` in tokenizer.json",
+                state.tokenizer
+            ),
+        ));
+    }
+    Ok(state)
 }
 
 /// Every parameter of `vars` is in `model` with its shape.
