@@ -398,6 +398,8 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
         let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(130), "{signal}: {err}");
+        // this small text gives fewer tokens than the model's 2048 ids, and train says so
+        assert!(err.contains("fewer than the model's 2048"), "{err}");
         assert!(err.contains("--resume"), "{signal}: {err}");
         // the snapshot was written although snapshot_every never came
         let state: serde_json::Value =
@@ -428,5 +430,21 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+    // the largest --max-tokens starts generating (it used to reserve room for all of them
+    // up front and panic on the capacity); stopped after a moment
+    let mut long = bin()
+        .args(["generate", "--run"])
+        .arg(&run)
+        .args(["--prompt", "the ", "--max-tokens", "18446744073709551615"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(long.try_wait().unwrap().is_none(), "exited at once");
+    long.kill().unwrap();
+    let out = long.wait_with_output().unwrap();
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(!se.contains("panicked"), "{se}");
     std::fs::remove_dir_all(&d).unwrap();
 }

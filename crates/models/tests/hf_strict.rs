@@ -173,3 +173,35 @@ fn v3_scoring_routing_and_activation_settings_are_refused_by_name() {
         assert!(e.contains(key), "{key}: {e}");
     }
 }
+
+#[test]
+fn a_tied_models_stored_head_copy_is_passed_over() {
+    let d = dir("llama-tied");
+    ferrolab_tensor::rng::manual_seed(3);
+    let cfg = LmConfig {
+        tie_word_embeddings: true,
+        ..llama_cfg()
+    };
+    let vars = Vars::new();
+    let m = ferrolab_models::Lm::new(&vars, cfg.clone()).unwrap();
+    let mut v = serde_json::to_value(&cfg).unwrap();
+    v["model_type"] = "llama".into();
+    std::fs::write(d.join("config.json"), v.to_string()).unwrap();
+    let mut all = vars.all();
+    let emb = all
+        .iter()
+        .find(|(n, _)| n == "model.embed_tokens.weight")
+        .unwrap()
+        .1
+        .clone();
+    all.push(("lm_head.weight".into(), emb));
+    io::save_safetensors(&d.join("model.safetensors"), &all, DType::F32, None).unwrap();
+    let (_, back) = hf::load_llama(&d).unwrap();
+    assert_eq!(logits_of(&back), logits_of(&m));
+    // another leftover next to it is still refused
+    all.push(("lm_head.bias".into(), Tensor::zeros(&[30])));
+    io::save_safetensors(&d.join("model.safetensors"), &all, DType::F32, None).unwrap();
+    let e = hf::load_llama(&d).err().unwrap().to_string();
+    assert!(e.contains("lm_head.bias"), "{e}");
+    let _ = std::fs::remove_dir_all(&d);
+}
