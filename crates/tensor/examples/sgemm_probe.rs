@@ -193,26 +193,33 @@ mod probe {
             let mut c = vec![0f32; m * n];
             let mut c2 = vec![0f32; m * n];
             mm(m, n, k, &a, &b, &mut c, gemm::Parallelism::None);
+            // rows x n = rows x k (a, row-major) @ k x n (b, row-major) with our kernel
+            let ours =
+                |rows: usize, a: &[f32], c: &mut [f32], pa: &mut Vec<f32>, pb: &mut Vec<f32>| {
+                    assert!(a.len() >= rows * k && c.len() >= rows * n);
+                    // SAFETY: the slices hold rows x k and rows x n elements; b holds k x n.
+                    unsafe {
+                        sgemm(
+                            rows,
+                            n,
+                            k,
+                            a.as_ptr(),
+                            k,
+                            1,
+                            b.as_ptr(),
+                            n,
+                            1,
+                            c.as_mut_ptr(),
+                            mc,
+                            kc,
+                            nc,
+                            pa,
+                            pb,
+                        )
+                    }
+                };
             let (mut pa, mut pb) = (Vec::new(), Vec::new());
-            unsafe {
-                sgemm(
-                    m,
-                    n,
-                    k,
-                    a.as_ptr(),
-                    k,
-                    1,
-                    b.as_ptr(),
-                    n,
-                    1,
-                    c2.as_mut_ptr(),
-                    mc,
-                    kc,
-                    nc,
-                    &mut pa,
-                    &mut pb,
-                )
-            };
+            ours(m, &a, &mut c2, &mut pa, &mut pb);
             let err = c
                 .iter()
                 .zip(&c2)
@@ -230,70 +237,14 @@ mod probe {
             };
             let g1 = time(&mut || mm(m, n, k, &a, &b, &mut c, gemm::Parallelism::None));
             let g2 = time(&mut || mm(m, n, k, &a, &b, &mut c, gemm::Parallelism::Rayon(2)));
-            let o1 = time(&mut || unsafe {
-                sgemm(
-                    m,
-                    n,
-                    k,
-                    a.as_ptr(),
-                    k,
-                    1,
-                    b.as_ptr(),
-                    n,
-                    1,
-                    c2.as_mut_ptr(),
-                    mc,
-                    kc,
-                    nc,
-                    &mut pa,
-                    &mut pb,
-                )
-            });
+            let o1 = time(&mut || ours(m, &a, &mut c2, &mut pa, &mut pb));
             let half = m / 2 / MR * MR;
             let o2 = time(&mut || {
                 let (top, bot) = c2.split_at_mut(half * n);
                 let (at, ab) = a.split_at(half * k);
                 rayon::join(
-                    || unsafe {
-                        let (mut pa, mut pb) = (Vec::new(), Vec::new());
-                        sgemm(
-                            half,
-                            n,
-                            k,
-                            at.as_ptr(),
-                            k,
-                            1,
-                            b.as_ptr(),
-                            n,
-                            1,
-                            top.as_mut_ptr(),
-                            mc,
-                            kc,
-                            nc,
-                            &mut pa,
-                            &mut pb,
-                        )
-                    },
-                    || unsafe {
-                        let (mut pa, mut pb) = (Vec::new(), Vec::new());
-                        sgemm(
-                            m - half,
-                            n,
-                            k,
-                            ab.as_ptr(),
-                            k,
-                            1,
-                            b.as_ptr(),
-                            n,
-                            1,
-                            bot.as_mut_ptr(),
-                            mc,
-                            kc,
-                            nc,
-                            &mut pa,
-                            &mut pb,
-                        )
-                    },
+                    || ours(half, at, top, &mut Vec::new(), &mut Vec::new()),
+                    || ours(m - half, ab, bot, &mut Vec::new(), &mut Vec::new()),
                 );
             });
             println!("{m}x{n}x{k}: gemm 1t {g1:.0} 2t {g2:.0} | ours 1t {o1:.0} 2t {o2:.0} GFLOP/s (max err {err:.1e})");

@@ -265,9 +265,9 @@ mod tests {
         assert_eq!(generate(&m, &prompt, &long, |_| {}).unwrap().len(), 40);
     }
 
-    #[test]
-    fn bad_settings_and_non_finite_weights_are_errors() {
-        rng::manual_seed(3);
+    /// A one-layer model over 40 ids, seeded, with initial weights of this spread.
+    fn small_model(seed: u64, initializer_range: f32) -> (Vars, Model) {
+        rng::manual_seed(seed);
         let cfg = LmConfig {
             vocab_size: 40,
             hidden_size: 16,
@@ -276,10 +276,17 @@ mod tests {
             num_attention_heads: 2,
             num_key_value_heads: 2,
             max_position_embeddings: 16,
+            initializer_range,
             ..LmConfig::tiny(40)
         };
         let vars = Vars::new();
         let m = Model::new(&vars, &ModelConfig::Llama(cfg)).unwrap();
+        (vars, m)
+    }
+
+    #[test]
+    fn bad_settings_and_non_finite_weights_are_errors() {
+        let (vars, m) = small_model(3, 0.02);
         let run = |o: SampleOpts| generate(&m, &[1, 2, 3], &o, |_| {});
         let ok = SampleOpts {
             max_tokens: 3,
@@ -315,20 +322,7 @@ mod tests {
 
     #[test]
     fn ids_past_the_vocabulary_are_never_generated() {
-        rng::manual_seed(11);
-        let cfg = LmConfig {
-            vocab_size: 40,
-            hidden_size: 16,
-            intermediate_size: 32,
-            num_hidden_layers: 1,
-            num_attention_heads: 2,
-            num_key_value_heads: 2,
-            max_position_embeddings: 16,
-            initializer_range: 0.5,
-            ..LmConfig::tiny(40)
-        };
-        let vars = Vars::new();
-        let m = Model::new(&vars, &ModelConfig::Llama(cfg)).unwrap();
+        let (_vars, m) = small_model(11, 0.5);
         let opts = SampleOpts {
             max_tokens: 60,
             temperature: 2.0,
