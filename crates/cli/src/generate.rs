@@ -69,20 +69,22 @@ fn v3_greedy(
     }
     let n = a.max_tokens;
     let ctx = m.cfg.max_position_embeddings;
-    if prompt.len() >= ctx {
+    // the last new token is never fed back, so a prompt of p tokens and n new ones take
+    // p + n - 1 positions
+    if prompt.len() > ctx {
         anyhow::bail!(
             "--speculative and --naive-cache decode within one context of {ctx} positions, and \
              the prompt alone is {} tokens: shorten it",
             prompt.len()
         );
     }
-    if prompt.len().saturating_add(n) > ctx {
+    if prompt.len().saturating_add(n) > ctx + 1 {
         anyhow::bail!(
             "--speculative and --naive-cache decode within one context of {ctx} positions: the \
              prompt's {} tokens + --max-tokens {n} do not fit; lower --max-tokens to {} (plain \
              generation slides its window instead)",
             prompt.len(),
-            ctx.saturating_sub(prompt.len())
+            ctx + 1 - prompt.len()
         );
     }
     let t0 = Instant::now();

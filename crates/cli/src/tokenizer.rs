@@ -102,6 +102,9 @@ struct InspectArgs {
     /// Built-in name or tokenizer file.
     #[arg(long)]
     tokenizer: String,
+    /// Special tokens, as for `encode`: all, none (error if present), ordinary.
+    #[arg(long, value_enum, default_value = "none")]
+    special: SpecialArg,
     /// The text.
     text: String,
 }
@@ -226,14 +229,33 @@ fn inspect(a: InspectArgs) -> Result<()> {
     let text = &a.text;
     let pre = tok.pre_tokenizer();
     let kind = pre.preset_kind().map_or("custom regex", |p| p.name());
-    // special tokens are matched before pre-tokenisation, so the tokens come from the whole text
-    let enc = tok.encode_with_offsets(text, &SpecialSet::All)?;
-    let pieces = pre.split(text)?;
-    println!("pre-tokenizer {kind}: {} pieces", pieces.len());
-    let shown: Vec<String> = pieces
-        .iter()
-        .map(|&(s, e)| format!("{:?}", &text[s..e]))
-        .collect();
+    // the same tokens as `encode --special` gives
+    let enc = match a.special {
+        SpecialArg::All => tok.encode_with_offsets(text, &SpecialSet::All)?,
+        SpecialArg::None => tok
+            .encode_with_offsets(text, &SpecialSet::None)
+            .map_err(|e| anyhow::anyhow!("{e} (--special all or --special ordinary)"))?,
+        SpecialArg::Ordinary => tok.encode_ordinary_with_offsets(text)?,
+    };
+    // special tokens are matched before pre-tokenisation: the text between them is split
+    let specials: HashSet<u32> = tok.special_tokens().map(|(_, id)| id).collect();
+    let mut shown = Vec::new();
+    let mut at = 0;
+    let split = |from: usize, to: usize, shown: &mut Vec<String>| -> Result<()> {
+        for (s, e) in pre.split(&text[from..to])? {
+            shown.push(format!("{:?}", &text[from + s..from + e]));
+        }
+        Ok(())
+    };
+    for (&id, &(s, e)) in enc.ids.iter().zip(&enc.offsets) {
+        if specials.contains(&id) {
+            split(at, s, &mut shown)?;
+            shown.push(format!("[special {:?}]", &text[s..e]));
+            at = e;
+        }
+    }
+    split(at, text.len(), &mut shown)?;
+    println!("pre-tokenizer {kind}: {} pieces", shown.len());
     println!("  {}", shown.join(" | "));
     println!("{} tokens, {} bytes:", enc.ids.len(), text.len());
     for (&id, &(s, e)) in enc.ids.iter().zip(&enc.offsets) {

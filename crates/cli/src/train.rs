@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ferrolab_train::{generate, RunConfig, SampleOpts, TokenizerKind, Trainer};
+use ferrolab_train::{generate, RunConfig, SampleOpts, Trainer};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -122,12 +122,6 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 cfg.validate()?;
                 ferrolab_train::check_memory(&cfg)?;
                 let dir = a.run.clone().unwrap_or_else(|| free_run_dir(&cfg.preset));
-                if cfg.tokenizer == TokenizerKind::Bpe {
-                    eprintln!(
-                        "training a {}-token BPE vocabulary on the training text",
-                        cfg.model.vocab_size()
-                    );
-                }
                 let (tok, data) = Trainer::prepare(&cfg, a.corpus.as_deref(), true)?;
                 if tok.vocab_size() < cfg.model.vocab_size() {
                     eprintln!(

@@ -278,9 +278,27 @@ fn save(kv: &KeyedVectors, path: &Path, binary: bool) -> Result<()> {
     Ok(())
 }
 
+/// The words an evaluation looks among, for its errors: the whole vocabulary, or the first
+/// `restrict` of its `vocab` words when the flag cuts it.
+fn searched_words(vocab: usize, restrict: usize, flag: &str) -> String {
+    if restrict < vocab {
+        format!("the {restrict} most frequent of the vectors' {vocab} words ({flag})")
+    } else {
+        "the vectors' vocabulary".to_string()
+    }
+}
+
 fn eval_cmd(e: &EvalArgs) -> Result<()> {
     if e.analogies.is_none() && e.similarity.is_none() {
         bail!("give --analogies FILE and/or --similarity FILE");
+    }
+    for (flag, n) in [
+        ("--restrict-vocab", e.restrict_vocab),
+        ("--similarity-restrict-vocab", e.similarity_restrict_vocab),
+    ] {
+        if n == 0 {
+            bail!("{flag} 0 leaves no word to evaluate; give at least 1");
+        }
     }
     let kv = load(&e.vectors)?;
     let q = QueryIndex::new(&kv);
@@ -290,10 +308,11 @@ fn eval_cmd(e: &EvalArgs) -> Result<()> {
             .with_context(|| format!("evaluating analogies from {}", path.display()))?;
         if r.total.correct + r.total.incorrect == 0 {
             bail!(
-                "{}: no analogy question could be answered ({} skipped: a word outside the \
-                 vectors' vocabulary); an accuracy of nothing is not reported",
+                "{}: no analogy question could be answered ({} skipped: a word outside {}); an \
+                 accuracy of nothing is not reported",
                 path.display(),
-                r.total.skipped
+                r.total.skipped,
+                searched_words(kv.len(), e.restrict_vocab, "--restrict-vocab")
             );
         }
         for s in &r.sections {
@@ -319,11 +338,16 @@ fn eval_cmd(e: &EvalArgs) -> Result<()> {
             .with_context(|| format!("evaluating similarity from {}", path.display()))?;
         if !r.spearman.is_finite() {
             bail!(
-                "{}: Spearman's rho is undefined on {} pair(s) ({} outside the vocabulary): \
-                 at least two pairs with differing scores are needed",
+                "{}: Spearman's rho is undefined on {} pair(s) ({} with a word outside {}): at \
+                 least two pairs with differing scores are needed",
                 path.display(),
                 r.pairs,
-                r.oov_pairs
+                r.oov_pairs,
+                searched_words(
+                    kv.len(),
+                    e.similarity_restrict_vocab,
+                    "--similarity-restrict-vocab"
+                )
             );
         }
         summary.push(format!(

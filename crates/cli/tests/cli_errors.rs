@@ -60,6 +60,50 @@ fn word2vec_evaluations_with_nothing_to_evaluate_are_errors() {
         one_pair.to_str().unwrap(),
     ]);
     assert!(se.contains("undefined"), "{se}");
+    // words cut off by --restrict-vocab are reported as such, not as out of the vocabulary
+    let known = d.join("known.txt");
+    std::fs::write(&known, ": royals\nking queen man queen\n").unwrap();
+    let se = failure(&[
+        "word2vec",
+        "eval",
+        "--vectors",
+        v,
+        "--analogies",
+        known.to_str().unwrap(),
+        "--restrict-vocab",
+        "2",
+    ]);
+    assert!(
+        se.contains("the 2 most frequent of the vectors' 3 words (--restrict-vocab)"),
+        "{se}"
+    );
+    for flag in ["--restrict-vocab", "--similarity-restrict-vocab"] {
+        let se = failure(&[
+            "word2vec",
+            "eval",
+            "--vectors",
+            v,
+            "--analogies",
+            known.to_str().unwrap(),
+            flag,
+            "0",
+        ]);
+        assert!(se.contains(&format!("{flag} 0 leaves no word")), "{se}");
+    }
+    // a vocabulary cut to no word is refused as such, before the corpus is counted
+    let corpus = d.join("corpus.txt");
+    std::fs::write(&corpus, "king queen ".repeat(100)).unwrap();
+    let se = failure(&[
+        "word2vec",
+        "train",
+        "--input",
+        corpus.to_str().unwrap(),
+        "--output",
+        d.join("out.txt").to_str().unwrap(),
+        "--max-vocab",
+        "0",
+    ]);
+    assert!(se.contains("max_vocab 0 keeps no word"), "{se}");
     let _ = std::fs::remove_dir_all(&d);
 }
 

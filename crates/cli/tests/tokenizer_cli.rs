@@ -127,6 +127,55 @@ fn train_writes_a_loadable_tokenizer_and_inspect_shows_it() {
 }
 
 #[test]
+fn inspect_shows_the_tokens_encode_gives_for_each_special_choice() {
+    let tok = fixture("hf_cl100k.json");
+    let tok = tok.to_str().unwrap();
+    let text = "hi <|endoftext|> there";
+    for special in ["all", "none", "ordinary"] {
+        let enc = run(
+            &["encode", "--tokenizer", tok, "--special", special],
+            text.as_bytes(),
+        );
+        let ins = run(
+            &["inspect", "--tokenizer", tok, "--special", special, text],
+            b"",
+        );
+        assert_eq!(enc.status.success(), ins.status.success(), "{special}");
+        if !enc.status.success() {
+            // none: the special token is an error in both, and inspect names the way on
+            let se = String::from_utf8_lossy(&ins.stderr);
+            assert!(
+                se.contains("<|endoftext|>") && se.contains("--special all"),
+                "{se}"
+            );
+            continue;
+        }
+        let want: Vec<u32> = String::from_utf8(enc.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        let shown = String::from_utf8(ins.stdout).unwrap();
+        // token lines: "  <id>  <text>  bytes a..b"
+        let got: Vec<u32> = shown
+            .lines()
+            .filter(|l| l.contains("  bytes "))
+            .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(got, want, "{special}: {shown}");
+        // the pieces: the special token is one piece of its own only when it is special
+        assert_eq!(
+            shown.contains("[special \"<|endoftext|>\"]"),
+            special == "all",
+            "{special}: {shown}"
+        );
+    }
+    // inspect's default is encode's: a special token in the text is an error
+    let ins = run(&["inspect", "--tokenizer", tok, text], b"");
+    assert!(!ins.status.success());
+}
+
+#[test]
 fn unknown_tokenizer_is_a_clear_error() {
     let out = run(&["encode", "--tokenizer", "no_such_vocab"], b"x");
     assert!(!out.status.success());

@@ -346,8 +346,64 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
     assert!(n.contains("naive per-head"), "{n}");
     // the naive and absorbed caches decode the same text
     assert_eq!(s.lines().next(), n.lines().next());
-    // greedy within one context: more tokens than fit are refused before decoding, and
-    // sampling options are refused rather than ignored
+    // greedy within one context: as many tokens as fit are decoded, one more is refused
+    // before decoding
+    let e = bin()
+        .args(["generate", "--run"])
+        .arg(&run)
+        .args([
+            "--prompt",
+            "fellow ",
+            "--speculative",
+            "--max-tokens",
+            "100000",
+        ])
+        .output()
+        .unwrap();
+    let se = String::from_utf8_lossy(&e.stderr);
+    let fit: usize = se
+        .split("lower --max-tokens to ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{se}"));
+    let number_after = |key: &str| -> usize {
+        se.split(key)
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no number after `{key}`: {se}"))
+    };
+    let (ctx, prompt) = (
+        number_after("one context of "),
+        number_after("the prompt's "),
+    );
+    // the last new token is not fed back: p + n - 1 positions
+    assert_eq!(prompt + fit - 1, ctx, "{se}");
+    for flag in ["--speculative", "--naive-cache"] {
+        let s = run_ok(bin().args(["generate", "--run"]).arg(&run).args([
+            "--prompt",
+            "fellow ",
+            "--max-tokens",
+            &fit.to_string(),
+            flag,
+        ]));
+        assert!(s.contains(&format!("{fit} tokens")), "{flag}: {s}");
+        let e = bin()
+            .args(["generate", "--run"])
+            .arg(&run)
+            .args(["--prompt", "fellow ", flag, "--max-tokens"])
+            .arg((fit + 1).to_string())
+            .output()
+            .unwrap();
+        let se = String::from_utf8_lossy(&e.stderr);
+        assert!(
+            !e.status.success() && se.contains("do not fit"),
+            "{flag}: {se}"
+        );
+    }
+    // more tokens than fit are refused before decoding, and sampling options are refused
+    // rather than ignored
     for (extra, want) in [
         (&["--max-tokens", "100000"][..], "lower --max-tokens"),
         (&["--temperature", "0.5"][..], "--temperature"),

@@ -185,9 +185,24 @@ impl Tokenizer {
 
     /// Like [`Tokenizer::encode`], with the byte range of each token.
     pub fn encode_with_offsets(&self, text: &str, allowed: &SpecialSet) -> Result<Encoding> {
+        self.offsets_with_special(text, allowed, &SpecialSet::All)
+    }
+
+    /// Like [`Tokenizer::encode_ordinary`], with the byte range of each token.
+    pub fn encode_ordinary_with_offsets(&self, text: &str) -> Result<Encoding> {
+        let none = SpecialSet::Some(HashSet::new());
+        self.offsets_with_special(text, &none, &none)
+    }
+
+    fn offsets_with_special(
+        &self,
+        text: &str,
+        allowed: &SpecialSet,
+        disallowed: &SpecialSet,
+    ) -> Result<Encoding> {
         let mut enc = Encoding::default();
         let mut ids = Vec::new();
-        self.encode_segments(text, allowed, &SpecialSet::All, |seg| {
+        self.encode_segments(text, allowed, disallowed, |seg| {
             match seg {
                 Segment::Text(s, base) => {
                     let b = s.as_bytes();

@@ -120,7 +120,7 @@ fn err_text<T>(r: Result<T, TokenizerError>) -> String {
 
 #[test]
 fn malformed_rank_files_name_the_line() {
-    let mut good: String = (0..=255u8)
+    let good: String = (0..=255u8)
         .map(|b| format!("{} {b}\n", ferrolab_tokenizer::files::base64::encode(&[b])))
         .collect();
     assert!(parse_tiktoken_str(&good).is_ok());
@@ -130,18 +130,35 @@ fn malformed_rank_files_name_the_line() {
     assert!(e.contains(":2:") && e.contains("rank"), "{e}");
     let e = err_text(parse_tiktoken_str(&good.replacen("Ag== 2", "Ag==", 1)));
     assert!(e.contains(":3:"), "{e}");
-    good.push_str("YWI= 5\n");
-    let e = err_text(parse_tiktoken_str(&good));
-    assert!(e.contains("twice"), "{e}");
+    // a rank or a token given twice: both lines are named
+    let e = err_text(parse_tiktoken_str(&format!("{good}YWI= 5\n")));
+    assert!(
+        e.contains(":257:") && e.contains("rank 5 appears twice (first on line 6)"),
+        "{e}"
+    );
+    let e = err_text(parse_tiktoken_str(&format!("{good}YWI= 300\nYWI= 301\n")));
+    assert!(
+        e.contains(":258:") && e.contains("\"ab\" appears twice (first on line 257)"),
+        "{e}"
+    );
+    let e = err_text(parse_tiktoken_str(&format!("{good} 300\n")));
+    assert!(e.contains(":257:") && e.contains("empty"), "{e}");
+    // a byte without a token is about the whole file, which is named
     let e = err_text(parse_tiktoken_str("YQ== 0\n"));
-    assert!(e.contains("0x00") && e.contains("256"), "{e}");
+    assert!(
+        e.contains("<memory>") && e.contains("0x00") && e.contains("256"),
+        "{e}"
+    );
     // a rank that would size a table of billions: refused, not allocated
     let mut big: String = (0..=255u8)
         .map(|b| format!("{} {b}\n", ferrolab_tokenizer::files::base64::encode(&[b])))
         .collect();
     big.push_str("YWI= 4000000000\n");
     let e = err_text(parse_tiktoken_str(&big));
-    assert!(e.contains("4000000000") && e.contains("limit"), "{e}");
+    assert!(
+        e.contains(":257:") && e.contains("4000000000") && e.contains("limit"),
+        "{e}"
+    );
 }
 
 #[test]

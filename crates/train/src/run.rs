@@ -55,6 +55,10 @@ pub struct State {
     pub model_sha256: String,
     /// sha256 of `optimizer.safetensors`.
     pub optimizer_sha256: String,
+    /// The run config (`train.json`) the snapshot was trained with, so that `--resume` can
+    /// tell an edited `train.json` (absent in snapshots written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
 }
 
 impl State {
@@ -65,6 +69,84 @@ impl State {
             offset: self.rng_offset,
         }
     }
+}
+
+/// Run settings that decide the model or which tokens are trained on and held out: a resumed
+/// run whose `train.json` changed one of them cannot continue from its snapshot.
+const FIXED_SETTINGS: [&str; 6] = [
+    "tokenizer",
+    "batch_size",
+    "seq_len",
+    "grad_accum",
+    "val_fraction",
+    "seed",
+];
+
+/// One setting that differs between two run configs: dotted key, old value, new value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigChange {
+    /// Dotted key (`steps`, `model.hidden_size`).
+    pub key: String,
+    /// Value in the snapshot's config (`-` where absent).
+    pub old: String,
+    /// Value in the config now (`-` where absent).
+    pub new: String,
+}
+
+impl ConfigChange {
+    /// Whether a run cannot continue its snapshot with this change: the model, the tokenizer,
+    /// or the batches and held-out split change.
+    pub fn is_fixed(&self) -> bool {
+        self.key.starts_with("model.")
+            || self.key == "model"
+            || FIXED_SETTINGS.contains(&self.key.as_str())
+    }
+}
+
+impl std::fmt::Display for ConfigChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} -> {}", self.key, self.old, self.new)
+    }
+}
+
+/// A run config as a JSON value, as `train.json` writes it (an `f32` such as 0.1 stays 0.1, where
+/// `serde_json::to_value` would widen it to 0.10000000149011612).
+pub fn config_json(cfg: &RunConfig) -> serde_json::Result<serde_json::Value> {
+    serde_json::from_str(&serde_json::to_string(cfg)?)
+}
+
+/// The settings that differ between `old` and `new` (JSON of two run configs), by dotted key
+/// in key order.
+pub fn config_changes(old: &serde_json::Value, new: &serde_json::Value) -> Vec<ConfigChange> {
+    fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
+    flatten("", old, &mut a);
+    flatten("", new, &mut b);
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| ConfigChange {
+            key: k.clone(),
+            old: a.get(k).cloned().unwrap_or_else(|| "-".into()),
+            new: b.get(k).cloned().unwrap_or_else(|| "-".into()),
+        })
+        .collect()
 }
 
 /// Where a snapshot write stops, for tests that simulate a crash.

@@ -224,11 +224,54 @@ impl Trainer {
         }
         let tok = t.tokenizer.id();
         let state = t.run.load_snapshot(&t.vars, &mut t.opt, &tok)?;
+        t.check_config_since(&state)?;
         rng::set_state(state.rng());
         t.step = state.step;
         t.tokens_seen = state.tokens_seen;
         t.run.truncate_metrics(state.step)?;
         Ok(t)
+    }
+
+    /// Compares the run's `train.json` with the config its snapshot was trained with: a
+    /// changed model, tokenizer, batch shape, split or seed is refused (the snapshot cannot
+    /// continue under them); other changes (steps, learning rate, ...) are taken, with a
+    /// warning that names them.
+    fn check_config_since(&self, state: &State) -> Result<()> {
+        let Some(old) = &state.config else {
+            return Ok(()); // a snapshot from before configs were recorded
+        };
+        let now = crate::run::config_json(&self.cfg)
+            .map_err(|e| TrainError::snapshot(&self.run.path, e.to_string()))?;
+        let changes = crate::run::config_changes(old, &now);
+        let list = |fixed: bool| {
+            changes
+                .iter()
+                .filter(|c| c.is_fixed() == fixed)
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if changes.iter().any(|c| c.is_fixed()) {
+            return Err(TrainError::Config {
+                key: self.run.file("train.json").display().to_string(),
+                msg: format!(
+                    "changed since the snapshot of step {}: {}; these decide the model or which \
+                     text is trained on and held out, so the snapshot cannot continue under \
+                     them: put them back, or start a new run",
+                    state.step,
+                    list(true)
+                ),
+            });
+        }
+        if !changes.is_empty() {
+            eprintln!(
+                "warning: train.json changed since the snapshot of step {}: {}; the run \
+                 continues with the new values",
+                state.step,
+                list(false)
+            );
+        }
+        Ok(())
     }
 
     /// The text of a corpus: the file at `corpus`, or the State of the Union speeches
@@ -264,6 +307,12 @@ impl Trainer {
         let tok = match cfg.tokenizer {
             TokenizerKind::Bytes => Tokenizer::bytes(),
             TokenizerKind::Bpe => {
+                if progress {
+                    eprintln!(
+                        "training a {}-token BPE vocabulary on the training text",
+                        cfg.model.vocab_size()
+                    );
+                }
                 let cut = TokenData::split_point(&text, cfg.val_fraction);
                 Tokenizer::train_bpe(&text[..cut], cfg.model.vocab_size(), progress)?
             }
@@ -333,6 +382,7 @@ impl Trainer {
                 tokens_seen: self.tokens_seen,
                 model_sha256: String::new(),
                 optimizer_sha256: String::new(),
+                config: crate::run::config_json(&self.cfg).ok(),
             },
             None,
         )

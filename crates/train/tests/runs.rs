@@ -126,6 +126,56 @@ fn interrupted_and_resumed_run_equals_an_uninterrupted_one_bitwise() {
     assert_eq!(params(&t), want, "weights after resume differ");
 }
 
+/// Rewrites one top-level setting of a run's `train.json`, as a user editing it would.
+fn edit_train_json(run: &Path, key: &str, value: serde_json::Value) {
+    let p = run.join("train.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    v[key] = value;
+    std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn resume_refuses_an_edited_split_or_batch_shape_and_takes_more_steps() {
+    ferrolab_tensor::set_num_threads(1).unwrap();
+    let c = cfg(4);
+    let a = dir("edited");
+    let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
+    train(&mut t); // snapshot at step 4
+    drop(t);
+    let original = std::fs::read(a.join("train.json")).unwrap();
+    for (key, value) in [
+        ("val_fraction", serde_json::json!(0.2)),
+        ("seq_len", serde_json::json!(16)),
+        ("seed", serde_json::json!(7)),
+    ] {
+        edit_train_json(&a, key, value.clone());
+        let edited: RunConfig =
+            serde_json::from_str(&std::fs::read_to_string(a.join("train.json")).unwrap()).unwrap();
+        match Trainer::resume(&a, corpus(&edited)) {
+            Err(e @ TrainError::Config { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("train.json"), "{msg}");
+                assert!(
+                    msg.contains(&format!("{key} ")) && msg.contains(&value.to_string()),
+                    "{msg}"
+                );
+                assert!(msg.contains("step 4"), "{msg}");
+            }
+            Err(e) => panic!("{key}: wrong error {e}"),
+            Ok(_) => panic!("{key}: a changed {key} was resumed"),
+        }
+        std::fs::write(a.join("train.json"), &original).unwrap();
+    }
+    // more steps is a change a run can take: it continues from step 4 to 6
+    edit_train_json(&a, "steps", serde_json::json!(6));
+    let mut t = Trainer::resume(&a, corpus(&c)).unwrap();
+    assert_eq!(t.step(), 4);
+    train(&mut t);
+    assert_eq!(t.step(), 6);
+    assert_eq!(losses(&a).len(), 6);
+}
+
 #[test]
 fn stop_flag_writes_a_snapshot_and_resume_continues() {
     ferrolab_tensor::set_num_threads(1).unwrap();
@@ -173,6 +223,7 @@ fn a_crash_at_any_point_of_a_snapshot_leaves_a_loadable_one() {
             tokens_seen: 0,
             model_sha256: String::new(),
             optimizer_sha256: String::new(),
+            config: None,
         };
         let opt = ferrolab_train::GroupedAdamW::new(t.vars.all(), Default::default());
         t.run

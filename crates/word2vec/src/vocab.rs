@@ -85,8 +85,14 @@ impl Vocab {
     /// `config`. Memory grows with the number of distinct words, not with the corpus.
     ///
     /// Errors: [`Word2VecError::EmptyCorpus`] when the file has no token,
-    /// [`Word2VecError::NoWordAboveMinCount`] when no word reaches `min_count`.
+    /// [`Word2VecError::NoWordAboveMinCount`] when no word reaches `min_count`,
+    /// [`Word2VecError::Config`] for a `max_vocab` of 0 (before the file is read).
     pub fn build(path: &Path, config: &VocabConfig) -> Result<Self> {
+        if config.max_vocab == Some(0) {
+            return Err(Word2VecError::Config(
+                "max_vocab 0 keeps no word; give at least 1".into(),
+            ));
+        }
         let mut counts: WordMap<u64> = WordMap::default();
         let mut reader = SentenceReader::open(path)?;
         while reader.next_sentence()? {

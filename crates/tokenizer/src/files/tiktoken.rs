@@ -2,13 +2,19 @@
 
 use std::path::Path;
 
-use crate::bpe::{Bpe, MergeRule, Rank};
+use rustc_hash::FxHashMap;
+
+use crate::bpe::{Bpe, MergeRule, Rank, MAX_ID};
 use crate::error::{Result, TokenizerError};
 use crate::files::{base64, memory, read_to_string, write};
 
-/// Parses the text of a rank file; `path` is only for error messages.
+/// Parses the text of a rank file; `path` is only for error messages. A bad token, rank, or
+/// a rank or token given twice is reported with its line (and the earlier one's).
 pub fn parse_tiktoken(text: &str, path: &Path) -> Result<Bpe> {
     let mut ranks = Vec::new();
+    // first line of each rank and of each token's bytes, for duplicates
+    let mut rank_line: FxHashMap<Rank, usize> = FxHashMap::default();
+    let mut bytes_line: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
     for (i, line) in text.lines().enumerate() {
         let bad = |message: String| TokenizerError::BadLine {
             path: path.to_path_buf(),
@@ -26,14 +32,31 @@ pub fn parse_tiktoken(text: &str, path: &Path) -> Result<Bpe> {
         let rank: Rank = rank
             .parse()
             .map_err(|_| bad(format!("bad rank {rank:?}")))?;
+        if bytes.is_empty() {
+            return Err(bad(format!("rank {rank} is the empty string")));
+        }
+        if rank > MAX_ID {
+            return Err(bad(format!(
+                "rank {rank} is above the limit of {MAX_ID} (vocabularies have at most a few \
+                 hundred thousand tokens)"
+            )));
+        }
+        if let Some(first) = rank_line.insert(rank, i + 1) {
+            return Err(bad(format!(
+                "rank {rank} appears twice (first on line {first})"
+            )));
+        }
+        if let Some(first) = bytes_line.insert(bytes.clone(), i + 1) {
+            return Err(bad(format!(
+                "token {:?} appears twice (first on line {first})",
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
         ranks.push((bytes, rank));
     }
+    // what is left is about the whole file (a byte with no token)
     Bpe::from_ranks(ranks).map_err(|e| match e {
-        TokenizerError::BadVocab(m) => TokenizerError::BadLine {
-            path: path.to_path_buf(),
-            line: 0,
-            message: m,
-        },
+        TokenizerError::BadVocab(m) => TokenizerError::BadVocab(format!("{}: {m}", path.display())),
         e => e,
     })
 }
