@@ -11,26 +11,15 @@ stream. Prints `tokens_per_s_median=` and `peak_rss_MiB=`.
 
 RUNCONFIG.json is a ferrolab `train.json` (written by `ferrolab bench lm`).
 """
-import argparse, json, math, os, resource, statistics, sys, time
+import argparse, json, math, resource, statistics, time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
-# `ferrolab bench` with interleaved steps (FERROLAB_LOCKSTEP=1): wait for a line on stdin before
-# each step and report its time on stdout afterwards, so that the two engines' steps alternate.
-LOCKSTEP = os.environ.get("FERROLAB_LOCKSTEP") == "1"
-
-
-def lockstep_wait():
-    if LOCKSTEP:
-        sys.stdin.readline()
-
-
-def lockstep_report(ms):
-    if LOCKSTEP:
-        print(f"lockstep_ms={ms:.3f}", flush=True)
+# `ferrolab bench` interleaves the two engines' steps (FERROLAB_LOCKSTEP=1): bench/lockstep.py
+import lockstep
 
 ap = argparse.ArgumentParser()
 ap.add_argument("config")
@@ -134,7 +123,7 @@ for step in range(args.warmup + args.steps):
     starts = torch.randint(0, stream.numel() - T - 1, (B,), generator=gen)
     ids = torch.stack([stream[s : s + T] for s in starts])
     tg = torch.stack([stream[s + 1 : s + T + 1] for s in starts])
-    lockstep_wait()
+    lockstep.wait()
     t0 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
     loss = model(ids, tg)
@@ -142,7 +131,7 @@ for step in range(args.warmup + args.steps):
     torch.nn.utils.clip_grad_norm_(model.parameters(), run["grad_clip"])
     opt.step()
     dt = time.perf_counter() - t0
-    lockstep_report(dt * 1e3)
+    lockstep.report(dt * 1e3)
     losses.append(loss.item())
     if step >= args.warmup:
         times.append(dt)

@@ -18,26 +18,15 @@ MTP and balance terms is printed on its own line).
 RUNCONFIG.json is a ferrolab `train.json` whose "model" holds DeepseekV3 config keys plus ferrolab's
 moe_balance / bias_update_speed / mtp_loss_weight / aux_loss_alpha / seq_aux / rope_interleave.
 """
-import argparse, json, math, os, resource, statistics, sys, time
+import argparse, json, math, resource, statistics, time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
-# `ferrolab bench` with interleaved steps (FERROLAB_LOCKSTEP=1): wait for a line on stdin before
-# each step and report its time on stdout afterwards, so that the two engines' steps alternate.
-LOCKSTEP = os.environ.get("FERROLAB_LOCKSTEP") == "1"
-
-
-def lockstep_wait():
-    if LOCKSTEP:
-        sys.stdin.readline()
-
-
-def lockstep_report(ms):
-    if LOCKSTEP:
-        print(f"lockstep_ms={ms:.3f}", flush=True)
+# `ferrolab bench` interleaves the two engines' steps (FERROLAB_LOCKSTEP=1): bench/lockstep.py
+import lockstep
 
 ap = argparse.ArgumentParser()
 ap.add_argument("config")
@@ -273,7 +262,7 @@ for step in range(args.warmup + args.steps):
     starts = torch.randint(0, stream.numel() - T - 1, (B,), generator=gen)
     ids = torch.stack([stream[s : s + T] for s in starts])
     tg = torch.stack([stream[s + 1 : s + T + 1] for s in starts])
-    lockstep_wait()
+    lockstep.wait()
     t0 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
     loss, main, l_mtp, l_bal = model(ids, tg)
@@ -286,7 +275,7 @@ for step in range(args.warmup + args.steps):
                 load = moe.load.float()
                 moe.e_score_correction_bias += GAMMA * torch.sign(load.mean() - load)
     dt = time.perf_counter() - t0
-    lockstep_report(dt * 1e3)
+    lockstep.report(dt * 1e3)
     losses.append(main.item())
     totals.append((loss.item(), l_mtp.item(), l_bal.item()))
     if step >= args.warmup:

@@ -154,6 +154,9 @@ impl Trainer {
             });
         }
         check_memory(&cfg)?;
+        if let Some(w) = eval_cost_warning(&cfg, data.val.len()) {
+            eprintln!("{w}");
+        }
         rng::manual_seed(cfg.seed);
         let vars = Vars::new();
         let model = Model::new(&vars, &cfg.model)?;
@@ -671,6 +674,39 @@ pub fn training_memory_lower_bound(cfg: &RunConfig) -> f64 {
     let tokens = cfg.batch_size as f64 * cfg.seq_len as f64;
     let acts = tokens * cfg.model.hidden_size() as f64 * cfg.model.num_hidden_layers() as f64;
     16.0 * params + 4.0 * acts
+}
+
+/// A warning for a validation that costs far more than it tells: its windows read the
+/// held-out text (`val_tokens` tokens) more than twice over, or one validation takes more
+/// forward passes than the training between two validations (a training micro-batch counted
+/// as three: forward and backward). `None` when neither holds.
+pub fn eval_cost_warning(cfg: &RunConfig, val_tokens: usize) -> Option<String> {
+    let read = cfg.eval_batches as f64 * cfg.batch_size as f64 * cfg.seq_len as f64;
+    let mut why = Vec::new();
+    if read > 2.0 * val_tokens as f64 {
+        why.push(format!(
+            "it reads {read:.0} tokens, {:.1} times the {val_tokens} held-out tokens (its \
+             windows overlap)",
+            read / val_tokens.max(1) as f64
+        ));
+    }
+    let between = 3 * cfg.eval_every.min(cfg.steps) * cfg.grad_accum;
+    if cfg.eval_every > 0 && cfg.eval_batches > between {
+        why.push(format!(
+            "it runs {} forward passes, more than the ~{between} of the {} training steps \
+             between validations",
+            cfg.eval_batches,
+            cfg.eval_every.min(cfg.steps)
+        ));
+    }
+    (!why.is_empty()).then(|| {
+        format!(
+            "warning: eval_batches {} makes each validation slow: {}; a smaller eval_batches \
+             (or a larger eval_every) gives the same figure for less",
+            cfg.eval_batches,
+            why.join("; ")
+        )
+    })
 }
 
 /// Refuses a config whose step cannot fit in the memory this machine has left (see

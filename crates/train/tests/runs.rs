@@ -680,3 +680,41 @@ fn configs_that_cannot_fit_in_memory_or_exceed_the_size_limits_are_refused_up_fr
         );
     }
 }
+
+#[test]
+fn a_validation_that_costs_more_than_it_tells_is_warned_about() {
+    use ferrolab_train::eval_cost_warning;
+    // the presets on the State of the Union text (~300k held-out tokens): no warning
+    for p in RunConfig::PRESETS {
+        let c = RunConfig::preset(p).unwrap();
+        assert_eq!(eval_cost_warning(&c, 300_000), None, "{p}");
+    }
+    let c = RunConfig::preset("tiny").unwrap();
+    // the largest eval_batches re-reads the held-out text many times over
+    let big = RunConfig {
+        eval_batches: 65_536,
+        ..c.clone()
+    };
+    let w = eval_cost_warning(&big, 300_000).unwrap();
+    assert!(
+        w.contains("eval_batches 65536") && w.contains("held-out"),
+        "{w}"
+    );
+    assert!(w.contains("forward passes"), "{w}");
+    // a validation after every step of 8 batches costs more than the step
+    let often = RunConfig {
+        eval_every: 1,
+        ..c.clone()
+    };
+    let w = eval_cost_warning(&often, 300_000).unwrap();
+    assert!(
+        w.contains("8 forward passes") && !w.contains("held-out"),
+        "{w}"
+    );
+    // a held-out part smaller than one validation's windows
+    let w = eval_cost_warning(&c, 1_000).unwrap();
+    assert!(
+        w.contains("held-out") && !w.contains("forward passes"),
+        "{w}"
+    );
+}
