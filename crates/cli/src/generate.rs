@@ -81,11 +81,18 @@ fn v3_greedy(
     if prompt.len().saturating_add(n) > ctx + 1 {
         anyhow::bail!(
             "--speculative and --naive-cache decode within one context of {ctx} positions: the \
-             prompt's {} tokens + --max-tokens {n} do not fit; lower --max-tokens to {} (plain \
+             prompt's {} tokens + --max-tokens {n} do not fit (they take {} positions: every \
+             token but the last new one is fed to the model); lower --max-tokens to {} (plain \
              generation slides its window instead)",
             prompt.len(),
+            (prompt.len() + n).saturating_sub(1),
             ctx + 1 - prompt.len()
         );
+    }
+    if n == 0 {
+        println!("{}", a.prompt);
+        eprintln!("--max-tokens 0: nothing to decode");
+        return Ok(());
     }
     let t0 = Instant::now();
     let plain = m.generate_greedy_with(prompt, n, !a.naive_cache)?;

@@ -148,7 +148,7 @@ fn encode(a: EncodeArgs) -> Result<()> {
     };
     let ids = match (std::str::from_utf8(&input), a.special) {
         (Ok(text), SpecialArg::Ordinary) => tok.encode_ordinary(text)?,
-        (Ok(text), _) => tok.encode(text, &allowed)?,
+        (Ok(text), _) => tok.encode(text, &allowed).map_err(special_hint)?,
         (Err(_), _) if a.bytes => {
             if matches!(a.special, SpecialArg::Ordinary) {
                 let mut out = Vec::new();
@@ -158,7 +158,7 @@ fn encode(a: EncodeArgs) -> Result<()> {
                 }
                 out
             } else {
-                tok.encode_bytes(&input, &allowed)?
+                tok.encode_bytes(&input, &allowed).map_err(special_hint)?
             }
         }
         (Err(e), _) => bail!(
@@ -224,6 +224,17 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// A special token in a text encoded with `--special none`: the error, with the flags that
+/// accept it.
+fn special_hint(e: ferrolab_tokenizer::TokenizerError) -> anyhow::Error {
+    match e {
+        e @ ferrolab_tokenizer::TokenizerError::DisallowedSpecial { .. } => {
+            anyhow::anyhow!("{e} (--special all or --special ordinary)")
+        }
+        e => e.into(),
+    }
+}
+
 fn inspect(a: InspectArgs) -> Result<()> {
     let tok = load_tokenizer(&a.tokenizer, None)?;
     let text = &a.text;
@@ -234,7 +245,7 @@ fn inspect(a: InspectArgs) -> Result<()> {
         SpecialArg::All => tok.encode_with_offsets(text, &SpecialSet::All)?,
         SpecialArg::None => tok
             .encode_with_offsets(text, &SpecialSet::None)
-            .map_err(|e| anyhow::anyhow!("{e} (--special all or --special ordinary)"))?,
+            .map_err(special_hint)?,
         SpecialArg::Ordinary => tok.encode_ordinary_with_offsets(text)?,
     };
     // special tokens are matched before pre-tokenisation: the text between them is split

@@ -103,12 +103,22 @@ pub fn run(a: TrainArgs) -> Result<()> {
             Some(dir) => {
                 let data = Trainer::corpus_for_run(dir, a.corpus.as_deref())?;
                 let t = Trainer::resume(dir, data)?;
-                eprintln!(
-                    "resuming {} at step {}/{}",
-                    dir.display(),
-                    t.step(),
-                    t.cfg.steps
-                );
+                if t.step() >= t.cfg.steps {
+                    eprintln!(
+                        "{} has done {} of its {} steps: nothing is left to train (raise \
+                         `steps` in its train.json to train on)",
+                        dir.display(),
+                        t.step(),
+                        t.cfg.steps
+                    );
+                } else {
+                    eprintln!(
+                        "resuming {} at step {}/{}",
+                        dir.display(),
+                        t.step(),
+                        t.cfg.steps
+                    );
+                }
                 t
             }
             None => {

@@ -224,6 +224,9 @@ fn load(v: &VectorsArg) -> Result<KeyedVectors> {
 }
 
 fn train_cmd(t: &TrainArgs) -> Result<()> {
+    if t.max_vocab == Some(0) {
+        bail!("--max-vocab 0 keeps no word; give at least 1");
+    }
     let vocab = Vocab::build(
         &t.input,
         &VocabConfig {
@@ -306,6 +309,13 @@ fn eval_cmd(e: &EvalArgs) -> Result<()> {
     if let Some(path) = &e.analogies {
         let r = evaluate_analogies(&q, path, e.restrict_vocab)
             .with_context(|| format!("evaluating analogies from {}", path.display()))?;
+        if r.total.skipped == 0 && r.total.correct + r.total.incorrect == 0 {
+            bail!(
+                "{}: the file holds no analogy question (lines `a b c d` under `: section` \
+                 lines); an accuracy of nothing is not reported",
+                path.display()
+            );
+        }
         if r.total.correct + r.total.incorrect == 0 {
             bail!(
                 "{}: no analogy question could be answered ({} skipped: a word outside {}); an \
@@ -337,17 +347,24 @@ fn eval_cmd(e: &EvalArgs) -> Result<()> {
         let r = evaluate_similarity(&q, path, e.similarity_restrict_vocab)
             .with_context(|| format!("evaluating similarity from {}", path.display()))?;
         if !r.spearman.is_finite() {
+            let skipped = if r.oov_pairs == 0 {
+                String::new()
+            } else {
+                format!(
+                    "; {} more skipped: a word outside {}",
+                    r.oov_pairs,
+                    searched_words(
+                        kv.len(),
+                        e.similarity_restrict_vocab,
+                        "--similarity-restrict-vocab"
+                    )
+                )
+            };
             bail!(
-                "{}: Spearman's rho is undefined on {} pair(s) ({} with a word outside {}): at \
-                 least two pairs with differing scores are needed",
+                "{}: Spearman's rho is undefined on {} pair(s){skipped}: at least two pairs with \
+                 differing scores are needed",
                 path.display(),
                 r.pairs,
-                r.oov_pairs,
-                searched_words(
-                    kv.len(),
-                    e.similarity_restrict_vocab,
-                    "--similarity-restrict-vocab"
-                )
             );
         }
         summary.push(format!(

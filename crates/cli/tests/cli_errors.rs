@@ -103,7 +103,7 @@ fn word2vec_evaluations_with_nothing_to_evaluate_are_errors() {
         "--max-vocab",
         "0",
     ]);
-    assert!(se.contains("max_vocab 0 keeps no word"), "{se}");
+    assert!(se.contains("--max-vocab 0 keeps no word"), "{se}");
     let _ = std::fs::remove_dir_all(&d);
 }
 

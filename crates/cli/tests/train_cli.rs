@@ -135,7 +135,13 @@ fn train_generate_and_resume_from_the_command_line() {
     ]));
     assert_eq!(g.lines().next(), g2.lines().next());
 
-    // a finished run resumes as a no-op; a bad --set is named
+    // a finished run resumes as a no-op, and says so; a bad --set is named
+    let done = run_ok(
+        bin()
+            .args(["train", "--threads", "1", "--samples", "0", "--resume"])
+            .arg(&run),
+    );
+    assert!(done.contains("nothing is left to train"), "{done}");
     let e = bin()
         .args(["train", "--corpus"])
         .arg(&c)
@@ -402,6 +408,18 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
             "{flag}: {se}"
         );
     }
+    // nothing to decode is said, with no speed figures
+    let z = run_ok(bin().args(["generate", "--run"]).arg(&run).args([
+        "--prompt",
+        "fellow ",
+        "--max-tokens",
+        "0",
+        "--speculative",
+    ]));
+    assert!(
+        z.contains("nothing to decode") && !z.contains("tokens/s"),
+        "{z}"
+    );
     // more tokens than fit are refused before decoding, and sampling options are refused
     // rather than ignored
     for (extra, want) in [

@@ -138,11 +138,26 @@ fn malformed_rank_files_name_the_line() {
     );
     let e = err_text(parse_tiktoken_str(&format!("{good}YWI= 300\nYWI= 301\n")));
     assert!(
-        e.contains(":258:") && e.contains("\"ab\" appears twice (first on line 257)"),
+        e.contains(":258:") && e.contains("\"ab\" (YWI=) appears twice (first on line 257)"),
         "{e}"
     );
+    let e = err_text(parse_tiktoken_str(&format!("{good}//4= 300\n//4= 301\n")));
+    assert!(
+        e.contains(":258:")
+            && e.contains("//4= (base64; not UTF-8) appears twice (first on line 257)"),
+        "{e}"
+    );
+    // a line without a token
     let e = err_text(parse_tiktoken_str(&format!("{good} 300\n")));
-    assert!(e.contains(":257:") && e.contains("empty"), "{e}");
+    assert!(
+        e.contains(":257:") && e.contains("expected `base64 rank`"),
+        "{e}"
+    );
+    // lines split on any white space, as tiktoken's loader does; ranks past 32 bits are
+    // reported against the limit
+    assert!(parse_tiktoken_str(&good.replace(' ', "\t")).is_ok());
+    let e = err_text(parse_tiktoken_str(&format!("{good}YWI= 99999999999\n")));
+    assert!(e.contains(":257:") && e.contains("limit"), "{e}");
     // a byte without a token is about the whole file, which is named
     let e = err_text(parse_tiktoken_str("YQ== 0\n"));
     assert!(

@@ -199,7 +199,56 @@ impl RunDir {
         let text = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
         let cfg: RunConfig = serde_json::from_str(&text)
             .map_err(|e| TrainError::snapshot(&p, format!("unreadable: {e}")))?;
+        // the model part is read leniently (HF configs carry keys of their own), but this is
+        // ferrolab's file: a key it does not know is a typo that would be dropped unseen
+        let raw: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| TrainError::snapshot(&p, format!("unreadable: {e}")))?;
+        let known = serde_json::to_value(&cfg.model)
+            .map_err(|e| TrainError::snapshot(&p, e.to_string()))?;
+        if let Some(model) = raw.get("model").and_then(|m| m.as_object()) {
+            let unknown: Vec<&str> = model
+                .keys()
+                .map(String::as_str)
+                .filter(|k| known.get(k).is_none())
+                .collect();
+            if !unknown.is_empty() {
+                return Err(TrainError::Config {
+                    key: p.display().to_string(),
+                    msg: format!(
+                        "model.{} is not a setting of a {} model",
+                        unknown.join(", model."),
+                        cfg.model.model_type()
+                    ),
+                });
+            }
+        }
         Ok((run, cfg))
+    }
+
+    /// The step and run config of the last committed snapshot, read without changing the
+    /// folder (nothing is loaded or checked but `state.json` itself): `None` without a
+    /// snapshot, or for one written before configs were recorded.
+    pub fn snapshot_config(&self) -> Result<Option<(usize, serde_json::Value)>> {
+        let next = self.file(&format!("{}.next", FILES[2]));
+        let p = if self.file(COMMIT).exists() && next.exists() {
+            next
+        } else {
+            self.file(FILES[2])
+        };
+        if !p.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
+        let state: State = serde_json::from_str(&text)
+            .map_err(|e| TrainError::snapshot(&p, format!("unreadable: {e}")))?;
+        match state.config {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(c) if c.is_object() => Ok(Some((state.step, c))),
+            Some(_) => Err(TrainError::snapshot(
+                &p,
+                "its `config` is not a run config: the file is damaged",
+            )),
+        }
     }
 
     /// Records which text the run trains on (`corpus.json`).

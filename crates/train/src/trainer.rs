@@ -154,9 +154,6 @@ impl Trainer {
             });
         }
         check_memory(&cfg)?;
-        if let Some(w) = eval_cost_warning(&cfg, data.val.len()) {
-            eprintln!("{w}");
-        }
         rng::manual_seed(cfg.seed);
         let vars = Vars::new();
         let model = Model::new(&vars, &cfg.model)?;
@@ -200,6 +197,9 @@ impl Trainer {
             });
         }
         check_memory(&cfg)?;
+        if let Some(w) = eval_cost_warning(&cfg, data.val.len()) {
+            eprintln!("{w}");
+        }
         let run = RunDir::create(dir, &cfg)?;
         tokenizer.save(&run.path)?;
         run.write_corpus(&data.source)?;
@@ -211,6 +211,22 @@ impl Trainer {
     /// A text other than the recorded one (`corpus.json`) is refused.
     pub fn resume(dir: &std::path::Path, data: TokenData) -> Result<Trainer> {
         let (run, cfg) = RunDir::open(dir)?;
+        if let Some((step, taken)) = config_edits(&run, &cfg)? {
+            if !taken.is_empty() {
+                eprintln!(
+                    "warning: train.json changed since the snapshot of step {step}: {}; the run \
+                     continues with the new values",
+                    taken
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        if let Some(w) = eval_cost_warning(&cfg, data.val.len()) {
+            eprintln!("{w}");
+        }
         if let Some(rec) = run.corpus()? {
             if rec.sha256 != data.source.sha256 {
                 return Err(not_the_recorded_text(&rec, &data.source));
@@ -227,54 +243,11 @@ impl Trainer {
         }
         let tok = t.tokenizer.id();
         let state = t.run.load_snapshot(&t.vars, &mut t.opt, &tok)?;
-        t.check_config_since(&state)?;
         rng::set_state(state.rng());
         t.step = state.step;
         t.tokens_seen = state.tokens_seen;
         t.run.truncate_metrics(state.step)?;
         Ok(t)
-    }
-
-    /// Compares the run's `train.json` with the config its snapshot was trained with: a
-    /// changed model, tokenizer, batch shape, split or seed is refused (the snapshot cannot
-    /// continue under them); other changes (steps, learning rate, ...) are taken, with a
-    /// warning that names them.
-    fn check_config_since(&self, state: &State) -> Result<()> {
-        let Some(old) = &state.config else {
-            return Ok(()); // a snapshot from before configs were recorded
-        };
-        let now = crate::run::config_json(&self.cfg)
-            .map_err(|e| TrainError::snapshot(&self.run.path, e.to_string()))?;
-        let changes = crate::run::config_changes(old, &now);
-        let list = |fixed: bool| {
-            changes
-                .iter()
-                .filter(|c| c.is_fixed() == fixed)
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        if changes.iter().any(|c| c.is_fixed()) {
-            return Err(TrainError::Config {
-                key: self.run.file("train.json").display().to_string(),
-                msg: format!(
-                    "changed since the snapshot of step {}: {}; these decide the model or which \
-                     text is trained on and held out, so the snapshot cannot continue under \
-                     them: put them back, or start a new run",
-                    state.step,
-                    list(true)
-                ),
-            });
-        }
-        if !changes.is_empty() {
-            eprintln!(
-                "warning: train.json changed since the snapshot of step {}: {}; the run \
-                 continues with the new values",
-                state.step,
-                list(false)
-            );
-        }
-        Ok(())
     }
 
     /// The text of a corpus: the file at `corpus`, or the State of the Union speeches
@@ -332,6 +305,8 @@ impl Trainer {
         corpus: Option<&std::path::Path>,
     ) -> Result<TokenData> {
         let (run, cfg) = RunDir::open(dir)?;
+        // an edited train.json is named before its settings are used
+        config_edits(&run, &cfg)?;
         let tok = Tokenizer::load(dir, cfg.tokenizer)?;
         let rec = run.corpus()?;
         let recorded = match (corpus, &rec) {
@@ -676,33 +651,69 @@ pub fn training_memory_lower_bound(cfg: &RunConfig) -> f64 {
     16.0 * params + 4.0 * acts
 }
 
+/// Compares the run's `train.json` with the config its last snapshot was trained with. A
+/// changed model, tokenizer, batch shape, split or seed is refused, naming the settings (the
+/// snapshot cannot continue under them); other changes (steps, learning rate, ...) are
+/// returned with the snapshot's step, for the caller to announce. `None` without a snapshot
+/// or for one written before configs were recorded.
+fn config_edits(
+    run: &RunDir,
+    cfg: &RunConfig,
+) -> Result<Option<(usize, Vec<crate::run::ConfigChange>)>> {
+    let Some((step, old)) = run.snapshot_config()? else {
+        return Ok(None);
+    };
+    let now =
+        crate::run::config_json(cfg).map_err(|e| TrainError::snapshot(&run.path, e.to_string()))?;
+    let (fixed, taken): (Vec<_>, Vec<_>) = crate::run::config_changes(&old, &now)
+        .into_iter()
+        .partition(|c| c.is_fixed());
+    if !fixed.is_empty() {
+        return Err(TrainError::Config {
+            key: run.file("train.json").display().to_string(),
+            msg: format!(
+                "changed since the snapshot of step {step}: {}; these decide the model or which \
+                 text is trained on and held out, so the snapshot cannot continue under them: \
+                 put them back, or start a new run",
+                fixed
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    Ok(Some((step, taken)))
+}
+
 /// A warning for a validation that costs far more than it tells: its windows read the
-/// held-out text (`val_tokens` tokens) more than twice over, or one validation takes more
-/// forward passes than the training between two validations (a training micro-batch counted
-/// as three: forward and backward). `None` when neither holds.
+/// held-out text (`val_tokens` tokens) more than twice over (overlapping windows add little),
+/// or, when validations recur during the run, one takes more forward passes than the training
+/// between two of them (a training micro-batch counted as three: forward and backward).
+/// `None` when neither holds.
 pub fn eval_cost_warning(cfg: &RunConfig, val_tokens: usize) -> Option<String> {
     let read = cfg.eval_batches as f64 * cfg.batch_size as f64 * cfg.seq_len as f64;
     let mut why = Vec::new();
     if read > 2.0 * val_tokens as f64 {
         why.push(format!(
             "it reads {read:.0} tokens, {:.1} times the {val_tokens} held-out tokens (its \
-             windows overlap)",
+             windows overlap, so a smaller eval_batches gives nearly the same figure)",
             read / val_tokens.max(1) as f64
         ));
     }
-    let between = 3 * cfg.eval_every.min(cfg.steps) * cfg.grad_accum;
-    if cfg.eval_every > 0 && cfg.eval_batches > between {
+    let recurs = cfg.eval_every > 0 && cfg.eval_every < cfg.steps;
+    let between = 3 * cfg.eval_every * cfg.grad_accum;
+    if recurs && cfg.eval_batches > between {
         why.push(format!(
             "it runs {} forward passes, more than the ~{between} of the {} training steps \
-             between validations",
-            cfg.eval_batches,
-            cfg.eval_every.min(cfg.steps)
+             between validations (a larger eval_every, or a smaller eval_batches for a \
+             noisier figure)",
+            cfg.eval_batches, cfg.eval_every
         ));
     }
     (!why.is_empty()).then(|| {
         format!(
-            "warning: eval_batches {} makes each validation slow: {}; a smaller eval_batches \
-             (or a larger eval_every) gives the same figure for less",
+            "warning: eval_batches {} makes each validation slow: {}",
             cfg.eval_batches,
             why.join("; ")
         )

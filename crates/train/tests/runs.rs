@@ -51,16 +51,19 @@ fn cfg(steps: usize) -> RunConfig {
     )
 }
 
-fn corpus(c: &RunConfig) -> TokenData {
+fn corpus_text() -> String {
     let words = [
         "the", "union", "is", "strong", "and", "we", "shall", "prosper", "together",
     ];
-    let text: String = (0..3000)
+    (0..3000)
         .map(|i| words[(i * 7 + i / 5) % words.len()])
         .collect::<Vec<_>>()
-        .join(" ");
+        .join(" ")
+}
+
+fn corpus(c: &RunConfig) -> TokenData {
     let tok = Tokenizer::bytes();
-    TokenData::from_text(&text, &tok, c.val_fraction, c.seq_len, "synthetic").unwrap()
+    TokenData::from_text(&corpus_text(), &tok, c.val_fraction, c.seq_len, "synthetic").unwrap()
 }
 
 fn losses(run: &Path) -> Vec<(u64, u32)> {
@@ -131,7 +134,11 @@ fn edit_train_json(run: &Path, key: &str, value: serde_json::Value) {
     let p = run.join("train.json");
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    v[key] = value;
+    let mut slot = &mut v;
+    for part in key.split('.') {
+        slot = &mut slot[part];
+    }
+    *slot = value;
     std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
 }
 
@@ -144,12 +151,29 @@ fn resume_refuses_an_edited_split_or_batch_shape_and_takes_more_steps() {
     train(&mut t); // snapshot at step 4
     drop(t);
     let original = std::fs::read(a.join("train.json")).unwrap();
+    let text_file = dir("edited-text");
+    std::fs::create_dir_all(&text_file).unwrap();
+    let text_file = text_file.join("corpus.txt");
+    std::fs::write(&text_file, corpus_text()).unwrap();
     for (key, value) in [
         ("val_fraction", serde_json::json!(0.2)),
         ("seq_len", serde_json::json!(16)),
         ("seed", serde_json::json!(7)),
+        // these used to fail later, on the weights' shapes or the tokenizer, naming neither
+        ("model.hidden_size", serde_json::json!(64)),
+        ("model.num_hidden_layers", serde_json::json!(3)),
+        ("tokenizer", serde_json::json!("bpe")),
     ] {
         edit_train_json(&a, key, value.clone());
+        // the text is read as the CLI does (with the run's tokenizer and split), then resumed
+        let e = Trainer::corpus_for_run(&a, Some(&text_file))
+            .err()
+            .unwrap_or_else(|| panic!("{key}: the text was read under a changed {key}"));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("train.json") && msg.contains(&format!("{key} ")),
+            "{msg}"
+        );
         let edited: RunConfig =
             serde_json::from_str(&std::fs::read_to_string(a.join("train.json")).unwrap()).unwrap();
         match Trainer::resume(&a, corpus(&edited)) {
@@ -167,6 +191,26 @@ fn resume_refuses_an_edited_split_or_batch_shape_and_takes_more_steps() {
         }
         std::fs::write(a.join("train.json"), &original).unwrap();
     }
+    // a model key train.json's reader does not know (a typo) is named, not dropped
+    edit_train_json(&a, "model.rope_thetaa", serde_json::json!(5000));
+    let msg = Trainer::resume(&a, corpus(&c)).err().unwrap().to_string();
+    assert!(
+        msg.contains("model.rope_thetaa is not a setting of a llama model"),
+        "{msg}"
+    );
+    std::fs::write(a.join("train.json"), &original).unwrap();
+    // a snapshot config that is not a config is a damaged state.json, not an edit
+    let state_path = a.join("state.json");
+    let state = std::fs::read_to_string(&state_path).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    v["config"] = serde_json::json!(5);
+    std::fs::write(&state_path, v.to_string()).unwrap();
+    let msg = Trainer::resume(&a, corpus(&c)).err().unwrap().to_string();
+    assert!(
+        msg.contains("state.json") && msg.contains("damaged"),
+        "{msg}"
+    );
+    std::fs::write(&state_path, state).unwrap();
     // more steps is a change a run can take: it continues from step 4 to 6
     edit_train_json(&a, "steps", serde_json::json!(6));
     let mut t = Trainer::resume(&a, corpus(&c)).unwrap();
@@ -711,6 +755,19 @@ fn a_validation_that_costs_more_than_it_tells_is_warned_about() {
         w.contains("8 forward passes") && !w.contains("held-out"),
         "{w}"
     );
+    // a run too short for its validations to recur is not warned about (one at the end)
+    for (steps, eval_every) in [(1, 100), (2, 0), (5, 5)] {
+        let short = RunConfig {
+            steps,
+            eval_every,
+            ..c.clone()
+        };
+        assert_eq!(
+            eval_cost_warning(&short, 300_000),
+            None,
+            "{steps} {eval_every}"
+        );
+    }
     // a held-out part smaller than one validation's windows
     let w = eval_cost_warning(&c, 1_000).unwrap();
     assert!(

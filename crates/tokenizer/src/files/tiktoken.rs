@@ -24,22 +24,29 @@ pub fn parse_tiktoken(text: &str, path: &Path) -> Result<Bpe> {
         if line.trim().is_empty() {
             continue;
         }
-        let mut it = line.split(' ');
+        // tiktoken splits a line on any white space
+        let mut it = line.split_whitespace();
         let (Some(tok), Some(rank), None) = (it.next(), it.next(), it.next()) else {
             return Err(bad("expected `base64 rank`".into()));
         };
         let bytes = base64::decode(tok).ok_or_else(|| bad(format!("bad base64 {tok:?}")))?;
-        let rank: Rank = rank
-            .parse()
-            .map_err(|_| bad(format!("bad rank {rank:?}")))?;
+        let limit = || {
+            bad(format!(
+                "rank {rank} is above the limit of {MAX_ID} (vocabularies have at most a few \
+                 hundred thousand tokens)"
+            ))
+        };
+        let rank: Rank = match rank.parse() {
+            Ok(r) => r,
+            // digits too many for 32 bits
+            Err(_) if rank.bytes().all(|b| b.is_ascii_digit()) => return Err(limit()),
+            Err(_) => return Err(bad(format!("bad rank {rank:?}"))),
+        };
         if bytes.is_empty() {
             return Err(bad(format!("rank {rank} is the empty string")));
         }
         if rank > MAX_ID {
-            return Err(bad(format!(
-                "rank {rank} is above the limit of {MAX_ID} (vocabularies have at most a few \
-                 hundred thousand tokens)"
-            )));
+            return Err(limit());
         }
         if let Some(first) = rank_line.insert(rank, i + 1) {
             return Err(bad(format!(
@@ -47,9 +54,12 @@ pub fn parse_tiktoken(text: &str, path: &Path) -> Result<Bpe> {
             )));
         }
         if let Some(first) = bytes_line.insert(bytes.clone(), i + 1) {
+            let shown = match std::str::from_utf8(&bytes) {
+                Ok(t) => format!("{t:?} ({tok})"),
+                Err(_) => format!("{tok} (base64; not UTF-8)"),
+            };
             return Err(bad(format!(
-                "token {:?} appears twice (first on line {first})",
-                String::from_utf8_lossy(&bytes)
+                "token {shown} appears twice (first on line {first})"
             )));
         }
         ranks.push((bytes, rank));
