@@ -97,9 +97,13 @@ impl ConfigChange {
     /// Whether a run cannot continue its snapshot with this change: the model, the tokenizer,
     /// or the batches and held-out split change.
     pub fn is_fixed(&self) -> bool {
-        self.key.starts_with("model.")
-            || self.key == "model"
-            || FIXED_SETTINGS.contains(&self.key.as_str())
+        self.is_model() || FIXED_SETTINGS.contains(&self.key.as_str())
+    }
+
+    /// Whether this is a setting of the model or its tokenizer, which the weights were
+    /// trained with.
+    pub fn is_model(&self) -> bool {
+        self.key.starts_with("model.") || self.key == "model" || self.key == "tokenizer"
     }
 }
 

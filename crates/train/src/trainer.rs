@@ -625,6 +625,13 @@ fn say(pb: &ProgressBar, msg: String) {
 pub fn load_model(dir: &std::path::Path) -> Result<(Model, RunConfig, Tokenizer)> {
     // read only: the run may be training and writing its next snapshot meanwhile
     let (run, cfg) = RunDir::open(dir)?;
+    // the weights were trained with the snapshot's model and tokenizer settings
+    config_edits_where(
+        &run,
+        &cfg,
+        crate::run::ConfigChange::is_model,
+        "the snapshot's weights were trained with the recorded values",
+    )?;
     let vars = Vars::new();
     let model = Model::new(&vars, &cfg.model)?;
     let tok = Tokenizer::load(dir, cfg.tokenizer)?;
@@ -651,39 +658,52 @@ pub fn training_memory_lower_bound(cfg: &RunConfig) -> f64 {
     16.0 * params + 4.0 * acts
 }
 
-/// Compares the run's `train.json` with the config its last snapshot was trained with. A
-/// changed model, tokenizer, batch shape, split or seed is refused, naming the settings (the
-/// snapshot cannot continue under them); other changes (steps, learning rate, ...) are
-/// returned with the snapshot's step, for the caller to announce. `None` without a snapshot
-/// or for one written before configs were recorded.
-fn config_edits(
+/// Compares the run's `train.json` with the config its last snapshot was trained with and
+/// refuses the changes `refused` picks, naming them (`why`: what they decide). The other
+/// changes are returned with the snapshot's step. `None` without a snapshot or for one
+/// written before configs were recorded.
+fn config_edits_where(
     run: &RunDir,
     cfg: &RunConfig,
+    refused: impl Fn(&crate::run::ConfigChange) -> bool,
+    why: &str,
 ) -> Result<Option<(usize, Vec<crate::run::ConfigChange>)>> {
     let Some((step, old)) = run.snapshot_config()? else {
         return Ok(None);
     };
     let now =
         crate::run::config_json(cfg).map_err(|e| TrainError::snapshot(&run.path, e.to_string()))?;
-    let (fixed, taken): (Vec<_>, Vec<_>) = crate::run::config_changes(&old, &now)
+    let (bad, taken): (Vec<_>, Vec<_>) = crate::run::config_changes(&old, &now)
         .into_iter()
-        .partition(|c| c.is_fixed());
-    if !fixed.is_empty() {
+        .partition(|c| refused(c));
+    if !bad.is_empty() {
+        let list: Vec<String> = bad.iter().map(|c| c.to_string()).collect();
         return Err(TrainError::Config {
             key: run.file("train.json").display().to_string(),
             msg: format!(
-                "changed since the snapshot of step {step}: {}; these decide the model or which \
-                 text is trained on and held out, so the snapshot cannot continue under them: \
-                 put them back, or start a new run",
-                fixed
-                    .iter()
-                    .map(|c| c.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "changed since the snapshot of step {step}: {}; {why}: put them back, or start \
+                 a new run",
+                list.join(", ")
             ),
         });
     }
     Ok(Some((step, taken)))
+}
+
+/// [`config_edits_where`] for continuing a run: a changed model, tokenizer, batch shape,
+/// split or seed is refused (the snapshot cannot continue under them); other changes (steps,
+/// learning rate, ...) are returned for the caller to announce.
+fn config_edits(
+    run: &RunDir,
+    cfg: &RunConfig,
+) -> Result<Option<(usize, Vec<crate::run::ConfigChange>)>> {
+    config_edits_where(
+        run,
+        cfg,
+        crate::run::ConfigChange::is_fixed,
+        "these decide the model or which text is trained on and held out, so the snapshot \
+         cannot continue under them",
+    )
 }
 
 /// A warning for a validation that costs far more than it tells: its windows read the

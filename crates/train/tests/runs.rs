@@ -174,6 +174,20 @@ fn resume_refuses_an_edited_split_or_batch_shape_and_takes_more_steps() {
             msg.contains("train.json") && msg.contains(&format!("{key} ")),
             "{msg}"
         );
+        // readers (generate, export, logits) refuse a model the weights were not trained as
+        let read = ferrolab_train::load_model(&a);
+        if key.starts_with("model.") || key == "tokenizer" {
+            let msg = read
+                .err()
+                .expect("a reader took an edited model")
+                .to_string();
+            assert!(
+                msg.contains(&format!("{key} ")) && msg.contains("weights"),
+                "{msg}"
+            );
+        } else {
+            assert!(read.is_ok(), "{key}: {:?}", read.err());
+        }
         let edited: RunConfig =
             serde_json::from_str(&std::fs::read_to_string(a.join("train.json")).unwrap()).unwrap();
         match Trainer::resume(&a, corpus(&edited)) {
