@@ -6,10 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use ferrolab_models::{Model, ModelConfig};
-use ferrolab_nn::Vars;
+use ferrolab_models::ModelConfig;
 use ferrolab_tensor::{io, DType};
-use ferrolab_train::RunDir;
 
 #[derive(Args)]
 pub struct ExportArgs {
@@ -27,13 +25,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     }
     // read only (the run may be training): the last committed snapshot's weights, checked
     // against its sha256 and the run's vocabulary
-    let (run, cfg) = RunDir::open(&a.run)?;
-    let vars = Vars::new();
-    let _model = Model::new(&vars, &cfg.model)?;
-    run.load_weights(
-        &vars,
-        &ferrolab_train::Tokenizer::load(&a.run, cfg.tokenizer)?.id(),
-    )?;
+    let (vars, _model, cfg, _tok) = ferrolab_train::load_run(&a.run)?;
     match &cfg.model {
         ModelConfig::DeepseekV3(c) => ferrolab_models::deepseek_v3::save_hf(&a.out, c, &vars)?,
         ModelConfig::Llama(c) => {

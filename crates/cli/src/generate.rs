@@ -85,7 +85,7 @@ fn v3_greedy(
              token but the last new one is fed to the model); lower --max-tokens to {} (plain \
              generation slides its window instead)",
             prompt.len(),
-            (prompt.len() + n).saturating_sub(1),
+            prompt.len().saturating_add(n) - 1, // the prompt has a token
             ctx + 1 - prompt.len()
         );
     }

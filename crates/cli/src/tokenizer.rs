@@ -248,8 +248,13 @@ fn inspect(a: InspectArgs) -> Result<()> {
             .map_err(special_hint)?,
         SpecialArg::Ordinary => tok.encode_ordinary_with_offsets(text)?,
     };
-    // special tokens are matched before pre-tokenisation: the text between them is split
-    let specials: HashSet<u32> = tok.special_tokens().map(|(_, id)| id).collect();
+    // special tokens are matched before pre-tokenisation: the text between them is split. A
+    // special token is an id of a special whose text it covers (some vocabularies give a
+    // special's id to an ordinary token too); as ordinary text there are none
+    let specials: std::collections::HashMap<u32, &str> = match a.special {
+        SpecialArg::Ordinary => Default::default(),
+        _ => tok.special_tokens().map(|(name, id)| (id, name)).collect(),
+    };
     let mut shown = Vec::new();
     let mut at = 0;
     let split = |from: usize, to: usize, shown: &mut Vec<String>| -> Result<()> {
@@ -259,7 +264,10 @@ fn inspect(a: InspectArgs) -> Result<()> {
         Ok(())
     };
     for (&id, &(s, e)) in enc.ids.iter().zip(&enc.offsets) {
-        if specials.contains(&id) {
+        if specials
+            .get(&id)
+            .is_some_and(|name| text.get(s..e) == Some(*name))
+        {
             split(at, s, &mut shown)?;
             shown.push(format!("[special {:?}]", &text[s..e]));
             at = e;

@@ -436,6 +436,32 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
         let se = String::from_utf8_lossy(&e.stderr);
         assert!(!e.status.success() && se.contains(want), "{extra:?}: {se}");
     }
+    // a train.json edited after training (same shapes, other maths): export and generate
+    // refuse it rather than write or decode a model the weights were not trained as
+    let tj = run.join("train.json");
+    let original = std::fs::read_to_string(&tj).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&original).unwrap();
+    v["model"]["rope_theta"] = serde_json::json!(500.0);
+    std::fs::write(&tj, v.to_string()).unwrap();
+    for args in [
+        vec!["export", "--out", d.join("hf2").to_str().unwrap()],
+        vec!["generate", "--prompt", "fellow "],
+    ] {
+        let e = bin()
+            .args(&args[..1])
+            .arg("--run")
+            .arg(&run)
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        let se = String::from_utf8_lossy(&e.stderr);
+        assert!(
+            !e.status.success() && se.contains("model.rope_theta") && se.contains("weights"),
+            "{args:?}: {se}"
+        );
+    }
+    assert!(!d.join("hf2").exists());
+    std::fs::write(&tj, original).unwrap();
     std::fs::remove_dir_all(&d).unwrap();
 }
 

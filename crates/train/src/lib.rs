@@ -18,6 +18,6 @@ pub use generate::{generate, generate_within, sample, SampleOpts};
 pub use plan::{plan, Plan};
 pub use run::{CrashPoint, RunDir, State};
 pub use trainer::{
-    available_memory, check_memory, eval_cost_warning, load_model, training_memory_lower_bound,
-    Eval, GroupedAdamW, Outcome, Trainer,
+    available_memory, check_memory, eval_cost_warning, load_model, load_run,
+    training_memory_lower_bound, Eval, GroupedAdamW, Outcome, Trainer,
 };

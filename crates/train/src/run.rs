@@ -73,13 +73,23 @@ impl State {
 
 /// Run settings that decide the model or which tokens are trained on and held out: a resumed
 /// run whose `train.json` changed one of them cannot continue from its snapshot.
-const FIXED_SETTINGS: [&str; 6] = [
-    "tokenizer",
+const FIXED_SETTINGS: [&str; 5] = [
     "batch_size",
     "seq_len",
     "grad_accum",
     "val_fraction",
     "seed",
+];
+
+/// Model settings that only steer training (memory, the initial weights, loss and balance
+/// terms): the trained weights mean the same without them, and a resumed run may change them.
+const TRAINING_ONLY_MODEL_SETTINGS: [&str; 6] = [
+    "model.recompute",
+    "model.initializer_range",
+    "model.aux_loss_alpha",
+    "model.seq_aux",
+    "model.bias_update_speed",
+    "model.mtp_loss_weight",
 ];
 
 /// One setting that differs between two run configs: dotted key, old value, new value.
@@ -100,10 +110,23 @@ impl ConfigChange {
         self.is_model() || FIXED_SETTINGS.contains(&self.key.as_str())
     }
 
-    /// Whether this is a setting of the model or its tokenizer, which the weights were
-    /// trained with.
+    /// Whether this is a setting of the model or its tokenizer that the trained weights depend
+    /// on (not one that only steers training, such as `model.recompute`).
     pub fn is_model(&self) -> bool {
-        self.key.starts_with("model.") || self.key == "model" || self.key == "tokenizer"
+        let model = self.key.starts_with("model.") || self.key == "model";
+        (model && !TRAINING_ONLY_MODEL_SETTINGS.contains(&self.key.as_str()))
+            || self.key == "tokenizer"
+    }
+}
+
+impl ConfigChange {
+    /// `key old -> new, ...`, for messages.
+    pub fn list(changes: &[ConfigChange]) -> String {
+        changes
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -231,27 +254,55 @@ impl RunDir {
 
     /// The step and run config of the last committed snapshot, read without changing the
     /// folder (nothing is loaded or checked but `state.json` itself): `None` without a
-    /// snapshot, or for one written before configs were recorded.
+    /// snapshot, or for one written before configs were recorded. The config is read back as a
+    /// [`RunConfig`] and written out again, so that settings added since (with their defaults)
+    /// compare equal. A file renamed away by a training run meanwhile is read again.
     pub fn snapshot_config(&self) -> Result<Option<(usize, serde_json::Value)>> {
-        let next = self.file(&format!("{}.next", FILES[2]));
-        let p = if self.file(COMMIT).exists() && next.exists() {
-            next
-        } else {
-            self.file(FILES[2])
-        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.read_snapshot_config() {
+                Err(TrainError::Io { .. }) if attempt < 5 => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn read_snapshot_config(&self) -> Result<Option<(usize, serde_json::Value)>> {
+        let p = self.committed(FILES[2]);
         if !p.exists() {
             return Ok(None);
         }
         let text = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
         let state: State = serde_json::from_str(&text)
             .map_err(|e| TrainError::snapshot(&p, format!("unreadable: {e}")))?;
+        let damaged = |e: String| {
+            TrainError::snapshot(
+                &p,
+                format!("its `config` is not a run config ({e}): the file is damaged"),
+            )
+        };
         match state.config {
             None | Some(serde_json::Value::Null) => Ok(None),
-            Some(c) if c.is_object() => Ok(Some((state.step, c))),
-            Some(_) => Err(TrainError::snapshot(
-                &p,
-                "its `config` is not a run config: the file is damaged",
-            )),
+            Some(c) => {
+                let cfg: RunConfig =
+                    serde_json::from_value(c).map_err(|e| damaged(e.to_string()))?;
+                let c = config_json(&cfg).map_err(|e| damaged(e.to_string()))?;
+                Ok(Some((state.step, c)))
+            }
+        }
+    }
+
+    /// The file `name` of the last committed snapshot: its `*.next` file when a commit record
+    /// says the renames are not done yet, else the file in place.
+    fn committed(&self, name: &str) -> PathBuf {
+        let next = self.file(&format!("{name}.next"));
+        if self.file(COMMIT).exists() && next.exists() {
+            next
+        } else {
+            self.file(name)
         }
     }
 
@@ -375,16 +426,7 @@ impl RunDir {
     }
 
     fn read_committed_weights(&self, vars: &Vars, tokenizer: &str) -> Result<State> {
-        let committed = self.file(COMMIT).exists();
-        let pick = |n: &str| {
-            let next = self.file(&format!("{n}.next"));
-            if committed && next.exists() {
-                next
-            } else {
-                self.file(n)
-            }
-        };
-        let sp = pick(FILES[2]);
+        let sp = self.committed(FILES[2]);
         if !sp.exists() {
             return Err(TrainError::snapshot(
                 &self.path,
@@ -392,7 +434,7 @@ impl RunDir {
             ));
         }
         let state = read_state(&sp, tokenizer)?;
-        let mp = pick(FILES[0]);
+        let mp = self.committed(FILES[0]);
         let bytes = read_checked(&mp, &state.model_sha256)?;
         let model = io::parse_safetensors(&bytes, &mp.display().to_string())?;
         check_params(vars, &model, &mp)?;

@@ -216,11 +216,7 @@ impl Trainer {
                 eprintln!(
                     "warning: train.json changed since the snapshot of step {step}: {}; the run \
                      continues with the new values",
-                    taken
-                        .iter()
-                        .map(|c| c.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    crate::run::ConfigChange::list(&taken)
                 );
             }
         }
@@ -623,6 +619,13 @@ fn say(pb: &ProgressBar, msg: String) {
 
 /// Loads a trained model from a run directory (its config and the snapshot's weights).
 pub fn load_model(dir: &std::path::Path) -> Result<(Model, RunConfig, Tokenizer)> {
+    let (_vars, model, cfg, tok) = load_run(dir)?;
+    Ok((model, cfg, tok))
+}
+
+/// [`load_model`] with the parameters the model holds (to write them elsewhere). A
+/// `train.json` whose model or tokenizer settings differ from the snapshot's is refused.
+pub fn load_run(dir: &std::path::Path) -> Result<(Vars, Model, RunConfig, Tokenizer)> {
     // read only: the run may be training and writing its next snapshot meanwhile
     let (run, cfg) = RunDir::open(dir)?;
     // the weights were trained with the snapshot's model and tokenizer settings
@@ -636,7 +639,7 @@ pub fn load_model(dir: &std::path::Path) -> Result<(Model, RunConfig, Tokenizer)
     let model = Model::new(&vars, &cfg.model)?;
     let tok = Tokenizer::load(dir, cfg.tokenizer)?;
     run.load_weights(&vars, &tok.id())?;
-    Ok((model, cfg, tok))
+    Ok((vars, model, cfg, tok))
 }
 
 /// Bytes the system can still give to a process (Linux `MemAvailable`), when known.
@@ -677,13 +680,12 @@ fn config_edits_where(
         .into_iter()
         .partition(|c| refused(c));
     if !bad.is_empty() {
-        let list: Vec<String> = bad.iter().map(|c| c.to_string()).collect();
         return Err(TrainError::Config {
             key: run.file("train.json").display().to_string(),
             msg: format!(
                 "changed since the snapshot of step {step}: {}; {why}: put them back, or start \
                  a new run",
-                list.join(", ")
+                crate::run::ConfigChange::list(&bad)
             ),
         });
     }
@@ -722,7 +724,10 @@ pub fn eval_cost_warning(cfg: &RunConfig, val_tokens: usize) -> Option<String> {
         ));
     }
     let recurs = cfg.eval_every > 0 && cfg.eval_every < cfg.steps;
-    let between = 3 * cfg.eval_every * cfg.grad_accum;
+    let between = cfg
+        .eval_every
+        .saturating_mul(cfg.grad_accum)
+        .saturating_mul(3);
     if recurs && cfg.eval_batches > between {
         why.push(format!(
             "it runs {} forward passes, more than the ~{between} of the {} training steps \

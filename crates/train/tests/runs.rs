@@ -195,7 +195,7 @@ fn resume_refuses_an_edited_split_or_batch_shape_and_takes_more_steps() {
                 let msg = e.to_string();
                 assert!(msg.contains("train.json"), "{msg}");
                 assert!(
-                    msg.contains(&format!("{key} ")) && msg.contains(&value.to_string()),
+                    msg.contains(&format!("{key} ")) && msg.contains(&format!("-> {value}")),
                     "{msg}"
                 );
                 assert!(msg.contains("step 4"), "{msg}");
@@ -224,7 +224,24 @@ fn resume_refuses_an_edited_split_or_batch_shape_and_takes_more_steps() {
         msg.contains("state.json") && msg.contains("damaged"),
         "{msg}"
     );
-    std::fs::write(&state_path, state).unwrap();
+    std::fs::write(&state_path, &state).unwrap();
+    // a snapshot config written before a setting existed reads it with its default: not a
+    // change (model.rope_theta has a serde default, and the run uses it)
+    let mut v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    v["config"]["model"]
+        .as_object_mut()
+        .unwrap()
+        .remove("rope_theta")
+        .unwrap();
+    std::fs::write(&state_path, v.to_string()).unwrap();
+    assert!(Trainer::resume(&a, corpus(&c)).is_ok());
+    assert!(ferrolab_train::load_model(&a).is_ok());
+    std::fs::write(&state_path, &state).unwrap();
+    // a model setting that only steers training (recompute) is taken, and readers accept it
+    edit_train_json(&a, "model.recompute", serde_json::json!(true));
+    assert!(Trainer::resume(&a, corpus(&c)).is_ok());
+    assert!(ferrolab_train::load_model(&a).is_ok());
+    std::fs::write(a.join("train.json"), &original).unwrap();
     // more steps is a change a run can take: it continues from step 4 to 6
     edit_train_json(&a, "steps", serde_json::json!(6));
     let mut t = Trainer::resume(&a, corpus(&c)).unwrap();
