@@ -1152,28 +1152,55 @@ fn rope_tail_and_head_cat_for_latent_attention() {
 #[test]
 fn linear_cross_entropy_fused() {
     let mut d = Data::new(95);
-    // 300 rows: two full blocks and a partial one; some ignored targets
-    let (n, c, v) = (300, 6, 11);
+    // 300 rows: one block with gradients, two full and a partial one without; 2,300 rows:
+    // two full blocks and a partial one with gradients (the weight gradient accumulated over
+    // blocks); some ignored targets
+    let (c, v) = (6, 11);
+    let targets = |n: usize| -> Vec<i64> {
+        (0..n)
+            .map(|i| {
+                if i % 7 == 3 {
+                    -100
+                } else {
+                    ((i * 5) % v) as i64
+                }
+            })
+            .collect()
+    };
+    for n in [300, 2300] {
+        let tg = targets(n);
+        let t2 = tg.clone();
+        common::check_same(
+            &format!("linear_cross_entropy vs linear + cross_entropy, {n} rows"),
+            [d.randn(&[n, c]), d.randn(&[v, c])],
+            1e-5,
+            move |xs| ferrolab_tensor::linear_cross_entropy(&xs[0], &xs[1], &tg),
+            move |xs| {
+                ferrolab_tensor::cross_entropy(
+                    &linear(&xs[0], &xs[1], None)?,
+                    &t2,
+                    Default::default(),
+                )
+            },
+        );
+    }
+    // without gradients the loss is the same
+    let n = 300;
     let h = d.randn(&[n, c]);
     let w = d.randn(&[v, c]);
-    let tg: Vec<i64> = (0..n)
-        .map(|i| {
-            if i % 7 == 3 {
-                -100
-            } else {
-                ((i * 5) % v) as i64
-            }
-        })
-        .collect();
-    let t2 = tg.clone();
-    common::check_same(
-        "linear_cross_entropy vs linear + cross_entropy",
-        [h.clone(), w.clone()],
-        1e-5,
-        |xs| ferrolab_tensor::linear_cross_entropy(&xs[0], &xs[1], &tg),
-        move |xs| {
-            ferrolab_tensor::cross_entropy(&linear(&xs[0], &xs[1], None)?, &t2, Default::default())
-        },
+    let tg = targets(n);
+    let fused = ferrolab_tensor::no_grad(|| ferrolab_tensor::linear_cross_entropy(&h, &w, &tg))
+        .unwrap()
+        .item()
+        .unwrap();
+    let plain =
+        ferrolab_tensor::cross_entropy(&linear(&h, &w, None).unwrap(), &tg, Default::default())
+            .unwrap()
+            .item()
+            .unwrap();
+    assert!(
+        (fused - plain).abs() < 1e-5 * plain.abs().max(1.0),
+        "{fused} vs {plain}"
     );
     let small_t: Vec<i64> = vec![1, -100, 4];
     check_grad(
