@@ -26,13 +26,15 @@ pub fn run(a: DataArgs) -> Result<()> {
         DataWhat::List => {
             println!("cache: {}", root.display());
             for d in ferrolab_data::DATASETS {
-                let here = ferrolab_data::dataset_dir(&root, d).is_dir();
-                println!(
-                    "{:<13} {:<8} {}",
-                    d.name,
-                    if here { "cached" } else { "-" },
-                    d.about
-                );
+                let dir = ferrolab_data::dataset_dir(&root, d);
+                let state = if !dir.is_dir() {
+                    "-"
+                } else if ferrolab_data::check_cached(d, &dir).is_ok() {
+                    "cached"
+                } else {
+                    "damaged" // `data fetch NAME` says what is wrong
+                };
+                println!("{:<13} {:<8} {}", d.name, state, d.about);
             }
             Ok(())
         }
@@ -51,7 +53,10 @@ pub fn run(a: DataArgs) -> Result<()> {
                     eprintln!("fetching {n} ({})", ds.spec);
                 }
                 let dir = ferrolab_data::fetch_into(&root, ds)?;
-                let files = std::fs::read_dir(&dir)?.count();
+                let files = std::fs::read_dir(&dir)?
+                    .filter_map(|e| e.ok())
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count();
                 println!("{n}: {} ({files} files)", dir.display());
             }
             Ok(())

@@ -126,7 +126,7 @@ fn v3_greedy(
         anyhow::bail!("speculative decoding gave other tokens than greedy decoding");
     }
     eprintln!(
-        "speculative: {} drafts, {} accepted ({:.1}%), {} main passes for {} tokens; {:.1} tokens/s vs {:.1} plain greedy ({:.2}x); same tokens as greedy",
+        "speculative: {} drafts, {} accepted ({:.1}%), {} main passes for {} tokens; {:.1} tokens/s vs {:.1} plain greedy with the {cache} cache ({:.2}x); same tokens as greedy",
         st.drafted,
         st.accepted,
         100.0 * st.accepted as f64 / st.drafted.max(1) as f64,
@@ -150,6 +150,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             top_p: a.top_p,
             seed: a.seed,
         };
+        opts.check()?; // before the prompt is printed
         let prompt = tok.encode(&a.prompt)?;
         if prompt.is_empty() {
             anyhow::bail!("--prompt is empty: give at least one character");

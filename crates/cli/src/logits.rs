@@ -67,6 +67,28 @@ fn load(dir: &std::path::Path) -> Result<Model> {
 
 pub fn run(a: LogitsArgs) -> Result<()> {
     let ids = parse_ids(&a.ids)?;
+    // an existing file of the model's own folder (its weights, its config) is never replaced
+    let parent = a.out.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            p
+        }
+    });
+    if a.out.exists() {
+        if let (Some(Ok(dir)), Ok(model)) = (
+            parent.map(std::fs::canonicalize),
+            std::fs::canonicalize(&a.model),
+        ) {
+            if dir == model {
+                bail!(
+                    "--out {} is a file of the model directory {}: write the logits elsewhere",
+                    a.out.display(),
+                    a.model.display()
+                );
+            }
+        }
+    }
     let model = load(&a.model)?;
     let cfg = model.config();
     let t = ids.len();

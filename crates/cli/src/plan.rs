@@ -39,8 +39,10 @@ pub fn run(a: PlanArgs) -> Result<()> {
                 p.batch_tokens,
                 if seqs < 10.0 {
                     format!("{seqs:.3}")
-                } else {
+                } else if seqs < 1e9 {
                     format!("{seqs:.0}")
+                } else {
+                    format!("{seqs:.4e}")
                 },
                 p.seq_len
             );
@@ -56,6 +58,14 @@ pub fn run(a: PlanArgs) -> Result<()> {
                 p.shape_m,
                 100.0 * (p.shape_m / p.m - 1.0)
             );
+            if !p.shape_fits {
+                println!(
+                    "note               no shape of 1-{} layers and width 64-{} (multiples of 64) \
+                     is within 10% of M_opt at this budget: the closest one is shown",
+                    plan::MAX_LAYERS,
+                    plan::MAX_WIDTH
+                );
+            }
             Ok(())
         }
         (None, Some(path)) => {

@@ -330,6 +330,24 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
         .unwrap();
     assert!(!e.status.success());
     assert!(String::from_utf8_lossy(&e.stderr).contains("`x`"));
+    // --out naming the model's own weights is refused, and they stay as they were
+    for dir in [&run, &hf] {
+        let weights = dir.join("model.safetensors");
+        let before = std::fs::read(&weights).unwrap();
+        let e = bin()
+            .args(["logits", "--model"])
+            .arg(dir)
+            .args(["--ids", "1 2", "--out"])
+            .arg(&weights)
+            .output()
+            .unwrap();
+        let se = String::from_utf8_lossy(&e.stderr);
+        assert!(
+            !e.status.success() && se.contains("model directory"),
+            "{se}"
+        );
+        assert!(std::fs::read(&weights).unwrap() == before);
+    }
     // self-speculative decoding: same tokens as greedy, with a report
     let s = run_ok(bin().args(["generate", "--run"]).arg(&run).args([
         "--prompt",
@@ -435,6 +453,21 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
             .unwrap();
         let se = String::from_utf8_lossy(&e.stderr);
         assert!(!e.status.success() && se.contains(want), "{extra:?}: {se}");
+    }
+    // bad sampling options are refused before anything is printed
+    for bad in ["--temperature=-1", "--temperature=inf", "--top-p=0"] {
+        let e = bin()
+            .args(["generate", "--run"])
+            .arg(&run)
+            .args(["--prompt", "fellow ", bad])
+            .output()
+            .unwrap();
+        let se = String::from_utf8_lossy(&e.stderr);
+        assert!(!e.status.success() && e.stdout.is_empty(), "{bad}: {se}");
+        assert!(
+            se.contains("finite number >= 0") || se.contains("(0, 1]"),
+            "{bad}: {se}"
+        );
     }
     // a train.json edited after training (same shapes, other maths): export and generate
     // refuse it rather than write or decode a model the weights were not trained as

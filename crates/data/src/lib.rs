@@ -198,14 +198,43 @@ pub fn fetch_into(root: &Path, ds: &Dataset) -> Result<PathBuf> {
     res.map(|()| dest)
 }
 
+/// The list of a fetched data set's files with their sha256, written when it is unpacked
+/// (`sha256sum` format: `<hex>  <name>` per line).
+pub const MANIFEST: &str = ".ferrolab-manifest";
+
 /// A cached folder holds every member: each fixed-name file (with its published sha256, where
-/// there is one) and at least one file of each wildcard pattern.
-fn check_cached(ds: &Dataset, dir: &Path) -> Result<()> {
+/// there is one) and at least one file of each wildcard pattern; and every file of its
+/// [`MANIFEST`] (written at fetch time; folders fetched before it existed have none) with its
+/// sha256, so a partial or edited copy of a wildcard set is not taken for the data set.
+pub fn check_cached(ds: &Dataset, dir: &Path) -> Result<()> {
     let damaged = |problem: String| DataError::DamagedCache {
         dataset: ds.name.to_string(),
         dir: dir.display().to_string(),
         problem,
     };
+    let manifest = dir.join(MANIFEST);
+    if manifest.is_file() {
+        let text = std::fs::read_to_string(&manifest).map_err(|e| DataError::io(&manifest, e))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let Some((want, name)) = line.split_once("  ") else {
+                return Err(damaged(format!("{MANIFEST} has a malformed line {line:?}")));
+            };
+            let p = dir.join(name);
+            let bytes = match std::fs::read(&p) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(damaged(format!("{name} is missing")));
+                }
+                Err(e) => return Err(DataError::io(&p, e)),
+            };
+            let got = sha256_hex(&bytes);
+            if got != want {
+                return Err(damaged(format!(
+                    "{name} has sha256 {got}, {MANIFEST} recorded {want}"
+                )));
+            }
+        }
+    }
     let names: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| DataError::io(dir, e))?
         .filter_map(|e| e.ok())
@@ -256,6 +285,8 @@ fn fetch_to_scratch(ds: &Dataset, scratch: &Path) -> Result<()> {
 /// into `out` under their base names.
 pub fn unpack(ds: &Dataset, entries: Vec<(String, Vec<u8>)>, out: &Path) -> Result<()> {
     let mut found = vec![0usize; ds.members.len()];
+    // base name -> sha256 (a later entry of the same base name replaces the file, and its line)
+    let mut manifest = std::collections::BTreeMap::new();
     for (path, data) in entries {
         let Some(i) = ds.members.iter().position(|m| matches(m.pattern, &path)) else {
             continue;
@@ -269,6 +300,7 @@ pub fn unpack(ds: &Dataset, entries: Vec<(String, Vec<u8>)>, out: &Path) -> Resu
         }
         let dest = out.join(base);
         std::fs::write(&dest, &data).map_err(|e| DataError::io(&dest, e))?;
+        manifest.insert(base.to_string(), sha256_hex(&data));
         found[i] += 1;
     }
     if let Some(i) = found.iter().position(|&n| n == 0) {
@@ -278,7 +310,12 @@ pub fn unpack(ds: &Dataset, entries: Vec<(String, Vec<u8>)>, out: &Path) -> Resu
             hint: ds.own_file_hint.to_string(),
         });
     }
-    Ok(())
+    let text: String = manifest
+        .iter()
+        .map(|(name, sha)| format!("{sha}  {name}\n"))
+        .collect();
+    let mp = out.join(MANIFEST);
+    std::fs::write(&mp, text).map_err(|e| DataError::io(&mp, e))
 }
 
 /// `pattern` with an optional `*` wildcard (one, anywhere) against an archive path.
@@ -546,6 +583,22 @@ mod tests {
             ]
         );
         assert!(!out2.join("a.json").exists());
+        // the manifest lists the kept files: the folder as unpacked is a complete cache; with a
+        // speech removed or changed (a partial copy of a wildcard set) it is damaged
+        check_cached(&ok, &out2).unwrap();
+        std::fs::write(out2.join("b.txt"), "twice").unwrap();
+        let e = check_cached(&ok, &out2).unwrap_err().to_string();
+        assert!(
+            e.contains("b.txt has sha256") && e.contains("remove"),
+            "{e}"
+        );
+        std::fs::write(out2.join("b.txt"), "two").unwrap();
+        std::fs::remove_file(out2.join("a.txt")).unwrap();
+        let e = check_cached(&ok, &out2).unwrap_err().to_string();
+        assert!(e.contains("a.txt is missing"), "{e}");
+        // a folder from before manifests: the member check alone
+        std::fs::remove_file(out2.join(MANIFEST)).unwrap();
+        check_cached(&ok, &out2).unwrap();
     }
 
     #[test]

@@ -348,6 +348,14 @@ pub fn table(name: &str, results: &[ArmResult]) -> String {
                     .collect::<Vec<_>>()
                     .join(", ");
                 let (acc, g, sp, up, same) = match &r.speculative {
+                    // a context too short for a 32-token prompt and new tokens
+                    Some(p) if p.new_tokens == 0 => (
+                        "no room to decode".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                    ),
                     Some(p) => (
                         format!(
                             "{:.1}% ({}/{})",
@@ -423,5 +431,35 @@ mod tests {
         let dense = RunConfig::preset("llama-tiny").unwrap();
         let e = arms("mtp", &dense).unwrap_err().to_string();
         assert!(e.contains("DeepSeek-V3") && e.contains("llama"), "{e}");
+    }
+
+    #[test]
+    fn the_mtp_table_has_no_nan_when_the_context_left_no_room_to_decode() {
+        let arm = |new_tokens: usize, tok_s: f64| ArmResult {
+            arm: "mtp1".into(),
+            val_loss: 5.0,
+            val_bpb: 1.5,
+            params_total: 1,
+            params_active: 1,
+            kv_bytes_per_token: 1,
+            max_vio_batch: None,
+            max_vio_global: None,
+            val_mtp_loss: vec![5.5],
+            speculative: Some(SpecReport {
+                prompts: 4,
+                new_tokens,
+                drafted: 0,
+                accepted: 0,
+                greedy_tokens_per_s: tok_s,
+                speculative_tokens_per_s: tok_s,
+                identical: true,
+            }),
+            tokens_per_s: 1.0,
+        };
+        // no new token: 0 tokens in ~0 s on both sides
+        let t = table("mtp", &[arm(0, 0.0)]);
+        assert!(!t.contains("NaN") && t.contains("no room to decode"), "{t}");
+        let t = table("mtp", &[arm(64, 100.0)]);
+        assert!(t.contains("1.00x") && !t.contains("no room"), "{t}");
     }
 }

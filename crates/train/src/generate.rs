@@ -24,6 +24,26 @@ pub struct SampleOpts {
     pub seed: u64,
 }
 
+impl SampleOpts {
+    /// Refuses a temperature that is not a finite number >= 0 and a `top_p` outside (0, 1]
+    /// ([`generate`] checks this itself; a caller may check before printing anything).
+    pub fn check(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(TrainError::Generate(format!(
+                "temperature {} must be a finite number >= 0",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(TrainError::Generate(format!(
+                "top_p {} must be in (0, 1]",
+                self.top_p
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for SampleOpts {
     fn default() -> Self {
         SampleOpts {
@@ -121,18 +141,7 @@ pub fn generate_within(
     if vocab == Some(0) {
         return Err(TrainError::Generate("an empty vocabulary".into()));
     }
-    if !(opts.temperature.is_finite() && opts.temperature >= 0.0) {
-        return Err(TrainError::Generate(format!(
-            "temperature {} must be a number >= 0",
-            opts.temperature
-        )));
-    }
-    if !(opts.top_p > 0.0 && opts.top_p <= 1.0) {
-        return Err(TrainError::Generate(format!(
-            "top_p {} must be in (0, 1]",
-            opts.top_p
-        )));
-    }
+    opts.check()?;
     let max_ctx = model.config().max_position_embeddings();
     let mut rng = Rng::new(opts.seed);
     let mut all: Vec<u32> = prompt.to_vec();

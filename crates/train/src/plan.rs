@@ -94,6 +94,9 @@ pub struct Plan {
     pub width: usize,
     /// Its M.
     pub shape_m: f64,
+    /// Whether `shape_m` is within 10% of `m`; when no shape of the searched range is, the
+    /// closest is given (very small or very large budgets).
+    pub shape_fits: bool,
 }
 
 impl Plan {
@@ -103,6 +106,11 @@ impl Plan {
     }
 }
 
+/// Deepest shape [`plan`] considers.
+pub const MAX_LAYERS: usize = 256;
+/// Widest shape [`plan`] considers (ferrolab's limit on `hidden_size`).
+pub const MAX_WIDTH: usize = 1 << 16;
+
 /// Plans a run of compute `c` at sequence length `l`.
 ///
 /// The shape: for each depth the width (multiple of 64) that brings M closest to M_opt,
@@ -111,12 +119,13 @@ impl Plan {
 pub fn plan(c: f64, l: usize) -> Plan {
     let m = m_opt(c);
     let mut best: Option<(f64, usize, usize, f64)> = None;
-    for n in 1..=256usize {
+    for n in 1..=MAX_LAYERS {
         let (nf, lf) = (n as f64, l as f64);
         // 72 n d^2 + 12 n l d - M = 0
         let d = (-(12.0 * nf * lf) + ((12.0 * nf * lf).powi(2) + 4.0 * 72.0 * nf * m).sqrt())
             / (2.0 * 72.0 * nf);
-        let w = ((d / 64.0).round().max(1.0) as usize) * 64;
+        // a multiple of 64 in 64..=MAX_WIDTH (clamped in f64: no integer overflow)
+        let w = ((d / 64.0).round().clamp(1.0, (MAX_WIDTH / 64) as f64) as usize) * 64;
         let sm = m_standard(n, w, l);
         let m_err = (sm / m).ln().abs();
         let aspect_err = ((w as f64 / nf) / 128.0).ln().abs();
@@ -129,7 +138,8 @@ pub fn plan(c: f64, l: usize) -> Plan {
             best = Some((score, n, w, sm));
         }
     }
-    let (_, layers, width, shape_m) = best.unwrap_or((0.0, 1, 64, m_standard(1, 64, l)));
+    let (score, layers, width, shape_m) =
+        best.unwrap_or((f64::INFINITY, 1, 64, m_standard(1, 64, l)));
     Plan {
         compute: c,
         seq_len: l,
@@ -140,6 +150,7 @@ pub fn plan(c: f64, l: usize) -> Plan {
         layers,
         width,
         shape_m,
+        shape_fits: score < 10.0,
     }
 }
 
@@ -167,6 +178,27 @@ mod tests {
         // 2,252 sequences of 4096 (the paper used 2,304)
         let p = plan(c, 4096);
         assert_eq!(p.batch_seqs().round(), 2252.0);
+    }
+
+    #[test]
+    fn budgets_outside_the_shapes_give_the_closest_shape_and_say_so() {
+        // a budget of the paper's range has a shape within 10%
+        let p = plan(1e18, 4096);
+        assert!(
+            p.shape_fits && (p.shape_m / p.m - 1.0).abs() <= 0.1,
+            "{p:?}"
+        );
+        // too small for the narrowest shape, too large for the widest: the closest, flagged
+        let small = plan(1e12, 4096);
+        assert!(
+            !small.shape_fits && (small.layers, small.width) == (1, 64),
+            "{small:?}"
+        );
+        for c in [1e30, 1e80, 1e308] {
+            let big = plan(c, 4096);
+            assert!(!big.shape_fits, "{big:?}");
+            assert_eq!((big.layers, big.width), (MAX_LAYERS, MAX_WIDTH), "{c}");
+        }
     }
 
     #[test]
