@@ -34,40 +34,28 @@ fn word2vec_evaluations_with_nothing_to_evaluate_are_errors() {
     let vectors = d.join("v.txt");
     std::fs::write(&vectors, "3 2\nking 1 0\nqueen 0.9 0.1\nman 0.2 0.8\n").unwrap();
     let v = vectors.to_str().unwrap();
+    // `word2vec eval --vectors V ARGS...`, which must fail
+    let eval = |args: &[&str]| -> String {
+        let mut all = vec!["word2vec", "eval", "--vectors", v];
+        all.extend_from_slice(args);
+        failure(&all)
+    };
     let empty = d.join("empty.txt");
     std::fs::write(&empty, "").unwrap();
     let oov = d.join("oov.txt");
     std::fs::write(&oov, ": capitals\nparis france rome italy\n").unwrap();
     for f in [&empty, &oov] {
-        let se = failure(&[
-            "word2vec",
-            "eval",
-            "--vectors",
-            v,
-            "--analogies",
-            f.to_str().unwrap(),
-        ]);
+        let se = eval(&["--analogies", f.to_str().unwrap()]);
         assert!(se.contains("no analogy question"), "{se}");
     }
     let one_pair = d.join("pairs.txt");
     std::fs::write(&one_pair, "king queen 9.0\n").unwrap();
-    let se = failure(&[
-        "word2vec",
-        "eval",
-        "--vectors",
-        v,
-        "--similarity",
-        one_pair.to_str().unwrap(),
-    ]);
+    let se = eval(&["--similarity", one_pair.to_str().unwrap()]);
     assert!(se.contains("undefined"), "{se}");
     // words cut off by --restrict-vocab are reported as such, not as out of the vocabulary
     let known = d.join("known.txt");
     std::fs::write(&known, ": royals\nking queen man queen\n").unwrap();
-    let se = failure(&[
-        "word2vec",
-        "eval",
-        "--vectors",
-        v,
+    let se = eval(&[
         "--analogies",
         known.to_str().unwrap(),
         "--restrict-vocab",
@@ -78,16 +66,7 @@ fn word2vec_evaluations_with_nothing_to_evaluate_are_errors() {
         "{se}"
     );
     for flag in ["--restrict-vocab", "--similarity-restrict-vocab"] {
-        let se = failure(&[
-            "word2vec",
-            "eval",
-            "--vectors",
-            v,
-            "--analogies",
-            known.to_str().unwrap(),
-            flag,
-            "0",
-        ]);
+        let se = eval(&["--analogies", known.to_str().unwrap(), flag, "0"]);
         assert!(se.contains(&format!("{flag} 0 leaves no word")), "{se}");
     }
     // a vocabulary cut to no word is refused as such, before the corpus is counted

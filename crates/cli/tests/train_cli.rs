@@ -64,6 +64,13 @@ const TINY: &[&str] = &[
     "warmup_steps=2",
 ];
 
+/// `ferrolab generate --run RUN ARGS...`, ready to run.
+fn generate(run: &Path, args: &[&str]) -> Command {
+    let mut c = bin();
+    c.args(["generate", "--run"]).arg(run).args(args);
+    c
+}
+
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     let (o, e) = (
@@ -116,23 +123,17 @@ fn train_generate_and_resume_from_the_command_line() {
         assert!(lines[0].get(k).is_some(), "metrics lack {k}: {}", lines[0]);
     }
 
-    let g = run_ok(bin().args(["generate", "--run"]).arg(&run).args([
-        "--prompt",
-        "fellow ",
-        "--max-tokens",
-        "20",
-        "--greedy",
-    ]));
+    let g = run_ok(&mut generate(
+        &run,
+        &["--prompt", "fellow ", "--max-tokens", "20", "--greedy"],
+    ));
     assert!(g.starts_with("fellow "), "{g}");
     assert!(g.contains("KV cache"), "{g}");
     // greedy is deterministic
-    let g2 = run_ok(bin().args(["generate", "--run"]).arg(&run).args([
-        "--prompt",
-        "fellow ",
-        "--max-tokens",
-        "20",
-        "--greedy",
-    ]));
+    let g2 = run_ok(&mut generate(
+        &run,
+        &["--prompt", "fellow ", "--max-tokens", "20", "--greedy"],
+    ));
     assert_eq!(g.lines().next(), g2.lines().next());
 
     // a finished run resumes as a no-op, and says so; a bad --set is named
@@ -204,10 +205,7 @@ fn kill_9_at_any_moment_leaves_a_resumable_run() {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
     assert!(state["step"].as_u64().unwrap() > 0, "{state}");
-    let out = bin()
-        .args(["generate", "--run"])
-        .arg(&run)
-        .args(["--prompt", "the ", "--max-tokens", "5"])
+    let out = generate(&run, &["--prompt", "the ", "--max-tokens", "5"])
         .output()
         .unwrap();
     assert!(
@@ -349,41 +347,35 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
         assert!(std::fs::read(&weights).unwrap() == before);
     }
     // self-speculative decoding: same tokens as greedy, with a report
-    let s = run_ok(bin().args(["generate", "--run"]).arg(&run).args([
-        "--prompt",
-        "fellow ",
-        "--max-tokens",
-        "30",
-        "--speculative",
-    ]));
+    let s = run_ok(&mut generate(
+        &run,
+        &["--prompt", "fellow ", "--max-tokens", "30", "--speculative"],
+    ));
     assert!(
         s.contains("accepted") && s.contains("same tokens as greedy"),
         "{s}"
     );
-    let n = run_ok(bin().args(["generate", "--run"]).arg(&run).args([
-        "--prompt",
-        "fellow ",
-        "--max-tokens",
-        "30",
-        "--naive-cache",
-    ]));
+    let n = run_ok(&mut generate(
+        &run,
+        &["--prompt", "fellow ", "--max-tokens", "30", "--naive-cache"],
+    ));
     assert!(n.contains("naive per-head"), "{n}");
     // the naive and absorbed caches decode the same text
     assert_eq!(s.lines().next(), n.lines().next());
     // greedy within one context: as many tokens as fit are decoded, one more is refused
     // before decoding
-    let e = bin()
-        .args(["generate", "--run"])
-        .arg(&run)
-        .args([
+    let e = generate(
+        &run,
+        &[
             "--prompt",
             "fellow ",
             "--speculative",
             "--max-tokens",
             "100000",
-        ])
-        .output()
-        .unwrap();
+        ],
+    )
+    .output()
+    .unwrap();
     let se = String::from_utf8_lossy(&e.stderr);
     let fit: usize = se
         .split("lower --max-tokens to ")
@@ -405,18 +397,18 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
     // the last new token is not fed back: p + n - 1 positions
     assert_eq!(prompt + fit - 1, ctx, "{se}");
     for flag in ["--speculative", "--naive-cache"] {
-        let s = run_ok(bin().args(["generate", "--run"]).arg(&run).args([
-            "--prompt",
-            "fellow ",
-            "--max-tokens",
-            &fit.to_string(),
-            flag,
-        ]));
+        let s = run_ok(&mut generate(
+            &run,
+            &[
+                "--prompt",
+                "fellow ",
+                "--max-tokens",
+                &fit.to_string(),
+                flag,
+            ],
+        ));
         assert!(s.contains(&format!("{fit} tokens")), "{flag}: {s}");
-        let e = bin()
-            .args(["generate", "--run"])
-            .arg(&run)
-            .args(["--prompt", "fellow ", flag, "--max-tokens"])
+        let e = generate(&run, &["--prompt", "fellow ", flag, "--max-tokens"])
             .arg((fit + 1).to_string())
             .output()
             .unwrap();
@@ -427,13 +419,10 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
         );
     }
     // nothing to decode is said, with no speed figures
-    let z = run_ok(bin().args(["generate", "--run"]).arg(&run).args([
-        "--prompt",
-        "fellow ",
-        "--max-tokens",
-        "0",
-        "--speculative",
-    ]));
+    let z = run_ok(&mut generate(
+        &run,
+        &["--prompt", "fellow ", "--max-tokens", "0", "--speculative"],
+    ));
     assert!(
         z.contains("nothing to decode") && !z.contains("tokens/s"),
         "{z}"
@@ -444,10 +433,7 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
         (&["--max-tokens", "100000"][..], "lower --max-tokens"),
         (&["--temperature", "0.5"][..], "--temperature"),
     ] {
-        let e = bin()
-            .args(["generate", "--run"])
-            .arg(&run)
-            .args(["--prompt", "fellow ", "--speculative"])
+        let e = generate(&run, &["--prompt", "fellow ", "--speculative"])
             .args(extra)
             .output()
             .unwrap();
@@ -456,10 +442,7 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
     }
     // bad sampling options are refused before anything is printed
     for bad in ["--temperature=-1", "--temperature=inf", "--top-p=0"] {
-        let e = bin()
-            .args(["generate", "--run"])
-            .arg(&run)
-            .args(["--prompt", "fellow ", bad])
+        let e = generate(&run, &["--prompt", "fellow ", bad])
             .output()
             .unwrap();
         let se = String::from_utf8_lossy(&e.stderr);
@@ -544,18 +527,15 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
     // (2048): the greedy decoders that take the argmax over the whole head refuse, and plain
     // generation masks the ids that have no text
     let run = d.join("run0");
-    let e = bin()
-        .args(["generate", "--run"])
-        .arg(&run)
-        .args(["--prompt", "the ", "--max-tokens", "5", "--speculative"])
-        .output()
-        .unwrap();
+    let e = generate(
+        &run,
+        &["--prompt", "the ", "--max-tokens", "5", "--speculative"],
+    )
+    .output()
+    .unwrap();
     let se = String::from_utf8_lossy(&e.stderr);
     assert!(!e.status.success() && se.contains("whole head"), "{se}");
-    let ok = bin()
-        .args(["generate", "--run"])
-        .arg(&run)
-        .args(["--prompt", "the ", "--max-tokens", "5"])
+    let ok = generate(&run, &["--prompt", "the ", "--max-tokens", "5"])
         .output()
         .unwrap();
     assert!(
@@ -565,14 +545,14 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
     );
     // the largest --max-tokens starts generating (it used to reserve room for all of them
     // up front and panic on the capacity); stopped after a moment
-    let mut long = bin()
-        .args(["generate", "--run"])
-        .arg(&run)
-        .args(["--prompt", "the ", "--max-tokens", "18446744073709551615"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut long = generate(
+        &run,
+        &["--prompt", "the ", "--max-tokens", "18446744073709551615"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert!(long.try_wait().unwrap().is_none(), "exited at once");
     long.kill().unwrap();
