@@ -31,7 +31,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
         ModelConfig::Llama(c) => {
             std::fs::create_dir_all(&a.out)
                 .map_err(|e| anyhow::anyhow!("--out {}: {e}", a.out.display()))?;
-            let mut v = serde_json::to_value(c)?;
+            let mut v = ferrolab_models::json_value(c)?;
             v["model_type"] = "llama".into();
             v["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
             io::write_atomic(

@@ -78,9 +78,16 @@ pub fn run(a: PlanArgs) -> Result<()> {
                     .with_context(|| format!("{}: not a deepseek_v3 config", path.display()))?;
                 let (total, active) = cfg.num_params();
                 let m = plan::m_of_v3(&cfg, a.seq_len);
+                let experts = if cfg.n_routed_experts == 0 {
+                    "no routed experts".to_string()
+                } else {
+                    format!(
+                        "{} of {} routed experts",
+                        cfg.num_experts_per_tok, cfg.n_routed_experts
+                    )
+                };
                 println!(
-                    "parameters         {total} total, {active} active per token ({} of {} routed experts; MTP modules included)",
-                    cfg.num_experts_per_tok, cfg.n_routed_experts
+                    "parameters         {total} total, {active} active per token ({experts}; MTP modules included)"
                 );
                 println!(
                     "M                  {m:.4e} non-embedding FLOPs/token at sequence {} (active experts only, attention included, MTP excluded)",
@@ -104,7 +111,8 @@ pub fn run(a: PlanArgs) -> Result<()> {
             }
             let cfg: LmConfig = serde_json::from_value(v)
                 .with_context(|| format!("{}: not a model config", path.display()))?;
-            cfg.validate()?;
+            cfg.validate()
+                .with_context(|| format!("{}: not a valid llama config", path.display()))?;
             let (total, non_emb) = cfg.num_params();
             let m = plan::m_of(&cfg, a.seq_len);
             println!(

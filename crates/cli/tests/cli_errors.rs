@@ -111,6 +111,16 @@ fn plan_refuses_model_types_it_does_not_count() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // a llama config that does not validate is named by its file
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"num_attention_heads\": 4", "\"num_attention_heads\": 3");
+    std::fs::write(&cfg, text).unwrap();
+    let se = failure(&["plan", "--model", cfg.to_str().unwrap()]);
+    assert!(
+        se.contains("config.json") && se.contains("num_attention_heads"),
+        "{se}"
+    );
     // a budget too small for one sequence prints a fraction, not 0
     let out = ferrolab(&["plan", "--compute", "1"]);
     let so = String::from_utf8_lossy(&out.stdout);

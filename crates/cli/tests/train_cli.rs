@@ -282,6 +282,11 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
     );
     let cfg = std::fs::read_to_string(hf.join("config.json")).unwrap();
     assert!(cfg.contains("\"model_type\": \"deepseek_v3\""), "{cfg}");
+    // f32 settings as written, not widened to f64 digits
+    assert!(
+        cfg.contains("\"aux_loss_alpha\": 0.0001") && !cfg.contains("0.0000999"),
+        "{cfg}"
+    );
     // --out naming a file is refused by name
     let e = bin()
         .args(["export", "--run"])

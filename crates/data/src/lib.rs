@@ -182,6 +182,12 @@ pub fn fetch(name: &str) -> Result<PathBuf> {
 /// return at once; otherwise the package is downloaded, verified and unpacked into a scratch
 /// folder that is renamed into place only when complete.
 pub fn fetch_into(root: &Path, ds: &Dataset) -> Result<PathBuf> {
+    if root.exists() && !root.is_dir() {
+        return Err(DataError::io(
+            root,
+            std::io::Error::other("not a folder: the data cache (FERROLAB_DATA) must be one"),
+        ));
+    }
     let dest = dataset_dir(root, ds);
     if dest.is_dir() {
         check_cached(ds, &dest)?;
@@ -599,6 +605,17 @@ mod tests {
         // a folder from before manifests: the member check alone
         std::fs::remove_file(out2.join(MANIFEST)).unwrap();
         check_cached(&ok, &out2).unwrap();
+    }
+
+    #[test]
+    fn a_cache_root_that_is_a_file_is_named() {
+        let root = scratch("root-file").join("corpus.txt");
+        std::fs::write(&root, "text").unwrap();
+        let e = fetch_into(&root, &TEST_SET).unwrap_err().to_string();
+        assert!(
+            e.contains("corpus.txt") && e.contains("not a folder"),
+            "{e}"
+        );
     }
 
     #[test]

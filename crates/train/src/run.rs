@@ -139,7 +139,7 @@ impl std::fmt::Display for ConfigChange {
 /// A run config as a JSON value, as `train.json` writes it (an `f32` such as 0.1 stays 0.1, where
 /// `serde_json::to_value` would widen it to 0.10000000149011612).
 pub fn config_json(cfg: &RunConfig) -> serde_json::Result<serde_json::Value> {
-    serde_json::from_str(&serde_json::to_string(cfg)?)
+    ferrolab_models::json_value(cfg)
 }
 
 /// The settings that differ between `old` and `new` (JSON of two run configs), by dotted key

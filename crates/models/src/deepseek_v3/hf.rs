@@ -57,7 +57,8 @@ impl V3Config {
     /// The HF `config.json` value of this config (ferrolab's training switches included; HF
     /// ignores unknown keys).
     pub fn to_hf(&self) -> Value {
-        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        let mut v = crate::json_value(self).unwrap_or(Value::Null);
+        let theta = v.get("rope_theta").cloned().unwrap_or(Value::Null);
         if let Some(o) = v.as_object_mut() {
             o.insert("model_type".into(), "deepseek_v3".into());
             o.insert(
@@ -66,7 +67,7 @@ impl V3Config {
             );
             o.insert(
                 "rope_parameters".into(),
-                serde_json::json!({"rope_type": "default", "rope_theta": self.rope_theta}),
+                serde_json::json!({"rope_type": "default", "rope_theta": theta}),
             );
             o.insert("hidden_act".into(), "silu".into());
             o.insert("attention_bias".into(), false.into());
