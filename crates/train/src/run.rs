@@ -258,16 +258,10 @@ impl RunDir {
     /// [`RunConfig`] and written out again, so that settings added since (with their defaults)
     /// compare equal. A file renamed away by a training run meanwhile is read again.
     pub fn snapshot_config(&self) -> Result<Option<(usize, serde_json::Value)>> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.read_snapshot_config() {
-                Err(TrainError::Io { .. }) if attempt < 5 => {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                r => return r,
-            }
-        }
+        retried(
+            |e| matches!(e, TrainError::Io { .. }),
+            || self.read_snapshot_config(),
+        )
     }
 
     fn read_snapshot_config(&self) -> Result<Option<(usize, serde_json::Value)>> {
@@ -275,9 +269,7 @@ impl RunDir {
         if !p.exists() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
-        let state: State = serde_json::from_str(&text)
-            .map_err(|e| TrainError::snapshot(&p, format!("unreadable: {e}")))?;
+        let state = parse_state(&p)?;
         let damaged = |e: String| {
             TrainError::snapshot(
                 &p,
@@ -413,16 +405,10 @@ impl RunDir {
     /// not match its `state.json` because a snapshot was committed in between) is tried again a
     /// few times before the error is reported, so only a damage that stays is reported.
     pub fn load_weights(&self, vars: &Vars, tokenizer: &str) -> Result<State> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.read_committed_weights(vars, tokenizer) {
-                Err(TrainError::Snapshot { .. } | TrainError::Io { .. }) if attempt < 5 => {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                r => return r,
-            }
-        }
+        retried(
+            |e| matches!(e, TrainError::Snapshot { .. } | TrainError::Io { .. }),
+            || self.read_committed_weights(vars, tokenizer),
+        )
     }
 
     fn read_committed_weights(&self, vars: &Vars, tokenizer: &str) -> Result<State> {
@@ -554,12 +540,31 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     res.map_err(|e| TrainError::io(path, e))
 }
 
+/// A snapshot's `state.json` at `path`, parsed (not checked).
+fn parse_state(path: &Path) -> Result<State> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::snapshot(path, format!("unreadable: {e}")))
+}
+
+/// `read`, tried up to five times 50 ms apart while it fails with an error `transient` accepts
+/// (a file renamed away or replaced by a training run in between); the last result is returned.
+fn retried<T>(transient: impl Fn(&TrainError) -> bool, read: impl Fn() -> Result<T>) -> Result<T> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match read() {
+            Err(e) if attempt < 5 && transient(&e) => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// A snapshot's `state.json` at `path`, checked: this ferrolab's format version, and trained
 /// with the vocabulary `tokenizer` (the run's `tokenizer.json`).
 fn read_state(path: &Path, tokenizer: &str) -> Result<State> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    let state: State = serde_json::from_str(&text)
-        .map_err(|e| TrainError::snapshot(path, format!("unreadable: {e}")))?;
+    let state = parse_state(path)?;
     if state.format_version != FORMAT_VERSION {
         return Err(TrainError::snapshot(
             path,
