@@ -68,6 +68,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
                 );
             })?;
         }
+        experiment::check_out(&a.name, &base, &out)?;
         let (tok, data) = Trainer::prepare(&base, a.corpus.as_deref(), true)?;
         let results = experiment::run_experiment(&a.name, &base, &out, &tok, &data, &stop, true)?;
         println!(

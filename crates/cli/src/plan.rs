@@ -16,13 +16,31 @@ pub struct PlanArgs {
     /// A model config (HF `config.json`, or a run's) to measure instead.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Sequence length.
-    #[arg(long, default_value_t = 4096)]
-    seq_len: usize,
+    /// Sequence length l (in the attention term of M, and B_opt in sequences). Default: 4096
+    /// with `--compute` (DeepSeek LLM's), the config's `max_position_embeddings` with `--model`.
+    #[arg(long)]
+    seq_len: Option<usize>,
+}
+
+/// The sequence length `--model` counts at, and how it was chosen; a `--seq-len` beyond the
+/// model's context is refused.
+fn model_seq_len(
+    given: Option<usize>,
+    max_positions: usize,
+    path: &std::path::Path,
+) -> Result<(usize, String)> {
+    match given {
+        None => Ok((max_positions, "max_position_embeddings".into())),
+        Some(l) if l > max_positions => bail!(
+            "--seq-len {l} is longer than the context of {} (max_position_embeddings {max_positions})",
+            path.display()
+        ),
+        Some(l) => Ok((l, "--seq-len".into())),
+    }
 }
 
 pub fn run(a: PlanArgs) -> Result<()> {
-    if a.seq_len == 0 {
+    if a.seq_len == Some(0) {
         bail!("--seq-len must be > 0");
     }
     match (a.compute, &a.model) {
@@ -30,7 +48,7 @@ pub fn run(a: PlanArgs) -> Result<()> {
             if !(c.is_finite() && c > 0.0) {
                 bail!("--compute must be a positive number of FLOPs, got {c}");
             }
-            let p = plan::plan(c, a.seq_len);
+            let p = plan::plan(c, a.seq_len.unwrap_or(4096));
             println!("compute C          {:.3e} FLOPs", p.compute);
             println!("eta_opt            {:.3e}   (0.3118 C^-0.1250)", p.eta);
             let seqs = p.batch_seqs();
@@ -77,7 +95,8 @@ pub fn run(a: PlanArgs) -> Result<()> {
                 let cfg = V3Config::from_hf(&v)
                     .with_context(|| format!("{}: not a deepseek_v3 config", path.display()))?;
                 let (total, active) = cfg.num_params();
-                let m = plan::m_of_v3(&cfg, a.seq_len);
+                let (l, from) = model_seq_len(a.seq_len, cfg.max_position_embeddings, path)?;
+                let m = plan::m_of_v3(&cfg, l);
                 let experts = if cfg.n_routed_experts == 0 {
                     "no routed experts".to_string()
                 } else {
@@ -90,8 +109,7 @@ pub fn run(a: PlanArgs) -> Result<()> {
                     "parameters         {total} total, {active} active per token ({experts}; MTP modules included)"
                 );
                 println!(
-                    "M                  {m:.4e} non-embedding FLOPs/token at sequence {} (active experts only, attention included, MTP excluded)",
-                    a.seq_len
+                    "M                  {m:.4e} non-embedding FLOPs/token at sequence {l} ({from}; active experts only, attention included, MTP excluded)"
                 );
                 let per_layer = cfg.kv_cache_elems_per_token_per_layer();
                 println!(
@@ -114,13 +132,13 @@ pub fn run(a: PlanArgs) -> Result<()> {
             cfg.validate()
                 .with_context(|| format!("{}: not a valid llama config", path.display()))?;
             let (total, non_emb) = cfg.num_params();
-            let m = plan::m_of(&cfg, a.seq_len);
+            let (l, from) = model_seq_len(a.seq_len, cfg.max_position_embeddings, path)?;
+            let m = plan::m_of(&cfg, l);
             println!(
                 "parameters         {total} total, {non_emb} non-embedding (all active: dense)"
             );
             println!(
-                "M                  {m:.4e} non-embedding FLOPs/token at sequence {} (attention included)",
-                a.seq_len
+                "M                  {m:.4e} non-embedding FLOPs/token at sequence {l} ({from}; attention included)"
             );
             println!(
                 "KV cache           {} elements = {} bytes (f32) per token, all layers",

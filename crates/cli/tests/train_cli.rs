@@ -237,6 +237,39 @@ fn plan_reproduces_deepseek_llm_7b() {
     .unwrap();
     let out = run_ok(bin().args(["plan", "--model"]).arg(&cfg));
     assert!(out.contains("non-embedding"), "{out}");
+    // M at the model's own context (4096 here): DeepSeek LLM's 4.23e10 for 7B (72 n d^2 + 12 n d l;
+    // ours counts the SwiGLU's 3 x 11008 wide matrices, 0.4% more)
+    let m_at = |out: &str| -> f64 {
+        let line = out.lines().find(|l| l.starts_with("M ")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert!((m_at(&out) / 4.23e10 - 1.0).abs() < 1e-2, "{out}");
+    assert!(
+        out.contains("at sequence 4096 (max_position_embeddings"),
+        "{out}"
+    );
+    // a shorter --seq-len shrinks only the attention term; a longer one than the context is refused
+    let short = run_ok(
+        bin()
+            .args(["plan", "--seq-len", "2048", "--model"])
+            .arg(&cfg),
+    );
+    assert!(short.contains("at sequence 2048 (--seq-len"), "{short}");
+    let attn_4096 = 6.0 * 30.0 * 4096.0 * 32.0 * 256.0;
+    assert!(
+        ((m_at(&out) - m_at(&short)) / (attn_4096 / 2.0) - 1.0).abs() < 1e-3,
+        "{short}"
+    );
+    let long = bin()
+        .args(["plan", "--seq-len", "8192", "--model"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let se = String::from_utf8_lossy(&long.stderr);
+    assert!(
+        !long.status.success() && se.contains("max_position_embeddings 4096"),
+        "{se}"
+    );
     let e = bin().args(["plan"]).output().unwrap();
     assert!(!e.status.success());
 }

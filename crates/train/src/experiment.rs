@@ -196,6 +196,25 @@ pub fn arms(name: &str, base: &RunConfig) -> Result<Vec<(String, RunConfig)>> {
     })
 }
 
+/// Refuses an `out` whose arm directories hold runs of another config (before the corpus is
+/// read and a vocabulary trained for nothing); [`run_experiment`] checks again.
+pub fn check_out(name: &str, base: &RunConfig, out: &Path) -> Result<()> {
+    for (arm, cfg) in arms(name, base)? {
+        let dir = out.join(&arm);
+        if dir.join("train.json").exists() {
+            let (_, saved) = RunDir::open(&dir)?;
+            if saved != cfg {
+                return Err(TrainError::Config {
+                    key: dir.display().to_string(),
+                    msg: "holds a run with another config; remove it or choose another --out"
+                        .into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Trains (or continues, or reuses) every arm of `name` under `out` and measures it.
 /// `base` fixes the data, steps and seed shared by all arms; `tok` and `data` come from
 /// [`Trainer::prepare`] on `base`.
@@ -208,19 +227,12 @@ pub fn run_experiment(
     stop: &AtomicBool,
     progress: bool,
 ) -> Result<Vec<ArmResult>> {
+    check_out(name, base, out)?;
     let mut results = Vec::new();
     for (arm, cfg) in arms(name, base)? {
         let dir: PathBuf = out.join(&arm);
         eprintln!("== {name}: arm {arm} ({})", dir.display());
         let mut t = if dir.join("train.json").exists() {
-            let (_, saved) = RunDir::open(&dir)?;
-            if saved != cfg {
-                return Err(TrainError::Config {
-                    key: dir.display().to_string(),
-                    msg: "holds a run with another config; remove it or choose another --out"
-                        .into(),
-                });
-            }
             Trainer::resume(&dir, data.clone())?
         } else {
             Trainer::create(&dir, cfg.clone(), tok.clone(), data.clone())?
@@ -431,6 +443,26 @@ mod tests {
         let dense = RunConfig::preset("llama-tiny").unwrap();
         let e = arms("mtp", &dense).unwrap_err().to_string();
         assert!(e.contains("DeepSeek-V3") && e.contains("llama"), "{e}");
+    }
+
+    #[test]
+    fn an_out_holding_another_configs_arm_is_refused_before_any_work() {
+        let out = std::env::temp_dir().join(format!("ferrolab-exp-out-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let base = RunConfig::preset("tiny").unwrap();
+        // nothing there yet, then an arm written with this base's config: both taken
+        check_out("mtp", &base, &out).unwrap();
+        let (arm, cfg) = arms("mtp", &base).unwrap().pop().unwrap();
+        RunDir::create(&out.join(&arm), &cfg).unwrap();
+        check_out("mtp", &base, &out).unwrap();
+        // the same out with more steps per arm: the existing arm is named
+        let more = RunConfig {
+            steps: base.steps + 1,
+            ..base.clone()
+        };
+        let e = check_out("mtp", &more, &out).unwrap_err().to_string();
+        assert!(e.contains(&arm) && e.contains("another config"), "{e}");
+        std::fs::remove_dir_all(&out).unwrap();
     }
 
     #[test]
