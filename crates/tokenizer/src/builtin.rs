@@ -23,6 +23,9 @@ pub struct Builtin {
     pub preset: Preset,
     /// Its special tokens and their ids.
     pub specials: &'static [(&'static str, Rank)],
+    /// One past its largest ordinary id. Ordinary ids may lie beyond a special one: p50k_base
+    /// puts its 24 runs of 2-25 spaces (50257-50280) after `<|endoftext|>` (50256).
+    pub ordinary_end: Rank,
 }
 
 /// The named vocabularies.
@@ -37,21 +40,25 @@ pub const BUILTIN: [Builtin; 4] = [
             ("<|fim_suffix|>", 100260),
             ("<|endofprompt|>", 100276),
         ],
+        ordinary_end: 100_256,
     },
     Builtin {
         name: "o200k_base",
         preset: Preset::O200k,
         specials: &[("<|endoftext|>", 199999), ("<|endofprompt|>", 200018)],
+        ordinary_end: 199_998,
     },
     Builtin {
         name: "r50k_base",
         preset: Preset::Gpt2,
         specials: &[("<|endoftext|>", 50256)],
+        ordinary_end: 50_256,
     },
     Builtin {
         name: "p50k_base",
         preset: Preset::Gpt2,
         specials: &[("<|endoftext|>", 50256)],
+        ordinary_end: 50_281,
     },
 ];
 
@@ -65,6 +72,7 @@ pub fn builtin(name: &str) -> Result<Tokenizer> {
     let Some(&Builtin {
         preset,
         specials: sp,
+        ordinary_end,
         ..
     }) = BUILTIN.iter().find(|b| b.name == name)
     else {
@@ -77,9 +85,11 @@ pub fn builtin(name: &str) -> Result<Tokenizer> {
         _ => tiktoken_rs::p50k_base,
     };
     let core = load().map_err(|e| TokenizerError::BadVocab(format!("{name}: {e}")))?;
-    // ordinary ranks are 0..(first special id); ids without a token are skipped
-    let end = sp.iter().map(|&(_, id)| id).min().unwrap_or(0);
-    let ranks = (0..end).filter_map(|r| core.decode_bytes(&[r]).ok().map(|b| (b, r)));
+    // ordinary ranks are 0..ordinary_end but the special ids (which `decode_bytes` also
+    // answers); ids without a token are skipped
+    let ranks = (0..ordinary_end)
+        .filter(|r| sp.iter().all(|&(_, id)| id != *r))
+        .filter_map(|r| core.decode_bytes(&[r]).ok().map(|b| (b, r)));
     let bpe = Bpe::from_ranks(ranks)?;
     Tokenizer::new(bpe, PreTokenizer::preset(preset), specials(sp))
 }

@@ -46,6 +46,29 @@ fn builtin_vocabularies_have_their_sizes() {
     );
 }
 
+/// p50k_base is r50k_base plus 24 tokens of 2-25 spaces (ids 50257-50280, after the special
+/// 50256): runs of spaces in code must come out as those ids.
+#[test]
+fn p50k_has_its_space_run_tokens() {
+    let ours = builtin("p50k_base").unwrap();
+    let theirs = tiktoken_rs::p50k_base_singleton();
+    assert_eq!(ours.bpe().len(), 50_280);
+    assert_eq!(ours.special_id("<|endoftext|>"), Some(50_256));
+    let mut texts: Vec<String> = (1..=60).map(|n| " ".repeat(n) + "x").collect();
+    texts.push("def f():\n        return 1\n\tif x:\n            y = 2".into());
+    texts.push(" ".repeat(10_000));
+    let mut rng = Rng(50);
+    texts.extend((0..200).map(|_| random_text(&mut rng, 40)));
+    let mut saw_space_run = false;
+    for t in &texts {
+        let got = ours.encode_ordinary(t).unwrap();
+        assert_eq!(got, theirs.encode_ordinary(t), "{t:?}");
+        assert_eq!(ours.decode(&got).unwrap(), *t);
+        saw_space_run |= got.iter().any(|&i| (50_257..=50_280).contains(&i));
+    }
+    assert!(saw_space_run);
+}
+
 #[test]
 fn fixed_texts_match() {
     let texts = [
