@@ -145,3 +145,52 @@ fn zero_rounds_are_refused() {
         );
     }
 }
+
+/// A reader that closes the pipe early (`| head -1`) ends the process by SIGPIPE, as it does
+/// other tools: no panic, no exit status 101.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_the_process_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    // more output than a pipe buffers (64 KB), so a write meets the closed pipe whenever the
+    // reader goes away
+    let text = "hello ".repeat(15_000); // 90 KB: under the 128 KB limit of one argument
+    let file = dir("pipe").join("text.txt");
+    std::fs::write(&file, &text).unwrap();
+    for args in [
+        vec![
+            "tokenizer",
+            "inspect",
+            "--tokenizer",
+            "r50k_base",
+            text.as_str(),
+        ],
+        vec![
+            "tokenizer",
+            "encode",
+            "--tokenizer",
+            "r50k_base",
+            file.to_str().unwrap(),
+        ],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let se = String::from_utf8_lossy(&out.stderr);
+        assert!(!se.contains("panicked"), "{}: {se}", args[1]);
+        // 13: SIGPIPE on Linux and the BSDs
+        assert_eq!(
+            out.status.signal(),
+            Some(13),
+            "{}: {:?} {se}",
+            args[1],
+            out.status
+        );
+    }
+}
