@@ -168,7 +168,7 @@ struct PlotArgs {
     #[command(flatten)]
     vectors: VectorsArg,
     /// Comma-separated words to plot.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', required = true)]
     words: Vec<String>,
     /// Output SVG file.
     #[arg(long)]
@@ -218,7 +218,14 @@ fn load(v: &VectorsArg) -> Result<KeyedVectors> {
     let kv = if binary {
         read_binary(&v.vectors)?
     } else {
-        read_text(&v.vectors)?
+        read_text(&v.vectors).map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("UTF-8") {
+                anyhow::anyhow!("{msg} (if it is a word2vec binary file, pass --binary)")
+            } else {
+                e.into()
+            }
+        })?
     };
     Ok(kv)
 }
@@ -227,15 +234,22 @@ fn train_cmd(t: &TrainArgs) -> Result<()> {
     if t.max_vocab == Some(0) {
         bail!("--max-vocab 0 keeps no word; give at least 1");
     }
-    let vocab = Vocab::build(
-        &t.input,
-        &VocabConfig {
-            min_count: t.min_count,
-            max_vocab: t.max_vocab,
-        },
-    )?;
-    // the corpus is streamed from disk each epoch, never held in memory
-    eprintln!("vocab={} corpus_words={}", vocab.len(), vocab.total());
+    // where the vectors go is checked before the training, not after it
+    if t.output.is_dir() {
+        bail!(
+            "--output {} is a folder; give a file name",
+            t.output.display()
+        );
+    }
+    if let Some(parent) = t.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            bail!(
+                "--output {}: the folder {} does not exist",
+                t.output.display(),
+                parent.display()
+            );
+        }
+    }
     let mut config = TrainConfig {
         architecture: match t.model {
             ModelArg::Sg => Architecture::SkipGram,
@@ -263,6 +277,16 @@ fn train_cmd(t: &TrainArgs) -> Result<()> {
     if let Some(n) = t.threads {
         config.threads = n;
     }
+    config.validate()?;
+    let vocab = Vocab::build(
+        &t.input,
+        &VocabConfig {
+            min_count: t.min_count,
+            max_vocab: t.max_vocab,
+        },
+    )?;
+    // the corpus is streamed from disk each epoch, never held in memory
+    eprintln!("vocab={} corpus_words={}", vocab.len(), vocab.total());
     let (kv, stats) = train_file(&t.input, &vocab, &config)?;
     save(&kv, &t.output, t.binary)?;
     println!(
@@ -326,13 +350,15 @@ fn eval_cmd(e: &EvalArgs) -> Result<()> {
             );
         }
         for s in &r.sections {
+            // a section with no answered question has no accuracy (not 0)
+            let accuracy = if s.correct + s.incorrect == 0 {
+                "n/a".to_string()
+            } else {
+                format!("{:.4}", s.accuracy())
+            };
             println!(
-                "section {}: accuracy={:.4} correct={} incorrect={} skipped={}",
-                s.name,
-                s.accuracy(),
-                s.correct,
-                s.incorrect,
-                s.skipped
+                "section {}: accuracy={accuracy} correct={} incorrect={} skipped={}",
+                s.name, s.correct, s.incorrect, s.skipped
             );
         }
         summary.push(format!(

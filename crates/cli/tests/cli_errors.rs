@@ -83,6 +83,69 @@ fn word2vec_evaluations_with_nothing_to_evaluate_are_errors() {
         "0",
     ]);
     assert!(se.contains("--max-vocab 0 keeps no word"), "{se}");
+    // a bad setting is named, and a bad --output is refused, before any training (a corpus
+    // that does not exist shows that nothing was read)
+    let train = |extra: &[&str], output: &str| -> String {
+        let mut all = vec![
+            "word2vec",
+            "train",
+            "--input",
+            "/nonexistent/corpus.txt",
+            "--output",
+            output,
+        ];
+        all.extend_from_slice(extra);
+        failure(&all)
+    };
+    let out = d.join("out.txt");
+    for flag in ["--dim", "--window", "--epochs", "--threads"] {
+        let se = train(&[flag, "0"], out.to_str().unwrap());
+        let name = flag.trim_start_matches("--");
+        assert!(se.contains(&format!("{name} must be at least 1")), "{se}");
+    }
+    let se = train(&[], d.to_str().unwrap());
+    assert!(se.contains("is a folder"), "{se}");
+    let se = train(&[], d.join("no/such/out.txt").to_str().unwrap());
+    assert!(
+        se.contains("does not exist") && se.contains("no/such"),
+        "{se}"
+    );
+    // a gold score that is not a finite number names its line
+    let nan = d.join("nan.txt");
+    std::fs::write(&nan, "king queen 9.0\nking man NaN\nqueen man 2.0\n").unwrap();
+    let se = eval(&["--similarity", nan.to_str().unwrap()]);
+    assert!(
+        se.contains(":2") && se.contains("not a finite number"),
+        "{se}"
+    );
+    // a section with no answered question has no accuracy, not 0
+    let sections = d.join("sections.txt");
+    std::fs::write(
+        &sections,
+        ": royals\nking queen man queen\n: empty\n: unknown\nparis france rome italy\n",
+    )
+    .unwrap();
+    let out = ferrolab(
+        &["word2vec", "eval", "--vectors", v, "--analogies"]
+            .iter()
+            .copied()
+            .chain([sections.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{so}");
+    assert!(
+        so.contains("section empty: accuracy=n/a correct=0 incorrect=0 skipped=0"),
+        "{so}"
+    );
+    assert!(
+        so.contains("section unknown: accuracy=n/a correct=0 incorrect=0 skipped=1"),
+        "{so}"
+    );
+    assert!(
+        so.contains("section royals: accuracy=0.0000 correct=0 incorrect=1"),
+        "{so}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -235,13 +235,17 @@ pub fn evaluate_similarity(
                 format!("expected \"word1 word2 score\", got {} fields", parts.len()),
             ));
         }
-        let score: f64 = parts[2].parse().map_err(|_| {
-            parse_err(
-                path,
-                lineno,
-                format!("score {:?} is not a number", parts[2]),
-            )
-        })?;
+        let score: f64 = parts[2]
+            .parse()
+            .ok()
+            .filter(|x: &f64| x.is_finite())
+            .ok_or_else(|| {
+                parse_err(
+                    path,
+                    lineno,
+                    format!("score {:?} is not a finite number", parts[2]),
+                )
+            })?;
         let (a, b) = (parts[0].to_lowercase(), parts[1].to_lowercase());
         match (vocab.get(&a), vocab.get(&b)) {
             (Some(&ia), Some(&ib)) => {

@@ -82,6 +82,54 @@ pub struct TrainConfig {
     pub compute_loss: bool,
 }
 
+impl TrainConfig {
+    /// Checks the settings before any work: each bad one is named.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("dim", self.dim),
+            ("window", self.window),
+            ("epochs", self.epochs),
+            ("threads", self.threads),
+        ] {
+            if v == 0 {
+                return Err(Word2VecError::Config(format!(
+                    "{name} must be at least 1, got 0"
+                )));
+            }
+        }
+        if self.dim > MAX_DIM || self.threads > MAX_THREADS {
+            return Err(Word2VecError::Config(format!(
+                "dim {} and threads {} must be at most {MAX_DIM} and {MAX_THREADS}",
+                self.dim, self.threads
+            )));
+        }
+        if !(self.sample.is_finite() && self.sample >= 0.0) {
+            return Err(Word2VecError::Config(format!(
+                "sample (the subsampling threshold) must be a number >= 0, got {}",
+                self.sample
+            )));
+        }
+        let alpha = self.start_alpha();
+        if !(alpha.is_finite() && alpha >= 0.0) {
+            return Err(Word2VecError::Config(format!(
+                "the learning rate alpha must be a number >= 0, got {alpha}"
+            )));
+        }
+        if !(self.min_alpha.is_finite() && self.min_alpha >= 0.0 && self.min_alpha <= alpha) {
+            return Err(Word2VecError::Config(format!(
+                "min_alpha must be in [0, alpha = {alpha}], got {}",
+                self.min_alpha
+            )));
+        }
+        if let Loss::NegativeSampling(0) = self.loss {
+            return Err(Word2VecError::Config(
+                "negative sampling needs at least one negative".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -268,40 +316,7 @@ fn train_source<S: BatchSource>(
     vocab: &Vocab,
     config: &TrainConfig,
 ) -> Result<(KeyedVectors, TrainStats)> {
-    if config.dim == 0 || config.window == 0 || config.epochs == 0 || config.threads == 0 {
-        return Err(Word2VecError::Config(
-            "dim, window, epochs and threads must be positive".into(),
-        ));
-    }
-    if config.dim > MAX_DIM || config.threads > MAX_THREADS {
-        return Err(Word2VecError::Config(format!(
-            "dim {} and threads {} must be at most {MAX_DIM} and {MAX_THREADS}",
-            config.dim, config.threads
-        )));
-    }
-    if !(config.sample.is_finite() && config.sample >= 0.0) {
-        return Err(Word2VecError::Config(format!(
-            "sample (the subsampling threshold) must be a number >= 0, got {}",
-            config.sample
-        )));
-    }
-    let alpha = config.start_alpha();
-    if !(alpha.is_finite() && alpha >= 0.0) {
-        return Err(Word2VecError::Config(format!(
-            "the learning rate alpha must be a number >= 0, got {alpha}"
-        )));
-    }
-    if !(config.min_alpha.is_finite() && config.min_alpha >= 0.0 && config.min_alpha <= alpha) {
-        return Err(Word2VecError::Config(format!(
-            "min_alpha must be in [0, alpha = {alpha}], got {}",
-            config.min_alpha
-        )));
-    }
-    if let Loss::NegativeSampling(0) = config.loss {
-        return Err(Word2VecError::Config(
-            "negative sampling needs at least one negative".into(),
-        ));
-    }
+    config.validate()?;
     let v = vocab.len();
     let dim = config.dim;
     let mut rng = Lcg::new(config.seed);
@@ -402,8 +417,9 @@ fn train_source<S: BatchSource>(
     };
     if let Some(i) = syn0.iter().position(|x| !x.is_finite()) {
         return Err(Word2VecError::Config(format!(
-            "training diverged: the vector of `{}` is not finite; lower alpha (it was {alpha})",
-            vocab.words()[i / dim]
+            "training diverged: the vector of `{}` is not finite; lower alpha (it was {})",
+            vocab.words()[i / dim],
+            config.start_alpha()
         )));
     }
     let kv = KeyedVectors::new(vocab.words().to_vec(), syn0, dim)?;
