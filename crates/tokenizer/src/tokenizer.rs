@@ -44,10 +44,16 @@ pub struct Encoding {
 }
 
 /// Special tokens (`<|endoftext|>` and the like): matched before pre-tokenisation.
+///
+/// Some of them may be *plain* added tokens (HF `tokenizer.json` added tokens with
+/// `"special": false`): HF matches those in every text, so they are always taken as their ids,
+/// whatever the special-token choice, `encode_ordinary` included.
 #[derive(Clone, Debug, Default)]
 struct Specials {
     names: Vec<String>,
     ids: Vec<Rank>,
+    /// Per token: a plain added token (always matched).
+    plain: Vec<bool>,
     by_id: FxHashMap<Rank, usize>,
     matcher: Option<AhoCorasick>,
 }
@@ -68,6 +74,7 @@ impl Specials {
             }
             s.names.push(name);
             s.ids.push(id);
+            s.plain.push(false);
         }
         if !s.names.is_empty() {
             // leftmost-longest: of two specials starting at one place, the longer one
@@ -132,6 +139,33 @@ impl Tokenizer {
             .zip(self.specials.ids.iter().copied())
     }
 
+    /// Marks the special tokens with these ids as plain added tokens (HF added tokens with
+    /// `"special": false`): they are then matched in every text and never refused. An id that
+    /// is not a special token is an error.
+    pub fn with_plain_tokens(mut self, ids: &[Rank]) -> Result<Tokenizer> {
+        for id in ids {
+            let Some(&k) = self.specials.by_id.get(id) else {
+                return Err(TokenizerError::BadVocab(format!(
+                    "plain added token {id} is not an added token"
+                )));
+            };
+            self.specials.plain[k] = true;
+        }
+        Ok(self)
+    }
+
+    /// Whether `id` is a plain added token (see [`Tokenizer::with_plain_tokens`]).
+    pub fn is_plain_token(&self, id: Rank) -> bool {
+        self.specials
+            .by_id
+            .get(&id)
+            .is_some_and(|&k| self.specials.plain[k])
+    }
+
+    fn has_plain_tokens(&self) -> bool {
+        self.specials.plain.iter().any(|&p| p)
+    }
+
     /// The id of a special token.
     pub fn special_id(&self, name: &str) -> Option<Rank> {
         self.special_tokens()
@@ -145,14 +179,27 @@ impl Tokenizer {
         self.bpe.id_end().max(sp.unwrap_or(0))
     }
 
-    /// Encodes text as ordinary text: special-token strings are encoded like any other text.
+    /// Encodes text as ordinary text: special-token strings are encoded like any other text
+    /// (plain added tokens, which are not special, still become their ids).
     pub fn encode_ordinary(&self, text: &str) -> Result<Vec<Rank>> {
         let mut out = Vec::with_capacity(text.len() / 4);
-        self.encode_ordinary_into(text, &mut out)?;
+        if self.has_plain_tokens() {
+            let none = SpecialSet::None;
+            self.encode_segments(text, &none, &none, |seg| match seg {
+                Segment::Text(s, _) => self.encode_text_into(s, &mut out),
+                Segment::Special(id, _) => {
+                    out.push(id);
+                    Ok(())
+                }
+            })?;
+        } else {
+            self.encode_text_into(text, &mut out)?;
+        }
         Ok(out)
     }
 
-    fn encode_ordinary_into(&self, text: &str, out: &mut Vec<Rank>) -> Result<()> {
+    /// Pre-tokenizer and BPE only: no special or added token is looked for.
+    fn encode_text_into(&self, text: &str, out: &mut Vec<Rank>) -> Result<()> {
         let b = text.as_bytes();
         self.pre
             .for_each_piece(text, |s, e| self.bpe.encode_piece(&b[s..e], out))
@@ -174,7 +221,7 @@ impl Tokenizer {
     ) -> Result<Vec<Rank>> {
         let mut out = Vec::with_capacity(text.len() / 4);
         self.encode_segments(text, allowed, disallowed, |seg| match seg {
-            Segment::Text(s, _) => self.encode_ordinary_into(s, &mut out),
+            Segment::Text(s, _) => self.encode_text_into(s, &mut out),
             Segment::Special(id, _) => {
                 out.push(id);
                 Ok(())
@@ -255,7 +302,7 @@ impl Tokenizer {
         for hit in m.find_iter(text) {
             let k = hit.pattern().as_usize();
             let name = &self.specials.names[k];
-            if !allowed.contains(name) {
+            if !self.specials.plain[k] && !allowed.contains(name) {
                 if disallowed.contains(name) {
                     return Err(TokenizerError::DisallowedSpecial {
                         token: name.clone(),
@@ -294,7 +341,12 @@ impl Tokenizer {
     /// [`Tokenizer::encode_ordinary`]; other pre-tokenizers run on one thread.
     pub fn encode_ordinary_parallel(&self, text: &str) -> Result<Vec<Rank>> {
         let threads = rayon::current_num_threads();
-        if self.pre.preset_kind().is_none() || threads < 2 || text.len() < 1 << 16 {
+        // a plain added token may straddle a cut
+        if self.pre.preset_kind().is_none()
+            || self.has_plain_tokens()
+            || threads < 2
+            || text.len() < 1 << 16
+        {
             return self.encode_ordinary(text);
         }
         let cuts = safe_cuts(text, threads * 8);

@@ -54,6 +54,58 @@ fn hf_fixtures_encode_like_hf() {
     }
 }
 
+/// Added tokens with `"special": false` (HF's `add_tokens`) are matched in every text, as HF
+/// does: never refused as a disallowed special, and split out by `encode_ordinary` too.
+#[test]
+fn hf_plain_added_tokens_encode_like_hf() {
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("hf_expected.json")).unwrap())
+            .unwrap();
+    let tok = read_hf(&fixture("hf_added.json")).unwrap();
+    assert!(tok.is_plain_token(400) && tok.is_plain_token(401));
+    assert!(!tok.is_plain_token(402) && !tok.is_plain_token(0));
+    let probes = expected["added_probes"].as_array().unwrap();
+    let ids = expected["added_ids"].as_array().unwrap();
+    let mut saw_plain = 0;
+    for (p, want) in probes.iter().zip(ids) {
+        let p = p.as_str().unwrap();
+        let want: Vec<u32> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(tok.encode(p, &SpecialSet::All).unwrap(), want, "{p:?}");
+        assert_eq!(tok.decode(&want).unwrap(), p);
+        saw_plain += want.iter().filter(|&&i| i == 400 || i == 401).count();
+        let has_special = p.contains("<|pad|>") || p.contains("<|endoftext|>");
+        if !has_special {
+            // no special token in it: the default (specials refused) and ordinary encodings
+            // give HF's ids too, plain tokens included
+            assert_eq!(tok.encode(p, &SpecialSet::None).unwrap(), want, "{p:?}");
+            assert_eq!(tok.encode_ordinary(p).unwrap(), want, "{p:?}");
+            let enc = tok.encode_ordinary_with_offsets(p).unwrap();
+            assert_eq!(enc.ids, want, "{p:?}");
+        } else {
+            // a special one is still refused by default, and text to encode_ordinary
+            assert!(tok.encode(p, &SpecialSet::None).is_err(), "{p:?}");
+            let ordinary = tok.encode_ordinary(p).unwrap();
+            assert!(!ordinary.contains(&402) && !ordinary.contains(&0), "{p:?}");
+            assert_eq!(tok.decode(&ordinary).unwrap(), p);
+        }
+    }
+    assert!(saw_plain >= 8, "{saw_plain}");
+    // written back, the flags survive
+    let back = parse_hf_str(&hf_string(&tok).unwrap()).unwrap();
+    assert!(back.is_plain_token(400) && back.is_plain_token(401) && !back.is_plain_token(402));
+    // a long text (the parallel path) with plain tokens in it
+    let long = "the lab<x>notes in plain text, ".repeat(4000);
+    assert_eq!(
+        tok.encode_ordinary_parallel(&long).unwrap(),
+        tok.encode_ordinary(&long).unwrap()
+    );
+}
+
 #[test]
 fn hf_write_read_round_trip() {
     let mut rng = Rng(11);

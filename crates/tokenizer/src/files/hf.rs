@@ -2,8 +2,9 @@
 //!
 //! Supported: model `BPE` (vocab, merges as `"a b"` strings or `["a", "b"]` pairs,
 //! `ignore_merges`), pre-tokenizer `ByteLevel` (GPT-2 regex) or `Sequence[Split(Regex,
-//! Isolated), ByteLevel(use_regex=false)]`, added tokens (as special tokens, without
-//! `lstrip` / `rstrip` / `single_word`), no normalizer.
+//! Isolated), ByteLevel(use_regex=false)]`, added tokens (special ones as special tokens,
+//! `"special": false` ones as plain tokens matched in every text; without `lstrip` / `rstrip`
+//! / `single_word`), no normalizer.
 //! Anything else is refused with the key that holds it, rather than loaded and encoded wrongly.
 
 use std::path::Path;
@@ -77,6 +78,7 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
         .ok_or_else(|| bad("model.vocab", "missing or not an object".into()))?;
     let mut added: FxHashMap<&str, Rank> = FxHashMap::default();
     let mut specials = Vec::new();
+    let mut plain = Vec::new();
     if let Some(list) = root.get("added_tokens") {
         let list = list
             .as_array()
@@ -104,6 +106,10 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
             }
             added.insert(content, id);
             specials.push((content.to_string(), id));
+            // `"special": false` (HF's default for `add_tokens`): matched in every text
+            if t.get("special").and_then(Value::as_bool) == Some(false) {
+                plain.push(id);
+            }
         }
     }
     let mut vocab = Vec::with_capacity(vocab_v.len());
@@ -161,7 +167,7 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
         e => e,
     })?;
     let pre = parse_pre_tokenizer(root.get("pre_tokenizer"), &bad)?;
-    Tokenizer::new(bpe, pre, specials)
+    Tokenizer::new(bpe, pre, specials)?.with_plain_tokens(&plain)
 }
 
 fn parse_pre_tokenizer(
@@ -287,7 +293,7 @@ pub fn hf_string(tok: &Tokenizer) -> Result<String> {
         .iter()
         .map(|(name, id)| {
             json!({"id": id, "content": name, "single_word": false, "lstrip": false,
-                   "rstrip": false, "normalized": false, "special": true})
+                   "rstrip": false, "normalized": false, "special": !tok.is_plain_token(*id)})
         })
         .collect();
     let hf_pattern = match tok.pre_tokenizer().preset_kind() {
