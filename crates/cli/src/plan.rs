@@ -22,6 +22,10 @@ pub struct PlanArgs {
     seq_len: Option<usize>,
 }
 
+/// The compute budgets DeepSeek LLM fitted its hyperparameter laws on.
+const FIT_LOW: f64 = 1e17;
+const FIT_HIGH: f64 = 2e19;
+
 /// The sequence length `--model` counts at, and how it was chosen; a `--seq-len` beyond the
 /// model's context is refused.
 fn model_seq_len(
@@ -69,13 +73,22 @@ pub fn run(a: PlanArgs) -> Result<()> {
                 p.m
             );
             println!("D_opt              {:.4e} tokens   (5.8316 C^0.4757)", p.d);
+            let ratio = p.shape_m / p.m;
+            let off = if (0.01..=100.0).contains(&ratio) {
+                format!("{:+.1}% of M_opt", 100.0 * (ratio - 1.0))
+            } else {
+                format!("{ratio:.3e} x M_opt")
+            };
             println!(
-                "shape              {} layers x {} wide (M = 72 n d^2 + 12 n d l = {:.4e}, {:+.1}% of M_opt)",
-                p.layers,
-                p.width,
-                p.shape_m,
-                100.0 * (p.shape_m / p.m - 1.0)
+                "shape              {} layers x {} wide (M = 72 n d^2 + 12 n d l = {:.4e}, {off})",
+                p.layers, p.width, p.shape_m,
             );
+            if !(FIT_LOW..=FIT_HIGH).contains(&c) {
+                println!(
+                    "note               the laws were fitted on budgets of {FIT_LOW:.0e}-{FIT_HIGH:.0e} \
+                     FLOPs (and checked at 1e20); at {c:.3e} they are extrapolated"
+                );
+            }
             if !p.shape_fits {
                 println!(
                     "note               no shape of 1-{} layers and width 64-{} (multiples of 64) \
@@ -127,9 +140,9 @@ pub fn run(a: PlanArgs) -> Result<()> {
                     path.display()
                 ),
             }
-            let cfg: LmConfig = serde_json::from_value(v)
-                .with_context(|| format!("{}: not a model config", path.display()))?;
-            cfg.validate()
+            // as `logits` reads an HF llama: settings ferrolab does not count (biases, another
+            // head_dim, RoPE scaling) are refused by name rather than counted wrong
+            let cfg = LmConfig::from_hf(&v)
                 .with_context(|| format!("{}: not a valid llama config", path.display()))?;
             let (total, non_emb) = cfg.num_params();
             let (l, from) = model_seq_len(a.seq_len, cfg.max_position_embeddings, path)?;

@@ -184,6 +184,32 @@ fn plan_refuses_model_types_it_does_not_count() {
         se.contains("config.json") && se.contains("num_attention_heads"),
         "{se}"
     );
+    // settings that would change the counts but that ferrolab does not model are refused
+    let good = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"num_attention_heads\": 3", "\"num_attention_heads\": 4");
+    for (extra, key) in [
+        ("\"head_dim\": 32", "head_dim"),
+        ("\"attention_bias\": true", "attention_bias"),
+        ("\"mlp_bias\": true", "mlp_bias"),
+    ] {
+        std::fs::write(&cfg, good.replacen('{', &format!("{{{extra}, "), 1)).unwrap();
+        let se = failure(&["plan", "--model", cfg.to_str().unwrap()]);
+        assert!(se.contains(key) && se.contains("config.json"), "{se}");
+    }
+    // budgets outside the laws' fit (1e17-2e19) are flagged; absurd ones print a sane ratio
+    let plan_out = |c: &str| -> String {
+        let out = ferrolab(&["plan", "--compute", c]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(!plan_out("1e18").contains("extrapolated"));
+    assert!(plan_out("1e22").contains("extrapolated"));
+    let tiny = plan_out("5e-324");
+    assert!(
+        tiny.contains("extrapolated") && tiny.contains("e176 x M_opt"),
+        "{tiny}"
+    );
     // a budget too small for one sequence prints a fraction, not 0
     let out = ferrolab(&["plan", "--compute", "1"]);
     let so = String::from_utf8_lossy(&out.stdout);

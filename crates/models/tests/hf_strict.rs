@@ -161,11 +161,16 @@ fn weights_must_match_the_config_exactly_and_shards_load() {
 fn v3_scoring_routing_and_activation_settings_are_refused_by_name() {
     let base = V3Config::tiny(40).to_hf();
     V3Config::from_hf(&base).unwrap();
+    // DeepSeek-V3's own value is taken
+    let mut every_layer = base.clone();
+    every_layer["moe_layer_freq"] = json!(1);
+    V3Config::from_hf(&every_layer).unwrap();
     for (key, value) in [
         ("scoring_func", json!("softmax")),
         ("topk_method", json!("greedy")),
         ("hidden_act", json!("gelu")),
         ("attention_bias", json!(true)),
+        ("moe_layer_freq", json!(2)),
     ] {
         let mut v = base.clone();
         v[key] = value;

@@ -46,6 +46,8 @@ impl V3Config {
                 ("scoring_func", Value::from("sigmoid")),
                 ("topk_method", Value::from("noaux_tc")),
                 ("attention_bias", Value::from(false)),
+                // every layer from first_k_dense_replace on is MoE
+                ("moe_layer_freq", Value::from(1)),
             ],
         )?;
         let cfg: V3Config =
