@@ -102,6 +102,9 @@ struct InspectArgs {
     /// Built-in name or tokenizer file.
     #[arg(long)]
     tokenizer: String,
+    /// Override the pre-tokenisation preset (gpt2, cl100k, o200k, deepseek), as for `encode`.
+    #[arg(long)]
+    preset: Option<String>,
     /// Special tokens, as for `encode`: all, none (error if present), ordinary.
     #[arg(long, value_enum, default_value = "none")]
     special: SpecialArg,
@@ -236,7 +239,7 @@ fn special_hint(e: ferrolab_tokenizer::TokenizerError) -> anyhow::Error {
 }
 
 fn inspect(a: InspectArgs) -> Result<()> {
-    let tok = load_tokenizer(&a.tokenizer, None)?;
+    let tok = load_tokenizer(&a.tokenizer, a.preset.as_deref())?;
     let text = &a.text;
     let pre = tok.pre_tokenizer();
     let kind = pre.preset_kind().map_or("custom regex", |p| p.name());

@@ -100,8 +100,23 @@ pub fn builtin(name: &str) -> Result<Tokenizer> {
     Err(TokenizerError::UnknownTokenizer(name.to_string()))
 }
 
+/// Whether the file's first non-blank byte is `{` (a JSON object; a `.tiktoken` line starts
+/// with base64, which has no `{`).
+fn starts_like_json(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    head[..n]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{')
+}
+
 /// A tokenizer by built-in name or by file:
-/// - `*.json` (other than `encoder.json`): HF `tokenizer.json`;
+/// - `*.json` (other than `encoder.json`), or any file whose text starts with `{`: HF
+///   `tokenizer.json`;
 /// - `encoder.json`: GPT-2 files, with `vocab.bpe` beside it;
 /// - anything else: a `.tiktoken` rank file, pre-tokenised with `preset`, or when `None` the
 ///   preset its name suggests (`o200k`, `r50k`/`p50k`/`gpt2`), else cl100k; a file named after
@@ -126,7 +141,7 @@ pub fn load(name_or_path: &str, preset: Option<Preset>) -> Result<Tokenizer> {
         let merges = path.with_file_name("vocab.bpe");
         let (bpe, sp) = gpt2::read_gpt2(path, &merges)?;
         Tokenizer::new(bpe, PreTokenizer::preset(Preset::Gpt2), sp)?
-    } else if file_name.ends_with(".json") {
+    } else if file_name.ends_with(".json") || starts_like_json(path) {
         hf::read_hf(path)?
     } else {
         let bpe = tiktoken::read_tiktoken(path)?;

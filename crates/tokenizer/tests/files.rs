@@ -163,6 +163,27 @@ fn tiktoken_file_round_trip() {
     }
 }
 
+/// A `tokenizer.json` saved under another name is still read as one (by its first byte, `{`),
+/// not as a `.tiktoken` file.
+#[test]
+fn a_tokenizer_json_under_another_name_is_read_as_one() {
+    let renamed = tmp("my-tokenizer");
+    std::fs::copy(fixture("hf_added.json"), &renamed).unwrap();
+    let by_name = ferrolab_tokenizer::load(renamed.to_str().unwrap(), None).unwrap();
+    let direct = read_hf(&fixture("hf_added.json")).unwrap();
+    let text = "the lab<x>notes in plain text";
+    assert_eq!(
+        by_name.encode(text, &SpecialSet::None).unwrap(),
+        direct.encode(text, &SpecialSet::None).unwrap()
+    );
+    // a rank file under a name without extension is still read as one
+    let ranks = tmp("ranks");
+    let r50k = builtin("r50k_base").unwrap();
+    std::fs::write(&ranks, tiktoken_string(r50k.bpe()).unwrap()).unwrap();
+    let t = ferrolab_tokenizer::load(ranks.to_str().unwrap(), None).unwrap();
+    assert_eq!(t.bpe().len(), r50k.bpe().len());
+}
+
 fn err_text<T>(r: Result<T, TokenizerError>) -> String {
     match r {
         Ok(_) => panic!("expected an error"),
