@@ -215,8 +215,26 @@ fn train(a: TrainArgs) -> Result<()> {
     };
     let t = std::time::Instant::now();
     let tok = train_files(&a.input, &cfg)?;
+    if tok.bpe().len() == 256 && a.vocab_size > tok.vocab_end() {
+        if a.min_frequency > 1 {
+            bail!(
+                "no merge learned: no pair of adjacent bytes occurs --min-frequency {} times",
+                a.min_frequency
+            );
+        }
+        bail!("no merge learned: the input has no pair of adjacent bytes (is it empty?)");
+    }
     write_hf(&tok, &a.out)?;
     if !a.quiet {
+        if tok.vocab_end() < a.vocab_size {
+            eprintln!(
+                "note: {} tokens, not the {} asked for: the input has no more pairs to merge \
+                 (at --min-frequency {})",
+                tok.vocab_end(),
+                a.vocab_size,
+                a.min_frequency
+            );
+        }
         eprintln!(
             "trained {} tokens in {:.2} s -> {}",
             tok.vocab_end(),

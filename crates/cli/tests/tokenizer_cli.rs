@@ -123,7 +123,47 @@ fn train_writes_a_loadable_tokenizer_and_inspect_shows_it() {
         shown.contains("\" lab\"") && shown.contains("tokens"),
         "{shown}"
     );
-    std::fs::remove_file(out_path).unwrap();
+    std::fs::remove_file(&out_path).unwrap();
+    // nothing to merge is an error, not a 256-token "success"; fewer merges than asked, a note
+    let dir = out_path.with_extension("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (empty, short) = (dir.join("empty.txt"), dir.join("short.txt"));
+    std::fs::write(&empty, "").unwrap();
+    std::fs::write(&short, "hello hello world").unwrap();
+    let train_on = |input: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--input",
+            input.to_str().unwrap(),
+            "--vocab-size",
+            "300",
+            "--out",
+            out_path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run(&args, b"")
+    };
+    let out = train_on(&empty, &[]);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && se.contains("no merge learned"),
+        "{se}"
+    );
+    let out = train_on(&short, &["--min-frequency", "1000"]);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && se.contains("--min-frequency 1000"),
+        "{se}"
+    );
+    assert!(!out_path.exists());
+    let out = train_on(&short, &[]);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && se.contains("not the 300 asked for"),
+        "{se}"
+    );
+    std::fs::remove_file(&out_path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
