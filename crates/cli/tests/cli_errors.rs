@@ -283,3 +283,25 @@ fn a_closed_stdout_ends_the_process_quietly() {
         );
     }
 }
+
+/// A data cache path that is a file is refused by `data list` and `data fetch` alike (`list`
+/// printed it as an empty cache).
+#[test]
+fn a_data_cache_that_is_a_file_is_named() {
+    let file = dir("data-file").join("cache.txt");
+    std::fs::write(&file, "not a folder").unwrap();
+    for args in [&["data", "list"][..], &["data", "fetch", "mnist"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+            .args(args)
+            .env("FERROLAB_DATA", &file)
+            .output()
+            .unwrap();
+        let se = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {se}");
+        assert!(
+            se.contains("cache.txt") && se.contains("not a folder"),
+            "{se}"
+        );
+        assert!(!se.contains("fetching"), "{se}");
+    }
+}
