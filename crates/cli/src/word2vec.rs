@@ -68,9 +68,9 @@ struct TrainArgs {
     /// Output layer.
     #[arg(long, value_enum, default_value = "ns")]
     loss: LossArg,
-    /// Negatives per positive (with --loss ns).
-    #[arg(long, default_value_t = 5)]
-    negative: usize,
+    /// Negatives per positive (with --loss ns) [default: 5].
+    #[arg(long)]
+    negative: Option<usize>,
     /// Maximum context window.
     #[arg(long, default_value_t = 5)]
     window: usize,
@@ -256,7 +256,7 @@ fn train_cmd(t: &TrainArgs) -> Result<()> {
             ModelArg::Cbow => Architecture::Cbow,
         },
         loss: match t.loss {
-            LossArg::Ns => Loss::NegativeSampling(t.negative),
+            LossArg::Ns => Loss::NegativeSampling(t.negative.unwrap_or(5)),
             LossArg::Hs => Loss::HierarchicalSoftmax,
         },
         cbow_combine: if t.cbow_sum {
@@ -278,6 +278,12 @@ fn train_cmd(t: &TrainArgs) -> Result<()> {
         config.threads = n;
     }
     config.validate()?;
+    if t.negative.is_some() && matches!(t.loss, LossArg::Hs) {
+        eprintln!("warning: --negative does nothing with --loss hs (hierarchical softmax)");
+    }
+    if t.cbow_sum && matches!(t.model, ModelArg::Sg) {
+        eprintln!("warning: --cbow-sum does nothing with --model sg (skip-gram)");
+    }
     let vocab = Vocab::build(
         &t.input,
         &VocabConfig {
