@@ -88,16 +88,26 @@ pub fn run(a: TrainArgs) -> Result<()> {
     start_threads(threads)?;
     ferrolab_tensor::on_pool(move || -> Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
+        // false once training is over (then a stop request only ends the samples)
+        let training = Arc::new(AtomicBool::new(true));
         {
             let stop = stop.clone();
+            let training = training.clone();
             ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                eprintln!("\nsecond Ctrl-C: exiting without a snapshot");
-                std::process::exit(130);
-            }
-            eprintln!("\nstop requested (Ctrl-C or SIGTERM): finishing this step and writing a snapshot (Ctrl-C again to quit at once)");
-        })
-        .context("installing the Ctrl-C handler")?;
+                let in_training = training.load(Ordering::SeqCst);
+                if stop.swap(true, Ordering::SeqCst) {
+                    if in_training {
+                        eprintln!("\nsecond Ctrl-C: quitting without a new snapshot (the last one stays)");
+                    }
+                    std::process::exit(INTERRUPTED);
+                }
+                if in_training {
+                    eprintln!("\nstop requested (Ctrl-C or SIGTERM): finishing this step and writing a snapshot (Ctrl-C again to quit at once)");
+                } else {
+                    eprintln!("\nstop requested: no more samples (the run is saved)");
+                }
+            })
+            .context("installing the Ctrl-C handler")?;
         }
         let mut trainer = match &a.resume {
             Some(dir) => {
@@ -106,11 +116,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 if t.step() >= t.cfg.steps {
                     eprintln!(
                         "{} has done {} of its {} steps: nothing is left to train (raise \
-                         `steps` in its train.json to train on)",
+                         `steps` in its train.json to train on; samples: ferrolab generate --run {})",
                         dir.display(),
                         t.step(),
-                        t.cfg.steps
+                        t.cfg.steps,
+                        dir.display()
                     );
+                    return Ok(());
                 } else {
                     eprintln!(
                         "resuming {} at step {}/{}",
@@ -132,6 +144,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 cfg.validate()?;
                 ferrolab_train::check_memory(&cfg)?;
                 let dir = a.run.clone().unwrap_or_else(|| free_run_dir(&cfg.preset));
+                // before the text is read and a vocabulary trained on it
+                ferrolab_train::RunDir::check_new(&dir)?;
                 let (tok, data) = Trainer::prepare(&cfg, a.corpus.as_deref(), true)?;
                 if tok.vocab_size() < cfg.model.vocab_size() {
                     eprintln!(
@@ -148,7 +162,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 t
             }
         };
+        let start = trainer.step();
         let out = trainer.train(&stop)?;
+        training.store(false, Ordering::SeqCst);
         let dir = trainer.run.path.clone();
         if out.interrupted {
             eprintln!(
@@ -159,16 +175,24 @@ pub fn run(a: TrainArgs) -> Result<()> {
             // the snapshot is written and synced; 130 tells a script the run is not finished
             std::process::exit(INTERRUPTED);
         }
+        let steps = if start == 0 {
+            format!("{} steps", out.step)
+        } else {
+            format!(
+                "steps {start} to {} ({} this time)",
+                out.step,
+                out.step - start
+            )
+        };
         eprintln!(
-            "done: {} steps in {:.1} s, {:.0} tokens/s{}",
-            out.step,
+            "done: {steps} in {:.1} s, {:.0} tokens/s{}",
             out.seconds,
             out.tokens_per_s,
             out.val
                 .map(|(l, b)| format!(", val loss {l:.4}, val bits/byte {b:.4}"))
                 .unwrap_or_default()
         );
-        print_samples(&trainer, a.samples)?;
+        print_samples(&trainer, a.samples, &stop)?;
         eprintln!(
             "run directory: {}  (generate: ferrolab generate --run {} --prompt \"...\")",
             dir.display(),
@@ -205,7 +229,7 @@ fn describe(t: &Trainer, dir: &Path, threads: usize) {
     );
 }
 
-fn print_samples(t: &Trainer, n: usize) -> Result<()> {
+fn print_samples(t: &Trainer, n: usize, stop: &AtomicBool) -> Result<()> {
     let prompts = [
         "The ",
         "We must ",
@@ -214,6 +238,9 @@ fn print_samples(t: &Trainer, n: usize) -> Result<()> {
         "Our country ",
     ];
     for (i, p) in prompts.iter().cycle().take(n).enumerate() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
         let ids = t.tokenizer.encode(p)?;
         let opts = SampleOpts {
             max_tokens: 200,

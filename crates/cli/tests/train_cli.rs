@@ -143,6 +143,30 @@ fn train_generate_and_resume_from_the_command_line() {
             .arg(&run),
     );
     assert!(done.contains("nothing is left to train"), "{done}");
+    // more steps (as that message says): the summary counts the steps of this session
+    let tj = run.join("train.json");
+    let text = std::fs::read_to_string(&tj).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["steps"] = 8.into();
+    std::fs::write(&tj, v.to_string()).unwrap();
+    let more = run_ok(
+        bin()
+            .args(["train", "--threads", "1", "--samples", "0", "--resume"])
+            .arg(&run),
+    );
+    assert!(more.contains("done: steps 6 to 8 (2 this time)"), "{more}");
+    // a folder that is not a run and not empty is refused before any work, and kept
+    let e = bin()
+        .args(["train", "--corpus"])
+        .arg(&c)
+        .arg("--run")
+        .arg(&d)
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && msg.contains("is not empty"), "{msg}");
+    assert!(!msg.contains("BPE"), "{msg}");
+    assert!(!d.join("train.json").exists());
     let e = bin()
         .args(["train", "--corpus"])
         .arg(&c)
@@ -561,6 +585,33 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
                 .unwrap();
         assert!(state["step"].as_u64().unwrap() >= 1, "{signal}: {state}");
     }
+    // a stop request while the samples print ends them (the run is saved): exit 0, at once
+    let run = d.join("run-samples");
+    let mut child = bin()
+        .args(["train", "--threads", "1", "--samples", "100000", "--corpus"])
+        .arg(&c)
+        .arg("--run")
+        .arg(&run)
+        .args(TINY)
+        .args(["--set", "steps=1", "--set", "eval_every=0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    assert!(lines.any(|l| l.unwrap().starts_with("--- sample 2 ---")));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let rest = lines.count();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("no more samples"), "{err}");
+    assert!(rest < 100 * 20, "{rest} more lines of samples");
     // these runs' vocabulary (298 ids from this small text) is smaller than the model's head
     // (2048): the greedy decoders that take the argmax over the whole head refuse, and plain
     // generation masks the ids that have no text

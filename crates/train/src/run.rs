@@ -198,19 +198,48 @@ impl RunDir {
     /// Creates `path` for a new run and writes `config.json` and `train.json`. Refuses a
     /// folder that already holds a run.
     pub fn create(path: &Path, cfg: &RunConfig) -> Result<RunDir> {
+        RunDir::check_new(path)?;
         std::fs::create_dir_all(path).map_err(|e| TrainError::io(path, e))?;
         let run = RunDir { path: path.into() };
-        if run.file("train.json").exists() {
-            return Err(TrainError::snapshot(
-                path,
-                "already holds a run; continue it with --resume or choose another --run",
-            ));
-        }
         run.write_json("config.json", &cfg.model)?;
         run.write_json("train.json", cfg)?;
         std::fs::write(run.file("metrics.jsonl"), b"")
             .map_err(|e| TrainError::io(&run.file("metrics.jsonl"), e))?;
         Ok(run)
+    }
+
+    /// Checks that a new run may be created at `path`: a folder that does not exist yet, or an
+    /// empty one. A run is refused (resume it instead), and so is a folder holding anything
+    /// else (an exported HF model, say), whose files the run would overwrite.
+    pub fn check_new(path: &Path) -> Result<()> {
+        if !path.exists() {
+            return Ok(());
+        }
+        if !path.is_dir() {
+            return Err(TrainError::snapshot(
+                path,
+                "is a file: a run needs a folder (give a new or empty one)",
+            ));
+        }
+        if path.join("train.json").exists() {
+            return Err(TrainError::snapshot(
+                path,
+                "already holds a run; continue it with --resume or choose another --run",
+            ));
+        }
+        let mut entries = std::fs::read_dir(path).map_err(|e| TrainError::io(path, e))?;
+        if let Some(first) = entries.next() {
+            let name = first.map_err(|e| TrainError::io(path, e))?.file_name();
+            return Err(TrainError::snapshot(
+                path,
+                format!(
+                    "is not empty (it holds {}, and is not a ferrolab run): a new run would \
+                     overwrite what is there; choose a new or empty folder",
+                    name.to_string_lossy()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Opens an existing run and reads its config.
@@ -414,6 +443,9 @@ impl RunDir {
     fn read_committed_weights(&self, vars: &Vars, tokenizer: &str) -> Result<State> {
         let sp = self.committed(FILES[2]);
         if !sp.exists() {
+            if self.committed(FILES[0]).exists() {
+                self.check_snapshot_complete()?;
+            }
             return Err(TrainError::snapshot(
                 &self.path,
                 "has no snapshot yet (no state.json: nothing was trained or saved)",
@@ -433,6 +465,26 @@ impl RunDir {
     /// Whether a snapshot exists (after [`RunDir::recover`]).
     pub fn has_snapshot(&self) -> bool {
         self.file("state.json").exists()
+    }
+
+    /// Refuses a folder whose weights are there without their `state.json` (deleted or lost):
+    /// the run would otherwise look unstarted and begin again over the trained weights.
+    pub fn check_snapshot_complete(&self) -> Result<()> {
+        if self.has_snapshot() {
+            return Ok(());
+        }
+        for n in &FILES[..2] {
+            if self.file(n).exists() {
+                return Err(TrainError::snapshot(
+                    &self.file("state.json"),
+                    format!(
+                        "is missing while {n} is there: the snapshot is damaged (nothing was \
+                         changed; restore state.json, or start a new run)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Loads the snapshot into `vars` and `opt` and returns its state. Checksums, the format

@@ -223,14 +223,20 @@ impl Trainer {
         if let Some(w) = eval_cost_warning(&cfg, data.val.len()) {
             eprintln!("{w}");
         }
-        if let Some(rec) = run.corpus()? {
+        let recorded = run.corpus()?;
+        if let Some(rec) = &recorded {
             if rec.sha256 != data.source.sha256 {
-                return Err(not_the_recorded_text(&rec, &data.source));
+                return Err(not_the_recorded_text(rec, &data.source));
             }
         }
         let tokenizer = Tokenizer::load(dir, cfg.tokenizer)?;
         let mut t = Trainer::build(cfg, run, tokenizer, data)?;
         t.run.recover()?;
+        t.run.check_snapshot_complete()?;
+        if recorded.is_none() {
+            // the text was given again (--corpus): record it, so later resumes check it
+            t.run.write_corpus(&t.data.source)?;
+        }
         if !t.run.has_snapshot() {
             // stopped between writing its config and its first snapshot: nothing was trained,
             // so start from step 0 (the weights above come from the same seed)
@@ -305,6 +311,13 @@ impl Trainer {
         config_edits(&run, &cfg)?;
         let tok = Tokenizer::load(dir, cfg.tokenizer)?;
         let rec = run.corpus()?;
+        if rec.is_none() && corpus.is_none() {
+            return Err(TrainError::snapshot(
+                &run.file("corpus.json"),
+                "is missing, so the text this run was trained on is unknown (the default corpus \
+                 is not assumed): pass that text with --corpus PATH",
+            ));
+        }
         let recorded = match (corpus, &rec) {
             (None, Some(rec)) if rec.origin != crate::data::SOTU_ORIGIN => {
                 let p = std::path::PathBuf::from(&rec.origin);
@@ -776,7 +789,16 @@ fn not_the_recorded_text(
     rec: &crate::data::CorpusSource,
     got: &crate::data::CorpusSource,
 ) -> TrainError {
-    let how = if rec.origin == crate::data::SOTU_ORIGIN {
+    let how = if got.origin == rec.origin && rec.origin == crate::data::SOTU_ORIGIN {
+        // the recorded text itself reads differently now
+        "the cached State of the Union text has changed since: remove its cache folder to \
+         fetch it again, or pass the original text with --corpus PATH"
+            .to_string()
+    } else if got.origin == rec.origin {
+        "the file has changed since: restore it, or pass a copy of the original text with \
+         --corpus PATH"
+            .to_string()
+    } else if rec.origin == crate::data::SOTU_ORIGIN {
         "resume without --corpus".to_string()
     } else {
         format!(

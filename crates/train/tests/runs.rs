@@ -407,6 +407,21 @@ fn corrupt_or_truncated_snapshot_is_a_clear_error() {
     let e = ferrolab_train::load_model(&a).err().unwrap().to_string();
     assert!(e.contains("tokenizer"), "{e}");
     std::fs::write(a.join("train.json"), &kept).unwrap();
+    // state.json lost while the weights are there: damaged, not a fresh start over them
+    let state = std::fs::read(a.join("state.json")).unwrap();
+    std::fs::remove_file(a.join("state.json")).unwrap();
+    let e = Trainer::resume(&a, corpus(&c)).err().unwrap().to_string();
+    assert!(
+        e.contains("state.json") && e.contains("is missing while model.safetensors"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&m).unwrap(), bytes);
+    let e = ferrolab_train::load_model(&a).err().unwrap().to_string();
+    assert!(
+        e.contains("damaged") && !e.contains("no snapshot yet"),
+        "{e}"
+    );
+    std::fs::write(a.join("state.json"), &state).unwrap();
     std::fs::write(a.join("state.json"), "{ not json").unwrap();
     let e = Trainer::resume(&a, corpus(&c)).err().unwrap().to_string();
     assert!(e.contains("state.json") && e.contains("unreadable"), "{e}");
@@ -427,7 +442,34 @@ fn a_new_run_refuses_an_existing_run_directory() {
         .unwrap()
         .to_string();
     assert!(e.contains("--resume"), "{e}");
-    // the resolved config was written before step 0
+    // a folder holding anything else (an exported model, say) or a file is refused too, and
+    // left as it was
+    let other = dir("not-a-run");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("model.safetensors"), b"exported").unwrap();
+    let e = Trainer::create(&other, c.clone(), Tokenizer::bytes(), corpus(&c))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("is not empty") && e.contains("model.safetensors"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(other.join("model.safetensors")).unwrap(),
+        b"exported"
+    );
+    assert!(!other.join("train.json").exists());
+    let file = other.join("model.safetensors");
+    let e = ferrolab_train::RunDir::check_new(&file)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("is a file"), "{e}");
+    std::fs::remove_dir_all(&other).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    ferrolab_train::RunDir::check_new(&other).unwrap(); // an empty folder is fine
+                                                        // the resolved config was written before step 0
     let back: RunConfig =
         serde_json::from_str(&std::fs::read_to_string(a.join("train.json")).unwrap()).unwrap();
     assert_eq!(back, c);
@@ -695,6 +737,37 @@ fn a_run_resumes_on_the_text_it_recorded_and_refuses_another() {
             "{msg}"
         );
     }
+
+    // the recorded file edited in place: the advice is to restore it, not to resume without
+    // --corpus (which is what was done)
+    std::fs::write(&file, text.replace("truths", "things")).unwrap();
+    let msg = Trainer::corpus_for_run(&run, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("has changed since") && !msg.contains("resume without --corpus"),
+        "{msg}"
+    );
+    std::fs::write(&file, &text).unwrap();
+
+    // corpus.json lost: not the default corpus in its place, but the text asked for; given
+    // with --corpus, it is recorded again
+    std::fs::remove_file(run.join("corpus.json")).unwrap();
+    let msg = Trainer::corpus_for_run(&run, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("corpus.json") && msg.contains("is missing") && msg.contains("--corpus"),
+        "{msg}"
+    );
+    let r = Trainer::resume(&run, Trainer::corpus_for_run(&run, Some(&file)).unwrap()).unwrap();
+    assert_eq!(r.step(), 4);
+    drop(r);
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("corpus.json")).unwrap()).unwrap();
+    assert_eq!(again["sha256"], rec["sha256"]);
 
     // the recorded file gone: an error that says so and how to go on
     std::fs::remove_file(&file).unwrap();
