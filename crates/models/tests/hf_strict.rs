@@ -179,6 +179,28 @@ fn v3_scoring_routing_and_activation_settings_are_refused_by_name() {
     }
 }
 
+/// ferrolab's dense V3 variant (no routed experts) is exported as all-dense layers, which
+/// `transformers` builds as such (it would build MoE blocks from first_k_dense_replace on).
+#[test]
+fn a_v3_without_routed_experts_exports_as_all_dense_layers() {
+    let dense = V3Config {
+        n_routed_experts: 0,
+        ..V3Config::tiny(40)
+    };
+    assert!(dense.first_k_dense_replace < dense.num_hidden_layers);
+    let v = dense.to_hf();
+    assert_eq!(v["first_k_dense_replace"], json!(dense.num_hidden_layers));
+    let back = V3Config::from_hf(&v).unwrap();
+    assert_eq!(back.num_params(), dense.num_params());
+    assert!((0..back.num_hidden_layers).all(|i| !back.is_moe_layer(i)));
+    // with routed experts the value is kept
+    let moe = V3Config::tiny(40);
+    assert_eq!(
+        moe.to_hf()["first_k_dense_replace"],
+        json!(moe.first_k_dense_replace)
+    );
+}
+
 #[test]
 fn a_tied_models_stored_head_copy_is_passed_over() {
     let d = dir("llama-tied");

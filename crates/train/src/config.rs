@@ -159,6 +159,18 @@ impl RunConfig {
             })?;
         let mut cfg = self;
         for (key, value) in flatten("", &toml::Value::Table(table)) {
+            if let toml::Value::Float(x) = value {
+                if !x.is_finite() {
+                    return Err(TrainError::Config {
+                        key,
+                        msg: format!("{x} is not a usable value: a finite number is needed"),
+                    });
+                }
+            }
+            let value = serde_json::to_value(&value).map_err(|e| TrainError::Config {
+                key: key.clone(),
+                msg: format!("bad value: {e}"),
+            })?;
             cfg = cfg.set_value(&key, value)?;
         }
         Ok(cfg)
@@ -173,6 +185,12 @@ impl RunConfig {
                 msg: "expected key=value".into(),
             })?;
         let (key, raw) = (key.trim(), raw.trim());
+        if raw.parse::<f64>().is_ok_and(|x| !x.is_finite()) {
+            return Err(TrainError::Config {
+                key: key.into(),
+                msg: format!("{raw} is not a usable value: a finite number is needed"),
+            });
+        }
         // numbers and booleans as such, anything else as a string
         let value = serde_json::from_str::<serde_json::Value>(raw)
             .ok()
@@ -190,6 +208,18 @@ impl RunConfig {
             return Err(err(
                 "names the preset this config started from; choose one with --preset".into(),
             ));
+        }
+        if key == "model.model_type" {
+            let now = serde_json::to_value(&self.model)
+                .ok()
+                .and_then(|m| m.get("model_type").cloned());
+            if now.as_ref() != Some(&value) {
+                return Err(err(format!(
+                    "the model family ({}) comes with the preset: choose it with --preset \
+                     (tiny, small: deepseek_v3; llama-tiny, llama-small: llama)",
+                    now.unwrap_or_default()
+                )));
+            }
         }
         let mut json = serde_json::to_value(&self).map_err(|e| err(e.to_string()))?;
         let mut slot = &mut json;
@@ -274,25 +304,29 @@ impl RunConfig {
                 ),
             );
         }
-        for (key, v, lo, hi) in [
-            ("max_lr", self.max_lr, 0.0, 10.0),
-            ("weight_decay", self.weight_decay, 0.0, 1.0),
-            ("beta1", self.beta1, 0.0, 1.0),
-            ("beta2", self.beta2, 0.0, 1.0),
-            ("val_fraction", self.val_fraction, 0.0, 0.5),
+        // (key, value, low end, high end (excluded), whether the low end is excluded, why)
+        for (key, v, lo, hi, lo_open, why) in [
+            ("max_lr", self.max_lr, 0.0, 10.0, true, ""),
+            ("weight_decay", self.weight_decay, 0.0, 1.0, false, ""),
+            ("beta1", self.beta1, 0.0, 1.0, false, ""),
+            ("beta2", self.beta2, 0.0, 1.0, false, ""),
+            (
+                "val_fraction",
+                self.val_fraction,
+                0.0,
+                0.5,
+                true,
+                " (a held-out split is needed)",
+            ),
         ] {
-            if !(v.is_finite() && v >= lo && v < hi) || (key == "max_lr" && v == 0.0) {
-                return bad(key, format!("{v} is outside [{lo}, {hi})"));
+            let above_lo = if lo_open { v > lo } else { v >= lo };
+            if !(v.is_finite() && above_lo && v < hi) {
+                let open = if lo_open { '(' } else { '[' };
+                return bad(key, format!("{v} is outside {open}{lo}, {hi}){why}"));
             }
         }
         if self.grad_clip.is_nan() || self.grad_clip <= 0.0 {
             return bad("grad_clip", format!("{} must be > 0", self.grad_clip));
-        }
-        if self.val_fraction <= 0.0 {
-            return bad(
-                "val_fraction",
-                "must be > 0 (a held-out split is needed)".into(),
-            );
         }
         Ok(())
     }
@@ -304,7 +338,7 @@ impl RunConfig {
 }
 
 /// `(dotted key, value)` for every leaf of a TOML value.
-fn flatten(prefix: &str, v: &toml::Value) -> Vec<(String, serde_json::Value)> {
+fn flatten(prefix: &str, v: &toml::Value) -> Vec<(String, toml::Value)> {
     match v {
         toml::Value::Table(t) => t
             .iter()
@@ -317,10 +351,7 @@ fn flatten(prefix: &str, v: &toml::Value) -> Vec<(String, serde_json::Value)> {
                 flatten(&key, v)
             })
             .collect(),
-        other => vec![(
-            prefix.to_string(),
-            serde_json::to_value(other).unwrap_or(serde_json::Value::Null),
-        )],
+        other => vec![(prefix.to_string(), other.clone())],
     }
 }
 
@@ -357,8 +388,48 @@ mod tests {
         );
         let e = c.clone().set("steps=many").unwrap_err().to_string();
         assert!(e.contains("steps") && e.contains("bad value"), "{e}");
-        let e = c.set("model=3").unwrap_err().to_string();
+        let e = c.clone().set("model=3").unwrap_err().to_string();
         assert!(e.contains("table"), "{e}");
+        // a non-finite number is named as such (not as a `null` nobody wrote)
+        for v in ["nan", "inf", "-inf", "NaN"] {
+            let e = c
+                .clone()
+                .set(&format!("max_lr={v}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("max_lr") && e.contains("finite number"), "{e}");
+        }
+        let toml = std::env::temp_dir().join(format!("ferrolab-cfg-{}.toml", std::process::id()));
+        std::fs::write(&toml, "steps = 5\n[model]\nrope_theta = nan\n").unwrap();
+        let e = c.clone().merge_toml_file(&toml).unwrap_err().to_string();
+        assert!(
+            e.contains("model.rope_theta") && e.contains("finite number") && !e.contains("null"),
+            "{e}"
+        );
+        std::fs::write(&toml, "steps = 5\n[model]\nrope_theta = 5e4\n").unwrap();
+        let ok = c.clone().merge_toml_file(&toml).unwrap();
+        assert_eq!(ok.steps, 5);
+        std::fs::remove_file(&toml).unwrap();
+        // the model family comes from the preset; naming the same one is fine
+        let e = c
+            .clone()
+            .set("model.model_type=llama")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--preset") && e.contains("deepseek_v3"), "{e}");
+        c.clone().set("model.model_type=deepseek_v3").unwrap();
+        // interval ends as the checks apply them
+        let e = c.clone().set("max_lr=0").unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("0 is outside (0, 10)"), "{e}");
+        let e = c
+            .clone()
+            .set("val_fraction=0.5")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("0.5 is outside (0, 0.5)"), "{e}");
+        let e = c.set("beta1=1").unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("1 is outside [0, 1)"), "{e}");
     }
 
     #[test]

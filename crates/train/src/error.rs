@@ -32,8 +32,8 @@ pub enum TrainError {
         /// What is wrong.
         msg: String,
     },
-    /// Too many non-finite losses in a row.
-    #[error("stopped at step {step}: {count} non-finite losses in a row (last {loss}); the last snapshot (step {snapshot_step}) is kept; lower max_lr or check the data")]
+    /// Too many steps in a row with a non-finite loss or gradient.
+    #[error("stopped at step {step}: {count} steps in a row with a non-finite loss or gradient (last: loss {loss}, gradient norm {grad_norm}); the last snapshot (step {snapshot_step}) is kept; lower max_lr or check the data")]
     Diverged {
         /// The step that failed last.
         step: usize,
@@ -41,6 +41,8 @@ pub enum TrainError {
         count: usize,
         /// The last loss.
         loss: f32,
+        /// The last gradient norm (NaN when the loss was not finite: it is not computed then).
+        grad_norm: f32,
         /// Step of the snapshot on disk.
         snapshot_step: usize,
     },

@@ -73,12 +73,14 @@ impl State {
 
 /// Run settings that decide the model or which tokens are trained on and held out: a resumed
 /// run whose `train.json` changed one of them cannot continue from its snapshot.
-const FIXED_SETTINGS: [&str; 5] = [
+const FIXED_SETTINGS: [&str; 6] = [
     "batch_size",
     "seq_len",
     "grad_accum",
     "val_fraction",
     "seed",
+    // only a label (the model is given by `model`), but an edited one says the run is another
+    "preset",
 ];
 
 /// Model settings that only steer training (memory, the initial weights, loss and balance

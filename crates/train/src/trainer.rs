@@ -211,7 +211,10 @@ impl Trainer {
     /// A text other than the recorded one (`corpus.json`) is refused.
     pub fn resume(dir: &std::path::Path, data: TokenData) -> Result<Trainer> {
         let (run, cfg) = RunDir::open(dir)?;
-        if let Some((step, taken)) = config_edits(&run, &cfg)? {
+        let edits = config_edits(&run, &cfg)?;
+        // a bad value is named before any "continues with the new values"
+        cfg.validate()?;
+        if let Some((step, taken)) = edits {
             if !taken.is_empty() {
                 eprintln!(
                     "warning: train.json changed since the snapshot of step {step}: {}; the run \
@@ -309,6 +312,7 @@ impl Trainer {
         let (run, cfg) = RunDir::open(dir)?;
         // an edited train.json is named before its settings are used
         config_edits(&run, &cfg)?;
+        cfg.validate()?;
         let tok = Tokenizer::load(dir, cfg.tokenizer)?;
         let rec = run.corpus()?;
         if rec.is_none() && corpus.is_none() {
@@ -502,6 +506,7 @@ impl Trainer {
                         step: self.step,
                         count: bad_streak,
                         loss,
+                        grad_norm: gnorm,
                         snapshot_step: last_snapshot,
                     });
                 }

@@ -163,6 +163,8 @@ fn resume_refuses_an_edited_split_or_batch_shape_and_takes_more_steps() {
         ("model.hidden_size", serde_json::json!(64)),
         ("model.num_hidden_layers", serde_json::json!(3)),
         ("tokenizer", serde_json::json!("bpe")),
+        // only a label, but an edited one says the folder is taken for another run
+        ("preset", serde_json::json!("small")),
     ] {
         edit_train_json(&a, key, value.clone());
         // the text is read as the CLI does (with the run's tokenizer and split), then resumed
@@ -241,6 +243,15 @@ fn resume_refuses_an_edited_split_or_batch_shape_and_takes_more_steps() {
     edit_train_json(&a, "model.recompute", serde_json::json!(true));
     assert!(Trainer::resume(&a, corpus(&c)).is_ok());
     assert!(ferrolab_train::load_model(&a).is_ok());
+    std::fs::write(a.join("train.json"), &original).unwrap();
+    // a takeable setting edited to a bad value is refused by name, by both entry points
+    edit_train_json(&a, "max_lr", serde_json::json!(-5.0));
+    for e in [
+        Trainer::resume(&a, corpus(&c)).err().unwrap(),
+        Trainer::corpus_for_run(&a, Some(&text_file)).err().unwrap(),
+    ] {
+        assert!(e.to_string().contains("max_lr"), "{e}");
+    }
     std::fs::write(a.join("train.json"), &original).unwrap();
     // more steps is a change a run can take: it continues from step 4 to 6
     edit_train_json(&a, "steps", serde_json::json!(6));

@@ -80,6 +80,15 @@ impl V3Config {
             o.insert("torch_dtype".into(), "float32".into());
             o.insert("topk_method".into(), "noaux_tc".into());
             o.insert("scoring_func".into(), "sigmoid".into());
+            if self.n_routed_experts == 0 {
+                // ferrolab's dense variant (SwiGLU in every layer): `transformers` builds an
+                // MoE block from first_k_dense_replace on whatever n_routed_experts says, so
+                // the same model is written as all-dense layers
+                o.insert(
+                    "first_k_dense_replace".into(),
+                    self.num_hidden_layers.into(),
+                );
+            }
         }
         v
     }
