@@ -44,12 +44,35 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         base.eval_every = 0;
         base.warmup_steps = base.warmup_steps.min(a.steps / 10 + 1);
         for s in &a.sets {
+            if s.split('=').next().map(str::trim) == Some("steps") {
+                anyhow::bail!("--set {s}: give the steps of every arm with --steps");
+            }
             base = base.set(s)?;
         }
         // checks the experiment name and that the arms fit before any work
-        for (_, arm) in experiment::arms(&a.name, &base)? {
+        let arms = experiment::arms(&a.name, &base)?;
+        for (_, arm) in &arms {
             arm.validate()?;
-            ferrolab_train::check_memory(&arm)?;
+            ferrolab_train::check_memory(arm)?;
+        }
+        // a --set of a setting the arms vary would be overridden without a word
+        let at = |c: &RunConfig, key: &str| -> Option<serde_json::Value> {
+            let v = serde_json::to_value(c).ok()?;
+            key.split('.').try_fold(v, |v, k| v.get(k).cloned())
+        };
+        for s in &a.sets {
+            let key = s.split('=').next().unwrap_or_default().trim();
+            let wanted = at(&base, key);
+            if let Some((arm, _)) = arms
+                .iter()
+                .find(|(_, c)| at(c, key).is_some_and(|v| Some(&v) != wanted.as_ref()))
+            {
+                anyhow::bail!(
+                    "--set {s}: the {} experiment sets `{key}` itself (arm {arm} differs), so \
+                     it cannot be overridden",
+                    a.name
+                );
+            }
         }
         let out = a
             .out

@@ -305,3 +305,41 @@ fn a_data_cache_that_is_a_file_is_named() {
         assert!(!se.contains("fetching"), "{se}");
     }
 }
+
+/// `experiment --set` of a setting its arms set themselves (or of `steps`, which `--steps`
+/// gives) is refused before any work: it was overridden without a word.
+#[test]
+fn experiment_refuses_settings_its_arms_override() {
+    for (args, want) in [
+        (&["mtp", "--set", "steps=7"][..], "--steps"),
+        (
+            &["mtp", "--set", "model.num_nextn_predict_layers=0"][..],
+            "mtp-on",
+        ),
+        (
+            &["balance", "--set", "model.moe_balance=none"][..],
+            "cannot be overridden",
+        ),
+    ] {
+        let mut all = vec!["experiment"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--steps", "1", "--corpus", "/nonexistent/text.txt"]);
+        let se = failure(&all);
+        assert!(
+            se.contains(want) && !se.contains("nonexistent"),
+            "{args:?}: {se}"
+        );
+    }
+    // a setting every arm shares passes that check (and fails later, on the missing corpus)
+    let se = failure(&[
+        "experiment",
+        "mtp",
+        "--set",
+        "model.hidden_size=64",
+        "--steps",
+        "1",
+        "--corpus",
+        "/nonexistent/text.txt",
+    ]);
+    assert!(se.contains("nonexistent"), "{se}");
+}
