@@ -93,7 +93,15 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         }
         experiment::check_out(&a.name, &base, &out)?;
         let (tok, data) = Trainer::prepare(&base, a.corpus.as_deref(), true)?;
-        let results = experiment::run_experiment(&a.name, &base, &out, &tok, &data, &stop, true)?;
+        let results =
+            match experiment::run_experiment(&a.name, &base, &out, &tok, &data, &stop, true) {
+                Err(e @ ferrolab_train::TrainError::Interrupted { .. }) => {
+                    // as `train`: the snapshot is written, and 130 says the work is not done
+                    eprintln!("{e}; run the same command again to continue");
+                    std::process::exit(crate::train::INTERRUPTED);
+                }
+                r => r?,
+            };
         println!(
             "\nexperiment {} ({} steps x {} tokens per arm, {} threads; runs in {})\n",
             a.name,

@@ -22,8 +22,8 @@ pub struct GenerateArgs {
     /// Softmax temperature (0: greedy).
     #[arg(long, default_value_t = 0.8)]
     temperature: f32,
-    /// Greedy decoding (same as --temperature 0).
-    #[arg(long)]
+    /// Greedy decoding (same as --temperature 0; the sampling options do not apply).
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
     greedy: bool,
     /// Keep only the k most likely tokens (0: all).
     #[arg(long, default_value_t = 0)]

@@ -136,7 +136,10 @@ impl Driven {
             .with_context(|| format!("waiting for {}", self.name))?;
         self.reaped = true;
         if !status.success() {
-            bail!("{} failed ({status}); its error output is above", self.name);
+            bail!(
+                "{} failed ({status}); its error output, if any, is above",
+                self.name
+            );
         }
         Ok(Run {
             times: std::mem::take(&mut self.times),

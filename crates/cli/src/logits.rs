@@ -44,9 +44,21 @@ fn load(dir: &std::path::Path) -> Result<Model> {
     if dir.join("train.json").exists() {
         return Ok(ferrolab_train::load_model(dir)?.0);
     }
+    if !dir.is_dir() {
+        bail!(
+            "{}: no such folder (give a run or an HF model folder)",
+            dir.display()
+        );
+    }
     let cfg_path = dir.join("config.json");
+    if !cfg_path.exists() {
+        bail!(
+            "{}: not a run (no train.json) nor an HF model folder (no config.json)",
+            dir.display()
+        );
+    }
     let text = std::fs::read_to_string(&cfg_path)
-        .with_context(|| format!("{}: not a run or HF model directory", dir.display()))?;
+        .with_context(|| format!("reading {}", cfg_path.display()))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: not JSON", cfg_path.display()))?;
     match v.get("model_type").and_then(|t| t.as_str()) {
@@ -58,8 +70,12 @@ fn load(dir: &std::path::Path) -> Result<Model> {
             let (_vars, m) = ferrolab_models::hf::load_llama(dir)?;
             Ok(Model::Llama(m))
         }
-        other => bail!(
-            "{}: model_type {other:?} is not supported (deepseek_v3, llama)",
+        Some(other) => bail!(
+            "{}: model_type \"{other}\" is not one ferrolab runs (deepseek_v3, llama)",
+            cfg_path.display()
+        ),
+        None => bail!(
+            "{}: no model_type (ferrolab runs deepseek_v3 and llama)",
             cfg_path.display()
         ),
     }
@@ -94,6 +110,18 @@ pub fn run(a: LogitsArgs) -> Result<()> {
     let t = ids.len();
     let logits = no_grad(|| model.forward(&ids, 1, t))?; // (1, T, V)
     let logits = logits.reshape(&[t, cfg.vocab_size()])?;
+    let bad = logits.to_vec().iter().filter(|x| !x.is_finite()).count();
+    if bad > 0 {
+        // written all the same (a parity check wants to see them), but not as a success
+        io::save_safetensors(&a.out, &[("logits".to_string(), logits)], DType::F32, None)?;
+        bail!(
+            "{bad} of the {} logits are not finite (NaN or infinite): the weights of {} hold \
+             such values or overflow; written to {} anyway",
+            t * cfg.vocab_size(),
+            a.model.display(),
+            a.out.display()
+        );
+    }
     io::save_safetensors(&a.out, &[("logits".to_string(), logits)], DType::F32, None)?;
     eprintln!(
         "wrote logits [{t}, {}] (f32) to {}",

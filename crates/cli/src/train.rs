@@ -11,7 +11,8 @@ use ferrolab_train::{generate, RunConfig, SampleOpts, Trainer};
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Preset to start from: tiny (about 10 minutes on 2 cores) or small.
+    /// Preset to start from: tiny (DeepSeek-V3-style, about 12 minutes on 2 cores), small,
+    /// llama-tiny or llama-small (the dense DeepSeek LLM / LLaMA decoder).
     #[arg(long, default_value = "tiny")]
     preset: String,
     /// TOML file merged over the preset (top-level run keys, `[model]` for model keys).

@@ -361,6 +361,72 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
     let b = logits_of(&hf, "1,5,42,7", &d.join("b.safetensors"));
     assert_eq!(a, b);
     assert_eq!(a.len() % 4, 0);
+    // a NaN in the weights gives logits that are not finite: an error, not a success
+    let nan = d.join("hf-nan");
+    std::fs::create_dir_all(&nan).unwrap();
+    std::fs::copy(hf.join("config.json"), nan.join("config.json")).unwrap();
+    let tensors = ferrolab_tensor::io::load_safetensors(&hf.join("model.safetensors")).unwrap();
+    let tensors: Vec<(String, ferrolab_tensor::Tensor)> = tensors
+        .into_iter()
+        .map(|(name, t)| {
+            if name == "model.norm.weight" {
+                let mut v = t.to_vec();
+                v[0] = f32::NAN;
+                (
+                    name,
+                    ferrolab_tensor::Tensor::from_vec(v, t.shape()).unwrap(),
+                )
+            } else {
+                (name, t)
+            }
+        })
+        .collect();
+    ferrolab_tensor::io::save_safetensors(
+        &nan.join("model.safetensors"),
+        &tensors,
+        ferrolab_tensor::DType::F32,
+        None,
+    )
+    .unwrap();
+    let e = bin()
+        .args(["logits", "--model"])
+        .arg(&nan)
+        .args(["--ids", "1 5", "--out"])
+        .arg(d.join("nan.safetensors"))
+        .output()
+        .unwrap();
+    let se = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && se.contains("not finite"), "{se}");
+    // folders that are neither a run nor an HF model are named as such
+    let e = bin()
+        .args(["logits", "--model"])
+        .arg(d.join("no-such"))
+        .args(["--ids", "1", "--out"])
+        .arg(d.join("x.safetensors"))
+        .output()
+        .unwrap();
+    let se = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && se.contains("no such folder"), "{se}");
+    let empty = d.join("empty-folder");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = bin()
+        .args(["logits", "--model"])
+        .arg(&empty)
+        .args(["--ids", "1", "--out"])
+        .arg(d.join("x.safetensors"))
+        .output()
+        .unwrap();
+    let se = String::from_utf8_lossy(&e.stderr);
+    assert!(
+        se.contains("no train.json") && se.contains("no config.json"),
+        "{se}"
+    );
+    // --greedy with a sampling option is refused, not silently greedy
+    let e = generate(&run, &["--prompt", "a", "--greedy", "--temperature", "0.5"])
+        .output()
+        .unwrap();
+    let se = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && se.contains("--temperature"), "{se}");
     // an HF fixture written by transformers: its logits
     let fx = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../models/tests/fixtures/v3/qlora0_dense_first");

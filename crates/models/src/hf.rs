@@ -14,7 +14,10 @@ use serde_json::Value;
 use crate::lm::{Lm, LmConfig};
 
 fn invalid(msg: String) -> Error {
-    Error::Invalid { op: "hf", msg }
+    Error::Invalid {
+        op: "HF model",
+        msg,
+    }
 }
 
 /// Every tensor of the directory's safetensors files, by name.

@@ -27,7 +27,7 @@ pub enum TokenizerError {
         message: String,
     },
     /// A JSON file (`tokenizer.json`, `encoder.json`) is malformed or has an unsupported value.
-    #[error("{path}: key `{key}`: {message}")]
+    #[error("{}: {}{message}", path.display(), key_part(key))]
     BadJson {
         /// The file (or `<memory>`).
         path: PathBuf,
@@ -95,3 +95,12 @@ pub enum TokenizerError {
 
 /// Result with [`TokenizerError`].
 pub type Result<T, E = TokenizerError> = std::result::Result<T, E>;
+
+/// `key `k`: ` for a message about one key, nothing for the file as a whole.
+fn key_part(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("key `{key}`: ")
+    }
+}

@@ -77,8 +77,15 @@ impl Tokenizer {
             TokenizerKind::Bytes => Ok(Tokenizer::bytes()),
             TokenizerKind::Bpe => {
                 let p = dir.join(TOKENIZER_FILE);
+                if !p.exists() {
+                    return Err(TrainError::snapshot(
+                        &p,
+                        "is missing (a BPE run keeps its vocabulary there)",
+                    ));
+                }
+                // the tokenizer's error names the file itself
                 let tok = ferrolab_tokenizer::read_hf(&p).map_err(|e| TrainError::Snapshot {
-                    path: p.display().to_string(),
+                    path: dir.display().to_string(),
                     msg: e.to_string(),
                 })?;
                 Tokenizer::from_bpe(tok)

@@ -248,6 +248,9 @@ impl RunDir {
     pub fn open(path: &Path) -> Result<(RunDir, RunConfig)> {
         let run = RunDir { path: path.into() };
         let p = run.file("train.json");
+        if !path.exists() {
+            return Err(TrainError::snapshot(path, "does not exist"));
+        }
         if !p.exists() {
             return Err(TrainError::snapshot(
                 path,

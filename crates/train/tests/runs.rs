@@ -440,7 +440,7 @@ fn corrupt_or_truncated_snapshot_is_a_clear_error() {
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("not a run directory"), "{e}");
+    assert!(e.contains("does not exist"), "{e}");
 }
 
 #[test]

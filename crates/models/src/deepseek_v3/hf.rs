@@ -18,7 +18,7 @@ use super::model::DeepseekV3;
 
 fn invalid(msg: String) -> Error {
     Error::Invalid {
-        op: "deepseek_v3::hf",
+        op: "HF deepseek_v3 model",
         msg,
     }
 }

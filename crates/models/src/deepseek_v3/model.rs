@@ -567,7 +567,7 @@ impl DeepseekV3 {
     pub fn generate_speculative(&self, prompt: &[u32], n: usize) -> Result<(Vec<u32>, SpecStats)> {
         let Some(module) = self.mtp.first() else {
             return Err(Error::Invalid {
-                op: "generate_speculative",
+                op: "speculative decoding",
                 msg: "the model has no MTP module (num_nextn_predict_layers = 0)".into(),
             });
         };
