@@ -47,16 +47,19 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
     // A reader that goes away (`ferrolab data list | head -1`) ends the process quietly, as it
     // does other command-line tools, instead of making `println!` panic on the broken pipe.
     // Every command prints its results to stdout only after its work is saved (a run's samples
-    // come after its last snapshot).
+    // come after its last snapshot). Not `bench`: it writes to the pipes of the processes it
+    // interleaves, and one that has ended is an error it reports, not a reason to vanish.
     #[cfg(unix)]
-    // SAFETY: restores the default action of one signal before any thread is started.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    if !matches!(cli.command, Command::Bench(_)) {
+        // SAFETY: restores the default action of one signal before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
     }
-    let cli = Cli::parse();
     let res = match cli.command {
         Command::Train(a) => train::run(a),
         Command::Generate(a) => generate::run(a),
