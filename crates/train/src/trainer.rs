@@ -440,6 +440,9 @@ impl Trainer {
             // a run always has a snapshot to resume from, even if stopped during step 1
             self.snapshot()?;
         }
+        // without a terminal the bar is not drawn: a plain line now and then shows progress
+        let plain_progress = self.progress && pb.is_hidden();
+        let mut last_plain = Instant::now();
         let mut bad_streak = 0usize;
         let mut last_snapshot = self.step;
         let mut val = None;
@@ -543,6 +546,15 @@ impl Trainer {
                 "loss {main:.3}  lr {lr:.2e}  {:.0} tok/s",
                 tok_rate
             ));
+            if plain_progress && last_plain.elapsed().as_secs() >= plain_progress_secs() {
+                last_plain = Instant::now();
+                let done = (self.step - start_step) as f64;
+                let eta = start.elapsed().as_secs_f64() / done * (cfg.steps - self.step) as f64;
+                eprintln!(
+                    "step {}/{}  loss {main:.4}  lr {lr:.2e}  {:.0} tok/s  about {:.0} s left",
+                    self.step, cfg.steps, tok_rate, eta
+                );
+            }
             let last = self.step == cfg.steps;
             if last || (cfg.eval_every > 0 && self.step.is_multiple_of(cfg.eval_every)) {
                 let e = self.evaluate_full()?;
@@ -623,6 +635,15 @@ fn add_loads(sum: &mut Vec<Vec<u64>>, loads: &[Vec<u64>]) {
             *a += b;
         }
     }
+}
+
+/// Seconds between the plain progress lines printed when stderr is not a terminal: 30, or
+/// `FERROLAB_PROGRESS_SECS`.
+fn plain_progress_secs() -> u64 {
+    std::env::var("FERROLAB_PROGRESS_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30)
 }
 
 /// Prints above the bar, or plainly when there is no bar (stderr is not a terminal): a
