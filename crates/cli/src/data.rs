@@ -1,6 +1,6 @@
 //! `ferrolab data`: list and fetch the real data sets.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 
 #[derive(Args)]
@@ -22,14 +22,9 @@ enum DataWhat {
 
 pub fn run(a: DataArgs) -> Result<()> {
     let root = ferrolab_data::cache_root()?;
+    ferrolab_data::check_root(&root)?;
     match a.what {
         DataWhat::List => {
-            if root.exists() && !root.is_dir() {
-                bail!(
-                    "the data cache {} is not a folder (FERROLAB_DATA names a file?)",
-                    root.display()
-                );
-            }
             println!("cache: {}", root.display());
             for d in ferrolab_data::DATASETS {
                 let dir = ferrolab_data::dataset_dir(&root, d);
@@ -55,7 +50,7 @@ pub fn run(a: DataArgs) -> Result<()> {
             };
             for n in names {
                 let ds = ferrolab_data::dataset(&n)?;
-                if !ferrolab_data::dataset_dir(&root, ds).is_dir() && !root.is_file() {
+                if !ferrolab_data::dataset_dir(&root, ds).is_dir() {
                     eprintln!("fetching {n} ({})", ds.spec);
                 }
                 let dir = ferrolab_data::fetch_into(&root, ds)?;

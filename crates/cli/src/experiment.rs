@@ -27,7 +27,7 @@ pub struct ExperimentArgs {
     /// continued.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// UTF-8 text to train on (default: the State of the Union corpus).
+    /// UTF-8 text to train on (default, or `sotu`: the State of the Union corpus).
     #[arg(long)]
     corpus: Option<PathBuf>,
     /// Kernel threads (default: all cores).
@@ -45,6 +45,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         base.warmup_steps = base.warmup_steps.min(a.steps / 10 + 1);
         for s in &a.sets {
             if s.split('=').next().map(str::trim) == Some("steps") {
+                // --steps also sizes the warm-up
                 anyhow::bail!("--set {s}: give the steps of every arm with --steps");
             }
             base = base.set(s)?;
@@ -56,16 +57,12 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
             ferrolab_train::check_memory(arm)?;
         }
         // a --set of a setting the arms vary would be overridden without a word
-        let at = |c: &RunConfig, key: &str| -> Option<serde_json::Value> {
-            let v = serde_json::to_value(c).ok()?;
-            key.split('.').try_fold(v, |v, k| v.get(k).cloned())
-        };
         for s in &a.sets {
             let key = s.split('=').next().unwrap_or_default().trim();
-            let wanted = at(&base, key);
+            let wanted = base.get(key);
             if let Some((arm, _)) = arms
                 .iter()
-                .find(|(_, c)| at(c, key).is_some_and(|v| Some(&v) != wanted.as_ref()))
+                .find(|(_, c)| c.get(key).is_some_and(|v| Some(&v) != wanted.as_ref()))
             {
                 anyhow::bail!(
                     "--set {s}: the {} experiment sets `{key}` itself (arm {arm} differs), so \
@@ -84,7 +81,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
             ctrlc::set_handler(move || {
                 if stop.swap(true, Ordering::SeqCst) {
                     eprintln!("\nsecond Ctrl-C: quitting without a snapshot");
-                    std::process::exit(130);
+                    std::process::exit(crate::train::INTERRUPTED);
                 }
                 eprintln!(
                     "\nCtrl-C: finishing the step and writing a snapshot (again to quit now)"
@@ -102,15 +99,19 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
                 }
                 r => r?,
             };
-        println!(
-            "\nexperiment {} ({} steps x {} tokens per arm, {} threads; runs in {})\n",
+        let text = format!(
+            "\nexperiment {} ({} steps x {} tokens per arm, {} threads; runs in {})\n\n{}",
             a.name,
             base.steps,
             base.tokens_per_step(),
             threads,
-            out.display()
+            out.display(),
+            experiment::table(&a.name, &results)
         );
-        print!("{}", experiment::table(&a.name, &results));
-        Ok(())
+        // the arms are saved (results.json too): a reader that went away is no error
+        match std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            r => Ok(r?),
+        }
     })
 }

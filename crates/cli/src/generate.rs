@@ -23,7 +23,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 0.8)]
     temperature: f32,
     /// Greedy decoding (same as --temperature 0; the sampling options do not apply).
-    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p", "seed"])]
     greedy: bool,
     /// Keep only the k most likely tokens (0: all).
     #[arg(long, default_value_t = 0)]

@@ -44,6 +44,12 @@ fn load(dir: &std::path::Path) -> Result<Model> {
     if dir.join("train.json").exists() {
         return Ok(ferrolab_train::load_model(dir)?.0);
     }
+    if dir.is_file() {
+        bail!(
+            "{}: is a file (give a run or an HF model folder)",
+            dir.display()
+        );
+    }
     if !dir.is_dir() {
         bail!(
             "{}: no such folder (give a run or an HF model folder)",
@@ -111,9 +117,10 @@ pub fn run(a: LogitsArgs) -> Result<()> {
     let logits = no_grad(|| model.forward(&ids, 1, t))?; // (1, T, V)
     let logits = logits.reshape(&[t, cfg.vocab_size()])?;
     let bad = logits.to_vec().iter().filter(|x| !x.is_finite()).count();
+    // written even when some are not finite (a parity check wants to see them), but then not
+    // as a success
+    io::save_safetensors(&a.out, &[("logits".to_string(), logits)], DType::F32, None)?;
     if bad > 0 {
-        // written all the same (a parity check wants to see them), but not as a success
-        io::save_safetensors(&a.out, &[("logits".to_string(), logits)], DType::F32, None)?;
         bail!(
             "{bad} of the {} logits are not finite (NaN or infinite): the weights of {} hold \
              such values or overflow; written to {} anyway",
@@ -122,7 +129,6 @@ pub fn run(a: LogitsArgs) -> Result<()> {
             a.out.display()
         );
     }
-    io::save_safetensors(&a.out, &[("logits".to_string(), logits)], DType::F32, None)?;
     eprintln!(
         "wrote logits [{t}, {}] (f32) to {}",
         cfg.vocab_size(),

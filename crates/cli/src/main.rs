@@ -50,11 +50,15 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // A reader that goes away (`ferrolab data list | head -1`) ends the process quietly, as it
     // does other command-line tools, instead of making `println!` panic on the broken pipe.
-    // Every command prints its results to stdout only after its work is saved (a run's samples
-    // come after its last snapshot). Not `bench`: it writes to the pipes of the processes it
-    // interleaves, and one that has ended is an error it reports, not a reason to vanish.
+    // Not for `train` and `experiment`: a log pipe that dies with a Ctrl-C (`2>&1 | tee log`)
+    // must not end them before the snapshot the Ctrl-C asks for (their stdout results are
+    // written with broken pipes ignored). Not for `bench`: it writes to the pipes of the
+    // processes it interleaves, and one that has ended is an error it reports.
     #[cfg(unix)]
-    if !matches!(cli.command, Command::Bench(_)) {
+    if !matches!(
+        cli.command,
+        Command::Bench(_) | Command::Train(_) | Command::Experiment(_)
+    ) {
         // SAFETY: restores the default action of one signal before any thread is started.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);

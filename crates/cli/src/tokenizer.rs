@@ -269,13 +269,15 @@ fn inspect(a: InspectArgs) -> Result<()> {
             .map_err(special_hint)?,
         SpecialArg::Ordinary => tok.encode_ordinary_with_offsets(text)?,
     };
-    // special tokens are matched before pre-tokenisation: the text between them is split. A
-    // special token is an id of a special whose text it covers (some vocabularies give a
-    // special's id to an ordinary token too); as ordinary text there are none
-    let specials: std::collections::HashMap<u32, &str> = match a.special {
-        SpecialArg::Ordinary => Default::default(),
-        _ => tok.special_tokens().map(|(name, id)| (id, name)).collect(),
-    };
+    // special tokens (and plain added tokens, HF's `"special": false`) are matched before
+    // pre-tokenisation: the text between them is split. Such a token is an id of one whose text
+    // it covers (some vocabularies give a special's id to an ordinary token too); as ordinary
+    // text only the plain added tokens are matched
+    let specials: std::collections::HashMap<u32, &str> = tok
+        .special_tokens()
+        .filter(|&(_, id)| !matches!(a.special, SpecialArg::Ordinary) || tok.is_plain_token(id))
+        .map(|(name, id)| (id, name))
+        .collect();
     let mut shown = Vec::new();
     let mut at = 0;
     let split = |from: usize, to: usize, shown: &mut Vec<String>| -> Result<()> {
@@ -290,7 +292,12 @@ fn inspect(a: InspectArgs) -> Result<()> {
             .is_some_and(|name| text.get(s..e) == Some(*name))
         {
             split(at, s, &mut shown)?;
-            shown.push(format!("[special {:?}]", &text[s..e]));
+            let what = if tok.is_plain_token(id) {
+                "added"
+            } else {
+                "special"
+            };
+            shown.push(format!("[{what} {:?}]", &text[s..e]));
             at = e;
         }
     }

@@ -27,8 +27,9 @@ pub struct TrainArgs {
     /// Continue the run in this directory from its last snapshot.
     #[arg(long, conflicts_with_all = ["preset", "config", "sets", "run"])]
     resume: Option<PathBuf>,
-    /// UTF-8 text to train on (default: the State of the Union corpus, fetched on first use;
-    /// with --resume, the text the run recorded in its `corpus.json`, which this must equal).
+    /// UTF-8 text to train on (default, or `sotu`: the State of the Union corpus, fetched on
+    /// first use; with --resume, the text the run recorded in its `corpus.json`, which this
+    /// must equal).
     #[arg(long)]
     corpus: Option<PathBuf>,
     /// Kernel threads (default: all cores).
@@ -41,12 +42,13 @@ pub struct TrainArgs {
 
 fn free_run_dir(preset: &str) -> PathBuf {
     let base = PathBuf::from("runs").join(preset);
-    if !base.join("train.json").exists() {
+    let free = |p: &PathBuf| ferrolab_train::RunDir::check_new(p).is_ok();
+    if free(&base) {
         return base;
     }
     (2..)
         .map(|i| PathBuf::from("runs").join(format!("{preset}-{i}")))
-        .find(|p| !p.join("train.json").exists())
+        .find(free)
         .unwrap_or(base)
 }
 
@@ -251,7 +253,16 @@ fn print_samples(t: &Trainer, n: usize, stop: &AtomicBool) -> Result<()> {
             seed: i as u64,
         };
         let out = generate(&t.model, &ids, &opts, |_| {})?;
-        println!("--- sample {} ---\n{p}{}", i + 1, t.tokenizer.decode(&out));
+        let text = format!(
+            "--- sample {} ---\n{p}{}\n",
+            i + 1,
+            t.tokenizer.decode(&out)
+        );
+        // a reader that went away (`| head`) ends the samples, not the (saved) run
+        match std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            r => r?,
+        }
     }
     Ok(())
 }

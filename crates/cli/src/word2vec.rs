@@ -218,13 +218,14 @@ fn load(v: &VectorsArg) -> Result<KeyedVectors> {
     let kv = if binary {
         read_binary(&v.vectors)?
     } else {
-        read_text(&v.vectors).map_err(|e| {
-            let msg = e.to_string();
-            if msg.contains("UTF-8") {
-                anyhow::anyhow!("{msg} (if it is a word2vec binary file, pass --binary)")
-            } else {
-                e.into()
+        read_text(&v.vectors).map_err(|e| match &e {
+            // not UTF-8 text
+            ferrolab_word2vec::Word2VecError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                anyhow::anyhow!("{e} (if it is a word2vec binary file, pass --binary)")
             }
+            _ => e.into(),
         })?
     };
     Ok(kv)
@@ -256,7 +257,10 @@ fn train_cmd(t: &TrainArgs) -> Result<()> {
             ModelArg::Cbow => Architecture::Cbow,
         },
         loss: match t.loss {
-            LossArg::Ns => Loss::NegativeSampling(t.negative.unwrap_or(5)),
+            // the library's default (5 negatives) unless --negative
+            LossArg::Ns => t
+                .negative
+                .map_or(TrainConfig::default().loss, Loss::NegativeSampling),
             LossArg::Hs => Loss::HierarchicalSoftmax,
         },
         cbow_combine: if t.cbow_sum {

@@ -110,6 +110,47 @@ fn word2vec_evaluations_with_nothing_to_evaluate_are_errors() {
         se.contains("does not exist") && se.contains("no/such"),
         "{se}"
     );
+    // settings that do nothing with the chosen model are named (the training still runs)
+    let corpus_ok = d.join("ok.txt");
+    std::fs::write(&corpus_ok, "king queen man woman ".repeat(50)).unwrap();
+    let out = ferrolab(&[
+        "word2vec",
+        "train",
+        "--input",
+        corpus_ok.to_str().unwrap(),
+        "--output",
+        d.join("v2.txt").to_str().unwrap(),
+        "--loss",
+        "hs",
+        "--negative",
+        "3",
+        "--cbow-sum",
+        "--min-count",
+        "1",
+        "--epochs",
+        "1",
+        "--dim",
+        "4",
+        "--threads",
+        "1",
+    ]);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{se}");
+    assert!(
+        se.contains("--negative does nothing") && se.contains("--cbow-sum does nothing"),
+        "{se}"
+    );
+    // a binary vectors file read as text suggests --binary
+    let bin_vectors = d.join("vectors.vec");
+    std::fs::write(&bin_vectors, b"1 2\nab \x00\x00\x80\x3f\xff\xff\xff\xff\n").unwrap();
+    let se = failure(&[
+        "word2vec",
+        "similar",
+        "--vectors",
+        bin_vectors.to_str().unwrap(),
+        "ab",
+    ]);
+    assert!(se.contains("pass --binary"), "{se}");
     // a gold score that is not a finite number names its line
     let nan = d.join("nan.txt");
     std::fs::write(&nan, "king queen 9.0\nking man NaN\nqueen man 2.0\n").unwrap();
@@ -342,4 +383,28 @@ fn experiment_refuses_settings_its_arms_override() {
         "/nonexistent/text.txt",
     ]);
     assert!(se.contains("nonexistent"), "{se}");
+}
+
+/// `logits --model` that is a file, or a config without a model type, is named as such.
+#[test]
+fn logits_names_what_its_model_folder_lacks() {
+    let d = dir("logits");
+    let cfg = d.join("config.json");
+    std::fs::write(&cfg, r#"{"hidden_size": 8}"#).unwrap();
+    let args = |model: &str| {
+        failure(&[
+            "logits",
+            "--model",
+            model,
+            "--ids",
+            "1",
+            "--out",
+            d.join("out.safetensors").to_str().unwrap(),
+        ])
+    };
+    let se = args(cfg.to_str().unwrap());
+    assert!(se.contains("is a file"), "{se}");
+    let se = args(d.to_str().unwrap());
+    assert!(se.contains("no model_type"), "{se}");
+    let _ = std::fs::remove_dir_all(&d);
 }

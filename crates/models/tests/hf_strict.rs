@@ -192,7 +192,6 @@ fn a_v3_without_routed_experts_exports_as_all_dense_layers() {
     assert_eq!(v["first_k_dense_replace"], json!(dense.num_hidden_layers));
     let back = V3Config::from_hf(&v).unwrap();
     assert_eq!(back.num_params(), dense.num_params());
-    assert!((0..back.num_hidden_layers).all(|i| !back.is_moe_layer(i)));
     // with routed experts the value is kept
     let moe = V3Config::tiny(40);
     assert_eq!(

@@ -130,7 +130,8 @@ impl Tokenizer {
         self
     }
 
-    /// Special tokens and their ids.
+    /// Special tokens and their ids, plain added tokens ([`Tokenizer::is_plain_token`]) among
+    /// them.
     pub fn special_tokens(&self) -> impl Iterator<Item = (&str, Rank)> {
         self.specials
             .names
@@ -166,7 +167,7 @@ impl Tokenizer {
         self.specials.plain.iter().any(|&p| p)
     }
 
-    /// The id of a special token.
+    /// The id of a special token (or of a plain added token).
     pub fn special_id(&self, name: &str) -> Option<Rank> {
         self.special_tokens()
             .find(|(n, _)| *n == name)
@@ -182,19 +183,12 @@ impl Tokenizer {
     /// Encodes text as ordinary text: special-token strings are encoded like any other text
     /// (plain added tokens, which are not special, still become their ids).
     pub fn encode_ordinary(&self, text: &str) -> Result<Vec<Rank>> {
-        let mut out = Vec::with_capacity(text.len() / 4);
         if self.has_plain_tokens() {
-            let none = SpecialSet::None;
-            self.encode_segments(text, &none, &none, |seg| match seg {
-                Segment::Text(s, _) => self.encode_text_into(s, &mut out),
-                Segment::Special(id, _) => {
-                    out.push(id);
-                    Ok(())
-                }
-            })?;
-        } else {
-            self.encode_text_into(text, &mut out)?;
+            // no special allowed or refused: only the plain tokens are split out
+            return self.encode_with_special(text, &SpecialSet::None, &SpecialSet::None);
         }
+        let mut out = Vec::with_capacity(text.len() / 4);
+        self.encode_text_into(text, &mut out)?;
         Ok(out)
     }
 

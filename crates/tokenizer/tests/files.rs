@@ -98,7 +98,8 @@ fn hf_plain_added_tokens_encode_like_hf() {
     // written back, the flags survive
     let back = parse_hf_str(&hf_string(&tok).unwrap()).unwrap();
     assert!(back.is_plain_token(400) && back.is_plain_token(401) && !back.is_plain_token(402));
-    // a long text (the parallel path) with plain tokens in it
+    // a long text with plain tokens in it: the parallel encoder, which cuts the text, gives the
+    // same ids (a plain token must not be cut in two)
     let long = "the lab<x>notes in plain text, ".repeat(4000);
     assert_eq!(
         tok.encode_ordinary_parallel(&long).unwrap(),

@@ -199,6 +199,12 @@ impl RunConfig {
         self.set_value(key, value)
     }
 
+    /// The value of a dotted key (`steps`, `model.hidden_size`) as JSON, if there is one.
+    pub fn get(&self, key: &str) -> Option<serde_json::Value> {
+        let v = serde_json::to_value(self).ok()?;
+        key.split('.').try_fold(v, |v, k| v.get(k).cloned())
+    }
+
     fn set_value(self, key: &str, value: serde_json::Value) -> Result<RunConfig> {
         let err = |msg: String| TrainError::Config {
             key: key.to_string(),
@@ -209,17 +215,13 @@ impl RunConfig {
                 "names the preset this config started from; choose one with --preset".into(),
             ));
         }
-        if key == "model.model_type" {
-            let now = serde_json::to_value(&self.model)
-                .ok()
-                .and_then(|m| m.get("model_type").cloned());
-            if now.as_ref() != Some(&value) {
-                return Err(err(format!(
-                    "the model family ({}) comes with the preset: choose it with --preset \
-                     (tiny, small: deepseek_v3; llama-tiny, llama-small: llama)",
-                    now.unwrap_or_default()
-                )));
-            }
+        if key == "model.model_type" && value.as_str() != Some(self.model.model_type()) {
+            return Err(err(format!(
+                "the model family ({}) comes with the preset: choose another with --preset (one \
+                 of {})",
+                self.model.model_type(),
+                RunConfig::PRESETS.join(", ")
+            )));
         }
         let mut json = serde_json::to_value(&self).map_err(|e| err(e.to_string()))?;
         let mut slot = &mut json;
@@ -322,6 +324,7 @@ impl RunConfig {
             let above_lo = if lo_open { v > lo } else { v >= lo };
             if !(v.is_finite() && above_lo && v < hi) {
                 let open = if lo_open { '(' } else { '[' };
+                let why = if v <= lo { why } else { "" };
                 return bad(key, format!("{v} is outside {open}{lo}, {hi}){why}"));
             }
         }

@@ -33,7 +33,7 @@ pub enum TrainError {
         msg: String,
     },
     /// Too many steps in a row with a non-finite loss or gradient.
-    #[error("stopped at step {step}: {count} steps in a row with a non-finite loss or gradient (last: loss {loss}, gradient norm {grad_norm}); the last snapshot (step {snapshot_step}) is kept; lower max_lr or check the data")]
+    #[error("stopped at step {step}: {count} steps in a row with a non-finite loss or gradient (last: loss {loss}, gradient norm {}); the last snapshot (step {snapshot_step}) is kept; lower max_lr or check the data", grad_norm.map_or("not computed".to_string(), |g| g.to_string()))]
     Diverged {
         /// The step that failed last.
         step: usize,
@@ -41,8 +41,8 @@ pub enum TrainError {
         count: usize,
         /// The last loss.
         loss: f32,
-        /// The last gradient norm (NaN when the loss was not finite: it is not computed then).
-        grad_norm: f32,
+        /// The last gradient norm (none when the loss was not finite: it is not computed then).
+        grad_norm: Option<f32>,
         /// Step of the snapshot on disk.
         snapshot_step: usize,
     },

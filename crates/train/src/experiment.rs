@@ -210,6 +210,9 @@ pub fn check_out(name: &str, base: &RunConfig, out: &Path) -> Result<()> {
                         .into(),
                 });
             }
+        } else {
+            // the arm will be created there
+            RunDir::check_new(&dir)?;
         }
     }
     Ok(())
@@ -462,6 +465,12 @@ mod tests {
         };
         let e = check_out("mtp", &more, &out).unwrap_err().to_string();
         assert!(e.contains(&arm) && e.contains("another config"), "{e}");
+        // an arm's folder that holds something else is refused too, before any work
+        let (other_arm, _) = arms("mtp", &base).unwrap().remove(0);
+        std::fs::create_dir_all(out.join(&other_arm)).unwrap();
+        std::fs::write(out.join(&other_arm).join("notes.txt"), "mine").unwrap();
+        let e = check_out("mtp", &base, &out).unwrap_err().to_string();
+        assert!(e.contains("is not empty") && e.contains("notes.txt"), "{e}");
         std::fs::remove_dir_all(&out).unwrap();
     }
 

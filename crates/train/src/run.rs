@@ -107,7 +107,8 @@ pub struct ConfigChange {
 
 impl ConfigChange {
     /// Whether a run cannot continue its snapshot with this change: the model, the tokenizer,
-    /// or the batches and held-out split change.
+    /// or the batches and held-out split change (or the preset's name: a folder taken for
+    /// another run).
     pub fn is_fixed(&self) -> bool {
         self.is_model() || FIXED_SETTINGS.contains(&self.key.as_str())
     }
@@ -448,9 +449,7 @@ impl RunDir {
     fn read_committed_weights(&self, vars: &Vars, tokenizer: &str) -> Result<State> {
         let sp = self.committed(FILES[2]);
         if !sp.exists() {
-            if self.committed(FILES[0]).exists() {
-                self.check_snapshot_complete()?;
-            }
+            self.check_snapshot_complete()?;
             return Err(TrainError::snapshot(
                 &self.path,
                 "has no snapshot yet (no state.json: nothing was trained or saved)",

@@ -236,22 +236,21 @@ impl Trainer {
         let mut t = Trainer::build(cfg, run, tokenizer, data)?;
         t.run.recover()?;
         t.run.check_snapshot_complete()?;
+        if t.run.has_snapshot() {
+            let tok = t.tokenizer.id();
+            let state = t.run.load_snapshot(&t.vars, &mut t.opt, &tok)?;
+            rng::set_state(state.rng());
+            t.step = state.step;
+            t.tokens_seen = state.tokens_seen;
+        }
+        // (stopped between writing its config and its first snapshot: nothing was trained, so
+        // it starts from step 0; the weights above come from the same seed)
+        t.run.truncate_metrics(t.step)?;
         if recorded.is_none() {
-            // the text was given again (--corpus): record it, so later resumes check it
+            // the text was given again (--corpus): record it, so later resumes check it; only
+            // now that the snapshot loaded, so a failed resume changes nothing
             t.run.write_corpus(&t.data.source)?;
         }
-        if !t.run.has_snapshot() {
-            // stopped between writing its config and its first snapshot: nothing was trained,
-            // so start from step 0 (the weights above come from the same seed)
-            t.run.truncate_metrics(0)?;
-            return Ok(t);
-        }
-        let tok = t.tokenizer.id();
-        let state = t.run.load_snapshot(&t.vars, &mut t.opt, &tok)?;
-        rng::set_state(state.rng());
-        t.step = state.step;
-        t.tokens_seen = state.tokens_seen;
-        t.run.truncate_metrics(state.step)?;
         Ok(t)
     }
 
@@ -259,6 +258,10 @@ impl Trainer {
     /// (fetched on first use), with a name for errors.
     /// A file's origin is its absolute path, so that a run records where its text was.
     pub fn read_corpus(corpus: Option<&std::path::Path>) -> Result<(String, String)> {
+        // `sotu` (what corpus.json records for it) names the default text, unless a file of
+        // that name is there
+        let corpus =
+            corpus.filter(|p| p != &std::path::Path::new(crate::data::SOTU_ORIGIN) || p.exists());
         Ok(match corpus {
             Some(p) => {
                 let text = TokenData::read_text(p)?;
@@ -319,7 +322,8 @@ impl Trainer {
             return Err(TrainError::snapshot(
                 &run.file("corpus.json"),
                 "is missing, so the text this run was trained on is unknown (the default corpus \
-                 is not assumed): pass that text with --corpus PATH",
+                 is not assumed): pass that text with --corpus PATH (--corpus sotu for the State \
+                 of the Union text)",
             ));
         }
         let recorded = match (corpus, &rec) {
@@ -509,7 +513,7 @@ impl Trainer {
                         step: self.step,
                         count: bad_streak,
                         loss,
-                        grad_norm: gnorm,
+                        grad_norm: loss.is_finite().then_some(gnorm),
                         snapshot_step: last_snapshot,
                     });
                 }
@@ -719,6 +723,13 @@ fn config_edits_where(
         .into_iter()
         .partition(|c| refused(c));
     if !bad.is_empty() {
+        let only_preset = bad.iter().all(|c| c.key == "preset");
+        let why = if only_preset {
+            "`preset` names the preset this run started from (its settings are the rest of \
+             train.json), so another name says the folder holds another run"
+        } else {
+            why
+        };
         return Err(TrainError::Config {
             key: run.file("train.json").display().to_string(),
             msg: format!(

@@ -479,8 +479,9 @@ fn a_new_run_refuses_an_existing_run_directory() {
     assert!(e.contains("is a file"), "{e}");
     std::fs::remove_dir_all(&other).unwrap();
     std::fs::create_dir_all(&other).unwrap();
-    ferrolab_train::RunDir::check_new(&other).unwrap(); // an empty folder is fine
-                                                        // the resolved config was written before step 0
+    // an empty folder is fine
+    ferrolab_train::RunDir::check_new(&other).unwrap();
+    // the resolved config was written before step 0
     let back: RunConfig =
         serde_json::from_str(&std::fs::read_to_string(a.join("train.json")).unwrap()).unwrap();
     assert_eq!(back, c);
@@ -763,8 +764,14 @@ fn a_run_resumes_on_the_text_it_recorded_and_refuses_another() {
     std::fs::write(&file, &text).unwrap();
 
     // corpus.json lost: not the default corpus in its place, but the text asked for; given
-    // with --corpus, it is recorded again
+    // with --corpus, it is recorded again (only once the snapshot loads: a failed resume
+    // records nothing)
     std::fs::remove_file(run.join("corpus.json")).unwrap();
+    let model = std::fs::read(run.join("model.safetensors")).unwrap();
+    std::fs::write(run.join("model.safetensors"), &model[..model.len() / 2]).unwrap();
+    assert!(Trainer::resume(&run, Trainer::corpus_for_run(&run, Some(&other)).unwrap()).is_err());
+    assert!(!run.join("corpus.json").exists());
+    std::fs::write(run.join("model.safetensors"), &model).unwrap();
     let msg = Trainer::corpus_for_run(&run, None)
         .err()
         .unwrap()
