@@ -221,3 +221,34 @@ fn unknown_tokenizer_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cl100k_base"));
 }
+
+/// Plain added tokens (HF `"special": false`) are shown as `[added ..]` and split out in every
+/// mode, ordinary text included; special ones only where allowed.
+#[test]
+fn inspect_shows_plain_added_tokens_in_every_mode() {
+    let tok = fixture("hf_added.json");
+    let tok = tok.to_str().unwrap();
+    let text = "the lab<x>notes in<|pad|>x";
+    let shown = |special: &str| {
+        let out = run(
+            &["inspect", "--tokenizer", tok, "--special", special, text],
+            b"",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ordinary = shown("ordinary");
+    assert!(
+        ordinary.contains(r#"[added "<x>"] | [added "notes in"] | "<|""#),
+        "{ordinary}"
+    );
+    let all = shown("all");
+    assert!(
+        all.contains(r#"[added "notes in"] | [special "<|pad|>"]"#),
+        "{all}"
+    );
+}
