@@ -56,18 +56,19 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
             arm.validate()?;
             ferrolab_train::check_memory(arm)?;
         }
-        // a --set of a setting the arms vary would be overridden without a word
+        // a --set of a setting the arms set would be overridden in some arm without a word,
+        // or make two arms alike
         for s in &a.sets {
             let key = s.split('=').next().unwrap_or_default().trim();
-            let wanted = base.get(key);
-            if let Some((arm, _)) = arms
-                .iter()
-                .find(|(_, c)| c.get(key).is_some_and(|v| Some(&v) != wanted.as_ref()))
-            {
+            if experiment::arm_keys(&a.name).contains(&key) {
                 anyhow::bail!(
-                    "--set {s}: the {} experiment sets `{key}` itself (arm {arm} differs), so \
-                     it cannot be overridden",
-                    a.name
+                    "--set {s}: the {} experiment sets `{key}` in its arms ({}), so it cannot \
+                     be set for all of them",
+                    a.name,
+                    arms.iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
         }
@@ -80,10 +81,10 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
             let stop = stop.clone();
             ctrlc::set_handler(move || {
                 if stop.swap(true, Ordering::SeqCst) {
-                    eprintln!("\nsecond Ctrl-C: quitting without a snapshot");
+                    ferrolab_train::note!("\nsecond Ctrl-C: quitting without a snapshot");
                     std::process::exit(crate::train::INTERRUPTED);
                 }
-                eprintln!(
+                ferrolab_train::note!(
                     "\nCtrl-C: finishing the step and writing a snapshot (again to quit now)"
                 );
             })?;
@@ -94,7 +95,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
             match experiment::run_experiment(&a.name, &base, &out, &tok, &data, &stop, true) {
                 Err(e @ ferrolab_train::TrainError::Interrupted { .. }) => {
                     // as `train`: the snapshot is written, and 130 says the work is not done
-                    eprintln!("{e}; run the same command again to continue");
+                    ferrolab_train::note!("{e}; run the same command again to continue");
                     std::process::exit(crate::train::INTERRUPTED);
                 }
                 r => r?,

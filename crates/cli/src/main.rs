@@ -87,7 +87,9 @@ fn main() -> std::process::ExitCode {
                     msg = format!("{msg}: {c}");
                 }
             }
-            eprintln!("error: {msg}");
+            // (not eprintln!: a closed stderr must not turn the error into a panic)
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "error: {msg}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -67,7 +67,7 @@ pub fn start_threads(n: usize) -> Result<()> {
         bail!("--threads {n} is more than 4 per core on this machine's {cores} cores");
     }
     if n > cores {
-        eprintln!("warning: {n} threads on {cores} cores: ops will wait on each other");
+        ferrolab_train::note!("warning: {n} threads on {cores} cores: ops will wait on each other");
     }
     ferrolab_tensor::set_num_threads(n)?;
     Ok(())
@@ -100,14 +100,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 let in_training = training.load(Ordering::SeqCst);
                 if stop.swap(true, Ordering::SeqCst) {
                     if in_training {
-                        eprintln!("\nsecond Ctrl-C: quitting without a new snapshot (the last one stays)");
+                        ferrolab_train::note!("\nsecond Ctrl-C: quitting without a new snapshot (the last one stays)");
                     }
                     std::process::exit(INTERRUPTED);
                 }
                 if in_training {
-                    eprintln!("\nstop requested (Ctrl-C or SIGTERM): finishing this step and writing a snapshot (Ctrl-C again to quit at once)");
+                    ferrolab_train::note!("\nstop requested (Ctrl-C or SIGTERM): finishing this step and writing a snapshot (Ctrl-C again to quit at once)");
                 } else {
-                    eprintln!("\nstop requested: no more samples (the run is saved)");
+                    ferrolab_train::note!("\nstop requested: no more samples (the run is saved)");
                 }
             })
             .context("installing the Ctrl-C handler")?;
@@ -117,7 +117,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 let data = Trainer::corpus_for_run(dir, a.corpus.as_deref())?;
                 let t = Trainer::resume(dir, data)?;
                 if t.step() >= t.cfg.steps {
-                    eprintln!(
+                    ferrolab_train::note!(
                         "{} has done {} of its {} steps: nothing is left to train (raise \
                          `steps` in its train.json to train on; samples: ferrolab generate --run {})",
                         dir.display(),
@@ -127,7 +127,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                     );
                     return Ok(());
                 } else {
-                    eprintln!(
+                    ferrolab_train::note!(
                         "resuming {} at step {}/{}",
                         dir.display(),
                         t.step(),
@@ -151,7 +151,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 ferrolab_train::RunDir::check_new(&dir)?;
                 let (tok, data) = Trainer::prepare(&cfg, a.corpus.as_deref(), true)?;
                 if tok.vocab_size() < cfg.model.vocab_size() {
-                    eprintln!(
+                    ferrolab_train::note!(
                         "warning: the text gave a vocabulary of {} tokens, fewer than the model's \
                          {} (model.vocab_size); the other ids are never used (a small corpus: \
                          --set model.vocab_size={} would save their parameters)",
@@ -170,7 +170,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         training.store(false, Ordering::SeqCst);
         let dir = trainer.run.path.clone();
         if out.interrupted {
-            eprintln!(
+            ferrolab_train::note!(
                 "stopped at step {}; continue with: ferrolab train --resume {}",
                 out.step,
                 dir.display()
@@ -187,7 +187,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 out.step - start
             )
         };
-        eprintln!(
+        ferrolab_train::note!(
             "done: {steps} in {:.1} s, {:.0} tokens/s{}",
             out.seconds,
             out.tokens_per_s,
@@ -196,7 +196,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 .unwrap_or_default()
         );
         print_samples(&trainer, a.samples, &stop)?;
-        eprintln!(
+        ferrolab_train::note!(
             "run directory: {}  (generate: ferrolab generate --run {} --prompt \"...\")",
             dir.display(),
             dir.display()
@@ -209,7 +209,7 @@ fn describe(t: &Trainer, dir: &Path, threads: usize) {
     let c = &t.cfg;
     let (total, active) = c.model.num_params();
     let d = t.data();
-    eprintln!(
+    ferrolab_train::note!(
         "run {}: preset {}, {} layers x {} wide, {:.2}M parameters ({:.2}M active per token), {} threads",
         dir.display(),
         c.preset,
@@ -219,7 +219,7 @@ fn describe(t: &Trainer, dir: &Path, threads: usize) {
         active as f64 / 1e6,
         threads
     );
-    eprintln!(
+    ferrolab_train::note!(
         "data: {} training / {} held-out tokens ({}, {:.2} bytes/token held out); {} steps x {} tokens = {:.2} epochs; unigram baseline {:.4} nats/token",
         d.train.len(),
         d.val.len(),

@@ -359,7 +359,12 @@ fn experiment_refuses_settings_its_arms_override() {
         ),
         (
             &["balance", "--set", "model.moe_balance=none"][..],
-            "cannot be overridden",
+            "cannot be set",
+        ),
+        // the value one arm has: the other arms would all become that arm
+        (
+            &["balance", "--set", "model.bias_update_speed=0.01"][..],
+            "aux-free-g0.01",
         ),
     ] {
         let mut all = vec!["experiment"];

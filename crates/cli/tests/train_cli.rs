@@ -657,6 +657,28 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
                 .unwrap();
         assert!(state["step"].as_u64().unwrap() >= 1, "{signal}: {state}");
     }
+    // a log pipe that has gone away (`2>&1 | head -3`) neither ends the run nor panics: it
+    // trains to the end and saves
+    let run = d.join("run-closed-stderr");
+    let mut child = bin()
+        .args(["train", "--threads", "1", "--samples", "2", "--corpus"])
+        .arg(&c)
+        .arg("--run")
+        .arg(&run)
+        .args(TINY)
+        .args(["--set", "steps=4", "--set", "eval_every=1"])
+        .env("FERROLAB_PROGRESS_SECS", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 4);
     // a stop request while the samples print ends them (the run is saved): exit 0, at once
     let run = d.join("run-samples");
     let mut child = bin()

@@ -199,12 +199,6 @@ impl RunConfig {
         self.set_value(key, value)
     }
 
-    /// The value of a dotted key (`steps`, `model.hidden_size`) as JSON, if there is one.
-    pub fn get(&self, key: &str) -> Option<serde_json::Value> {
-        let v = serde_json::to_value(self).ok()?;
-        key.split('.').try_fold(v, |v, k| v.get(k).cloned())
-    }
-
     fn set_value(self, key: &str, value: serde_json::Value) -> Result<RunConfig> {
         let err = |msg: String| TrainError::Config {
             key: key.to_string(),

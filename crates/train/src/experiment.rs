@@ -196,6 +196,27 @@ pub fn arms(name: &str, base: &RunConfig) -> Result<Vec<(String, RunConfig)>> {
     })
 }
 
+/// The settings the arms of experiment `name` set themselves (dotted keys): a `--set` of one
+/// of them would be overridden in some arm, or make two arms alike.
+pub fn arm_keys(name: &str) -> &'static [&'static str] {
+    match name {
+        "balance" => &[
+            "model.num_nextn_predict_layers",
+            "model.moe_balance",
+            "model.aux_loss_alpha",
+            "model.bias_update_speed",
+        ],
+        "mtp" => &["model.num_nextn_predict_layers"],
+        "attention" => &[
+            "model.n_routed_experts",
+            "model.num_nextn_predict_layers",
+            "model.num_key_value_heads",
+            "model.recompute",
+        ],
+        _ => &[],
+    }
+}
+
 /// Refuses an `out` whose arm directories hold runs of another config (before the corpus is
 /// read and a vocabulary trained for nothing); [`run_experiment`] checks again.
 pub fn check_out(name: &str, base: &RunConfig, out: &Path) -> Result<()> {
@@ -234,7 +255,7 @@ pub fn run_experiment(
     let mut results = Vec::new();
     for (arm, cfg) in arms(name, base)? {
         let dir: PathBuf = out.join(&arm);
-        eprintln!("== {name}: arm {arm} ({})", dir.display());
+        crate::note!("== {name}: arm {arm} ({})", dir.display());
         let mut t = if dir.join("train.json").exists() {
             Trainer::resume(&dir, data.clone())?
         } else {
@@ -290,7 +311,7 @@ pub fn run_experiment(
             speculative,
             tokens_per_s: outcome,
         };
-        eprintln!("{}", serde_json::to_string(&r).unwrap_or_default());
+        crate::note!("{}", serde_json::to_string(&r).unwrap_or_default());
         results.push(r);
     }
     let json = serde_json::to_string_pretty(&results).map_err(|e| TrainError::Config {
@@ -446,6 +467,32 @@ mod tests {
         let dense = RunConfig::preset("llama-tiny").unwrap();
         let e = arms("mtp", &dense).unwrap_err().to_string();
         assert!(e.contains("DeepSeek-V3") && e.contains("llama"), "{e}");
+    }
+
+    #[test]
+    fn arm_keys_name_every_setting_an_arm_changes() {
+        let base = RunConfig::preset("tiny").unwrap();
+        let base_json = crate::run::config_json(&base).unwrap();
+        for name in EXPERIMENTS {
+            for (arm, cfg) in arms(name, &base).unwrap() {
+                let changes =
+                    crate::run::config_changes(&base_json, &crate::run::config_json(&cfg).unwrap());
+                for c in changes {
+                    // keys of one model family only (the attention arms' llama models) are
+                    // not settings a --set could reach in both
+                    if c.old == "-" || c.new == "-" || c.key == "model.model_type" {
+                        continue;
+                    }
+                    assert!(
+                        arm_keys(name).contains(&c.key.as_str()),
+                        "{name}/{arm} changes {} ({} -> {})",
+                        c.key,
+                        c.old,
+                        c.new
+                    );
+                }
+            }
+        }
     }
 
     #[test]

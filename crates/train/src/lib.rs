@@ -2,6 +2,16 @@
 //! training loop with snapshots that survive `kill -9` and resume exactly, text generation
 //! with a KV cache, and DeepSeek LLM's scaling-law planner.
 
+/// `eprintln!` that never panics: a log pipe that has gone away (`2>&1 | tee log`, then
+/// Ctrl-C) must not end a run before its snapshot; the line is dropped instead.
+#[macro_export]
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod config;
 pub mod data;
 pub mod error;

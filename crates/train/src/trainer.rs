@@ -198,7 +198,7 @@ impl Trainer {
         }
         check_memory(&cfg)?;
         if let Some(w) = eval_cost_warning(&cfg, data.val.len()) {
-            eprintln!("{w}");
+            crate::note!("{w}");
         }
         let run = RunDir::create(dir, &cfg)?;
         tokenizer.save(&run.path)?;
@@ -216,7 +216,7 @@ impl Trainer {
         cfg.validate()?;
         if let Some((step, taken)) = edits {
             if !taken.is_empty() {
-                eprintln!(
+                crate::note!(
                     "warning: train.json changed since the snapshot of step {step}: {}; the run \
                      continues with the new values",
                     crate::run::ConfigChange::list(&taken)
@@ -224,7 +224,7 @@ impl Trainer {
             }
         }
         if let Some(w) = eval_cost_warning(&cfg, data.val.len()) {
-            eprintln!("{w}");
+            crate::note!("{w}");
         }
         let recorded = run.corpus()?;
         if let Some(rec) = &recorded {
@@ -292,7 +292,7 @@ impl Trainer {
             TokenizerKind::Bytes => Tokenizer::bytes(),
             TokenizerKind::Bpe => {
                 if progress {
-                    eprintln!(
+                    crate::note!(
                         "training a {}-token BPE vocabulary on the training text",
                         cfg.model.vocab_size()
                     );
@@ -554,9 +554,12 @@ impl Trainer {
                 last_plain = Instant::now();
                 let done = (self.step - start_step) as f64;
                 let eta = start.elapsed().as_secs_f64() / done * (cfg.steps - self.step) as f64;
-                eprintln!(
+                crate::note!(
                     "step {}/{}  loss {main:.4}  lr {lr:.2e}  {:.0} tok/s  about {:.0} s left",
-                    self.step, cfg.steps, tok_rate, eta
+                    self.step,
+                    cfg.steps,
+                    tok_rate,
+                    eta
                 );
             }
             let last = self.step == cfg.steps;
@@ -654,7 +657,7 @@ fn plain_progress_secs() -> u64 {
 /// hidden indicatif bar drops `println`, and logs must keep the validation lines.
 fn say(pb: &ProgressBar, msg: String) {
     if pb.is_hidden() {
-        eprintln!("{msg}");
+        crate::note!("{msg}");
     } else {
         pb.println(msg);
     }
