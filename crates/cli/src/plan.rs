@@ -13,7 +13,8 @@ pub struct PlanArgs {
     /// Compute budget C in FLOPs (e.g. 1e18).
     #[arg(long)]
     compute: Option<f64>,
-    /// A model config (HF `config.json`, or a run's) to measure instead.
+    /// A model config (HF `config.json`, or a run's), or the folder that holds it, to measure
+    /// instead.
     #[arg(long)]
     model: Option<PathBuf>,
     /// Sequence length l (in the attention term of M, and B_opt in sequences). Default: 4096
@@ -100,6 +101,9 @@ pub fn run(a: PlanArgs) -> Result<()> {
             Ok(())
         }
         (None, Some(path)) => {
+            // a run or HF model folder: its config.json
+            let dir_config = path.join("config.json");
+            let path = if path.is_dir() { &dir_config } else { path };
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
             let v: serde_json::Value = serde_json::from_str(&text)

@@ -28,8 +28,8 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with_all = ["preset", "config", "sets", "run"])]
     resume: Option<PathBuf>,
     /// UTF-8 text to train on (default, or `sotu`: the State of the Union corpus, fetched on
-    /// first use; with --resume, the text the run recorded in its `corpus.json`, which this
-    /// must equal).
+    /// first use; a file named sotu is `./sotu`; with --resume, the text the run recorded in
+    /// its `corpus.json`, which this must equal).
     #[arg(long)]
     corpus: Option<PathBuf>,
     /// Kernel threads (default: all cores).

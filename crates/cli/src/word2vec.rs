@@ -236,18 +236,36 @@ fn train_cmd(t: &TrainArgs) -> Result<()> {
         bail!("--max-vocab 0 keeps no word; give at least 1");
     }
     // where the vectors go is checked before the training, not after it
-    if t.output.is_dir() {
+    if t.output.is_dir() || t.output.to_string_lossy().ends_with('/') {
         bail!(
             "--output {} is a folder; give a file name",
             t.output.display()
         );
     }
     if let Some(parent) = t.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if parent.is_file() {
+            bail!(
+                "--output {}: {} is a file, not a folder",
+                t.output.display(),
+                parent.display()
+            );
+        }
         if !parent.is_dir() {
             bail!(
                 "--output {}: the folder {} does not exist",
                 t.output.display(),
                 parent.display()
+            );
+        }
+    }
+    if let (Ok(a), Ok(b)) = (
+        std::fs::canonicalize(&t.input),
+        std::fs::canonicalize(&t.output),
+    ) {
+        if a == b {
+            bail!(
+                "--output {} is the --input corpus: the vectors would overwrite it",
+                t.output.display()
             );
         }
     }

@@ -110,6 +110,24 @@ fn word2vec_evaluations_with_nothing_to_evaluate_are_errors() {
         se.contains("does not exist") && se.contains("no/such"),
         "{se}"
     );
+    let se = train(&[], &format!("{}/new-folder/", d.display()));
+    assert!(se.contains("is a folder"), "{se}");
+    let se = train(&[], vectors.join("x.txt").to_str().unwrap());
+    assert!(se.contains("is a file, not a folder"), "{se}");
+    // the corpus itself as the output
+    let se = failure(&[
+        "word2vec",
+        "train",
+        "--input",
+        corpus.to_str().unwrap(),
+        "--output",
+        corpus.to_str().unwrap(),
+    ]);
+    assert!(se.contains("would overwrite it"), "{se}");
+    assert_eq!(
+        std::fs::read_to_string(&corpus).unwrap(),
+        "king queen ".repeat(100)
+    );
     // settings that do nothing with the chosen model are named (the training still runs)
     let corpus_ok = d.join("ok.txt");
     std::fs::write(&corpus_ok, "king queen man woman ".repeat(50)).unwrap();
@@ -215,6 +233,9 @@ fn plan_refuses_model_types_it_does_not_count() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // the folder that holds it gives the same
+    let by_dir = ferrolab(&["plan", "--model", d.to_str().unwrap()]);
+    assert_eq!(by_dir.stdout, out.stdout);
     // a llama config that does not validate is named by its file
     let text = std::fs::read_to_string(&cfg)
         .unwrap()

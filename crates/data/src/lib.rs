@@ -235,10 +235,12 @@ pub fn check_cached(ds: &Dataset, dir: &Path) -> Result<()> {
         if text.trim().is_empty() {
             return Err(damaged(format!("{MANIFEST} is empty")));
         }
+        let mut listed = std::collections::HashSet::new();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let Some((want, name)) = line.split_once("  ") else {
                 return Err(damaged(format!("{MANIFEST} has a malformed line {line:?}")));
             };
+            listed.insert(name.to_string());
             // fetch writes the folder's own file names: anything else (a path, `..`) would
             // make the check read files outside the cache
             if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']) {
@@ -247,6 +249,10 @@ pub fn check_cached(ds: &Dataset, dir: &Path) -> Result<()> {
                 )));
             }
             let p = dir.join(name);
+            // a link could lead out of the folder
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| !m.is_file()) {
+                return Err(damaged(format!("{name} is not a plain file")));
+            }
             let bytes = match std::fs::read(&p) {
                 Ok(b) => b,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -259,6 +265,14 @@ pub fn check_cached(ds: &Dataset, dir: &Path) -> Result<()> {
                 return Err(damaged(format!(
                     "{name} has sha256 {got}, {MANIFEST} recorded {want}"
                 )));
+            }
+        }
+        // a file the fetch did not write would be read with the data set's own
+        let entries = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
+        for e in entries.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && !listed.contains(&name) {
+                return Err(damaged(format!("{name} is not one of the fetched files")));
             }
         }
     } else if manifest.exists() {
@@ -640,6 +654,22 @@ mod tests {
             std::fs::write(out2.join(MANIFEST), format!("{hash_of_b}  {name}\n")).unwrap();
             let e = check_cached(&ok, &out2).unwrap_err().to_string();
             assert!(e.contains("not a file of this folder"), "{name}: {e}");
+        }
+        std::fs::write(out2.join(MANIFEST), &good).unwrap();
+        check_cached(&ok, &out2).unwrap();
+        // a file the fetch did not write, or a listed name that is a link, is damage too
+        std::fs::write(out2.join("c.txt"), "three").unwrap();
+        let e = check_cached(&ok, &out2).unwrap_err().to_string();
+        assert!(e.contains("c.txt is not one of the fetched files"), "{e}");
+        std::fs::remove_file(out2.join("c.txt")).unwrap();
+        #[cfg(unix)]
+        {
+            std::fs::remove_file(out2.join("b.txt")).unwrap();
+            std::os::unix::fs::symlink(&outside, out2.join("b.txt")).unwrap();
+            let e = check_cached(&ok, &out2).unwrap_err().to_string();
+            assert!(e.contains("b.txt is not a plain file"), "{e}");
+            std::fs::remove_file(out2.join("b.txt")).unwrap();
+            std::fs::write(out2.join("b.txt"), "two").unwrap();
         }
         std::fs::write(out2.join(MANIFEST), "\n").unwrap();
         let e = check_cached(&ok, &out2).unwrap_err().to_string();

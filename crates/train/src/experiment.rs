@@ -225,10 +225,15 @@ pub fn check_out(name: &str, base: &RunConfig, out: &Path) -> Result<()> {
         if dir.join("train.json").exists() {
             let (_, saved) = RunDir::open(&dir)?;
             if saved != cfg {
+                let json = |c: &RunConfig| crate::run::config_json(c).unwrap_or_default();
+                let changes = crate::run::config_changes(&json(&saved), &json(&cfg));
                 return Err(TrainError::Config {
                     key: dir.display().to_string(),
-                    msg: "holds a run with another config; remove it or choose another --out"
-                        .into(),
+                    msg: format!(
+                        "holds a run with another config ({}); remove it or choose another \
+                         --out",
+                        crate::run::ConfigChange::list(&changes)
+                    ),
                 });
             }
         } else {
@@ -255,6 +260,13 @@ pub fn run_experiment(
     let mut results = Vec::new();
     for (arm, cfg) in arms(name, base)? {
         let dir: PathBuf = out.join(&arm);
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            // asked to stop between two arms: the next one is not started
+            return Err(TrainError::Interrupted {
+                step: 0,
+                dir: out.to_path_buf(),
+            });
+        }
         crate::note!("== {name}: arm {arm} ({})", dir.display());
         let mut t = if dir.join("train.json").exists() {
             Trainer::resume(&dir, data.clone())?
@@ -512,6 +524,10 @@ mod tests {
         };
         let e = check_out("mtp", &more, &out).unwrap_err().to_string();
         assert!(e.contains(&arm) && e.contains("another config"), "{e}");
+        assert!(
+            e.contains(&format!("steps {} -> {}", base.steps, more.steps)),
+            "{e}"
+        );
         // an arm's folder that holds something else is refused too, before any work
         let (other_arm, _) = arms("mtp", &base).unwrap().remove(0);
         std::fs::create_dir_all(out.join(&other_arm)).unwrap();

@@ -215,7 +215,29 @@ impl RunDir {
     /// empty one. A run is refused (resume it instead), and so is a folder holding anything
     /// else (an exported HF model, say), whose files the run would overwrite.
     pub fn check_new(path: &Path) -> Result<()> {
+        // (`file/` does not exist as such, but names the file)
+        if path.components().as_path().is_file() {
+            return Err(TrainError::snapshot(
+                path,
+                "is a file: a run needs a folder (give a new or empty one)",
+            ));
+        }
         if !path.exists() {
+            if std::fs::symlink_metadata(path).is_ok() {
+                return Err(TrainError::snapshot(
+                    path,
+                    "is a link to nothing: give a new or empty folder for the run",
+                ));
+            }
+            // the first part of the path that is there must be a folder
+            if let Some(there) = path.ancestors().skip(1).find(|a| a.exists()) {
+                if !there.is_dir() {
+                    return Err(TrainError::snapshot(
+                        there,
+                        "is a file, so no run folder can be made in it",
+                    ));
+                }
+            }
             return Ok(());
         }
         if !path.is_dir() {
@@ -475,6 +497,16 @@ impl RunDir {
     /// the run would otherwise look unstarted and begin again over the trained weights.
     pub fn check_snapshot_complete(&self) -> Result<()> {
         if self.has_snapshot() {
+            // a rename journal that was interrupted keeps the files as `*.next`
+            for n in &FILES[..2] {
+                if !self.committed(n).exists() {
+                    return Err(TrainError::snapshot(
+                        &self.file(n),
+                        "is missing while state.json is there: the snapshot is damaged \
+                         (nothing was changed; restore it, or start a new run)",
+                    ));
+                }
+            }
             return Ok(());
         }
         for n in &FILES[..2] {

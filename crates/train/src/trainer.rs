@@ -246,8 +246,12 @@ impl Trainer {
         // (stopped between writing its config and its first snapshot: nothing was trained, so
         // it starts from step 0; the weights above come from the same seed)
         t.run.truncate_metrics(t.step)?;
-        if recorded.is_none() {
-            // the text was given again (--corpus): record it, so later resumes check it; only
+        let recorded_gone = recorded.as_ref().is_none_or(|r| {
+            r.origin != crate::data::SOTU_ORIGIN && !std::path::Path::new(&r.origin).exists()
+        });
+        if recorded_gone && recorded.as_ref().map(|r| &r.origin) != Some(&t.data.source.origin) {
+            // the text was given again (--corpus) after corpus.json was lost or its file
+            // moved: record where it is now, so later resumes read it without --corpus; only
             // now that the snapshot loaded, so a failed resume changes nothing
             t.run.write_corpus(&t.data.source)?;
         }
@@ -258,10 +262,9 @@ impl Trainer {
     /// (fetched on first use), with a name for errors.
     /// A file's origin is its absolute path, so that a run records where its text was.
     pub fn read_corpus(corpus: Option<&std::path::Path>) -> Result<(String, String)> {
-        // `sotu` (what corpus.json records for it) names the default text, unless a file of
-        // that name is there
-        let corpus =
-            corpus.filter(|p| p != &std::path::Path::new(crate::data::SOTU_ORIGIN) || p.exists());
+        // `sotu` (what corpus.json records for it) names the default text (a file of that
+        // name is `./sotu`)
+        let corpus = corpus.filter(|p| p != &std::path::Path::new(crate::data::SOTU_ORIGIN));
         Ok(match corpus {
             Some(p) => {
                 let text = TokenData::read_text(p)?;

@@ -433,6 +433,15 @@ fn corrupt_or_truncated_snapshot_is_a_clear_error() {
         "{e}"
     );
     std::fs::write(a.join("state.json"), &state).unwrap();
+    // and the other way round: state.json there, a weights file gone
+    let optim = std::fs::read(a.join("optimizer.safetensors")).unwrap();
+    std::fs::remove_file(a.join("optimizer.safetensors")).unwrap();
+    let e = Trainer::resume(&a, corpus(&c)).err().unwrap().to_string();
+    assert!(
+        e.contains("optimizer.safetensors") && e.contains("is missing while state.json"),
+        "{e}"
+    );
+    std::fs::write(a.join("optimizer.safetensors"), &optim).unwrap();
     std::fs::write(a.join("state.json"), "{ not json").unwrap();
     let e = Trainer::resume(&a, corpus(&c)).err().unwrap().to_string();
     assert!(e.contains("state.json") && e.contains("unreadable"), "{e}");
@@ -477,6 +486,27 @@ fn a_new_run_refuses_an_existing_run_directory() {
         .unwrap()
         .to_string();
     assert!(e.contains("is a file"), "{e}");
+    // inside a file, or the file with a trailing slash, or a link to nothing
+    for p in [
+        file.join("sub"),
+        PathBuf::from(format!("{}/", file.display())),
+    ] {
+        let e = ferrolab_train::RunDir::check_new(&p)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("is a file"), "{}: {e}", p.display());
+    }
+    #[cfg(unix)]
+    {
+        let link = other.join("dangling");
+        std::os::unix::fs::symlink(other.join("nowhere"), &link).unwrap();
+        let e = ferrolab_train::RunDir::check_new(&link)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("link to nothing"), "{e}");
+    }
     std::fs::remove_dir_all(&other).unwrap();
     std::fs::create_dir_all(&other).unwrap();
     // an empty folder is fine
@@ -786,6 +816,17 @@ fn a_run_resumes_on_the_text_it_recorded_and_refuses_another() {
     let again: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("corpus.json")).unwrap()).unwrap();
     assert_eq!(again["sha256"], rec["sha256"]);
+
+    // the recorded file moved, and the same text given at its new place: recorded there, so
+    // the next resume needs no --corpus
+    let moved = work.join("moved.txt");
+    std::fs::rename(&file, &moved).unwrap();
+    let r = Trainer::resume(&run, Trainer::corpus_for_run(&run, Some(&moved)).unwrap()).unwrap();
+    drop(r);
+    Trainer::corpus_for_run(&run, None).unwrap();
+    std::fs::rename(&moved, &file).unwrap();
+    let r = Trainer::resume(&run, Trainer::corpus_for_run(&run, Some(&file)).unwrap()).unwrap();
+    drop(r);
 
     // the recorded file gone: an error that says so and how to go on
     std::fs::remove_file(&file).unwrap();

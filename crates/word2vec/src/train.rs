@@ -110,9 +110,9 @@ impl TrainConfig {
             )));
         }
         let alpha = self.start_alpha();
-        if !(alpha.is_finite() && alpha >= 0.0) {
+        if !(alpha.is_finite() && alpha > 0.0) {
             return Err(Word2VecError::Config(format!(
-                "the learning rate alpha must be a number >= 0, got {alpha}"
+                "the learning rate alpha must be a number > 0 (0 would learn nothing), got {alpha}"
             )));
         }
         if !(self.min_alpha.is_finite() && self.min_alpha >= 0.0 && self.min_alpha <= alpha) {
@@ -595,5 +595,33 @@ fn train_sentence(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each bad setting is named by its own rule (an alpha of 0 used to be blamed on
+    /// min_alpha, which was fine).
+    #[test]
+    fn validate_names_each_bad_setting() {
+        TrainConfig::default().validate().unwrap();
+        let err = |c: TrainConfig| c.validate().unwrap_err().to_string();
+        let e = err(TrainConfig {
+            alpha: Some(0.0),
+            ..TrainConfig::default()
+        });
+        assert!(e.contains("alpha must be a number > 0"), "{e}");
+        let e = err(TrainConfig {
+            window: 0,
+            ..TrainConfig::default()
+        });
+        assert!(e.contains("window must be at least 1"), "{e}");
+        let e = err(TrainConfig {
+            min_alpha: 1.0,
+            ..TrainConfig::default()
+        });
+        assert!(e.contains("min_alpha"), "{e}");
     }
 }
