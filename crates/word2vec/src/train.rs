@@ -110,14 +110,15 @@ impl TrainConfig {
             )));
         }
         let alpha = self.start_alpha();
-        if !(alpha.is_finite() && alpha > 0.0) {
+        if !(alpha.is_finite() && alpha >= 0.0) {
             return Err(Word2VecError::Config(format!(
-                "the learning rate alpha must be a number > 0 (0 would learn nothing), got {alpha}"
+                "the learning rate alpha must be a number >= 0, got {alpha}"
             )));
         }
         if !(self.min_alpha.is_finite() && self.min_alpha >= 0.0 && self.min_alpha <= alpha) {
+            // (alpha 0, which only keeps the initial vectors, needs min_alpha 0 too)
             return Err(Word2VecError::Config(format!(
-                "min_alpha must be in [0, alpha = {alpha}], got {}",
+                "min_alpha (the final learning rate) must be in [0, alpha = {alpha}], got {}",
                 self.min_alpha
             )));
         }
@@ -602,17 +603,16 @@ fn train_sentence(
 mod tests {
     use super::*;
 
-    /// Each bad setting is named by its own rule (an alpha of 0 used to be blamed on
-    /// min_alpha, which was fine).
+    /// Each bad setting is named by its own rule.
     #[test]
     fn validate_names_each_bad_setting() {
         TrainConfig::default().validate().unwrap();
         let err = |c: TrainConfig| c.validate().unwrap_err().to_string();
         let e = err(TrainConfig {
-            alpha: Some(0.0),
+            alpha: Some(-1.0),
             ..TrainConfig::default()
         });
-        assert!(e.contains("alpha must be a number > 0"), "{e}");
+        assert!(e.contains("alpha must be a number >= 0"), "{e}");
         let e = err(TrainConfig {
             window: 0,
             ..TrainConfig::default()
