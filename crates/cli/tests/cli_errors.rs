@@ -19,6 +19,13 @@ fn dir(name: &str) -> PathBuf {
     d
 }
 
+/// `ferrolab word2vec train --input INPUT --output OUTPUT EXTRA...`.
+fn w2v_train<'a>(input: &'a str, output: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["word2vec", "train", "--input", input, "--output", output];
+    all.extend_from_slice(extra);
+    all
+}
+
 /// The stderr of a run that must have failed with exit status 1 (not a panic's 101).
 fn failure(args: &[&str]) -> String {
     let out = ferrolab(args);
@@ -72,32 +79,18 @@ fn word2vec_evaluations_with_nothing_to_evaluate_are_errors() {
     // a vocabulary cut to no word is refused as such, before the corpus is counted
     let corpus = d.join("corpus.txt");
     std::fs::write(&corpus, "king queen ".repeat(100)).unwrap();
-    let se = failure(&[
-        "word2vec",
-        "train",
-        "--input",
+    let out = d.join("out.txt");
+    let se = failure(&w2v_train(
         corpus.to_str().unwrap(),
-        "--output",
-        d.join("out.txt").to_str().unwrap(),
-        "--max-vocab",
-        "0",
-    ]);
+        out.to_str().unwrap(),
+        &["--max-vocab", "0"],
+    ));
     assert!(se.contains("--max-vocab 0 keeps no word"), "{se}");
     // a bad setting is named, and a bad --output is refused, before any training (a corpus
     // that does not exist shows that nothing was read)
     let train = |extra: &[&str], output: &str| -> String {
-        let mut all = vec![
-            "word2vec",
-            "train",
-            "--input",
-            "/nonexistent/corpus.txt",
-            "--output",
-            output,
-        ];
-        all.extend_from_slice(extra);
-        failure(&all)
+        failure(&w2v_train("/nonexistent/corpus.txt", output, extra))
     };
-    let out = d.join("out.txt");
     for flag in ["--dim", "--window", "--epochs", "--threads"] {
         let se = train(&[flag, "0"], out.to_str().unwrap());
         let name = flag.trim_start_matches("--");
@@ -115,14 +108,11 @@ fn word2vec_evaluations_with_nothing_to_evaluate_are_errors() {
     let se = train(&[], vectors.join("x.txt").to_str().unwrap());
     assert!(se.contains("is a file, not a folder"), "{se}");
     // the corpus itself as the output
-    let se = failure(&[
-        "word2vec",
-        "train",
-        "--input",
+    let se = failure(&w2v_train(
         corpus.to_str().unwrap(),
-        "--output",
         corpus.to_str().unwrap(),
-    ]);
+        &[],
+    ));
     assert!(se.contains("would overwrite it"), "{se}");
     assert_eq!(
         std::fs::read_to_string(&corpus).unwrap(),
@@ -131,27 +121,26 @@ fn word2vec_evaluations_with_nothing_to_evaluate_are_errors() {
     // settings that do nothing with the chosen model are named (the training still runs)
     let corpus_ok = d.join("ok.txt");
     std::fs::write(&corpus_ok, "king queen man woman ".repeat(50)).unwrap();
-    let out = ferrolab(&[
-        "word2vec",
-        "train",
-        "--input",
+    let v2 = d.join("v2.txt");
+    let out = ferrolab(&w2v_train(
         corpus_ok.to_str().unwrap(),
-        "--output",
-        d.join("v2.txt").to_str().unwrap(),
-        "--loss",
-        "hs",
-        "--negative",
-        "3",
-        "--cbow-sum",
-        "--min-count",
-        "1",
-        "--epochs",
-        "1",
-        "--dim",
-        "4",
-        "--threads",
-        "1",
-    ]);
+        v2.to_str().unwrap(),
+        &[
+            "--loss",
+            "hs",
+            "--negative",
+            "3",
+            "--cbow-sum",
+            "--min-count",
+            "1",
+            "--epochs",
+            "1",
+            "--dim",
+            "4",
+            "--threads",
+            "1",
+        ],
+    ));
     let se = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{se}");
     assert!(

@@ -304,14 +304,25 @@ fn plan_reproduces_deepseek_llm_7b() {
     assert!(!e.status.success());
 }
 
+/// `ferrolab logits --model MODEL --ids IDS --out OUT`.
+fn logits_cmd(model: &Path, ids: &str, out: &Path) -> Command {
+    let mut c = bin();
+    c.args(["logits", "--model"])
+        .arg(model)
+        .args(["--ids", ids, "--out"])
+        .arg(out);
+    c
+}
+
+/// The stderr of a `logits` run that must fail.
+fn logits_failure(model: &Path, ids: &str, out: &Path) -> String {
+    let e = logits_cmd(model, ids, out).output().unwrap();
+    assert!(!e.status.success());
+    String::from_utf8_lossy(&e.stderr).to_string()
+}
+
 fn logits_of(model: &Path, ids: &str, out: &Path) -> Vec<f32> {
-    run_ok(
-        bin()
-            .args(["logits", "--model"])
-            .arg(model)
-            .args(["--ids", ids, "--out"])
-            .arg(out),
-    );
+    run_ok(&mut logits_cmd(model, ids, out));
     let t = ferrolab_tensor::io::load_safetensors(out).unwrap();
     t["logits"].to_vec()
 }
@@ -394,35 +405,14 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
         None,
     )
     .unwrap();
-    let e = bin()
-        .args(["logits", "--model"])
-        .arg(&nan)
-        .args(["--ids", "1 5", "--out"])
-        .arg(d.join("nan.safetensors"))
-        .output()
-        .unwrap();
-    let se = String::from_utf8_lossy(&e.stderr);
-    assert!(!e.status.success() && se.contains("not finite"), "{se}");
+    let se = logits_failure(&nan, "1 5", &d.join("nan.safetensors"));
+    assert!(se.contains("not finite"), "{se}");
     // folders that are neither a run nor an HF model are named as such
-    let e = bin()
-        .args(["logits", "--model"])
-        .arg(d.join("no-such"))
-        .args(["--ids", "1", "--out"])
-        .arg(d.join("x.safetensors"))
-        .output()
-        .unwrap();
-    let se = String::from_utf8_lossy(&e.stderr);
-    assert!(!e.status.success() && se.contains("no such folder"), "{se}");
+    let se = logits_failure(&d.join("no-such"), "1", &d.join("x.safetensors"));
+    assert!(se.contains("no such folder"), "{se}");
     let empty = d.join("empty-folder");
     std::fs::create_dir_all(&empty).unwrap();
-    let e = bin()
-        .args(["logits", "--model"])
-        .arg(&empty)
-        .args(["--ids", "1", "--out"])
-        .arg(d.join("x.safetensors"))
-        .output()
-        .unwrap();
-    let se = String::from_utf8_lossy(&e.stderr);
+    let se = logits_failure(&empty, "1", &d.join("x.safetensors"));
     assert!(
         se.contains("no train.json") && se.contains("no config.json"),
         "{se}"

@@ -418,30 +418,30 @@ fn corrupt_or_truncated_snapshot_is_a_clear_error() {
     let e = ferrolab_train::load_model(&a).err().unwrap().to_string();
     assert!(e.contains("tokenizer"), "{e}");
     std::fs::write(a.join("train.json"), &kept).unwrap();
+    // one snapshot file lost: `check` sees the resume's error, then the file is put back
+    let without = |file: &str, check: &dyn Fn(&str)| {
+        let kept = std::fs::read(a.join(file)).unwrap();
+        std::fs::remove_file(a.join(file)).unwrap();
+        check(&Trainer::resume(&a, corpus(&c)).err().unwrap().to_string());
+        std::fs::write(a.join(file), &kept).unwrap();
+    };
     // state.json lost while the weights are there: damaged, not a fresh start over them
-    let state = std::fs::read(a.join("state.json")).unwrap();
-    std::fs::remove_file(a.join("state.json")).unwrap();
-    let e = Trainer::resume(&a, corpus(&c)).err().unwrap().to_string();
-    assert!(
-        e.contains("state.json") && e.contains("is missing while model.safetensors"),
-        "{e}"
-    );
-    assert_eq!(std::fs::read(&m).unwrap(), bytes);
-    let e = ferrolab_train::load_model(&a).err().unwrap().to_string();
-    assert!(
-        e.contains("damaged") && !e.contains("no snapshot yet"),
-        "{e}"
-    );
-    std::fs::write(a.join("state.json"), &state).unwrap();
+    without("state.json", &|e| {
+        assert!(e.contains("is missing while model.safetensors"), "{e}");
+        assert_eq!(std::fs::read(&m).unwrap(), bytes);
+        let e = ferrolab_train::load_model(&a).err().unwrap().to_string();
+        assert!(
+            e.contains("damaged") && !e.contains("no snapshot yet"),
+            "{e}"
+        );
+    });
     // and the other way round: state.json there, a weights file gone
-    let optim = std::fs::read(a.join("optimizer.safetensors")).unwrap();
-    std::fs::remove_file(a.join("optimizer.safetensors")).unwrap();
-    let e = Trainer::resume(&a, corpus(&c)).err().unwrap().to_string();
-    assert!(
-        e.contains("optimizer.safetensors") && e.contains("is missing while state.json"),
-        "{e}"
-    );
-    std::fs::write(a.join("optimizer.safetensors"), &optim).unwrap();
+    without("optimizer.safetensors", &|e| {
+        assert!(
+            e.contains("optimizer.safetensors") && e.contains("is missing while state.json"),
+            "{e}"
+        );
+    });
     std::fs::write(a.join("state.json"), "{ not json").unwrap();
     let e = Trainer::resume(&a, corpus(&c)).err().unwrap().to_string();
     assert!(e.contains("state.json") && e.contains("unreadable"), "{e}");
