@@ -368,9 +368,15 @@ impl RunDir {
             return Ok(None);
         }
         let text = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| TrainError::snapshot(&p, format!("unreadable: {e}")))
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            TrainError::snapshot(
+                &p,
+                format!(
+                    "unreadable: {e} (remove it and resume with --corpus PATH, the text the run \
+                     was trained on)"
+                ),
+            )
+        })
     }
 
     /// A file of the run.
@@ -479,6 +485,12 @@ impl RunDir {
         }
         let state = read_state(&sp, tokenizer)?;
         let mp = self.committed(FILES[0]);
+        if !mp.exists() {
+            return Err(TrainError::snapshot(
+                &mp,
+                "is missing while state.json is there: the snapshot is damaged",
+            ));
+        }
         let bytes = read_checked(&mp, &state.model_sha256)?;
         let model = io::parse_safetensors(&bytes, &mp.display().to_string())?;
         check_params(vars, &model, &mp)?;

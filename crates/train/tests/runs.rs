@@ -442,6 +442,15 @@ fn corrupt_or_truncated_snapshot_is_a_clear_error() {
             "{e}"
         );
     });
+    without("model.safetensors", &|e| {
+        assert!(e.contains("is missing while state.json"), "{e}");
+        // the readers name it the same way
+        let e = ferrolab_train::load_model(&a).err().unwrap().to_string();
+        assert!(
+            e.contains("model.safetensors") && e.contains("is missing while state.json"),
+            "{e}"
+        );
+    });
     std::fs::write(a.join("state.json"), "{ not json").unwrap();
     let e = Trainer::resume(&a, corpus(&c)).err().unwrap().to_string();
     assert!(e.contains("state.json") && e.contains("unreadable"), "{e}");
@@ -796,6 +805,16 @@ fn a_run_resumes_on_the_text_it_recorded_and_refuses_another() {
     // corpus.json lost: not the default corpus in its place, but the text asked for; given
     // with --corpus, it is recorded again (only once the snapshot loads: a failed resume
     // records nothing)
+    // (a damaged corpus.json says how to get there)
+    std::fs::write(run.join("corpus.json"), "{").unwrap();
+    let msg = Trainer::corpus_for_run(&run, Some(&file))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("unreadable") && msg.contains("remove it"),
+        "{msg}"
+    );
     std::fs::remove_file(run.join("corpus.json")).unwrap();
     let model = std::fs::read(run.join("model.safetensors")).unwrap();
     std::fs::write(run.join("model.safetensors"), &model[..model.len() / 2]).unwrap();
