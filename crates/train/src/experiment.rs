@@ -269,6 +269,19 @@ pub fn run_experiment(
         }
         crate::note!("== {name}: arm {arm} ({})", dir.display());
         let mut t = if dir.join("train.json").exists() {
+            // (checked here for an experiment's advice: the resume's own is train's)
+            if let Some(rec) = RunDir::open(&dir)?.0.corpus()? {
+                if rec.sha256 != data.source.sha256 {
+                    return Err(TrainError::Corpus {
+                        path: data.source.origin.clone(),
+                        msg: format!(
+                            "is not the text arm {arm} was trained on ({}, {} bytes): run the \
+                             experiment with the --corpus it started with, or give another --out",
+                            rec.origin, rec.bytes
+                        ),
+                    });
+                }
+            }
             Trainer::resume(&dir, data.clone())?
         } else {
             Trainer::create(&dir, cfg.clone(), tok.clone(), data.clone())?

@@ -957,3 +957,42 @@ fn a_validation_that_costs_more_than_it_tells_is_warned_about() {
         "{w}"
     );
 }
+
+/// An experiment continued on another text than its arms were trained on says to rerun it with
+/// the same --corpus (train's advice, "resume without --corpus", does not apply to it).
+#[test]
+fn an_experiment_on_another_text_names_the_arm_and_the_way_on() {
+    let base = v3_cfg(2);
+    let out = dir("exp-text");
+    let (arm, cfg) = ferrolab_train::experiment::arms("mtp", &base)
+        .unwrap()
+        .remove(0);
+    let tok = Tokenizer::bytes();
+    let first = corpus(&base);
+    Trainer::create(&out.join(&arm), cfg, tok.clone(), first).unwrap();
+    let other = TokenData::from_text(
+        &"another text altogether, with words of its own ".repeat(100),
+        &tok,
+        base.val_fraction,
+        base.seq_len,
+        "other.txt",
+    )
+    .unwrap();
+    let e = ferrolab_train::experiment::run_experiment(
+        "mtp",
+        &base,
+        &out,
+        &tok,
+        &other,
+        &AtomicBool::new(false),
+        false,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains(&arm) && e.contains("--corpus it started with") && !e.contains("resume"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
