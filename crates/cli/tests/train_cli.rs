@@ -71,6 +71,18 @@ fn generate(run: &Path, args: &[&str]) -> Command {
     c
 }
 
+/// `ferrolab train` of the TINY model on `corpus` into `run`, printing `samples` samples
+/// (one thread).
+fn train_cmd(corpus: &Path, run: &Path, samples: &str) -> Command {
+    let mut c = bin();
+    c.args(["train", "--threads", "1", "--samples", samples, "--corpus"])
+        .arg(corpus)
+        .arg("--run")
+        .arg(run)
+        .args(TINY);
+    c
+}
+
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     let (o, e) = (
@@ -87,12 +99,7 @@ fn train_generate_and_resume_from_the_command_line() {
     let c = corpus(&d);
     let run = d.join("run");
     let out = run_ok(
-        bin()
-            .args(["train", "--threads", "1", "--samples", "1", "--corpus"])
-            .arg(&c)
-            .arg("--run")
-            .arg(&run)
-            .args(TINY)
+        train_cmd(&c, &run, "1")
             .args(["--set", "steps=6", "--set", "eval_every=3"])
             .env("FERROLAB_PROGRESS_SECS", "0"),
     );
@@ -333,12 +340,7 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
     let c = corpus(&d);
     let run = d.join("run");
     run_ok(
-        bin()
-            .args(["train", "--threads", "1", "--samples", "0", "--corpus"])
-            .arg(&c)
-            .arg("--run")
-            .arg(&run)
-            .args(TINY)
+        train_cmd(&c, &run, "0")
             .args(["--set", "steps=4", "--set", "eval_every=0"])
             // the vocabulary this small text gives (256 bytes + 42 merges), so that the
             // greedy decoders below, which take the argmax over the whole head, only meet ids
@@ -611,12 +613,7 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
     let c = corpus(&d);
     for (i, signal) in ["-INT", "-TERM"].iter().enumerate() {
         let run = d.join(format!("run{i}"));
-        let child = bin()
-            .args(["train", "--threads", "1", "--samples", "0", "--corpus"])
-            .arg(&c)
-            .arg("--run")
-            .arg(&run)
-            .args(TINY)
+        let child = train_cmd(&c, &run, "0")
             .args(["--set", "steps=100000", "--set", "snapshot_every=100000"])
             .args(["--set", "eval_every=0"])
             .stdout(Stdio::null())
@@ -650,12 +647,7 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
     // a log pipe that has gone away (`2>&1 | head -3`) neither ends the run nor panics: it
     // trains to the end and saves
     let run = d.join("run-closed-stderr");
-    let mut child = bin()
-        .args(["train", "--threads", "1", "--samples", "2", "--corpus"])
-        .arg(&c)
-        .arg("--run")
-        .arg(&run)
-        .args(TINY)
+    let mut child = train_cmd(&c, &run, "2")
         .args(["--set", "steps=4", "--set", "eval_every=1"])
         .env("FERROLAB_PROGRESS_SECS", "0")
         .stdout(Stdio::piped())
@@ -671,12 +663,7 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
     assert_eq!(state["step"], 4);
     // a stop request while the samples print ends them (the run is saved): exit 0, at once
     let run = d.join("run-samples");
-    let mut child = bin()
-        .args(["train", "--threads", "1", "--samples", "100000", "--corpus"])
-        .arg(&c)
-        .arg("--run")
-        .arg(&run)
-        .args(TINY)
+    let mut child = train_cmd(&c, &run, "100000")
         .args(["--set", "steps=1", "--set", "eval_every=0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -77,6 +77,11 @@ fn losses(run: &Path) -> Vec<(u64, u32)> {
         .collect()
 }
 
+/// Resumes `run` on the text of `corpus`, read as `train --resume --corpus` does.
+fn resume_on(run: &Path, corpus: &Path) -> ferrolab_train::Result<Trainer> {
+    Trainer::resume(run, Trainer::corpus_for_run(run, Some(corpus))?)
+}
+
 fn params(t: &Trainer) -> Vec<u32> {
     t.vars
         .tensors()
@@ -753,7 +758,7 @@ fn a_run_resumes_on_the_text_it_recorded_and_refuses_another() {
     // the same text at another path is accepted
     let copy = work.join("copy.txt");
     std::fs::write(&copy, &text).unwrap();
-    let r = Trainer::resume(&run, Trainer::corpus_for_run(&run, Some(&copy)).unwrap()).unwrap();
+    let r = resume_on(&run, &copy).unwrap();
     assert_eq!(r.step(), 4);
     drop(r);
 
@@ -818,7 +823,8 @@ fn a_run_resumes_on_the_text_it_recorded_and_refuses_another() {
     std::fs::remove_file(run.join("corpus.json")).unwrap();
     let model = std::fs::read(run.join("model.safetensors")).unwrap();
     std::fs::write(run.join("model.safetensors"), &model[..model.len() / 2]).unwrap();
-    assert!(Trainer::resume(&run, Trainer::corpus_for_run(&run, Some(&other)).unwrap()).is_err());
+    let data = Trainer::corpus_for_run(&run, Some(&other)).unwrap();
+    assert!(Trainer::resume(&run, data).is_err());
     assert!(!run.join("corpus.json").exists());
     std::fs::write(run.join("model.safetensors"), &model).unwrap();
     let msg = Trainer::corpus_for_run(&run, None)
@@ -829,7 +835,7 @@ fn a_run_resumes_on_the_text_it_recorded_and_refuses_another() {
         msg.contains("corpus.json") && msg.contains("is missing") && msg.contains("--corpus"),
         "{msg}"
     );
-    let r = Trainer::resume(&run, Trainer::corpus_for_run(&run, Some(&file)).unwrap()).unwrap();
+    let r = resume_on(&run, &file).unwrap();
     assert_eq!(r.step(), 4);
     drop(r);
     let again: serde_json::Value =
@@ -840,11 +846,11 @@ fn a_run_resumes_on_the_text_it_recorded_and_refuses_another() {
     // the next resume needs no --corpus
     let moved = work.join("moved.txt");
     std::fs::rename(&file, &moved).unwrap();
-    let r = Trainer::resume(&run, Trainer::corpus_for_run(&run, Some(&moved)).unwrap()).unwrap();
+    let r = resume_on(&run, &moved).unwrap();
     drop(r);
     Trainer::corpus_for_run(&run, None).unwrap();
     std::fs::rename(&moved, &file).unwrap();
-    let r = Trainer::resume(&run, Trainer::corpus_for_run(&run, Some(&file)).unwrap()).unwrap();
+    let r = resume_on(&run, &file).unwrap();
     drop(r);
 
     // the recorded file gone: an error that says so and how to go on
