@@ -107,6 +107,18 @@ impl Tokenizer {
                 )));
             }
         }
+        Self::new_sharing_ids(bpe, pre, specials)
+    }
+
+    /// As [`Tokenizer::new`], but a special (added) token may have the id of an ordinary token,
+    /// as HF `tokenizer.json` added tokens often do (`add_tokens` of a word the vocabulary
+    /// has). Its text is still matched as a special token; BPE can still make the id; decoding
+    /// it gives the ordinary token's bytes, as HF's byte-level decoder does.
+    pub fn new_sharing_ids(
+        bpe: Bpe,
+        pre: PreTokenizer,
+        specials: Vec<(String, Rank)>,
+    ) -> Result<Tokenizer> {
         Ok(Tokenizer {
             bpe,
             pre,

@@ -107,6 +107,56 @@ fn hf_plain_added_tokens_encode_like_hf() {
     );
 }
 
+/// Added tokens that are vocabulary entries too, with the same id (HF's `add_tokens` of a word
+/// the vocabulary has): two plain ones and a special one, all made by merges. HF keeps them in
+/// the BPE (so ` lab` still becomes `Ġlab`), matches their text first, and decodes them
+/// through the byte-level decoder (`Ġlab` gives ` lab`).
+#[test]
+fn hf_added_tokens_that_are_vocab_entries_encode_like_hf() {
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("hf_expected.json")).unwrap())
+            .unwrap();
+    let tok = read_hf(&fixture("hf_added_vocab.json")).unwrap();
+    let (the, ing, lab) = (299, 307, 331);
+    assert!(tok.is_plain_token(the) && tok.is_plain_token(lab) && !tok.is_plain_token(ing));
+    assert_eq!(tok.bpe().token_bytes(lab), Some(&b" lab"[..]));
+    let ids = |v: &Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let probes = expected["added_probes"].as_array().unwrap();
+    let wants = expected["added_vocab_ids"].as_array().unwrap();
+    let decoded = expected["added_vocab_decoded"].as_array().unwrap();
+    let back = parse_hf_str(&hf_string(&tok).unwrap()).unwrap();
+    let mut seen = [0; 3];
+    for ((p, want), dec) in probes.iter().zip(wants).zip(decoded) {
+        let (p, want) = (p.as_str().unwrap(), ids(want));
+        assert_eq!(tok.encode(p, &SpecialSet::All).unwrap(), want, "{p:?}");
+        assert_eq!(back.encode(p, &SpecialSet::All).unwrap(), want, "{p:?}");
+        assert_eq!(tok.decode(&want).unwrap(), dec.as_str().unwrap(), "{p:?}");
+        for (k, id) in [the, ing, lab].into_iter().enumerate() {
+            seen[k] += want.iter().filter(|&&i| i == id).count();
+        }
+    }
+    assert!(seen.iter().all(|&n| n >= 2), "{seen:?}");
+    // the special one is refused by default; where it is absent, the default gives HF's ids
+    assert!(tok.encode("singing", &SpecialSet::None).is_err());
+    for (p, want) in probes.iter().zip(wants) {
+        let p = p.as_str().unwrap();
+        if !p.contains("ing") && !p.contains("<|") {
+            assert_eq!(
+                tok.encode(p, &SpecialSet::None).unwrap(),
+                ids(want),
+                "{p:?}"
+            );
+        }
+    }
+    assert!(back.is_plain_token(the) && !back.is_plain_token(ing));
+}
+
 #[test]
 fn hf_write_read_round_trip() {
     let mut rng = Rng(11);

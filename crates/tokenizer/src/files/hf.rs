@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::{json, Value};
 
 use crate::bpe::{MergeRule, Rank};
@@ -112,28 +112,11 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
             }
         }
     }
-    let mut vocab = Vec::with_capacity(vocab_v.len());
-    let mut by_text: FxHashMap<&str, Rank> = FxHashMap::default();
-    for (k, v) in vocab_v {
-        let key = format!("model.vocab.{k}");
-        let id = v
-            .as_u64()
-            .and_then(|x| Rank::try_from(x).ok())
-            .ok_or_else(|| bad(&key, format!("{v} is not a token id")))?;
-        by_text.insert(k, id);
-        // added tokens are also listed in the vocab: they are special, not byte strings
-        if added.get(k.as_str()) == Some(&id) {
-            continue;
-        }
-        let bytes = text_to_bytes(k)
-            .ok_or_else(|| bad(&key, "has a character outside the byte-level map".into()))?;
-        vocab.push((bytes, id));
-    }
     let merges_v = model
         .get("merges")
         .and_then(Value::as_array)
         .ok_or_else(|| bad("model.merges", "missing or not an array".into()))?;
-    let mut merges = Vec::with_capacity(merges_v.len());
+    let mut merge_texts = Vec::with_capacity(merges_v.len());
     for (i, m) in merges_v.iter().enumerate() {
         let key = format!("model.merges[{i}]");
         let (a, b) = match m {
@@ -154,11 +137,46 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
             },
             _ => return Err(bad(&key, "is not a merge".into())),
         };
+        merge_texts.push((key, a, b));
+    }
+    // an added token is often also a vocab entry with the same id. A special one stays out
+    // of the BPE (it is matched by its text only), unless BPE needs it: a single byte, or
+    // what a merge makes; a plain one (`"special": false`, HF's `add_tokens` of a word the
+    // vocab has) stays in, so that BPE still makes it and it decodes to its bytes, as in HF.
+    let merge_made: FxHashSet<String> = merge_texts
+        .iter()
+        .map(|(_, a, b)| format!("{a}{b}"))
+        .collect();
+    let plain_ids: FxHashSet<Rank> = plain.iter().copied().collect();
+    let mut vocab = Vec::with_capacity(vocab_v.len());
+    let mut by_text: FxHashMap<&str, Rank> = FxHashMap::default();
+    for (k, v) in vocab_v {
+        let key = format!("model.vocab.{k}");
+        let id = v
+            .as_u64()
+            .and_then(|x| Rank::try_from(x).ok())
+            .ok_or_else(|| bad(&key, format!("{v} is not a token id")))?;
+        by_text.insert(k, id);
+        let bytes = text_to_bytes(k);
+        if added.get(k.as_str()) == Some(&id) {
+            let needed = plain_ids.contains(&id)
+                || bytes.as_ref().is_some_and(|b| b.len() == 1)
+                || merge_made.contains(k.as_str());
+            if !needed || bytes.is_none() {
+                continue;
+            }
+        }
+        let bytes =
+            bytes.ok_or_else(|| bad(&key, "has a character outside the byte-level map".into()))?;
+        vocab.push((bytes, id));
+    }
+    let mut merges = Vec::with_capacity(merge_texts.len());
+    for (key, a, b) in &merge_texts {
         let id = |s: &str| {
             by_text
                 .get(s)
                 .copied()
-                .ok_or_else(|| bad(&key, format!("{s:?} is not in model.vocab")))
+                .ok_or_else(|| bad(key, format!("{s:?} is not in model.vocab")))
         };
         merges.push((id(a)?, id(b)?));
     }
@@ -167,7 +185,7 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
         e => e,
     })?;
     let pre = parse_pre_tokenizer(root.get("pre_tokenizer"), &bad)?;
-    Tokenizer::new(bpe, pre, specials)?.with_plain_tokens(&plain)
+    Tokenizer::new_sharing_ids(bpe, pre, specials)?.with_plain_tokens(&plain)
 }
 
 fn parse_pre_tokenizer(
