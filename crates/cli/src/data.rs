@@ -28,8 +28,10 @@ pub fn run(a: DataArgs) -> Result<()> {
             println!("cache: {}", root.display());
             for d in ferrolab_data::DATASETS {
                 let dir = ferrolab_data::dataset_dir(&root, d);
-                let state = if !dir.is_dir() {
+                let state = if std::fs::symlink_metadata(&dir).is_err() {
                     "-"
+                } else if !dir.is_dir() {
+                    "damaged" // not a folder
                 } else if ferrolab_data::check_cached(d, &dir).is_ok() {
                     "cached"
                 } else {
@@ -50,7 +52,7 @@ pub fn run(a: DataArgs) -> Result<()> {
             };
             for n in names {
                 let ds = ferrolab_data::dataset(&n)?;
-                if !ferrolab_data::dataset_dir(&root, ds).is_dir() {
+                if std::fs::symlink_metadata(ferrolab_data::dataset_dir(&root, ds)).is_err() {
                     eprintln!("fetching {n} ({})", ds.spec);
                 }
                 let dir = ferrolab_data::fetch_into(&root, ds)?;

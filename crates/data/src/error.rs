@@ -64,7 +64,7 @@ pub enum DataError {
         hint: String,
     },
     /// A cached data set's folder lacks a file or holds a damaged one.
-    #[error("data set `{dataset}`: the cached copy in {dir} is incomplete or damaged ({problem}); remove that folder to fetch it again")]
+    #[error("data set `{dataset}`: the cached copy in {dir} is incomplete or damaged ({problem}); remove {dir} to fetch it again")]
     DamagedCache {
         /// The data set.
         dataset: String,

@@ -168,18 +168,36 @@ pub fn cache_root() -> Result<PathBuf> {
         .ok_or(DataError::NoCacheDir)
 }
 
-/// Refuses a cache path that exists but is not a folder (a file named by `FERROLAB_DATA`, say).
+/// Refuses a cache path that exists but is not a folder (a file named by `FERROLAB_DATA`, say),
+/// or that lies inside a file (so that it could never be made).
 pub fn check_root(root: &Path) -> Result<()> {
-    if root.exists() && !root.is_dir() {
-        let by = if std::env::var_os("FERROLAB_DATA").is_some_and(|p| !p.is_empty()) {
+    let by = || {
+        if std::env::var_os("FERROLAB_DATA").is_some_and(|p| !p.is_empty()) {
             "FERROLAB_DATA"
         } else {
             "the platform cache folder"
-        };
+        }
+    };
+    if root.exists() && !root.is_dir() {
         return Err(DataError::io(
             root,
-            std::io::Error::other(format!("not a folder: the data cache ({by}) must be one")),
+            std::io::Error::other(format!(
+                "not a folder: the data cache ({}) must be one",
+                by()
+            )),
         ));
+    }
+    if let Some(file) = root.ancestors().skip(1).find(|a| a.exists()) {
+        if !file.is_dir() {
+            return Err(DataError::io(
+                root,
+                std::io::Error::other(format!(
+                    "the data cache ({}) would be inside {}, which is a file",
+                    by(),
+                    file.display()
+                )),
+            ));
+        }
     }
     Ok(())
 }
@@ -203,6 +221,14 @@ pub fn fetch_into(root: &Path, ds: &Dataset) -> Result<PathBuf> {
     if dest.is_dir() {
         check_cached(ds, &dest)?;
         return Ok(dest);
+    }
+    if std::fs::symlink_metadata(&dest).is_ok() {
+        // a file (or a link to nothing) where the folder goes: the rename below would fail
+        return Err(DataError::DamagedCache {
+            dataset: ds.name.to_string(),
+            dir: dest.display().to_string(),
+            problem: "it is not a folder".into(),
+        });
     }
     std::fs::create_dir_all(root).map_err(|e| DataError::io(root, e))?;
     let scratch = root.join(format!(".{}.partial-{}", ds.name, std::process::id()));
