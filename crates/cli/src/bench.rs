@@ -61,7 +61,7 @@ struct LmArgs {
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Rounds of (ours, peer): fresh processes each round.
-    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, default_value_t = 2, value_parser = at_least_one)]
     rounds: usize,
     /// Run our process and the peer's one after the other instead of interleaving their steps.
     #[arg(long)]
@@ -115,7 +115,7 @@ struct TrainStepArgs {
     #[arg(long)]
     peer: bool,
     /// Rounds of (ours, peer) with --peer: fresh processes each round.
-    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, default_value_t = 2, value_parser = at_least_one)]
     rounds: usize,
     /// With --peer: run our process and the peer's one after the other instead of
     /// interleaving their steps.
@@ -172,6 +172,15 @@ fn median(v: &mut [f64]) -> f64 {
         v[n / 2]
     } else {
         0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Parses a count that must be at least 1 (clap's own range check printed the type's maximum).
+fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number")),
     }
 }
 

@@ -317,4 +317,11 @@ fn zero_steps_and_impossible_thread_counts_are_refused() {
             "{args:?}: {se}"
         );
     }
+    // --rounds 0 is a usage error that says what is wanted
+    for sub in ["lm", "train-step"] {
+        let out = bench(&[sub, "--rounds", "0"], &[], b"");
+        let se = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{se}");
+        assert!(se.contains("--rounds") && se.contains("at least 1"), "{se}");
+    }
 }
