@@ -11,7 +11,7 @@ use ferrolab_train::plan;
 #[derive(Args)]
 pub struct PlanArgs {
     /// Compute budget C in FLOPs (e.g. 1e18).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     compute: Option<f64>,
     /// A model config (HF `config.json`, or a run's), or the folder that holds it, to measure
     /// instead.
@@ -138,7 +138,11 @@ pub fn run(a: PlanArgs) -> Result<()> {
                 return Ok(());
             }
             match v.get("model_type").and_then(|t| t.as_str()) {
-                Some("llama") | None => {}
+                Some("llama") => {}
+                None => bail!(
+                    "{}: no model_type (ferrolab counts deepseek_v3 and llama)",
+                    path.display()
+                ),
                 Some(other) => bail!(
                     "{}: model_type {other:?} is not one ferrolab counts (deepseek_v3, llama)",
                     path.display()
