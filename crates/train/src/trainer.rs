@@ -649,11 +649,19 @@ fn add_loads(sum: &mut Vec<Vec<u64>>, loads: &[Vec<u64>]) {
 
 /// Seconds between the plain progress lines printed when stderr is not a terminal: 30, or
 /// `FERROLAB_PROGRESS_SECS`.
+/// A value that is not a whole number of seconds is named once and 30 is used.
 fn plain_progress_secs() -> u64 {
-    std::env::var("FERROLAB_PROGRESS_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30)
+    static SECS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SECS.get_or_init(|| match std::env::var("FERROLAB_PROGRESS_SECS") {
+        Err(_) => 30,
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            crate::note!(
+                "warning: FERROLAB_PROGRESS_SECS={v:?} is not a whole number of seconds; \
+                 printing progress every 30 s"
+            );
+            30
+        }),
+    })
 }
 
 /// Prints above the bar, or plainly when there is no bar (stderr is not a terminal): a
