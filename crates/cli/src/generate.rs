@@ -20,20 +20,21 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 200)]
     max_tokens: usize,
     /// Softmax temperature (0: greedy).
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     temperature: f32,
     /// Greedy decoding (same as --temperature 0; the sampling options do not apply).
     #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p", "seed"])]
     greedy: bool,
-    /// Keep only the k most likely tokens (0: all).
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    /// Nucleus sampling: keep the most likely tokens up to this probability (1: all).
-    #[arg(long, default_value_t = 0.95)]
-    top_p: f32,
-    /// Sampler seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Keep only the k most likely tokens (0: all) [default: 0]
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Nucleus sampling: keep the most likely tokens up to this probability (1: all)
+    /// [default: 0.95]
+    #[arg(long, allow_negative_numbers = true)]
+    top_p: Option<f32>,
+    /// Sampler seed [default: 0]
+    #[arg(long)]
+    seed: Option<u64>,
     /// Kernel threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -143,12 +144,18 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     crate::train::start_threads(a.threads)?;
     ferrolab_tensor::on_pool(move || -> Result<()> {
         let (model, _cfg, tok) = load_model(&a.run)?;
+        if a.temperature == 0.0 && (a.top_k.is_some() || a.top_p.is_some() || a.seed.is_some()) {
+            anyhow::bail!(
+                "--temperature 0 is greedy decoding: --top-k, --top-p and --seed do not apply"
+            );
+        }
+        let d = SampleOpts::default();
         let opts = SampleOpts {
             max_tokens: a.max_tokens,
             temperature: if a.greedy { 0.0 } else { a.temperature },
-            top_k: a.top_k,
-            top_p: a.top_p,
-            seed: a.seed,
+            top_k: a.top_k.unwrap_or(d.top_k),
+            top_p: a.top_p.unwrap_or(d.top_p),
+            seed: a.seed.unwrap_or(d.seed),
         };
         opts.check()?; // before the prompt is printed
         let prompt = tok.encode(&a.prompt)?;

@@ -84,13 +84,13 @@ struct TrainArgs {
     #[arg(long)]
     max_vocab: Option<usize>,
     /// Subsampling threshold (0 disables).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     sample: f64,
     /// Initial learning rate (default 0.025 for sg, 0.05 for cbow).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     alpha: Option<f32>,
     /// Final learning rate.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
     min_alpha: f32,
     /// Passes over the corpus.
     #[arg(long, default_value_t = 5)]

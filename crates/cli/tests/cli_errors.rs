@@ -211,6 +211,12 @@ fn plan_refuses_model_types_it_does_not_count() {
     .unwrap();
     let se = failure(&["plan", "--model", cfg.to_str().unwrap()]);
     assert!(se.contains("gpt2"), "{se}");
+    // so is one without model_type (it was counted as a llama)
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace(r#""model_type": "gpt2", "#, "")).unwrap();
+    let se = failure(&["plan", "--model", cfg.to_str().unwrap()]);
+    assert!(se.contains("no model_type"), "{se}");
+    std::fs::write(&cfg, text).unwrap();
     // the same config as a llama is counted
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
@@ -255,6 +261,8 @@ fn plan_refuses_model_types_it_does_not_count() {
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     assert!(!plan_out("1e18").contains("extrapolated"));
+    let se = failure(&["plan", "--compute", "-1e18"]);
+    assert!(se.contains("positive number of FLOPs"), "{se}");
     assert!(plan_out("1e22").contains("extrapolated"));
     let tiny = plan_out("5e-324");
     assert!(
@@ -355,6 +363,40 @@ fn a_data_cache_that_is_a_file_is_named() {
         );
         assert!(!se.contains("fetching"), "{se}");
     }
+    // a cache path inside a file is named too (it was listed as an empty cache)
+    let inside = file.join("sub");
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+        .args(["data", "list"])
+        .env("FERROLAB_DATA", &inside)
+        .output()
+        .unwrap();
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{se}");
+    assert!(
+        se.contains("inside") && se.contains("which is a file"),
+        "{se}"
+    );
+    // a file where a data set's folder goes: listed as damaged, and fetch says what to remove
+    let root = dir("data-file-set");
+    std::fs::write(root.join("mnist"), "not a folder").unwrap();
+    let data = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+            .args(args)
+            .env("FERROLAB_DATA", &root)
+            .output()
+            .unwrap()
+    };
+    let list = String::from_utf8_lossy(&data(&["data", "list"]).stdout).to_string();
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("mnist") && l.contains("damaged")),
+        "{list}"
+    );
+    let out = data(&["data", "fetch", "mnist"]);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{se}");
+    assert!(se.contains("not a folder") && se.contains("remove"), "{se}");
+    assert!(!se.contains("fetching"), "{se}");
 }
 
 /// `experiment --set` of a setting its arms set themselves (or of `steps`, which `--steps`

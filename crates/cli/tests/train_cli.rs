@@ -165,9 +165,16 @@ fn train_generate_and_resume_from_the_command_line() {
     let more = run_ok(
         bin()
             .args(["train", "--threads", "1", "--samples", "0", "--resume"])
-            .arg(&run),
+            .arg(&run)
+            .env("FERROLAB_PROGRESS_SECS", "soon"),
     );
     assert!(more.contains("done: steps 6 to 8 (2 this time)"), "{more}");
+    // a progress interval that is not a number is named, once
+    assert_eq!(
+        more.matches("FERROLAB_PROGRESS_SECS=\"soon\"").count(),
+        1,
+        "{more}"
+    );
     // a folder that is not a run and not empty is refused before any work, and kept
     let e = bin()
         .args(["train", "--corpus"])
@@ -425,6 +432,18 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
         .unwrap();
     let se = String::from_utf8_lossy(&e.stderr);
     assert!(!e.status.success() && se.contains("--temperature"), "{se}");
+    // so is --temperature 0 (greedy) with one
+    let e = generate(
+        &run,
+        &["--prompt", "a", "--temperature", "0", "--top-k", "5"],
+    )
+    .output()
+    .unwrap();
+    let se = String::from_utf8_lossy(&e.stderr);
+    assert!(
+        !e.status.success() && e.stdout.is_empty() && se.contains("greedy"),
+        "{se}"
+    );
     // an HF fixture written by transformers: its logits
     let fx = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../models/tests/fixtures/v3/qlora0_dense_first");
@@ -578,6 +597,12 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
             "{bad}: {se}"
         );
     }
+    // a negative value in its own argument is read as the value, not as a flag
+    let e = generate(&run, &["--prompt", "fellow ", "--temperature", "-1"])
+        .output()
+        .unwrap();
+    let se = String::from_utf8_lossy(&e.stderr);
+    assert!(se.contains("finite number >= 0"), "{se}");
     // a train.json edited after training (same shapes, other maths): export and generate
     // refuse it rather than write or decode a model the weights were not trained as
     let tj = run.join("train.json");
