@@ -274,7 +274,7 @@ fn plan_reproduces_deepseek_llm_7b() {
     let cfg = d.join("config.json");
     std::fs::write(
         &cfg,
-        r#"{"vocab_size": 102400, "hidden_size": 4096, "intermediate_size": 11008,
+        r#"{"model_type": "llama", "vocab_size": 102400, "hidden_size": 4096, "intermediate_size": 11008,
             "num_hidden_layers": 30, "num_attention_heads": 32, "num_key_value_heads": 32,
             "max_position_embeddings": 4096}"#,
     )
