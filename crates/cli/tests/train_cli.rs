@@ -148,6 +148,23 @@ fn train_generate_and_resume_from_the_command_line() {
         &["--prompt", "fellow ", "--max-tokens", "20", "--greedy"],
     ));
     assert_eq!(g.lines().next(), g2.lines().next());
+    assert!(!g.contains("note:"), "{g}");
+    // an edited config.json is named (ferrolab reads train.json): same tokens, and a note
+    let cj = run.join("config.json");
+    let original = std::fs::read_to_string(&cj).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&original).unwrap();
+    v["rope_theta"] = 123456.0.into();
+    std::fs::write(&cj, v.to_string()).unwrap();
+    let g3 = run_ok(&mut generate(
+        &run,
+        &["--prompt", "fellow ", "--max-tokens", "20", "--greedy"],
+    ));
+    assert_eq!(g.lines().next(), g3.lines().next());
+    assert!(
+        g3.contains("config.json differs") && g3.contains("rope_theta"),
+        "{g3}"
+    );
+    std::fs::write(&cj, original).unwrap();
 
     // a finished run resumes as a no-op, and says so; a bad --set is named
     let done = run_ok(

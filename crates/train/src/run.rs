@@ -306,7 +306,43 @@ impl RunDir {
                 });
             }
         }
+        run.note_stale_hf_config(&cfg);
         Ok((run, cfg))
+    }
+
+    /// `config.json` is written from `train.json` for other tools (HF names); ferrolab reads
+    /// only `train.json`. A `config.json` edited since would be ignored without a word, so its
+    /// differing settings are named (a setting it lacks, from a run written by an earlier
+    /// ferrolab, is not).
+    fn note_stale_hf_config(&self, cfg: &RunConfig) {
+        let p = self.file("config.json");
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            return;
+        };
+        let Ok(want) = ferrolab_models::json_value(&cfg.model) else {
+            return;
+        };
+        let changes: Vec<ConfigChange> = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(got) => config_changes(&want, &got)
+                .into_iter()
+                .filter(|c| c.new != "-")
+                .collect(),
+            Err(_) => {
+                crate::note!(
+                    "note: {} is not JSON; ferrolab reads the run's train.json, not it",
+                    p.display()
+                );
+                return;
+            }
+        };
+        if !changes.is_empty() {
+            crate::note!(
+                "note: {} differs from the model in train.json ({}); ferrolab reads train.json \
+                 and ignores config.json, which it writes for other tools",
+                p.display(),
+                ConfigChange::list(&changes)
+            );
+        }
     }
 
     /// The step and run config of the last committed snapshot, read without changing the
