@@ -5,6 +5,9 @@
 //! `cargo run --release -p ferrolab-tensor --example mm_cmp; python3 bench/mm_torch.py`
 use std::time::Instant;
 
+/// One timed product: writes its output into the slice.
+type Product<'a> = &'a dyn Fn(&mut [f32]);
+
 /// `c (m x n, row-major) = a (m x k, column stride a_cs, row stride a_rs) @ b (k x n, row-major)`.
 #[allow(clippy::too_many_arguments)]
 fn mm(m: usize, n: usize, k: usize, a: &[f32], a_cs: isize, a_rs: isize, b: &[f32], c: &mut [f32]) {
@@ -48,7 +51,7 @@ fn main() {
         let flop = 2.0 * (m * n * k) as f64;
         let mut res = Vec::new();
         for name in ["fwd", "dx", "dw"] {
-            let (len, run): (usize, &dyn Fn(&mut [f32])) = match name {
+            let (len, run): (usize, Product) = match name {
                 "fwd" => (m * n, &|c| mm(m, n, k, &x, 1, k as isize, &wt, c)),
                 "dx" => (m * k, &|c| mm(m, k, n, &g, 1, n as isize, &w, c)),
                 _ => (n * k, &|c| mm(n, k, m, &g, n as isize, 1, &x, c)),
