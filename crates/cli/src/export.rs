@@ -1,8 +1,8 @@
 //! `ferrolab export`: a trained run as an HF model directory (`config.json` with HF keys and
-//! `model_type`, `model.safetensors` with the `transformers` tensor names), loadable by
-//! `transformers` and by `ferrolab logits`.
+//! `model_type`, `model.safetensors` with the `transformers` tensor names, and the run's
+//! `tokenizer.json`), loadable by `transformers` and by `ferrolab logits`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
@@ -14,20 +14,72 @@ pub struct ExportArgs {
     /// The run directory.
     #[arg(long)]
     run: PathBuf,
-    /// The HF directory to write (created if needed).
+    /// The HF directory to write (created if needed): a new or empty folder, or an earlier
+    /// export (its files are replaced).
     #[arg(long)]
     out: PathBuf,
+    /// DeepSeek-V3 runs: leave the MTP module out (`transformers` does not use it and lists
+    /// its tensors as unexpected). By default it is written as DeepSeek's checkpoints hold it,
+    /// as layer `num_hidden_layers`.
+    #[arg(long)]
+    no_mtp: bool,
+}
+
+/// What `export` writes into `--out`.
+const EXPORT_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
+
+/// Refuses an `--out` that is a file or a folder holding anything but an earlier export (a
+/// run, another model's shards, notes), whose files would be overwritten or left beside the
+/// new ones.
+fn check_out(out: &Path) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        anyhow::bail!("--out {}: is a file, not a directory", out.display());
+    }
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(()); // not there yet: created
+    };
+    if out.join("train.json").exists() {
+        anyhow::bail!(
+            "--out {}: is a run folder; export into a folder of its own",
+            out.display()
+        );
+    }
+    for e in entries {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if !EXPORT_FILES.contains(&name.as_str()) {
+            anyhow::bail!(
+                "--out {}: holds {name}, which export does not write; give a new or empty \
+                 folder (or an earlier export, whose files are replaced)",
+                out.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn run(a: ExportArgs) -> Result<()> {
-    if a.out.exists() && !a.out.is_dir() {
-        anyhow::bail!("--out {}: is a file, not a directory", a.out.display());
-    }
+    check_out(&a.out)?;
     // read only (the run may be training): the last committed snapshot's weights, checked
     // against its sha256 and the run's vocabulary
     let (vars, _model, cfg, _tok) = ferrolab_train::load_run(&a.run)?;
+    if a.no_mtp && !matches!(cfg.model, ModelConfig::DeepseekV3(_)) {
+        anyhow::bail!(
+            "--no-mtp: {} runs have no MTP module",
+            cfg.model.model_type()
+        );
+    }
+    let mut notes = Vec::new();
     match &cfg.model {
-        ModelConfig::DeepseekV3(c) => ferrolab_models::deepseek_v3::save_hf(&a.out, c, &vars)?,
+        ModelConfig::DeepseekV3(c) => {
+            ferrolab_models::deepseek_v3::save_hf(&a.out, c, &vars, !a.no_mtp)?;
+            if c.num_nextn_predict_layers > 0 && !a.no_mtp {
+                notes.push(format!(
+                    "the MTP module is model.layers.{}.* (DeepSeek's layout; `transformers` \
+                     does not use it and lists its tensors as unexpected; --no-mtp leaves it out)",
+                    c.num_hidden_layers
+                ));
+            }
+        }
         ModelConfig::Llama(c) => {
             std::fs::create_dir_all(&a.out)
                 .map_err(|e| anyhow::anyhow!("--out {}: {e}", a.out.display()))?;
@@ -46,10 +98,30 @@ pub fn run(a: ExportArgs) -> Result<()> {
             )?;
         }
     }
+    // the run's vocabulary, for `AutoTokenizer` (a byte-token run has none)
+    let tok_src = a.run.join("tokenizer.json");
+    let tok_dst = a.out.join("tokenizer.json");
+    let with_tok = tok_src.is_file();
+    if with_tok {
+        let bytes =
+            std::fs::read(&tok_src).map_err(|e| anyhow::anyhow!("{}: {e}", tok_src.display()))?;
+        io::write_atomic(&tok_dst, &bytes)?;
+    } else {
+        if tok_dst.exists() {
+            // an earlier export's vocabulary is not this run's
+            std::fs::remove_file(&tok_dst)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", tok_dst.display()))?;
+        }
+        notes.push("the run uses byte tokens: no tokenizer.json".into());
+    }
     eprintln!(
-        "wrote {} (config.json + model.safetensors) to {}",
+        "wrote {} (config.json + model.safetensors{}) to {}",
         cfg.model.model_type(),
+        if with_tok { " + tokenizer.json" } else { "" },
         a.out.display()
     );
+    for n in notes {
+        eprintln!("note: {n}");
+    }
     Ok(())
 }

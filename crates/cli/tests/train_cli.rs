@@ -404,6 +404,50 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
     let b = logits_of(&hf, "1,5,42,7", &d.join("b.safetensors"));
     assert_eq!(a, b);
     assert_eq!(a.len() % 4, 0);
+    // the run's vocabulary comes along, and the MTP module sits where DeepSeek puts it
+    assert_eq!(
+        std::fs::read(hf.join("tokenizer.json")).unwrap(),
+        std::fs::read(run.join("tokenizer.json")).unwrap()
+    );
+    let hf_cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    let layers = hf_cfg["num_hidden_layers"].as_u64().unwrap();
+    let mtp_prefix = format!("model.layers.{layers}.");
+    let names = |dir: &Path| -> Vec<String> {
+        ferrolab_tensor::io::load_safetensors(&dir.join("model.safetensors"))
+            .unwrap()
+            .into_keys()
+            .collect()
+    };
+    assert!(names(&hf).iter().any(|n| n.starts_with(&mtp_prefix)));
+    // --no-mtp, over the earlier export (its files are replaced): no MTP tensor, a config
+    // that says so, the same logits
+    let export = |out: &Path, extra: &[&str]| {
+        bin()
+            .args(["export", "--run"])
+            .arg(&run)
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let e = export(&hf, &["--no-mtp"]);
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    assert!(names(&hf).iter().all(|n| !n.starts_with(&mtp_prefix)));
+    let no_mtp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    assert_eq!(no_mtp["num_nextn_predict_layers"], 0);
+    assert_eq!(logits_of(&hf, "1 5 42 7", &d.join("c.safetensors")), a);
+    // a folder holding anything else, or the run itself, is refused and left as it was
+    let other = d.join("notes");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    for (out, want) in [(&other, "notes.txt"), (&run, "run folder")] {
+        let e = export(out, &[]);
+        let se = String::from_utf8_lossy(&e.stderr);
+        assert!(!e.status.success() && se.contains(want), "{se}");
+    }
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
     // a NaN in the weights gives logits that are not finite: an error, not a success
     let nan = d.join("hf-nan");
     std::fs::create_dir_all(&nan).unwrap();

@@ -131,17 +131,27 @@ pub fn load_hf(dir: &Path) -> Result<(Vars, DeepseekV3)> {
 }
 
 /// Writes `vars` of a model with config `cfg` as an HF directory (`config.json`,
-/// `model.safetensors`, f32).
-pub fn save_hf(dir: &Path, cfg: &V3Config, vars: &Vars) -> Result<()> {
+/// `model.safetensors`, f32). The MTP modules are written as DeepSeek's checkpoints hold them
+/// (`model.layers.{num_hidden_layers + k}.*`), or left out (and `num_nextn_predict_layers` set
+/// to 0) without `with_mtp`: `transformers` does not use them, and lists them as unexpected
+/// tensors unless they sit at DeepSeek-V3's own index (61).
+pub fn save_hf(dir: &Path, cfg: &V3Config, vars: &Vars, with_mtp: bool) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| invalid(format!("{}: {e}", dir.display())))?;
+    let mut cfg = cfg.clone();
+    let mut tensors = vars.all();
+    if !with_mtp {
+        let first_mtp = cfg.num_hidden_layers;
+        tensors.retain(|(n, _)| {
+            n.strip_prefix("model.layers.")
+                .and_then(|r| r.split_once('.'))
+                .and_then(|(layer, _)| layer.parse::<usize>().ok())
+                .is_none_or(|l| l < first_mtp)
+        });
+        cfg.num_nextn_predict_layers = 0;
+    }
     let json = serde_json::to_string_pretty(&cfg.to_hf()).map_err(|e| invalid(e.to_string()))?;
     io::write_atomic(&dir.join("config.json"), json.as_bytes())?;
-    io::save_safetensors(
-        &dir.join("model.safetensors"),
-        &vars.all(),
-        DType::F32,
-        None,
-    )
+    io::save_safetensors(&dir.join("model.safetensors"), &tensors, DType::F32, None)
 }
 
 #[cfg(test)]
@@ -169,13 +179,27 @@ mod tests {
         m.update_bias(&[vec![5, 0, 1, 1, 1, 1, 1, 6], vec![1; 8]])
             .unwrap();
         let dir = std::env::temp_dir().join(format!("ferrolab-hf-{}", std::process::id()));
-        save_hf(&dir, &cfg, &vars).unwrap();
+        save_hf(&dir, &cfg, &vars, true).unwrap();
         let text = std::fs::read_to_string(dir.as_path().join("config.json")).unwrap();
         assert!(text.contains("\"model_type\": \"deepseek_v3\""), "{text}");
         let (_, back) = load_hf(dir.as_path()).unwrap();
         assert_eq!(back.cfg.num_nextn_predict_layers, 1);
         assert_eq!(back.biases(), m.biases());
         let ids = [1, 5, 7, 39, 0, 3];
+        assert_eq!(
+            back.forward(&ids, 1, 6).unwrap().to_vec(),
+            m.forward(&ids, 1, 6).unwrap().to_vec()
+        );
+        // without the MTP module: no tensor of layer 2 (the MTP layer), a config that says
+        // so, and the same main-model logits
+        save_hf(&dir, &cfg, &vars, false).unwrap();
+        let names = crate::hf::read_tensors(dir.as_path()).unwrap();
+        assert!(!names.is_empty());
+        assert!(names.keys().all(|n| !n.starts_with("model.layers.2.")));
+        let text = std::fs::read_to_string(dir.as_path().join("config.json")).unwrap();
+        assert!(text.contains("\"num_nextn_predict_layers\": 0"), "{text}");
+        let (_, back) = load_hf(dir.as_path()).unwrap();
+        assert_eq!(back.cfg.num_nextn_predict_layers, 0);
         assert_eq!(
             back.forward(&ids, 1, 6).unwrap().to_vec(),
             m.forward(&ids, 1, 6).unwrap().to_vec()
