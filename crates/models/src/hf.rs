@@ -128,12 +128,13 @@ pub fn require(v: &Value, rules: &[(&str, Value)]) -> Result<()> {
 }
 
 /// Refuses a `rope_scaling` / `rope_parameters` entry other than the default RoPE, by name,
-/// and moves a `rope_theta` found inside it to the top level (newer `transformers`).
+/// and moves a `rope_theta` found inside it to the top level (newer `transformers`, which
+/// takes the one in `rope_parameters` over a top-level one).
 pub fn take_rope(o: &mut serde_json::Map<String, Value>) -> Result<()> {
     for key in ["rope_scaling", "rope_parameters"] {
         if let Some(rp) = o.get(key).and_then(|r| r.as_object()).cloned() {
             if let Some(theta) = rp.get("rope_theta") {
-                o.entry("rope_theta").or_insert(theta.clone());
+                o.insert("rope_theta".into(), theta.clone());
             }
             let kind = rp
                 .get("rope_type")
@@ -187,12 +188,22 @@ pub fn load_llama(dir: &Path) -> Result<(Vars, Lm)> {
         .map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;
     let v: Value =
         serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;
-    let cfg = LmConfig::from_hf(&v)?;
+    let mut cfg = LmConfig::from_hf(&v)?;
     let tensors = read_tensors(dir)?;
+    // a tied model's checkpoint may still store the head: a copy of the embedding is passed
+    // over; a head that differs from it is used, untied, as `transformers` does
+    let head = tensors.get("lm_head.weight");
+    let emb = tensors.get("model.embed_tokens.weight");
+    if cfg.tie_word_embeddings {
+        if let (Some(h), Some(e)) = (head, emb) {
+            if h.shape() == e.shape() && h.to_vec() != e.to_vec() {
+                cfg.tie_word_embeddings = false;
+            }
+        }
+    }
     let vars = Vars::new();
     let tied = cfg.tie_word_embeddings;
     let model = Lm::new(&vars, cfg)?;
-    // a tied model's checkpoint may still store the head (a copy of the embedding)
     load_into(&vars, &tensors, dir, &|n| tied && n == "lm_head.weight")?;
     Ok((vars, model))
 }

@@ -85,6 +85,44 @@ fn llama_settings_ferrolab_does_not_compute_are_refused_by_name() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// Keys that `transformers` reads its own way: a `tie_word_embeddings` contradicted by a stored
+/// head that differs from the embedding (HF unties and uses the head), a `rope_theta` in
+/// `rope_parameters` beside a top-level one (HF takes the inner one), a V3 config without
+/// `q_lora_rank` (HF's default, 1536).
+#[test]
+fn keys_transformers_reads_its_own_way_are_read_the_same() {
+    let d = dir("llama-hf-ways");
+    let want = write_llama(&d);
+    edit_config(&d, |v| v["tie_word_embeddings"] = true.into());
+    let (_, m) = hf::load_llama(&d).unwrap();
+    assert!(!m.cfg.tie_word_embeddings);
+    assert_eq!(logits_of(&m), want);
+    // a head that is a copy of the embedding: tied as the config says
+    let mut t = io::load_safetensors(&d.join("model.safetensors")).unwrap();
+    let emb = t["model.embed_tokens.weight"].clone();
+    t.insert("lm_head.weight".into(), emb);
+    let all: Vec<(String, Tensor)> = t.into_iter().collect();
+    io::save_safetensors(&d.join("model.safetensors"), &all, DType::F32, None).unwrap();
+    let (_, m) = hf::load_llama(&d).unwrap();
+    assert!(m.cfg.tie_word_embeddings);
+    // rope_theta: the one in rope_parameters
+    let mut v: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
+    v["rope_theta"] = 10000.0.into();
+    v["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 50000.0});
+    assert_eq!(LmConfig::from_hf(&v).unwrap().rope_theta, 50000.0);
+    let mut v3 = V3Config::tiny(40).to_hf();
+    v3["rope_theta"] = 10000.0.into();
+    v3["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 50000.0});
+    assert_eq!(V3Config::from_hf(&v3).unwrap().rope_theta, 50000.0);
+    // q_lora_rank: null is no LoRA; absent is transformers' default
+    v3["q_lora_rank"] = Value::Null;
+    assert_eq!(V3Config::from_hf(&v3).unwrap().q_lora_rank, 0);
+    v3.as_object_mut().unwrap().remove("q_lora_rank");
+    assert_eq!(V3Config::from_hf(&v3).unwrap().q_lora_rank, 1536);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 #[test]
 fn weights_must_match_the_config_exactly_and_shards_load() {
     let d = dir("llama-weights");

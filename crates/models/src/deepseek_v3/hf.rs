@@ -39,6 +39,8 @@ impl V3Config {
             }
         }
         crate::hf::take_rope(o)?;
+        // `transformers`' default (DeepSeek-V3's own); ferrolab's own files always name it
+        o.entry("q_lora_rank").or_insert(Value::from(1536));
         crate::hf::require(
             &Value::Object(o.clone()),
             &[
@@ -204,6 +206,7 @@ mod tests {
             back.forward(&ids, 1, 6).unwrap().to_vec(),
             m.forward(&ids, 1, 6).unwrap().to_vec()
         );
+        save_hf(&dir, &cfg, &vars, true).unwrap();
         // a missing tensor is named
         let all: Vec<(String, ferrolab_tensor::Tensor)> = vars
             .all()
