@@ -25,14 +25,23 @@ pub struct LogitsArgs {
 
 /// Parses "1 5, 42" into ids; a bad entry is named.
 fn parse_ids(s: &str) -> Result<Vec<u32>> {
-    let ids = s
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.parse::<u32>()
-                .with_context(|| format!("--ids: `{p}` is not a token id"))
-        })
-        .collect::<Result<Vec<u32>>>()?;
+    let mut ids = Vec::new();
+    for word in s.split_whitespace() {
+        let parts: Vec<&str> = word.split(',').collect();
+        for (k, p) in parts.iter().enumerate() {
+            if p.is_empty() {
+                // a comma beside white space separates; two in a row leave an id out
+                if k > 0 && k + 1 < parts.len() {
+                    bail!("--ids: `{word}` has an empty place between two commas");
+                }
+                continue;
+            }
+            ids.push(
+                p.parse::<u32>()
+                    .with_context(|| format!("--ids: `{p}` is not a token id"))?,
+            );
+        }
+    }
     if ids.is_empty() {
         bail!("--ids: no token ids given");
     }
@@ -135,4 +144,19 @@ pub fn run(a: LogitsArgs) -> Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ids;
+
+    #[test]
+    fn ids_are_separated_by_white_space_or_commas_but_none_is_left_out() {
+        for ok in ["1 5 42", "1,5,42", "1, 5, 42", "1 ,5 , 42", " 1\n5\t42,"] {
+            assert_eq!(parse_ids(ok).unwrap(), vec![1, 5, 42], "{ok:?}");
+        }
+        for bad in ["1,,2", "1,, 2", "", " , ", "1 x", "-1"] {
+            assert!(parse_ids(bad).is_err(), "{bad:?}");
+        }
+    }
 }
