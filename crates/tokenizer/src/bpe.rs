@@ -152,8 +152,8 @@ impl Bpe {
                     String::from_utf8_lossy(&joined)
                 )));
             };
-            // the first occurrence wins, as in HF (later duplicates never fire)
-            pair_merges.entry(pack(a, b)).or_insert((prio as Rank, new));
+            // the last occurrence wins, as in HF (its merge map is collected in list order)
+            pair_merges.insert(pack(a, b), (prio as Rank, new));
         }
         Ok(Bpe {
             short: ShortMap::build(&ids),

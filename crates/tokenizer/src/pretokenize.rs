@@ -128,6 +128,9 @@ enum Engine {
 #[derive(Clone, Debug)]
 pub struct PreTokenizer {
     pattern: String,
+    /// The pattern as an HF `tokenizer.json` wrote it (Oniguruma's reading), when `pattern` is
+    /// its translation for fancy-regex.
+    hf_pattern: Option<String>,
     preset: Option<Preset>,
     regex: fancy_regex::Regex,
     engine: Engine,
@@ -165,6 +168,7 @@ impl PreTokenizer {
             .clone();
         PreTokenizer {
             pattern: preset.pattern().to_string(),
+            hf_pattern: None,
             preset: Some(preset),
             regex,
             engine: Engine::Regex,
@@ -182,6 +186,7 @@ impl PreTokenizer {
         })?;
         Ok(PreTokenizer {
             pattern: pattern.to_string(),
+            hf_pattern: None,
             preset: None,
             regex,
             engine: Engine::Regex,
@@ -191,6 +196,23 @@ impl PreTokenizer {
     /// The regex that defines the split.
     pub fn pattern(&self) -> &str {
         &self.pattern
+    }
+
+    /// Records the HF `tokenizer.json` pattern that [`PreTokenizer::pattern`] translates (it is
+    /// written back as it was read).
+    pub fn with_hf_pattern(mut self, original: &str) -> PreTokenizer {
+        self.hf_pattern = Some(original.to_string());
+        self
+    }
+
+    /// The pattern in HF's (Oniguruma's) reading: the one a `tokenizer.json` gave, or the
+    /// preset's HF form, or the pattern itself.
+    pub fn hf_pattern(&self) -> String {
+        match (&self.hf_pattern, self.preset) {
+            (Some(p), _) => p.clone(),
+            (None, Some(p)) => p.hf_pattern().to_string(),
+            (None, None) => self.pattern.clone(),
+        }
     }
 
     /// The preset, when the pattern is one.

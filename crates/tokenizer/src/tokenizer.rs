@@ -48,14 +48,24 @@ pub struct Encoding {
 /// Some of them may be *plain* added tokens (HF `tokenizer.json` added tokens with
 /// `"special": false`): HF matches those in every text, so they are always taken as their ids,
 /// whatever the special-token choice, `encode_ordinary` included.
+///
+/// HF looks for its added tokens in two passes: those with `"normalized": false` first, then
+/// those with `"normalized": true` in the text the first pass left (text of a special token
+/// taken as ordinary text included). Tokens of other origins are all first-pass.
 #[derive(Clone, Debug, Default)]
 struct Specials {
     names: Vec<String>,
     ids: Vec<Rank>,
     /// Per token: a plain added token (always matched).
     plain: Vec<bool>,
+    /// Per token: looked for in the second pass.
+    normalized: Vec<bool>,
+    /// Per token: the bytes it decodes to (its text; HF's byte-level reading of it for
+    /// `tokenizer.json` files).
+    bytes: Vec<Vec<u8>>,
     by_id: FxHashMap<Rank, usize>,
-    matcher: Option<AhoCorasick>,
+    /// Per pass: a leftmost-longest matcher over its tokens, and each pattern's token index.
+    passes: [Option<(AhoCorasick, Vec<usize>)>; 2],
 }
 
 impl Specials {
@@ -72,20 +82,34 @@ impl Specials {
                     "special token id {id} appears twice"
                 )));
             }
+            s.bytes.push(name.as_bytes().to_vec());
             s.names.push(name);
             s.ids.push(id);
             s.plain.push(false);
+            s.normalized.push(false);
         }
-        if !s.names.is_empty() {
-            // leftmost-longest: of two specials starting at one place, the longer one
-            s.matcher = Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(&s.names)
-                    .map_err(|e| TokenizerError::BadVocab(format!("special tokens: {e}")))?,
-            );
-        }
+        s.build_matchers()?;
         Ok(s)
+    }
+
+    /// The matchers of both passes (leftmost-longest: of two tokens starting at one place,
+    /// the longer one).
+    fn build_matchers(&mut self) -> Result<()> {
+        for (pass, slot) in self.passes.iter_mut().enumerate() {
+            let idx: Vec<usize> = (0..self.names.len())
+                .filter(|&k| self.normalized[k] == (pass == 1))
+                .collect();
+            *slot = if idx.is_empty() {
+                None
+            } else {
+                let m = AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(idx.iter().map(|&k| &self.names[k]))
+                    .map_err(|e| TokenizerError::BadVocab(format!("special tokens: {e}")))?;
+                Some((m, idx))
+            };
+        }
+        Ok(())
     }
 }
 
@@ -165,6 +189,35 @@ impl Tokenizer {
             self.specials.plain[k] = true;
         }
         Ok(self)
+    }
+
+    /// HF `tokenizer.json` added tokens: those with these ids (`"normalized": true`) are looked
+    /// for only in the text that the others leave, as HF does; and every added token decodes
+    /// as HF's byte-level decoder reads its text (a character of the byte-level alphabet as its
+    /// byte, any other as its UTF-8). An id that is not an added token is an error.
+    pub fn with_hf_added_tokens(mut self, normalized: &[Rank]) -> Result<Tokenizer> {
+        for id in normalized {
+            let Some(&k) = self.specials.by_id.get(id) else {
+                return Err(TokenizerError::BadVocab(format!(
+                    "normalized added token {id} is not an added token"
+                )));
+            };
+            self.specials.normalized[k] = true;
+        }
+        for (b, name) in self.specials.bytes.iter_mut().zip(&self.specials.names) {
+            *b = crate::files::gpt2::byte_level_decode(name);
+        }
+        self.specials.build_matchers()?;
+        Ok(self)
+    }
+
+    /// Whether `id` is an added token looked for in HF's second pass (see
+    /// [`Tokenizer::with_hf_added_tokens`]).
+    pub fn is_normalized_token(&self, id: Rank) -> bool {
+        self.specials
+            .by_id
+            .get(&id)
+            .is_some_and(|&k| self.specials.normalized[k])
     }
 
     /// Whether `id` is a plain added token (see [`Tokenizer::with_plain_tokens`]).
@@ -293,7 +346,8 @@ impl Tokenizer {
     }
 
     /// Splits `text` at allowed special tokens and calls `f` on each segment; fails on the first
-    /// disallowed one; others stay inside the text segments.
+    /// disallowed one; others stay inside the text segments. First-pass tokens are looked for
+    /// in the whole text, second-pass ones in the text segments the first pass leaves.
     fn encode_segments(
         &self,
         text: &str,
@@ -301,34 +355,55 @@ impl Tokenizer {
         disallowed: &SpecialSet,
         mut f: impl FnMut(Segment<'_>) -> Result<()>,
     ) -> Result<()> {
-        let Some(m) = &self.specials.matcher else {
-            return f(Segment::Text(text, 0));
+        self.scan(0, text, 0, allowed, disallowed, &mut f)
+    }
+
+    /// One pass of [`Tokenizer::encode_segments`] over `text`, which starts at byte `base`.
+    fn scan(
+        &self,
+        pass: usize,
+        text: &str,
+        base: usize,
+        allowed: &SpecialSet,
+        disallowed: &SpecialSet,
+        f: &mut dyn FnMut(Segment<'_>) -> Result<()>,
+    ) -> Result<()> {
+        // text this pass leaves: the next pass, or the caller
+        let rest = |s: &str, at: usize, f: &mut dyn FnMut(Segment<'_>) -> Result<()>| {
+            if pass == 0 {
+                self.scan(1, s, at, allowed, disallowed, f)
+            } else {
+                f(Segment::Text(s, at))
+            }
+        };
+        let Some((m, idx)) = &self.specials.passes[pass] else {
+            return rest(text, base, f);
         };
         let mut last = 0;
         for hit in m.find_iter(text) {
-            let k = hit.pattern().as_usize();
+            let k = idx[hit.pattern().as_usize()];
             let name = &self.specials.names[k];
             if !self.specials.plain[k] && !allowed.contains(name) {
                 if disallowed.contains(name) {
                     return Err(TokenizerError::DisallowedSpecial {
                         token: name.clone(),
-                        offset: hit.start(),
+                        offset: base + hit.start(),
                     });
                 }
                 // neither: ordinary text, left inside the current text segment
                 continue;
             }
             if hit.start() > last {
-                f(Segment::Text(&text[last..hit.start()], last))?;
+                rest(&text[last..hit.start()], base + last, f)?;
             }
             f(Segment::Special(
                 self.specials.ids[k],
-                (hit.start(), hit.end()),
+                (base + hit.start(), base + hit.end()),
             ))?;
             last = hit.end();
         }
         if last < text.len() {
-            f(Segment::Text(&text[last..], last))?;
+            rest(&text[last..], base + last, f)?;
         }
         Ok(())
     }
@@ -363,13 +438,14 @@ impl Tokenizer {
         Ok(parts?.concat())
     }
 
-    /// Appends the bytes of the tokens (special tokens as their text) to `out`.
+    /// Appends the bytes of the tokens (special tokens as their text, or as HF decodes it) to
+    /// `out`.
     pub fn decode_bytes_into(&self, ids: &[Rank], out: &mut Vec<u8>) -> Result<()> {
         for &id in ids {
             if let Some(b) = self.bpe.token_bytes(id) {
                 out.extend_from_slice(b);
             } else if let Some(&k) = self.specials.by_id.get(&id) {
-                out.extend_from_slice(self.specials.names[k].as_bytes());
+                out.extend_from_slice(&self.specials.bytes[k]);
             } else {
                 return Err(TokenizerError::UnknownId(id));
             }
@@ -397,7 +473,7 @@ impl Tokenizer {
             self.specials
                 .by_id
                 .get(&id)
-                .map(|&k| self.specials.names[k].as_bytes())
+                .map(|&k| self.specials.bytes[k].as_slice())
         })
     }
 }

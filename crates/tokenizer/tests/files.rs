@@ -157,6 +157,62 @@ fn hf_added_tokens_that_are_vocab_entries_encode_like_hf() {
     assert!(back.is_plain_token(the) && !back.is_plain_token(ing));
 }
 
+/// Files that HF reads its own way (`make_hf_fixture.py` CASES): added tokens in two passes,
+/// ids HF assigns itself, a merge listed twice, a Split pattern that Oniguruma reads otherwise
+/// than fancy-regex, added tokens decoded through the byte-level map. HF's ids with special
+/// tokens split out and as text (`encode_special_tokens`), and HF's decoded text; the same
+/// after a write and a read.
+#[test]
+fn files_hf_reads_its_own_way_encode_and_decode_like_hf() {
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("hf_expected.json")).unwrap())
+            .unwrap();
+    let ids = |v: &Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let cases = expected["cases"].as_object().unwrap();
+    assert_eq!(cases.len(), 4);
+    for (name, case) in cases {
+        let tok = read_hf(&fixture(name)).unwrap();
+        let back = parse_hf_str(&hf_string(&tok).unwrap()).unwrap();
+        let probes = case["probes"].as_array().unwrap();
+        for (k, p) in probes.iter().enumerate() {
+            let p = p.as_str().unwrap();
+            let all = ids(&case["all"][k]);
+            let ordinary = ids(&case["ordinary"][k]);
+            for t in [&tok, &back] {
+                assert_eq!(t.encode(p, &SpecialSet::All).unwrap(), all, "{name}: {p:?}");
+                assert_eq!(t.encode_ordinary(p).unwrap(), ordinary, "{name}: {p:?}");
+                let bytes = t.decode_bytes(&all).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&bytes),
+                    case["decoded"][k].as_str().unwrap(),
+                    "{name}: {p:?}"
+                );
+            }
+        }
+    }
+    // the ids HF gives, whatever the file says (it lists 1000, 1007, ...)
+    let tok = read_hf(&fixture("hf_added_ids.json")).unwrap();
+    let mut added: Vec<u32> = tok.special_tokens().map(|(_, id)| id).collect();
+    added.sort_unstable();
+    // (`b` and `x` are vocab entries: their vocab ids)
+    assert_eq!(added, [0, 66, 88, 400, 401, 402, 403, 404]);
+    // a custom pattern HF's engine reads in ways fancy-regex cannot be made to: refused by key
+    let onig = std::fs::read_to_string(fixture("hf_onig.json")).unwrap();
+    let posix = onig.replacen(r"\\w+|", "[[:alpha:]]+|", 1);
+    assert_ne!(posix, onig);
+    let e = err_text(parse_hf_str(&posix));
+    assert!(
+        e.contains("pre_tokenizer.pretokenizers[0].pattern") && e.contains("POSIX"),
+        "{e}"
+    );
+}
+
 #[test]
 fn hf_write_read_round_trip() {
     let mut rng = Rng(11);

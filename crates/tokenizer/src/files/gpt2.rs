@@ -48,6 +48,20 @@ pub fn bytes_to_text(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| m.to_char[b as usize]).collect()
 }
 
+/// How HF's byte-level decoder reads a token's text: each character of the map as its byte,
+/// any other character as its UTF-8 bytes.
+pub(crate) fn byte_level_decode(text: &str) -> Vec<u8> {
+    let m = byte_map();
+    let mut out = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        match m.to_byte.get(&c) {
+            Some(&b) => out.push(b),
+            None => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    out
+}
+
 /// The bytes of a GPT-2 text form; `None` if a character is outside the map.
 pub fn text_to_bytes(text: &str) -> Option<Vec<u8>> {
     let m = byte_map();

@@ -1,15 +1,21 @@
 //! HF `tokenizers` `tokenizer.json` for byte-level BPE.
 //!
-//! Supported: model `BPE` (vocab, merges as `"a b"` strings or `["a", "b"]` pairs,
-//! `ignore_merges`), pre-tokenizer `ByteLevel` (GPT-2 regex) or `Sequence[Split(Regex,
-//! Isolated), ByteLevel(use_regex=false)]`, added tokens (special ones as special tokens,
-//! `"special": false` ones as plain tokens matched in every text; without `lstrip` / `rstrip`
-//! / `single_word`), no normalizer.
+//! Supported: model `BPE` (vocab, merges as `"a b"` strings or `["a", "b"]` pairs, the last
+//! copy of a merge listed twice winning as in HF, `ignore_merges`), pre-tokenizer `ByteLevel`
+//! (GPT-2 regex) or `Sequence[Split(Regex, Isolated), ByteLevel(use_regex=false)]` (the
+//! pattern read as Oniguruma reads it: `X{n,m}+`, line anchors, `\w`), decoder `ByteLevel`,
+//! no normalizer, no truncation or padding, and added tokens as HF reads them: special ones
+//! matched only when allowed, `"special": false` ones in every text; `"normalized": false`
+//! ones first, `"normalized": true` ones in the text left; ids as HF gives them (a vocab
+//! entry's own, else the next past the vocab, whatever the file says); decoded through the
+//! byte-level map; without `lstrip` / `rstrip` / `single_word`.
 //! Anything else is refused with the key that holds it, rather than loaded and encoded wrongly.
+//! Not applied: the `post_processor` (ferrolab's encodings are HF's with
+//! `add_special_tokens=False`).
 
 use std::path::Path;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde_json::{json, Value};
 
 use crate::bpe::{MergeRule, Rank};
@@ -41,9 +47,10 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
     let model = root
         .get("model")
         .ok_or_else(|| bad("model", "missing".into()))?;
-    match model.get("type").and_then(Value::as_str) {
-        Some("BPE") | None => {}
-        Some(t) => return Err(bad("model.type", format!("{t:?} is not BPE"))),
+    match model.get("type") {
+        None => {}
+        Some(Value::String(t)) if t == "BPE" => {}
+        Some(t) => return Err(bad("model.type", format!("{t} is not BPE"))),
     }
     for key in ["continuing_subword_prefix", "end_of_word_suffix", "dropout"] {
         match model.get(key) {
@@ -63,22 +70,51 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
             "not supported (byte-level BPE needs none)".into(),
         ));
     }
-    let ignore_merges = model
-        .get("ignore_merges")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let ignore_merges = match model.get("ignore_merges") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => {
+            return Err(bad(
+                "model.ignore_merges",
+                format!("{v} is not true or false"),
+            ))
+        }
+    };
     match root.get("normalizer") {
         None | Some(Value::Null) => {}
         Some(v) => return Err(bad("normalizer", format!("{v} is not supported"))),
+    }
+    // these change what HF's encode gives (cut or padded ids) or decode reads; ferrolab
+    // implements neither, so a file with them would encode or decode otherwise than HF
+    for key in ["truncation", "padding"] {
+        match root.get(key) {
+            None | Some(Value::Null) => {}
+            Some(v) => return Err(bad(key, format!("{v} is not supported"))),
+        }
+    }
+    match root.get("decoder") {
+        Some(d) if d.get("type").and_then(Value::as_str) == Some("ByteLevel") => {}
+        None | Some(Value::Null) => {
+            return Err(bad(
+                "decoder",
+                "missing: a byte-level BPE needs a ByteLevel decoder".into(),
+            ))
+        }
+        Some(d) => {
+            return Err(bad(
+                "decoder",
+                format!("{d} is not supported (ByteLevel is)"),
+            ))
+        }
     }
 
     let vocab_v = model
         .get("vocab")
         .and_then(Value::as_object)
         .ok_or_else(|| bad("model.vocab", "missing or not an object".into()))?;
-    let mut added: FxHashMap<&str, Rank> = FxHashMap::default();
-    let mut specials = Vec::new();
-    let mut plain = Vec::new();
+    // added tokens in list order: (content, special, normalized); their ids are assigned
+    // below as HF assigns them (the ids in the file are not read back by HF either)
+    let mut added_list: Vec<(&str, bool, bool)> = Vec::new();
     if let Some(list) = root.get("added_tokens") {
         let list = list
             .as_array()
@@ -89,8 +125,11 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
                 .get("content")
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad(&format!("{key}.content"), "missing".into()))?;
-            let id = t
-                .get("id")
+            if content.is_empty() {
+                return Err(bad(&format!("{key}.content"), "is empty".into()));
+            }
+            // HF requires an id (and then gives the token its own, see below)
+            t.get("id")
                 .and_then(Value::as_u64)
                 .and_then(|x| Rank::try_from(x).ok())
                 .ok_or_else(|| bad(&format!("{key}.id"), "missing or not an id".into()))?;
@@ -104,14 +143,16 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
                     ));
                 }
             }
-            added.insert(content, id);
-            specials.push((content.to_string(), id));
-            // `"special": false` (HF's default for `add_tokens`): matched in every text
-            if t.get("special").and_then(Value::as_bool) == Some(false) {
-                plain.push(id);
-            }
+            // HF requires both (and refuses the file without them)
+            let flag = |name: &str| -> Result<bool> {
+                t.get(name).and_then(Value::as_bool).ok_or_else(|| {
+                    bad(&format!("{key}.{name}"), "missing or not true/false".into())
+                })
+            };
+            added_list.push((content, flag("special")?, flag("normalized")?));
         }
     }
+    let added: FxHashMap<&str, ()> = added_list.iter().map(|&(c, _, _)| (c, ())).collect();
     let merges_v = model
         .get("merges")
         .and_then(Value::as_array)
@@ -139,15 +180,11 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
         };
         merge_texts.push((key, a, b));
     }
-    // an added token is often also a vocab entry with the same id. A special one stays out
-    // of the BPE (it is matched by its text only), unless BPE needs it: a single byte, or
-    // what a merge makes; a plain one (`"special": false`, HF's `add_tokens` of a word the
-    // vocab has) stays in, so that BPE still makes it and it decodes to its bytes, as in HF.
-    let merge_made: FxHashSet<String> = merge_texts
-        .iter()
-        .map(|(_, a, b)| format!("{a}{b}"))
-        .collect();
-    let plain_ids: FxHashSet<Rank> = plain.iter().copied().collect();
+    // an added token is often also a vocab entry with the same id (HF's `add_tokens` of a
+    // word the vocab has; GPT-2's `<|endoftext|>`). HF's BPE keeps every vocab entry, so BPE
+    // can still make it (with `ignore_merges`, a whole piece that is one) and it decodes to
+    // its bytes; only an entry with a character outside the byte-level map, which BPE can
+    // never make, is left out
     let mut vocab = Vec::with_capacity(vocab_v.len());
     let mut by_text: FxHashMap<&str, Rank> = FxHashMap::default();
     for (k, v) in vocab_v {
@@ -157,18 +194,56 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
             .and_then(|x| Rank::try_from(x).ok())
             .ok_or_else(|| bad(&key, format!("{v} is not a token id")))?;
         by_text.insert(k, id);
-        let bytes = text_to_bytes(k);
-        if added.get(k.as_str()) == Some(&id) {
-            let needed = plain_ids.contains(&id)
-                || bytes.as_ref().is_some_and(|b| b.len() == 1)
-                || merge_made.contains(k.as_str());
-            if !needed || bytes.is_none() {
-                continue;
+        let bytes = match text_to_bytes(k) {
+            Some(b) => b,
+            None if added.contains_key(k.as_str()) => continue,
+            None => {
+                return Err(bad(
+                    &key,
+                    "has a character outside the byte-level map".into(),
+                ))
             }
-        }
-        let bytes =
-            bytes.ok_or_else(|| bad(&key, "has a character outside the byte-level map".into()))?;
+        };
         vocab.push((bytes, id));
+    }
+    // HF's ids for the added tokens: a vocab entry's own id; otherwise the next one, counted
+    // from the vocab's size (or after the largest added id, once that is past it)
+    let vocab_len = vocab_v.len() as u64;
+    let mut specials: Vec<(String, Rank)> = Vec::new();
+    let (mut plain, mut normalized) = (Vec::new(), Vec::new());
+    let mut assigned: FxHashMap<&str, Rank> = FxHashMap::default();
+    let mut max_added: Option<u64> = None;
+    let vocab_ids: rustc_hash::FxHashSet<Rank> = by_text.values().copied().collect();
+    for (i, &(content, special, norm)) in added_list.iter().enumerate() {
+        let id = if let Some(&id) = by_text.get(content).or_else(|| assigned.get(content)) {
+            id
+        } else {
+            let next = match max_added {
+                Some(m) if m >= vocab_len => m + 1,
+                _ => vocab_len,
+            };
+            let id = Rank::try_from(next)
+                .map_err(|_| bad(&format!("added_tokens[{i}]"), "too many tokens".into()))?;
+            if vocab_ids.contains(&id) {
+                return Err(bad(
+                    &format!("added_tokens[{i}]"),
+                    format!("HF gives it id {id}, which a vocab entry already has"),
+                ));
+            }
+            id
+        };
+        max_added = Some(max_added.map_or(id as u64, |m| m.max(id as u64)));
+        if assigned.insert(content, id).is_some() {
+            continue; // listed twice: one token
+        }
+        specials.push((content.to_string(), id));
+        // `"special": false` (HF's default for `add_tokens`): matched in every text
+        if !special {
+            plain.push(id);
+        }
+        if norm {
+            normalized.push(id);
+        }
     }
     let mut merges = Vec::with_capacity(merge_texts.len());
     for (key, a, b) in &merge_texts {
@@ -185,7 +260,9 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
         e => e,
     })?;
     let pre = parse_pre_tokenizer(root.get("pre_tokenizer"), &bad)?;
-    Tokenizer::new_sharing_ids(bpe, pre, specials)?.with_plain_tokens(&plain)
+    Tokenizer::new_sharing_ids(bpe, pre, specials)?
+        .with_plain_tokens(&plain)?
+        .with_hf_added_tokens(&normalized)
 }
 
 fn parse_pre_tokenizer(
@@ -244,7 +321,13 @@ fn parse_pre_tokenizer(
                             bad(&format!("{k0}.pattern"), "not a Regex pattern".into())
                         })?;
                     match split.get("behavior").and_then(Value::as_str) {
-                        Some("Isolated") | None => {}
+                        Some("Isolated") => {}
+                        None => {
+                            return Err(bad(
+                                &format!("{k0}.behavior"),
+                                "missing (Isolated is supported)".into(),
+                            ))
+                        }
                         Some(b) => {
                             return Err(bad(
                                 &format!("{k0}.behavior"),
@@ -255,7 +338,13 @@ fn parse_pre_tokenizer(
                     if split.get("invert").and_then(Value::as_bool) == Some(true) {
                         return Err(bad(&format!("{k0}.invert"), "true is not supported".into()));
                     }
-                    PreTokenizer::from_pattern(&onig_to_fancy(pattern))
+                    let fancy = onig_to_fancy(pattern);
+                    let fancy = if Preset::from_pattern(&fancy).is_some() {
+                        fancy
+                    } else {
+                        onig_classes(&fancy).map_err(|m| bad(&format!("{k0}.pattern"), m))?
+                    };
+                    Ok(PreTokenizer::from_pattern(&fancy)?.with_hf_pattern(pattern))
                 }
                 [bl] if bl.get("type").and_then(Value::as_str) == Some("ByteLevel") => {
                     parse_pre_tokenizer(Some(bl), bad)
@@ -311,13 +400,11 @@ pub fn hf_string(tok: &Tokenizer) -> Result<String> {
         .iter()
         .map(|(name, id)| {
             json!({"id": id, "content": name, "single_word": false, "lstrip": false,
-                   "rstrip": false, "normalized": false, "special": !tok.is_plain_token(*id)})
+                   "rstrip": false, "normalized": tok.is_normalized_token(*id),
+                   "special": !tok.is_plain_token(*id)})
         })
         .collect();
-    let hf_pattern = match tok.pre_tokenizer().preset_kind() {
-        Some(p) => p.hf_pattern(),
-        None => tok.pre_tokenizer().pattern().to_string(),
-    };
+    let hf_pattern = tok.pre_tokenizer().hf_pattern();
     let pre = if tok.pre_tokenizer().preset_kind() == Some(Preset::Gpt2) {
         json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
     } else {
@@ -356,4 +443,79 @@ pub fn hf_string(tok: &Tokenizer) -> Result<String> {
 /// Writes a `tokenizer.json`.
 pub fn write_hf(tok: &Tokenizer, path: &Path) -> Result<()> {
     write(path, hf_string(tok)?.as_bytes())
+}
+
+/// Oniguruma's `\w` (Unicode: letters, marks, numbers, connector punctuation), as a class
+/// fancy-regex reads the same way (its own `\w` takes the join controls and leaves out the
+/// `No` numbers, `²` say).
+const ONIG_WORD: &str = r"\p{L}\p{M}\p{N}\p{Pc}";
+
+/// Rewrites what Oniguruma (HF's engine, Ruby syntax) reads otherwise than fancy-regex in a
+/// custom pattern: `^` and `$` are line anchors in Ruby (a leading `(?m)` makes them so in
+/// fancy-regex, where `(?m)` means only that); `\w` and `\W` are given as classes. POSIX
+/// bracket classes (`[[:space:]]`, Unicode in Oniguruma, ASCII in fancy-regex) and `\W`
+/// inside a class are refused.
+pub fn onig_classes(pattern: &str) -> std::result::Result<String, String> {
+    let mut out = String::from("(?m)");
+    let mut depth = 0usize; // nesting of [...] classes
+    let mut class_start = false; // just after `[` or `[^`: a `]` there is literal
+    let mut it = pattern.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\\' => {
+                let Some(e) = it.next() else {
+                    out.push('\\');
+                    break;
+                };
+                match (e, depth > 0) {
+                    ('w', false) => out.push_str(&format!("[{ONIG_WORD}]")),
+                    ('W', false) => out.push_str(&format!("[^{ONIG_WORD}]")),
+                    ('w', true) => out.push_str(ONIG_WORD),
+                    ('W', true) => {
+                        return Err(r"`\W` inside a character class is not supported".into())
+                    }
+                    _ => {
+                        out.push('\\');
+                        out.push(e);
+                    }
+                }
+                class_start = false;
+            }
+            '[' => {
+                // `[:alpha:]`, `[:^space:]` (inside a class in Oniguruma's syntax)
+                let ahead: String = it.clone().take(16).collect();
+                let posix = ahead
+                    .strip_prefix(':')
+                    .and_then(|r| r.split_once(":]"))
+                    .is_some_and(|(name, _)| {
+                        !name.is_empty()
+                            && name
+                                .trim_start_matches('^')
+                                .chars()
+                                .all(|c| c.is_ascii_lowercase())
+                    });
+                if posix {
+                    return Err(
+                        "POSIX bracket classes ([[:space:]] and the like) are not supported".into(),
+                    );
+                }
+                depth += 1;
+                out.push('[');
+                if it.peek() == Some(&'^') {
+                    out.push('^');
+                    it.next();
+                }
+                class_start = true;
+            }
+            ']' if depth > 0 && !class_start => {
+                depth -= 1;
+                out.push(']');
+            }
+            _ => {
+                out.push(c);
+                class_start = false;
+            }
+        }
+    }
+    Ok(out)
 }
