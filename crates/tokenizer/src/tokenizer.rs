@@ -193,8 +193,9 @@ impl Tokenizer {
 
     /// HF `tokenizer.json` added tokens: those with these ids (`"normalized": true`) are looked
     /// for only in the text that the others leave, as HF does; and every added token decodes
-    /// as HF's byte-level decoder reads its text (a character of the byte-level alphabet as its
-    /// byte, any other as its UTF-8). An id that is not an added token is an error.
+    /// as HF's byte-level decoder reads its text (as the bytes of a GPT-2 text form when every
+    /// character is of the byte-level alphabet, else as its UTF-8). An id that is not an added
+    /// token is an error.
     pub fn with_hf_added_tokens(mut self, normalized: &[Rank]) -> Result<Tokenizer> {
         for id in normalized {
             let Some(&k) = self.specials.by_id.get(id) else {

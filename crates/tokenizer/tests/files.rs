@@ -184,6 +184,22 @@ fn files_hf_reads_its_own_way_encode_and_decode_like_hf() {
             let p = p.as_str().unwrap();
             let all = ids(&case["all"][k]);
             let ordinary = ids(&case["ordinary"][k]);
+            // the pre-tokenizer alone (a piece boundary changes ids only where a merge
+            // would cross it)
+            let pieces: Vec<&str> = tok
+                .pre_tokenizer()
+                .split(p)
+                .unwrap()
+                .into_iter()
+                .map(|(a, b)| &p[a..b])
+                .collect();
+            let want: Vec<&str> = case["pieces"][k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap())
+                .collect();
+            assert_eq!(pieces, want, "{name}: {p:?}");
             for t in [&tok, &back] {
                 assert_eq!(t.encode(p, &SpecialSet::All).unwrap(), all, "{name}: {p:?}");
                 assert_eq!(t.encode_ordinary(p).unwrap(), ordinary, "{name}: {p:?}");
@@ -201,7 +217,7 @@ fn files_hf_reads_its_own_way_encode_and_decode_like_hf() {
     let mut added: Vec<u32> = tok.special_tokens().map(|(_, id)| id).collect();
     added.sort_unstable();
     // (`b` and `x` are vocab entries: their vocab ids)
-    assert_eq!(added, [0, 66, 88, 400, 401, 402, 403, 404]);
+    assert_eq!(added, [0, 66, 88, 400, 401, 402, 403, 404, 405]);
     // a custom pattern HF's engine reads in ways fancy-regex cannot be made to: refused by key
     let onig = std::fs::read_to_string(fixture("hf_onig.json")).unwrap();
     let posix = onig.replacen(r"\\w+|", "[[:alpha:]]+|", 1);

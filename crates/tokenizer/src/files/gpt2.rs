@@ -48,18 +48,10 @@ pub fn bytes_to_text(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| m.to_char[b as usize]).collect()
 }
 
-/// How HF's byte-level decoder reads a token's text: each character of the map as its byte,
-/// any other character as its UTF-8 bytes.
+/// How HF's byte-level decoder reads a token's text: the bytes of its GPT-2 text form when
+/// every character is in the map, else the text's own UTF-8.
 pub(crate) fn byte_level_decode(text: &str) -> Vec<u8> {
-    let m = byte_map();
-    let mut out = Vec::with_capacity(text.len());
-    for c in text.chars() {
-        match m.to_byte.get(&c) {
-            Some(&b) => out.push(b),
-            None => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
-        }
-    }
-    out
+    text_to_bytes(text).unwrap_or_else(|| text.as_bytes().to_vec())
 }
 
 /// The bytes of a GPT-2 text form; `None` if a character is outside the map.

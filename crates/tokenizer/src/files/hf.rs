@@ -44,6 +44,28 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
         message,
     };
     let root: Value = serde_json::from_str(text).map_err(|e| bad("", format!("not JSON: {e}")))?;
+    // as HF: the one format version, and no key it does not know
+    const KEYS: [&str; 9] = [
+        "version",
+        "truncation",
+        "padding",
+        "added_tokens",
+        "normalizer",
+        "pre_tokenizer",
+        "post_processor",
+        "decoder",
+        "model",
+    ];
+    if let Some(o) = root.as_object() {
+        if let Some(k) = o.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(bad(k, "is not a tokenizer.json key".into()));
+        }
+    }
+    match root.get("version") {
+        None => {}
+        Some(Value::String(v)) if v == "1.0" => {}
+        Some(v) => return Err(bad("version", format!("{v} is not 1.0"))),
+    }
     let model = root
         .get("model")
         .ok_or_else(|| bad("model", "missing".into()))?;
@@ -136,11 +158,21 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
             // these change how the token is matched; matching it plainly would encode text
             // around it differently from HF, so refuse rather than be silently wrong
             for flag in ["lstrip", "rstrip", "single_word"] {
-                if t.get(flag).and_then(Value::as_bool) == Some(true) {
-                    return Err(bad(
-                        &format!("{key}.{flag}"),
-                        "true is not supported".into(),
-                    ));
+                match t.get(flag).and_then(Value::as_bool) {
+                    Some(false) => {}
+                    Some(true) => {
+                        return Err(bad(
+                            &format!("{key}.{flag}"),
+                            "true is not supported".into(),
+                        ))
+                    }
+                    // HF refuses the file without it
+                    None => {
+                        return Err(bad(
+                            &format!("{key}.{flag}"),
+                            "missing or not true/false".into(),
+                        ))
+                    }
                 }
             }
             // HF requires both (and refuses the file without them)
@@ -207,7 +239,8 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
         vocab.push((bytes, id));
     }
     // HF's ids for the added tokens: a vocab entry's own id; otherwise the next one, counted
-    // from the vocab's size (or after the largest added id, once that is past it)
+    // from the number of vocab entries (or after the largest id added so far, once that is
+    // past it)
     let vocab_len = vocab_v.len() as u64;
     let mut specials: Vec<(String, Rank)> = Vec::new();
     let (mut plain, mut normalized) = (Vec::new(), Vec::new());
@@ -216,7 +249,7 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
     let vocab_ids: rustc_hash::FxHashSet<Rank> = by_text.values().copied().collect();
     for (i, &(content, special, norm)) in added_list.iter().enumerate() {
         let id = if let Some(&id) = by_text.get(content).or_else(|| assigned.get(content)) {
-            id
+            id // (not counted in the largest added id: HF counts only the ids it adds)
         } else {
             let next = match max_added {
                 Some(m) if m >= vocab_len => m + 1,
@@ -230,9 +263,9 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
                     format!("HF gives it id {id}, which a vocab entry already has"),
                 ));
             }
+            max_added = Some(max_added.map_or(id as u64, |m| m.max(id as u64)));
             id
         };
-        max_added = Some(max_added.map_or(id as u64, |m| m.max(id as u64)));
         if assigned.insert(content, id).is_some() {
             continue; // listed twice: one token
         }
@@ -445,14 +478,19 @@ pub fn write_hf(tok: &Tokenizer, path: &Path) -> Result<()> {
     write(path, hf_string(tok)?.as_bytes())
 }
 
-/// Oniguruma's `\w` (Unicode: letters, marks, numbers, connector punctuation), as a class
-/// fancy-regex reads the same way (its own `\w` takes the join controls and leaves out the
-/// `No` numbers, `²` say).
-const ONIG_WORD: &str = r"\p{L}\p{M}\p{N}\p{Pc}";
+/// Oniguruma's `\w` and `\p{Word}` as HF's build reads them, as a class body fancy-regex
+/// reads the same way: alphabetic, marks, decimal digits, connector punctuation, and the
+/// Latin-1 `²³¹¼½¾` (but not inside a bracket class); fancy-regex's own `\w` also takes the
+/// two join controls and not those six (found by comparing HF's pieces at every code point).
+const ONIG_WORD: &str = r"\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{B2}\x{B3}\x{B9}\x{BC}-\x{BE}";
+
+/// Oniguruma's `\w` inside a bracket class (`[\w]`), which leaves the six Latin-1 ones out.
+const ONIG_WORD_IN_CLASS: &str = r"\p{Alphabetic}\p{M}\p{Nd}\p{Pc}";
 
 /// Rewrites what Oniguruma (HF's engine, Ruby syntax) reads otherwise than fancy-regex in a
 /// custom pattern: `^` and `$` are line anchors in Ruby (a leading `(?m)` makes them so in
-/// fancy-regex, where `(?m)` means only that); `\w` and `\W` are given as classes. POSIX
+/// fancy-regex, where `(?m)` means only that); `\w`, `\W`, `\p{Word}`, `\b` and `\B` are given
+/// by Oniguruma's word characters. POSIX
 /// bracket classes (`[[:space:]]`, Unicode in Oniguruma, ASCII in fancy-regex) and `\W`
 /// inside a class are refused.
 pub fn onig_classes(pattern: &str) -> std::result::Result<String, String> {
@@ -467,13 +505,30 @@ pub fn onig_classes(pattern: &str) -> std::result::Result<String, String> {
                     out.push('\\');
                     break;
                 };
+                // `\p{Word}` / `\P{Word}`: the same class as `\w` / `\W`
+                let e = if matches!(e, 'p' | 'P') && it.clone().take(6).eq("{Word}".chars()) {
+                    for _ in 0..6 {
+                        it.next();
+                    }
+                    if e == 'p' {
+                        'w'
+                    } else {
+                        'W'
+                    }
+                } else {
+                    e
+                };
+                let w = format!("[{ONIG_WORD}]");
                 match (e, depth > 0) {
-                    ('w', false) => out.push_str(&format!("[{ONIG_WORD}]")),
+                    ('w', false) => out.push_str(&w),
                     ('W', false) => out.push_str(&format!("[^{ONIG_WORD}]")),
-                    ('w', true) => out.push_str(ONIG_WORD),
+                    ('w', true) => out.push_str(ONIG_WORD_IN_CLASS),
                     ('W', true) => {
                         return Err(r"`\W` inside a character class is not supported".into())
                     }
+                    // word boundaries by the same word characters
+                    ('b', false) => out.push_str(&format!("(?:(?<={w})(?!{w})|(?<!{w})(?={w}))")),
+                    ('B', false) => out.push_str(&format!("(?:(?<={w})(?={w})|(?<!{w})(?!{w}))")),
                     _ => {
                         out.push('\\');
                         out.push(e);
