@@ -92,6 +92,13 @@ impl Specials {
         Ok(s)
     }
 
+    /// The index of the token with id `id`, which a `what` added token must be.
+    fn index(&self, id: Rank, what: &str) -> Result<usize> {
+        self.by_id.get(&id).copied().ok_or_else(|| {
+            TokenizerError::BadVocab(format!("{what} added token {id} is not an added token"))
+        })
+    }
+
     /// The matchers of both passes (leftmost-longest: of two tokens starting at one place,
     /// the longer one).
     fn build_matchers(&mut self) -> Result<()> {
@@ -180,12 +187,8 @@ impl Tokenizer {
     /// `"special": false`): they are then matched in every text and never refused. An id that
     /// is not a special token is an error.
     pub fn with_plain_tokens(mut self, ids: &[Rank]) -> Result<Tokenizer> {
-        for id in ids {
-            let Some(&k) = self.specials.by_id.get(id) else {
-                return Err(TokenizerError::BadVocab(format!(
-                    "plain added token {id} is not an added token"
-                )));
-            };
+        for &id in ids {
+            let k = self.specials.index(id, "plain")?;
             self.specials.plain[k] = true;
         }
         Ok(self)
@@ -197,12 +200,8 @@ impl Tokenizer {
     /// character is of the byte-level alphabet, else as its UTF-8). An id that is not an added
     /// token is an error.
     pub fn with_hf_added_tokens(mut self, normalized: &[Rank]) -> Result<Tokenizer> {
-        for id in normalized {
-            let Some(&k) = self.specials.by_id.get(id) else {
-                return Err(TokenizerError::BadVocab(format!(
-                    "normalized added token {id} is not an added token"
-                )));
-            };
+        for &id in normalized {
+            let k = self.specials.index(id, "normalized")?;
             self.specials.normalized[k] = true;
         }
         for (b, name) in self.specials.bytes.iter_mut().zip(&self.specials.names) {

@@ -24,11 +24,23 @@ fn tmp(name: &str) -> PathBuf {
     d.join(name)
 }
 
+/// HF's ids and texts for the fixtures (`make_hf_fixture.py`).
+fn hf_expected() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("hf_expected.json")).unwrap()).unwrap()
+}
+
+/// A JSON array of token ids.
+fn ids_of(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
 #[test]
 fn hf_fixtures_encode_like_hf() {
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("hf_expected.json")).unwrap())
-            .unwrap();
+    let expected = hf_expected();
     let probes: Vec<&str> = expected["probes"]
         .as_array()
         .unwrap()
@@ -41,12 +53,7 @@ fn hf_fixtures_encode_like_hf() {
         let tok = read_hf(&fixture(name)).unwrap();
         assert!(matches!(tok.bpe().rule(), MergeRule::Pairs { .. }));
         for (k, p) in probes.iter().enumerate() {
-            let want: Vec<u32> = ids[name][k]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect();
+            let want = ids_of(&ids[name][k]);
             let got = tok.encode(p, &SpecialSet::All).unwrap();
             assert_eq!(got, want, "{name}: {p:?}");
             assert_eq!(tok.decode(&got).unwrap(), *p);
@@ -58,9 +65,7 @@ fn hf_fixtures_encode_like_hf() {
 /// does: never refused as a disallowed special, and split out by `encode_ordinary` too.
 #[test]
 fn hf_plain_added_tokens_encode_like_hf() {
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("hf_expected.json")).unwrap())
-            .unwrap();
+    let expected = hf_expected();
     let tok = read_hf(&fixture("hf_added.json")).unwrap();
     assert!(tok.is_plain_token(400) && tok.is_plain_token(401));
     assert!(!tok.is_plain_token(402) && !tok.is_plain_token(0));
@@ -69,12 +74,7 @@ fn hf_plain_added_tokens_encode_like_hf() {
     let mut saw_plain = 0;
     for (p, want) in probes.iter().zip(ids) {
         let p = p.as_str().unwrap();
-        let want: Vec<u32> = want
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+        let want = ids_of(want);
         assert_eq!(tok.encode(p, &SpecialSet::All).unwrap(), want, "{p:?}");
         assert_eq!(tok.decode(&want).unwrap(), p);
         saw_plain += want.iter().filter(|&&i| i == 400 || i == 401).count();
@@ -113,27 +113,18 @@ fn hf_plain_added_tokens_encode_like_hf() {
 /// through the byte-level decoder (`Ġlab` gives ` lab`).
 #[test]
 fn hf_added_tokens_that_are_vocab_entries_encode_like_hf() {
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("hf_expected.json")).unwrap())
-            .unwrap();
+    let expected = hf_expected();
     let tok = read_hf(&fixture("hf_added_vocab.json")).unwrap();
     let (the, ing, lab) = (299, 307, 331);
     assert!(tok.is_plain_token(the) && tok.is_plain_token(lab) && !tok.is_plain_token(ing));
     assert_eq!(tok.bpe().token_bytes(lab), Some(&b" lab"[..]));
-    let ids = |v: &Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
     let probes = expected["added_probes"].as_array().unwrap();
     let wants = expected["added_vocab_ids"].as_array().unwrap();
     let decoded = expected["added_vocab_decoded"].as_array().unwrap();
     let back = parse_hf_str(&hf_string(&tok).unwrap()).unwrap();
     let mut seen = [0; 3];
     for ((p, want), dec) in probes.iter().zip(wants).zip(decoded) {
-        let (p, want) = (p.as_str().unwrap(), ids(want));
+        let (p, want) = (p.as_str().unwrap(), ids_of(want));
         assert_eq!(tok.encode(p, &SpecialSet::All).unwrap(), want, "{p:?}");
         assert_eq!(back.encode(p, &SpecialSet::All).unwrap(), want, "{p:?}");
         assert_eq!(tok.decode(&want).unwrap(), dec.as_str().unwrap(), "{p:?}");
@@ -149,7 +140,7 @@ fn hf_added_tokens_that_are_vocab_entries_encode_like_hf() {
         if !p.contains("ing") && !p.contains("<|") {
             assert_eq!(
                 tok.encode(p, &SpecialSet::None).unwrap(),
-                ids(want),
+                ids_of(want),
                 "{p:?}"
             );
         }
@@ -164,16 +155,7 @@ fn hf_added_tokens_that_are_vocab_entries_encode_like_hf() {
 /// after a write and a read.
 #[test]
 fn files_hf_reads_its_own_way_encode_and_decode_like_hf() {
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("hf_expected.json")).unwrap())
-            .unwrap();
-    let ids = |v: &Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
+    let expected = hf_expected();
     let cases = expected["cases"].as_object().unwrap();
     assert_eq!(cases.len(), 4);
     for (name, case) in cases {
@@ -182,8 +164,8 @@ fn files_hf_reads_its_own_way_encode_and_decode_like_hf() {
         let probes = case["probes"].as_array().unwrap();
         for (k, p) in probes.iter().enumerate() {
             let p = p.as_str().unwrap();
-            let all = ids(&case["all"][k]);
-            let ordinary = ids(&case["ordinary"][k]);
+            let all = ids_of(&case["all"][k]);
+            let ordinary = ids_of(&case["ordinary"][k]);
             // the pre-tokenizer alone (a piece boundary changes ids only where a merge
             // would cross it)
             let pieces: Vec<&str> = tok
