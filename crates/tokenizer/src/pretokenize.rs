@@ -134,6 +134,9 @@ pub struct PreTokenizer {
     preset: Option<Preset>,
     regex: fancy_regex::Regex,
     engine: Engine,
+    /// A pre-tokenizer that splits each piece of this one again (HF's `Sequence` of several
+    /// `Split`s, as in DeepSeek-V3's `tokenizer.json`).
+    then: Option<Box<PreTokenizer>>,
 }
 
 impl PreTokenizer {
@@ -172,6 +175,7 @@ impl PreTokenizer {
             preset: Some(preset),
             regex,
             engine: Engine::Regex,
+            then: None,
         }
     }
 
@@ -190,6 +194,7 @@ impl PreTokenizer {
             preset: None,
             regex,
             engine: Engine::Regex,
+            then: None,
         })
     }
 
@@ -215,9 +220,30 @@ impl PreTokenizer {
         }
     }
 
-    /// The preset, when the pattern is one.
+    /// The preset, when the pattern is one (and no other split follows it).
     pub fn preset_kind(&self) -> Option<Preset> {
-        self.preset
+        self.preset.filter(|_| self.then.is_none())
+    }
+
+    /// This split, then `next` on each of its pieces.
+    pub fn followed_by(mut self, next: PreTokenizer) -> PreTokenizer {
+        self.then = Some(Box::new(match self.then.take() {
+            Some(t) => t.followed_by(next),
+            None => next,
+        }));
+        self
+    }
+
+    /// The splits one after another: this one first (one element without
+    /// [`PreTokenizer::followed_by`]).
+    pub fn chain(&self) -> Vec<&PreTokenizer> {
+        let mut v = vec![self];
+        let mut at = self;
+        while let Some(t) = &at.then {
+            v.push(t);
+            at = t;
+        }
+        v
     }
 
     /// Whether the hand-written splitter is used.
@@ -229,6 +255,35 @@ impl PreTokenizer {
     ///
     /// Fails only on the regex path, when the regex engine gives up (backtracking limit).
     pub fn for_each_piece(&self, text: &str, mut f: impl FnMut(usize, usize)) -> Result<()> {
+        if self.then.is_none() {
+            return self.own_pieces(text, f);
+        }
+        self.chained_pieces(text, 0, &mut f)
+    }
+
+    /// [`PreTokenizer::for_each_piece`] through the chain; `base` is `text`'s offset.
+    fn chained_pieces(
+        &self,
+        text: &str,
+        base: usize,
+        f: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
+        let Some(next) = &self.then else {
+            return self.own_pieces(text, |a, b| f(base + a, base + b));
+        };
+        let mut failed = None;
+        self.own_pieces(text, |s, e| {
+            if failed.is_none() {
+                if let Err(x) = next.chained_pieces(&text[s..e], base + s, f) {
+                    failed = Some(x);
+                }
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// The pieces of this split alone.
+    fn own_pieces(&self, text: &str, mut f: impl FnMut(usize, usize)) -> Result<()> {
         match self.engine {
             Engine::Fast(preset) => {
                 let t = unicode::table();

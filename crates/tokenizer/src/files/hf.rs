@@ -104,6 +104,12 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
     };
     match root.get("normalizer") {
         None | Some(Value::Null) => {}
+        // DeepSeek's files carry an empty one: nothing to do
+        Some(v)
+            if v.get("type").and_then(Value::as_str) == Some("Sequence")
+                && v.get("normalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|l| l.is_empty()) => {}
         Some(v) => return Err(bad("normalizer", format!("{v} is not supported"))),
     }
     // these change what HF's encode gives (cut or padded ids) or decode reads; ferrolab
@@ -334,57 +340,41 @@ fn parse_pre_tokenizer(
                 .get("pretokenizers")
                 .and_then(Value::as_array)
                 .ok_or_else(|| bad(&format!("{key}.pretokenizers"), "missing".into()))?;
+            let is = |v: &Value, t: &str| v.get("type").and_then(Value::as_str) == Some(t);
             match &list[..] {
-                [split, bl]
-                    if split.get("type").and_then(Value::as_str) == Some("Split")
-                        && bl.get("type").and_then(Value::as_str) == Some("ByteLevel") =>
-                {
-                    let k0 = format!("{key}.pretokenizers[0]");
-                    if byte_level(bl, &format!("{key}.pretokenizers[1]"))? {
+                // one Split or several (each splitting the pieces of the one before: DeepSeek's
+                // digits, CJK and word splits), then ByteLevel without its own regex
+                [splits @ .., bl] if !splits.is_empty() && is(bl, "ByteLevel") => {
+                    let last = splits.len();
+                    if byte_level(bl, &format!("{key}.pretokenizers[{last}]"))? {
                         return Err(bad(
-                            &format!("{key}.pretokenizers[1].use_regex"),
+                            &format!("{key}.pretokenizers[{last}].use_regex"),
                             "a Split before a ByteLevel with its own regex is not supported".into(),
                         ));
                     }
-                    let pattern = split
-                        .get("pattern")
-                        .and_then(|p| p.get("Regex"))
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| {
-                            bad(&format!("{k0}.pattern"), "not a Regex pattern".into())
-                        })?;
-                    match split.get("behavior").and_then(Value::as_str) {
-                        Some("Isolated") => {}
-                        None => {
+                    let mut chain: Option<PreTokenizer> = None;
+                    for (i, split) in splits.iter().enumerate() {
+                        let k = format!("{key}.pretokenizers[{i}]");
+                        if !is(split, "Split") {
                             return Err(bad(
-                                &format!("{k0}.behavior"),
-                                "missing (Isolated is supported)".into(),
-                            ))
+                                &format!("{k}.type"),
+                                "only Split pre-tokenizers may come before ByteLevel".into(),
+                            ));
                         }
-                        Some(b) => {
-                            return Err(bad(
-                                &format!("{k0}.behavior"),
-                                format!("{b:?} is not supported (Isolated is)"),
-                            ))
-                        }
+                        let p = parse_split(split, &k, bad)?;
+                        chain = Some(match chain {
+                            None => p,
+                            Some(c) => c.followed_by(p),
+                        });
                     }
-                    if split.get("invert").and_then(Value::as_bool) == Some(true) {
-                        return Err(bad(&format!("{k0}.invert"), "true is not supported".into()));
-                    }
-                    let fancy = onig_to_fancy(pattern);
-                    let fancy = if Preset::from_pattern(&fancy).is_some() {
-                        fancy
-                    } else {
-                        onig_classes(&fancy).map_err(|m| bad(&format!("{k0}.pattern"), m))?
-                    };
-                    Ok(PreTokenizer::from_pattern(&fancy)?.with_hf_pattern(pattern))
+                    chain.ok_or_else(|| bad(key, "no Split".into()))
                 }
                 [bl] if bl.get("type").and_then(Value::as_str) == Some("ByteLevel") => {
                     parse_pre_tokenizer(Some(bl), bad)
                 }
                 _ => Err(bad(
                     key,
-                    "only [Split(Regex), ByteLevel] sequences are supported".into(),
+                    "only [Split(Regex), ..., ByteLevel] sequences are supported".into(),
                 )),
             }
         }
@@ -393,6 +383,44 @@ fn parse_pre_tokenizer(
             format!("{other:?} is not supported"),
         )),
     }
+}
+
+/// One `Split(Regex, Isolated)` pre-tokenizer (`key` names it in errors).
+fn parse_split(
+    split: &Value,
+    k0: &str,
+    bad: &dyn Fn(&str, String) -> TokenizerError,
+) -> Result<PreTokenizer> {
+    let pattern = split
+        .get("pattern")
+        .and_then(|p| p.get("Regex"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(&format!("{k0}.pattern"), "not a Regex pattern".into()))?;
+    match split.get("behavior").and_then(Value::as_str) {
+        Some("Isolated") => {}
+        None => {
+            return Err(bad(
+                &format!("{k0}.behavior"),
+                "missing (Isolated is supported)".into(),
+            ))
+        }
+        Some(b) => {
+            return Err(bad(
+                &format!("{k0}.behavior"),
+                format!("{b:?} is not supported (Isolated is)"),
+            ))
+        }
+    }
+    if split.get("invert").and_then(Value::as_bool) == Some(true) {
+        return Err(bad(&format!("{k0}.invert"), "true is not supported".into()));
+    }
+    let fancy = onig_to_fancy(pattern);
+    let fancy = if Preset::from_pattern(&fancy).is_some() {
+        fancy
+    } else {
+        onig_classes(&fancy).map_err(|m| bad(&format!("{k0}.pattern"), m))?
+    };
+    Ok(PreTokenizer::from_pattern(&fancy)?.with_hf_pattern(pattern))
 }
 
 /// Rewrites the one Oniguruma reading that differs from fancy-regex in the patterns HF files
@@ -437,15 +465,23 @@ pub fn hf_string(tok: &Tokenizer) -> Result<String> {
                    "special": !tok.is_plain_token(*id)})
         })
         .collect();
-    let hf_pattern = tok.pre_tokenizer().hf_pattern();
     let pre = if tok.pre_tokenizer().preset_kind() == Some(Preset::Gpt2) {
         json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
     } else {
-        json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": hf_pattern},
-             "behavior": "Isolated", "invert": false},
-            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
-        ]})
+        // each Split of the chain, then ByteLevel
+        let mut list: Vec<Value> = tok
+            .pre_tokenizer()
+            .chain()
+            .iter()
+            .map(|p| {
+                json!({"type": "Split", "pattern": {"Regex": p.hf_pattern()},
+                       "behavior": "Isolated", "invert": false})
+            })
+            .collect();
+        list.push(
+            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}),
+        );
+        json!({"type": "Sequence", "pretokenizers": list})
     };
     let merges: Vec<Value> = merges
         .iter()
