@@ -2,9 +2,10 @@
 //!
 //! Supported: model `BPE` (vocab, merges as `"a b"` strings or `["a", "b"]` pairs, the last
 //! copy of a merge listed twice winning as in HF, `ignore_merges`), pre-tokenizer `ByteLevel`
-//! (GPT-2 regex) or `Sequence[Split(Regex, Isolated), ByteLevel(use_regex=false)]` (the
-//! pattern read as Oniguruma reads it: `X{n,m}+`, line anchors, `\w`), decoder `ByteLevel`,
-//! no normalizer, no truncation or padding, and added tokens as HF reads them: special ones
+//! (GPT-2 regex) or `Sequence[Split(Regex, Isolated)..., ByteLevel(use_regex=false)]` (each
+//! Split splitting the pieces of the one before, as in DeepSeek-V3's file; each pattern read as
+//! Oniguruma reads it: `X{n,m}+`, line anchors, `\w`), decoder `ByteLevel`, no normalizer (or
+//! an empty `Sequence`), no truncation or padding, and added tokens as HF reads them: special ones
 //! matched only when allowed, `"special": false` ones in every text; `"normalized": false`
 //! ones first, `"normalized": true` ones in the text left; ids as HF gives them (a vocab
 //! entry's own, else the next past the vocab, whatever the file says); decoded through the
