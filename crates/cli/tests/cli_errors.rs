@@ -1,7 +1,7 @@
 //! Inputs that used to be accepted with a wrong or empty result now stop with an error that
 //! names the problem (found by trying to break the CLI from outside).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn ferrolab(args: &[&str]) -> Output {
@@ -347,14 +347,18 @@ fn a_closed_stdout_ends_the_process_quietly() {
 /// printed it as an empty cache).
 #[test]
 fn a_data_cache_that_is_a_file_is_named() {
+    // ferrolab with FERROLAB_DATA at `cache`
+    let data = |cache: &Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+            .args(args)
+            .env("FERROLAB_DATA", cache)
+            .output()
+            .unwrap()
+    };
     let file = dir("data-file").join("cache.txt");
     std::fs::write(&file, "not a folder").unwrap();
     for args in [&["data", "list"][..], &["data", "fetch", "mnist"][..]] {
-        let out = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
-            .args(args)
-            .env("FERROLAB_DATA", &file)
-            .output()
-            .unwrap();
+        let out = data(&file, args);
         let se = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {se}");
         assert!(
@@ -365,11 +369,7 @@ fn a_data_cache_that_is_a_file_is_named() {
     }
     // a cache path inside a file is named too (it was listed as an empty cache)
     let inside = file.join("sub");
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
-        .args(["data", "list"])
-        .env("FERROLAB_DATA", &inside)
-        .output()
-        .unwrap();
+    let out = data(&inside, &["data", "list"]);
     let se = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{se}");
     assert!(
@@ -379,20 +379,13 @@ fn a_data_cache_that_is_a_file_is_named() {
     // a file where a data set's folder goes: listed as damaged, and fetch says what to remove
     let root = dir("data-file-set");
     std::fs::write(root.join("mnist"), "not a folder").unwrap();
-    let data = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_ferrolab"))
-            .args(args)
-            .env("FERROLAB_DATA", &root)
-            .output()
-            .unwrap()
-    };
-    let list = String::from_utf8_lossy(&data(&["data", "list"]).stdout).to_string();
+    let list = String::from_utf8_lossy(&data(&root, &["data", "list"]).stdout).to_string();
     assert!(
         list.lines()
             .any(|l| l.starts_with("mnist") && l.contains("damaged")),
         "{list}"
     );
-    let out = data(&["data", "fetch", "mnist"]);
+    let out = data(&root, &["data", "fetch", "mnist"]);
     let se = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{se}");
     assert!(se.contains("not a folder") && se.contains("remove"), "{se}");
