@@ -158,6 +158,50 @@ fn adamw_matches_hand_computation() {
     }
 }
 
+/// AdamW over a parameter of several update chunks (the update runs in parallel over chunks
+/// of 16,384 elements), against the same formula per element in f64.
+#[test]
+fn adamw_over_several_chunks_matches_hand_computation() {
+    let n = 40_000;
+    let w0: Vec<f32> = (0..n)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+        .collect();
+    let p = param(&w0);
+    let cfg = AdamWConfig {
+        lr: 0.05,
+        betas: (0.9, 0.99),
+        eps: 1e-8,
+        weight_decay: 0.1,
+        decoupled: true,
+    };
+    let mut opt = AdamW::new(vec![("p".into(), p.clone())], cfg);
+    let mut w: Vec<f64> = w0.iter().map(|&x| x as f64).collect();
+    let (mut m, mut v) = (vec![0f64; n], vec![0f64; n]);
+    for t in 1..=2 {
+        let g: Vec<f32> = (0..n)
+            .map(|i| ((i * 53 + t * 11) % 97) as f32 / 48.0 - 1.0)
+            .collect();
+        set_grad(&p, &g);
+        opt.step().unwrap();
+        let got = p.to_vec();
+        for j in 0..n {
+            let gj = g[j] as f64;
+            w[j] *= 1.0 - 0.05 * 0.1;
+            m[j] = 0.9 * m[j] + 0.1 * gj;
+            v[j] = 0.99 * v[j] + 0.01 * gj * gj;
+            let mh = m[j] / (1.0 - 0.9f64.powi(t as i32));
+            let vh = v[j] / (1.0 - 0.99f64.powi(t as i32));
+            w[j] -= 0.05 * mh / (vh.sqrt() + 1e-8);
+            assert!(
+                (got[j] as f64 - w[j]).abs() < 1e-5,
+                "step {t}, element {j}: {} vs {}",
+                got[j],
+                w[j]
+            );
+        }
+    }
+}
+
 /// Adam with L2 weight decay (torch.optim.Adam's weight_decay adds wd * w to the gradient).
 #[test]
 fn adam_l2_matches_hand_computation() {
@@ -170,13 +214,26 @@ fn adam_l2_matches_hand_computation() {
         decoupled: false,
     };
     let mut opt = AdamW::new(vec![("p".into(), p.clone())], cfg);
-    set_grad(&p, &[0.3]);
-    opt.step().unwrap();
-    let g = 0.3 + 0.1 * 2.0f64;
-    let m = 0.1 * g / 0.1;
-    let v = 0.001 * g * g / 0.001;
-    let want = 2.0 - 0.01 * m / (v.sqrt() + 1e-8);
-    assert!((p.to_vec()[0] as f64 - want).abs() < 1e-6);
+    // Two steps. In the first, the decay term (0.1 * 2) flips the gradient's sign (-0.1 ->
+    // +0.1), so dropping it would move the weight the other way; the second step's update
+    // depends on the gradient's size, not only its sign.
+    let (mut w, mut m, mut v) = (2.0f64, 0.0f64, 0.0f64);
+    for (t, g0) in [(1, -0.1f64), (2, 0.4)] {
+        set_grad(&p, &[g0 as f32]);
+        opt.step().unwrap();
+        let g = g0 + 0.1 * w;
+        m = 0.9 * m + 0.1 * g;
+        v = 0.999 * v + 0.001 * g * g;
+        let mh = m / (1.0 - 0.9f64.powi(t));
+        let vh = v / (1.0 - 0.999f64.powi(t));
+        w -= 0.01 * mh / (vh.sqrt() + 1e-8);
+        let got = p.to_vec()[0] as f64;
+        assert!((got - w).abs() < 1e-6, "step {t}: {got} vs {w}");
+    }
+    assert!(
+        w < 2.0,
+        "the decayed gradient is positive: the weight must go down"
+    );
 }
 
 /// SGD with momentum and Nesterov, two steps (torch.optim.SGD, dampening 0).

@@ -178,20 +178,27 @@ fn linear_matches_matmul_plus_bias() {
     let mut d = Data::new(34);
     // the first case has fewer rows than the transpose threshold (the w^T view path), the
     // second enough for the transposed copy and several parallel bias chunks
-    for (xs, o) in [(vec![2usize, 5, 7], 6usize), (vec![3, 100, 16], 20)] {
+    // the third has few rows (direct dot products) but enough work for parallel blocks
+    for (xs, o) in [
+        (vec![2usize, 5, 7], 6usize),
+        (vec![3, 100, 16], 20),
+        (vec![3, 512], 700),
+    ] {
         let i = *xs.last().unwrap();
+        // f32 sums of 512 products round to ~3e-5 of their terms' size
+        let tol = if i > 100 { 5e-5 } else { 1e-5 };
         let inputs = [d.randn(&xs), d.randn(&[o, i]), d.randn(&[o])];
         check_same(
             &format!("linear {xs:?} -> {o}"),
             &inputs,
-            1e-5,
+            tol,
             |x| linear(&x[0], &x[1], Some(&x[2])),
             |x| x[0].matmul(&x[1].t()?)?.add(&x[2]),
         );
         check_same(
             &format!("linear {xs:?} -> {o} without bias"),
             &inputs[..2],
-            1e-5,
+            tol,
             |x| linear(&x[0], &x[1], None),
             |x| x[0].matmul(&x[1].t()?),
         );
@@ -207,7 +214,9 @@ fn matmul_paths_agree_with_direct_loops() {
         (3usize, 5usize, 7usize, 4usize),
         (8, 33, 20, 17),
         (2, 64, 96, 80),
+        (4, 130, 200, 170), // batched products over 2^22 multiply-adds each
     ] {
+        let tol = if k > 100 { 5e-5 } else { 1e-5 }; // longer sums round further
         let (a, b) = (d.randn(&[bsz, m, k]), d.randn(&[k, n]));
         let (av, bv) = (a.to_vec(), b.to_vec());
         let mut want = vec![0f32; bsz * m * n];
@@ -221,16 +230,11 @@ fn matmul_paths_agree_with_direct_loops() {
                 }
             }
         }
-        assert_close(
-            "matmul folded",
-            &a.matmul(&b).unwrap().to_vec(),
-            &want,
-            1e-5,
-        );
+        assert_close("matmul folded", &a.matmul(&b).unwrap().to_vec(), &want, tol);
         check_same(
             &format!("matmul folded vs batched {bsz}x{m}x{k}x{n}"),
             &[a, b],
-            1e-5,
+            tol,
             |x| x[0].matmul(&x[1]),
             |x| x[0].matmul(&x[1].unsqueeze(0)?.expand(&[bsz, k, n])?),
         );
@@ -795,4 +799,124 @@ fn packed_gqa_attention_and_rope_packed_match_split_views() {
             |x| gqa_on_views(&x[0], h, kv, Some((&c, &s))),
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row-chunked parallel kernels across several chunks (chunk edges not on sequence edges)
+
+/// RoPE of `x` `(B, T, w)` with the plain elementwise ops: `x1 c - x2 s`, `x2 c + x1 s` over the
+/// halves (half-split) or the pairs (interleaved).
+fn rotate_ref(x: &Tensor, c: &Tensor, s: &Tensor, layout: RopeLayout) -> Result<Tensor> {
+    let [b, tt, w] = x.dims::<3>("rotate_ref")?;
+    let h = w / 2;
+    let (x1, x2) = match layout {
+        RopeLayout::HalfSplit => (x.narrow(2, 0, h)?, x.narrow(2, h, h)?),
+        RopeLayout::Interleaved => {
+            let p = x.reshape(&[b, tt, h, 2])?;
+            (
+                p.narrow(3, 0, 1)?.reshape(&[b, tt, h])?,
+                p.narrow(3, 1, 1)?.reshape(&[b, tt, h])?,
+            )
+        }
+    };
+    let y1 = x1.mul(c)?.sub(&x2.mul(s)?)?;
+    let y2 = x2.mul(c)?.add(&x1.mul(s)?)?;
+    match layout {
+        RopeLayout::HalfSplit => cat(&[&y1, &y2], 2),
+        RopeLayout::Interleaved => ferrolab_tensor::stack(&[&y1, &y2], 3)?.reshape(&[b, tt, w]),
+    }
+}
+
+/// Groups of `group` channels of `x` `(B, T, W)`; in each, the last `tail` are rotated by
+/// [`rotate_ref`] when `rotated(g)`, the rest pass through.
+fn rope_groups_ref(
+    x: &Tensor,
+    group: usize,
+    tail: usize,
+    rotated: impl Fn(usize) -> bool,
+    (c, s): (&Tensor, &Tensor),
+    layout: RopeLayout,
+) -> Result<Tensor> {
+    let w = x.shape()[2];
+    let mut parts = Vec::new();
+    for g in 0..w / group {
+        let keep = group - tail;
+        if rotated(g) {
+            if keep > 0 {
+                parts.push(x.narrow(2, g * group, keep)?);
+            }
+            parts.push(rotate_ref(
+                &x.narrow(2, g * group + keep, tail)?,
+                c,
+                s,
+                layout,
+            )?);
+        } else {
+            parts.push(x.narrow(2, g * group, group)?);
+        }
+    }
+    cat(&parts.iter().collect::<Vec<_>>(), 2)
+}
+
+#[test]
+fn row_chunked_kernels_match_compositions_across_chunks() {
+    let mut d = Data::new(47);
+    let (b, tt) = (3usize, 37usize); // 111 rows; the chunks hold 32-36 rows
+    let positions: Vec<usize> = (0..tt).collect();
+    for layout in [RopeLayout::HalfSplit, RopeLayout::Interleaved] {
+        // rope_packed: 6 rotated heads of 32, then 32 channels passed through
+        let (hd, n_rot) = (32usize, 6usize);
+        let (c, s) = rope_tables(&positions, hd, 500.0).unwrap();
+        let x = d.randn(&[b, tt, n_rot * hd + 32]);
+        check_same(
+            &format!("rope_packed {layout:?} over several chunks"),
+            [x],
+            1e-5,
+            |x| ferrolab_tensor::rope_packed(&x[0], hd, n_rot, &c, &s, layout),
+            |x| rope_groups_ref(&x[0], hd, hd, |g| g < n_rot, (&c, &s), layout),
+        );
+        // rope_tail: the last 8 of every group of 24
+        let (c, s) = rope_tables(&positions, 8, 500.0).unwrap();
+        let x = d.randn(&[b, tt, 24 * 10]);
+        check_same(
+            &format!("rope_tail {layout:?} over several chunks"),
+            [x],
+            1e-5,
+            |x| ferrolab_tensor::rope_tail(&x[0], 24, 8, &c, &s, layout),
+            |x| rope_groups_ref(&x[0], 24, 8, |_| true, (&c, &s), layout),
+        );
+    }
+    // swiglu over (111, 2 x 128) and GELU over 60,000 elements (above the parallel threshold)
+    check_same(
+        "swiglu over several chunks",
+        [d.randn(&[b, tt, 256])],
+        1e-5,
+        |x| ferrolab_tensor::swiglu(&x[0]),
+        |x| {
+            x[0].narrow(2, 0, 128)?
+                .silu()
+                .mul(&x[0].narrow(2, 128, 128)?)
+        },
+    );
+    check_same(
+        "gelu over several chunks against 60 serial pieces",
+        [d.randn(&[60_000]).mul_scalar(2.0)],
+        1e-6,
+        |x| Ok(x[0].gelu()),
+        |x| {
+            let pieces: Vec<Tensor> = (0..60)
+                .map(|i| Ok(x[0].narrow(0, i * 1000, 1000)?.gelu()))
+                .collect::<Result<_>>()?;
+            cat(&pieces.iter().collect::<Vec<_>>(), 0)
+        },
+    );
+    // a row broadcast over rows shorter than a chunk (several rows per chunk)
+    let (a, r) = (d.randn(&[100, 500]), d.randn(&[500]));
+    let (av, rv) = (a.to_vec(), r.to_vec());
+    let want: Vec<f32> = (0..50_000).map(|i| av[i] * rv[i % 500]).collect();
+    assert_eq!(
+        a.mul(&r).unwrap().to_vec(),
+        want,
+        "row broadcast, 500-wide rows"
+    );
 }

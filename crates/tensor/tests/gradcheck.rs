@@ -854,6 +854,7 @@ fn packed_qkv_attention_cases() {
         (2, 5, 2, 4, Mask::None),
         (2, 6, 2, 3, Mask::Causal),
         (1, 40, 2, 3, Mask::Causal),
+        (1, 66, 1, 2, Mask::Causal), // two row blocks, the second of 2 rows
         (2, 5, 3, 2, Mask::Additive(&[2, 1, 5, 5])),
     ];
     for &(b, tt, heads, hd, mask) in cases {
@@ -956,10 +957,25 @@ fn rope_packed_and_packed_gqa_attention() {
             ferrolab_tensor::rope_packed(&xs[0], 4, 3, &c, &s, layout)
         });
     }
-    let qkv = d.randn(&[2, 6, (4 + 2 * 2) * 3]);
-    check_grad("packed_gqa_attention H4 Hkv2", [qkv], |xs| {
-        ferrolab_tensor::packed_gqa_attention(&xs[0], 4, 2, AttnMask::Causal, None)
-    });
+    let mut am = d.randn(&[2, 4, 6, 6]).to_vec();
+    for (i, x) in am.iter_mut().enumerate() {
+        if i % 3 == 1 && i % 6 != 0 {
+            *x = f32::NEG_INFINITY;
+        }
+    }
+    let am = common::t(am, &[2, 4, 6, 6]);
+    for (name, mask) in [
+        ("causal", AttnMask::Causal),
+        ("no mask", AttnMask::None),
+        ("additive mask", AttnMask::Additive(&am)),
+    ] {
+        let qkv = d.randn(&[2, 6, (4 + 2 * 2) * 3]);
+        check_grad(
+            &format!("packed_gqa_attention H4 Hkv2, {name}"),
+            [qkv],
+            |xs| ferrolab_tensor::packed_gqa_attention(&xs[0], 4, 2, mask, None),
+        );
+    }
     let e = ferrolab_tensor::rope_packed(
         &d.randn(&[1, 2, 6]),
         4,
@@ -1225,34 +1241,61 @@ fn attention_on_token_major_operands() {
         (1, 3, 7, 4, 2, 5, 3),
         (1, 40, 40, 2, 1, 4, 6),
     ] {
-        let q = d.randn(&[b, tt, h, dk]);
-        let k = d.randn(&[b, s, hkv, dk]);
-        // v as a strided view: every other channel block of a wider tensor
-        let vw = d.randn(&[b, s, hkv, dv + 2]);
-        let f = move |xs: &[Tensor]| -> Result<Tensor> {
-            let v = xs[2].narrow(3, 2, dv)?;
-            ferrolab_tensor::attention_bthd(&xs[0], &xs[1], &v, AttnMask::Causal, None)
-        };
-        if tt <= 5 {
-            check_grad("attention_bthd", [q.clone(), k.clone(), vw.clone()], f);
+        // causal, none, and an additive mask over (B, 1, T, S) with every third key masked
+        // (never the first)
+        let mut am = d.randn(&[b, 1, tt, s]).to_vec();
+        for (i, x) in am.iter_mut().enumerate() {
+            if i % 3 == 1 && i % s != 0 {
+                *x = f32::NEG_INFINITY;
+            }
         }
-        common::check_same(
-            "attention_bthd vs scaled_dot_product_attention on transposed views",
-            [q, k, vw],
-            1e-5,
-            f,
-            move |xs| {
-                let tr = |x: &Tensor| x.permute(&[0, 2, 1, 3]);
+        let am = common::t(am, &[b, 1, tt, s]);
+        for (name, mask) in [
+            ("causal", AttnMask::Causal),
+            ("no mask", AttnMask::None),
+            ("additive mask", AttnMask::Additive(&am)),
+        ] {
+            let q = d.randn(&[b, tt, h, dk]);
+            let k = d.randn(&[b, s, hkv, dk]);
+            // v as a strided view: every other channel block of a wider tensor
+            let vw = d.randn(&[b, s, hkv, dv + 2]);
+            let f = |xs: &[Tensor]| -> Result<Tensor> {
                 let v = xs[2].narrow(3, 2, dv)?;
-                scaled_dot_product_attention(
-                    &tr(&xs[0])?,
-                    &tr(&xs[1])?,
-                    &tr(&v)?,
-                    AttnMask::Causal,
-                    None,
-                )?
-                .permute(&[0, 2, 1, 3])
-            },
-        );
+                ferrolab_tensor::attention_bthd(&xs[0], &xs[1], &v, mask, None)
+            };
+            if tt <= 5 {
+                check_grad(
+                    &format!("attention_bthd {name}"),
+                    [q.clone(), k.clone(), vw.clone()],
+                    f,
+                );
+            }
+            common::check_same(
+                &format!("attention_bthd vs scaled_dot_product_attention, {name}"),
+                [q, k, vw],
+                1e-5,
+                f,
+                |xs| {
+                    let tr = |x: &Tensor| x.permute(&[0, 2, 1, 3]);
+                    let v = xs[2].narrow(3, 2, dv)?;
+                    scaled_dot_product_attention(&tr(&xs[0])?, &tr(&xs[1])?, &tr(&v)?, mask, None)?
+                        .permute(&[0, 2, 1, 3])
+                },
+            );
+        }
     }
+    // decoding with v not unit-stride along its channels (the direct path's fallback for the
+    // probabilities-times-values product)
+    let q = d.randn(&[1, 2, 1, 4]);
+    let k = d.randn(&[1, 1, 6, 4]);
+    let vt = d.randn(&[1, 1, 3, 6]); // (B, Hkv, Dv, S): v is its transpose
+    check_grad("decoding attention, v channels strided", [q, k, vt], |xs| {
+        scaled_dot_product_attention(
+            &xs[0],
+            &xs[1],
+            &xs[2].transpose(2, 3)?,
+            AttnMask::Causal,
+            None,
+        )
+    });
 }

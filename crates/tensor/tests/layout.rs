@@ -68,3 +68,33 @@ fn permuted_and_narrowed_views_copy_correctly() {
         }
     }
 }
+
+/// Copies of more than 2^16 elements take the parallel paths: over the first dim when the last
+/// stride is 1 (a permutation of the outer dims), in bands of 32-row tiles when it is not.
+#[test]
+fn large_strided_copies_match_index_arithmetic() {
+    let (a, b, c) = (64, 40, 50);
+    let v = data(a * b * c);
+    let x = Tensor::from_vec(v.clone(), &[a, b, c]).unwrap();
+    let got = x.permute(&[1, 0, 2]).unwrap().contiguous().to_vec();
+    let mut n = 0;
+    for j in 0..b {
+        for i in 0..a {
+            for k in 0..c {
+                assert_eq!(got[n], v[(i * b + j) * c + k], "({i}, {j}, {k})");
+                n += 1;
+            }
+        }
+    }
+    // a narrowed, transposed 250 x 300 view (not a plain transpose: rows 260 apart)
+    let (r, w) = (300, 260);
+    let v = data(r * w);
+    let x = Tensor::from_vec(v.clone(), &[r, w]).unwrap();
+    let y = x.narrow(1, 5, 250).unwrap().t().unwrap();
+    let got = y.contiguous().to_vec();
+    for i in 0..250 {
+        for j in 0..r {
+            assert_eq!(got[i * r + j], v[j * w + 5 + i], "({i}, {j})");
+        }
+    }
+}

@@ -154,12 +154,14 @@ pub fn linear_cross_entropy(h: &Tensor, w: &Tensor, targets: &[i64]) -> Result<T
         }
         (total, gwt)
     } else {
-        let l = hc
+        // block losses collected, then added in order: a parallel `sum()` would combine them
+        // in an order that depends on scheduling
+        let parts: Vec<f64> = hc
             .par_chunks(BLOCK * c)
             .zip(targets.par_chunks(BLOCK))
             .map(|(hb, tb)| block(hb, tb, None, &mut Vec::new()))
-            .sum::<f64>();
-        (l, Vec::new())
+            .collect();
+        (parts.iter().sum(), Vec::new())
     };
     let loss = if valid == 0 {
         f32::NAN

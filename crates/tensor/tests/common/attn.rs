@@ -63,9 +63,15 @@ pub const ATTN_CASES: &[AttnCase] = &[
     case(2, 2, 1, 5, 7, 4, 5, Mask::Additive(&[2, 1, 5, 7])),
     case(1, 4, 2, 3, 5, 4, 4, Mask::Additive(&[5])),
     case(1, 4, 2, 6, 7, 6, 4, Mask::None),     // grouped-query
-    case(1, 4, 2, 40, 40, 6, 4, Mask::Causal), // two row blocks
+    case(1, 4, 2, 40, 40, 6, 4, Mask::Causal), // one row block of 40
     case(1, 2, 1, 40, 45, 4, 3, Mask::Causal),
     case(1, 2, 2, 40, 33, 4, 4, Mask::None),
+    // decoding (at most two query rows: direct dot products instead of `gemm`)
+    case(1, 2, 1, 1, 6, 4, 3, Mask::Causal), // one row after a cached prefix
+    case(2, 2, 2, 2, 7, 4, 4, Mask::Additive(&[2, 2, 2, 7])),
+    // several causal row blocks of 64; the last one of 2 rows takes the direct path
+    case(1, 1, 1, 66, 66, 3, 2, Mask::Causal),
+    case(1, 2, 1, 70, 73, 3, 2, Mask::Causal), // with a cached prefix
     AttnCase {
         scale: Some(0.3),
         bthd: true,
