@@ -1054,6 +1054,28 @@ fn moe_experts_dispatch() {
         |xs| moe_fused(xs, &idx),
         |xs| moe_reference(xs, &idx, 2),
     );
+    // inputs or routing weights without gradient (a frozen router, a detached input), and a
+    // token routed to the same expert in both slots
+    let idx2 = [0, 0, 1, 2, 0, 1, 2, 0, 1, 2];
+    for (what, detach_x, detach_w) in [("input", true, false), ("routing weights", false, true)] {
+        let strip = move |xs: &[Tensor]| -> Vec<Tensor> {
+            let mut v = xs.to_vec();
+            if detach_x {
+                v[0] = v[0].detach();
+            }
+            if detach_w {
+                v[1] = v[1].detach();
+            }
+            v
+        };
+        common::check_same(
+            &format!("moe_experts with the {what} detached vs per-token reference"),
+            &xs,
+            1e-5,
+            |xs| moe_fused(&strip(xs), &idx2),
+            |xs| moe_reference(&strip(xs), &idx2, 2),
+        );
+    }
     // a busy expert is split into work items of 512 rows: 1100 tokens all routed to expert 0
     // in their first slot (three items) and spread over the others in the second
     let n = 1100;
