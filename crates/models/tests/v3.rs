@@ -169,15 +169,32 @@ fn loss_has_main_mtp_and_balance_parts_and_loads() {
     .item()
     .unwrap();
     assert!((ce - l.main).abs() < 1e-5);
-    // every trained parameter gets a gradient; the routing biases are buffers and get none
+    // every trained parameter gets a gradient but the experts no token reached (as in
+    // PyTorch); the routing biases are buffers and get none. The MoE layers and MTP blocks
+    // are the last `loads.len()` layers (`model.layers.{i}`).
     l.total.backward().unwrap();
+    let first_moe = cfg.num_hidden_layers + 2 - l.loads.len();
+    let mut unreached = 0;
     for (name, t) in vars.all() {
+        let expert = name.strip_prefix("model.layers.").and_then(|r| {
+            let (layer, rest) = r.split_once('.')?;
+            let e = rest.strip_prefix("mlp.experts.")?.split_once('.')?.0;
+            Some((layer.parse::<usize>().ok()?, e.parse::<usize>().ok()?))
+        });
         if name.ends_with("e_score_correction_bias") {
             assert!(t.grad().is_none(), "{name}");
+        } else if let Some((layer, e)) = expert {
+            let load = l.loads[layer - first_moe][e];
+            assert_eq!(t.grad().is_some(), load > 0, "{name}, load {load}");
+            unreached += usize::from(load == 0);
         } else {
             assert!(t.grad().is_some(), "{name} has no gradient");
         }
     }
+    assert!(
+        unreached > 0,
+        "the case should leave an expert without tokens"
+    );
     // the MTP targets of depth k start k tokens later: with T = 2 and D = 2 depth 2 has none
     let l = m.loss(&x[..4], &tg[..4], 2, 2).unwrap();
     assert_eq!(l.mtp.len(), 1);

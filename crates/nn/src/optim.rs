@@ -3,7 +3,8 @@
 //!
 //! Updates are fused: one pass over each parameter reads the gradient and the state and writes
 //! the parameter in place ([`Tensor::update_data`]), in parallel chunks for large tensors.
-//! Parameters without a gradient are skipped, as in PyTorch.
+//! Parameters without a gradient are skipped, as in PyTorch; Adam and AdamW count steps per
+//! parameter, so a skipped parameter's bias correction is that of the updates it had.
 
 use rayon::prelude::*;
 
@@ -92,7 +93,10 @@ pub struct AdamW {
     cfg: AdamWConfig,
     m: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
+    /// Calls of [`Optimizer::step`].
     t: u64,
+    /// Updates of each parameter (`torch.optim`'s per-parameter `step`).
+    steps: Vec<u64>,
 }
 
 impl AdamW {
@@ -100,18 +104,27 @@ impl AdamW {
     pub fn new(params: Vec<(String, Tensor)>, cfg: AdamWConfig) -> AdamW {
         let m = params.iter().map(|(_, p)| vec![0f32; p.numel()]).collect();
         let v = params.iter().map(|(_, p)| vec![0f32; p.numel()]).collect();
+        let steps = vec![0; params.len()];
         AdamW {
             params,
             cfg,
             m,
             v,
             t: 0,
+            steps,
         }
     }
 
-    /// Steps taken so far.
+    /// Steps taken so far (calls of [`Optimizer::step`]).
     pub fn steps(&self) -> u64 {
         self.t
+    }
+
+    /// Updates of the parameter `name` so far (fewer than [`AdamW::steps`] when it had no
+    /// gradient at some steps); `None` for a name it does not hold.
+    pub fn param_steps(&self, name: &str) -> Option<u64> {
+        let i = self.params.iter().position(|(n, _)| n == name)?;
+        Some(self.steps[i])
     }
 }
 
@@ -120,11 +133,6 @@ impl Optimizer for AdamW {
         self.t += 1;
         let c = self.cfg;
         let (b1, b2) = c.betas;
-        let bc1 = 1.0 - (b1 as f64).powi(self.t as i32);
-        let bc2 = 1.0 - (b2 as f64).powi(self.t as i32);
-        // torch: denom = sqrt(v) / sqrt(bc2) + eps; p -= lr / bc1 * m / denom
-        let step_size = (c.lr as f64 / bc1) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
         // Branch-free inner loop: AdamW decays the weight, Adam adds wd * w to the gradient.
         let (decay, l2) = if c.decoupled {
             (1.0 - c.lr * c.weight_decay, 0.0)
@@ -133,6 +141,13 @@ impl Optimizer for AdamW {
         };
         for (i, (_, p)) in self.params.iter().enumerate() {
             let Some(g) = grad_ref(p) else { continue };
+            self.steps[i] += 1;
+            let t = self.steps[i].min(i32::MAX as u64) as i32;
+            let bc1 = 1.0 - (b1 as f64).powi(t);
+            let bc2 = 1.0 - (b2 as f64).powi(t);
+            // torch: denom = sqrt(v) / sqrt(bc2) + eps; p -= lr / bc1 * m / denom
+            let step_size = (c.lr as f64 / bc1) as f32;
+            let bc2_sqrt = bc2.sqrt() as f32;
             let (m, v) = (&mut self.m[i], &mut self.v[i]);
             p.update_data(|w| {
                 w.par_chunks_mut(CHUNK)
@@ -174,6 +189,10 @@ impl Optimizer for AdamW {
             Tensor::from_vec(vec![self.t as f32], &[1]).expect("one element"),
         )];
         for (i, (n, p)) in self.params.iter().enumerate() {
+            out.push((
+                format!("{n}.step"),
+                Tensor::from_vec(vec![self.steps[i] as f32], &[1]).expect("one element"),
+            ));
             for (kind, buf) in [("exp_avg", &self.m[i]), ("exp_avg_sq", &self.v[i])] {
                 out.push((
                     format!("{n}.{kind}"),
@@ -188,11 +207,19 @@ impl Optimizer for AdamW {
         let t = get_state(state, "step", 1)?[0] as u64;
         let mut m = Vec::new();
         let mut v = Vec::new();
+        let mut steps = Vec::new();
         for (n, p) in &self.params {
             m.push(get_state(state, &format!("{n}.exp_avg"), p.numel())?);
             v.push(get_state(state, &format!("{n}.exp_avg_sq"), p.numel())?);
+            // states written before per-parameter counts hold only the global one
+            let key = format!("{n}.step");
+            steps.push(if state.contains_key(&key) {
+                get_state(state, &key, 1)?[0] as u64
+            } else {
+                t
+            });
         }
-        (self.m, self.v, self.t) = (m, v, t);
+        (self.m, self.v, self.t, self.steps) = (m, v, t, steps);
         Ok(())
     }
 }

@@ -5,8 +5,9 @@
 pub enum LrSchedule {
     /// The peak rate throughout.
     Constant,
-    /// Linear warm-up from 0 to the peak over `warmup` steps, then cosine decay to
-    /// `min_ratio * peak` at step `total`.
+    /// Linear warm-up to the peak over `warmup` steps (step `i` < `warmup`, counted from 0,
+    /// takes `(i + 1) / warmup` of it, so the first step is not wasted at rate 0), then cosine
+    /// decay to `min_ratio * peak` at step `total`.
     WarmupCosine {
         /// Warm-up steps.
         warmup: usize,

@@ -277,6 +277,62 @@ fn parameters_without_gradient_are_left_alone() {
     assert_eq!(p.to_vec(), vec![1.0, 2.0]);
 }
 
+/// A parameter without a gradient at some step keeps its own step count for the bias
+/// correction (torch.optim counts steps per parameter), also across a saved state.
+#[test]
+fn adam_counts_steps_per_parameter() {
+    let cfg = AdamWConfig {
+        lr: 0.1,
+        betas: (0.9, 0.99),
+        eps: 1e-8,
+        weight_decay: 0.0,
+        decoupled: true,
+    };
+    let (a, b) = (param(&[1.0]), param(&[1.0]));
+    let mut opt = AdamW::new(vec![("a".into(), a.clone()), ("b".into(), b.clone())], cfg);
+    // b has no gradient at the second step
+    let grads = [(0.5f64, Some(0.5f64)), (0.2, None), (-0.3, Some(-0.3))];
+    let mut w = [1.0f64; 2];
+    let (mut m, mut v, mut t) = ([0f64; 2], [0f64; 2], [0i32; 2]);
+    for (k, &(ga, gb)) in grads.iter().enumerate() {
+        if k == 2 {
+            // the state saved after two steps, loaded into a fresh optimizer
+            let state: BTreeMap<String, Tensor> = opt.state().into_iter().collect();
+            assert_eq!(state["b.step"].to_vec(), vec![1.0]);
+            opt = AdamW::new(vec![("a".into(), a.clone()), ("b".into(), b.clone())], cfg);
+            opt.load_state(&state).unwrap();
+        }
+        set_grad(&a, &[ga as f32]);
+        match gb {
+            Some(g) => set_grad(&b, &[g as f32]),
+            None => b.set_grad(None).unwrap(),
+        }
+        opt.step().unwrap();
+        for (j, g) in [Some(ga), gb].into_iter().enumerate() {
+            let Some(g) = g else { continue };
+            t[j] += 1;
+            m[j] = 0.9 * m[j] + 0.1 * g;
+            v[j] = 0.99 * v[j] + 0.01 * g * g;
+            let mh = m[j] / (1.0 - 0.9f64.powi(t[j]));
+            let vh = v[j] / (1.0 - 0.99f64.powi(t[j]));
+            w[j] -= 0.1 * mh / (vh.sqrt() + 1e-8);
+        }
+        for (j, p) in [&a, &b].into_iter().enumerate() {
+            let got = p.to_vec()[0] as f64;
+            assert!(
+                (got - w[j]).abs() < 1e-6,
+                "step {k}, param {j}: {got} vs {}",
+                w[j]
+            );
+        }
+    }
+    assert_eq!(
+        (opt.steps(), opt.param_steps("a"), opt.param_steps("b")),
+        (3, Some(3), Some(2))
+    );
+    assert_eq!(opt.param_steps("c"), None);
+}
+
 #[test]
 fn optimizer_state_round_trips() {
     let p = param(&[1.0, 2.0]);
@@ -293,6 +349,13 @@ fn optimizer_state_round_trips() {
     a.step().unwrap();
     b.step().unwrap();
     assert_eq!(p.to_vec(), q.to_vec());
+    // a state written before per-parameter step counts: the global count is used
+    let mut old = state.clone();
+    old.remove("p.step");
+    let r = param(&[1.0, 2.0]);
+    let mut c = AdamW::new(vec![("p".into(), r.clone())], AdamWConfig::default());
+    c.load_state(&old).unwrap();
+    assert_eq!(c.param_steps("p"), Some(1));
     let mut bad = state.clone();
     bad.remove("p.exp_avg");
     assert!(b

@@ -49,7 +49,8 @@ struct Saved {
 ///
 /// `x` `(N, C)`, `weights` `(N, K)`, `indices` `N * K` expert numbers (row-major `(N, K)`),
 /// `experts` the weights of each expert; returns `(N, C)`. Gradients flow to `x`, `weights`
-/// and every expert's weights (an expert that received no token gets a zero gradient).
+/// and the weights of every expert that received a token; one that received none gets no
+/// gradient, as in PyTorch, where it is not part of the graph (optimizers then skip it).
 pub fn moe_experts(
     x: &Tensor,
     weights: &Tensor,
@@ -368,7 +369,12 @@ pub fn moe_experts(
                 }
             }
             for (e, p) in per.into_iter().enumerate() {
-                let (gwgu, gwd) = p.unwrap_or_else(|| (vec![0f32; 2 * f * c], vec![0f32; c * f]));
+                // an expert no token reached gets no gradient, as in PyTorch (where it is not
+                // part of the graph): optimizers then skip it instead of decaying it
+                let Some((gwgu, gwd)) = p else {
+                    out.extend([None, None, None]);
+                    continue;
+                };
                 let (gg, gu) = gwgu.split_at(f * c);
                 let want = |i: usize| needs[2 + 3 * e + i];
                 out.push(want(0).then(|| gg.to_vec()));
