@@ -94,13 +94,28 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-/// `tanh(x) = 1 - 2 / (e^{2x} + 1)`, saturating cleanly for large |x|.
+/// `tanh(x)`: `(e^{2x} - 1) / (e^{2x} + 1)`, saturating cleanly for large |x|; below |x| = 0.4
+/// the odd Taylor series to `x^13` (the quotient loses the low digits there: at 1e-6 it was
+/// 1.3% off), whose first omitted term is under 4e-9 of the value.
 #[inline(always)]
 pub fn tanh(x: f32) -> f32 {
-    let x = if x < -15.0 { -15.0 } else { x };
-    let x = if x > 15.0 { 15.0 } else { x };
-    let e = exp(2.0 * x);
-    (e - 1.0) / (e + 1.0)
+    let xc = if x < -15.0 { -15.0 } else { x };
+    let xc = if xc > 15.0 { 15.0 } else { xc };
+    let e = exp(2.0 * xc);
+    let big = (e - 1.0) / (e + 1.0);
+    let x2 = x * x;
+    let small = x
+        * (1.0
+            + x2 * (-1.0 / 3.0
+                + x2 * (2.0 / 15.0
+                    + x2 * (-17.0 / 315.0
+                        + x2 * (62.0 / 2835.0
+                            + x2 * (-1382.0 / 155_925.0 + x2 * (21_844.0 / 6_081_075.0)))))));
+    if x.abs() < 0.4 {
+        small
+    } else {
+        big
+    }
 }
 
 #[cfg(test)]
@@ -166,6 +181,17 @@ mod tests {
             assert!((sigmoid(x) as f64 - s).abs() < 3e-7, "sigmoid({x})");
             x += 0.01;
         }
+        // relative error near 0, where tanh(x) ~ x
+        let mut x = 1e-30f32;
+        while x < 2.0 {
+            for x in [x, -x] {
+                let want = (x as f64).tanh();
+                let rel = (tanh(x) as f64 - want).abs() / want.abs();
+                assert!(rel < 2.5e-7, "tanh({x}) = {} vs {want}: {rel:e}", tanh(x));
+            }
+            x *= 1.01;
+        }
+        assert_eq!(tanh(0.0), 0.0);
     }
 }
 

@@ -224,6 +224,9 @@ pub fn sum_to_shape(g: &[f32], out: &[usize], target: &[usize]) -> Vec<f32> {
     }
     let tn = numel(target);
     let mut res = vec![0f32; tn];
+    if tn == 0 || g.is_empty() {
+        return res; // nothing to sum into, or nothing to sum
+    }
     // Fast path: target is a suffix of out (bias-like): sum rows.
     let stripped: Vec<usize> = target.iter().copied().skip_while(|&d| d == 1).collect();
     if !stripped.is_empty() && out.ends_with(&stripped) {

@@ -331,7 +331,7 @@ impl Tensor {
     pub fn dim_index(&self, dim: isize, op: &'static str) -> Result<usize> {
         let r = self.rank() as isize;
         let d = if dim < 0 { dim + r } else { dim };
-        if d < 0 || d >= r.max(1) {
+        if d < 0 || d >= r {
             return Err(Error::DimOutOfRange {
                 op,
                 dim,

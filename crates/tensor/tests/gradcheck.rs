@@ -585,6 +585,50 @@ fn topk_values_indices_and_gradient() {
     assert_eq!(vals.to_vec(), [5.0, 5.0, 3.0]);
     assert_eq!(idx, [1, 3, 2]);
     assert!(v.topk(6).is_err());
+    // NaN above every number (torch.topk), -0 tied with 0
+    let v = t(vec![1.0, f32::NAN, 3.0, 2.0], &[4]);
+    let (vals, idx) = v.topk(2).unwrap();
+    assert!(vals.to_vec()[0].is_nan() && vals.to_vec()[1] == 3.0);
+    assert_eq!(idx, [1, 2]);
+    let (_, idx) = t(vec![-1.0, -0.0, 0.0], &[3]).topk(2).unwrap();
+    assert_eq!(idx, [1, 2]);
+}
+
+/// A NaN input gives NaN as in PyTorch (max over a dim, elementwise maximum and minimum, ReLU,
+/// max pooling, softmax), so a diverging run shows it instead of hiding it.
+#[test]
+fn nan_propagates_as_in_pytorch() {
+    let nan = f32::NAN;
+    let x = t(vec![1.0, nan, 3.0, nan, 0.0, 1.0], &[2, 3]);
+    let m = x.max_dim(1, false).unwrap().to_vec();
+    assert!(m[0].is_nan() && m[1].is_nan(), "max_dim {m:?}");
+    let y = t(vec![2.0, 2.0, nan, 2.0, 2.0, 2.0], &[2, 3]);
+    for (name, r) in [
+        ("maximum", x.maximum(&y).unwrap().to_vec()),
+        ("minimum", x.minimum(&y).unwrap().to_vec()),
+    ] {
+        let nans: Vec<bool> = r.iter().map(|v| v.is_nan()).collect();
+        assert_eq!(
+            nans,
+            [false, true, true, true, false, false],
+            "{name} {r:?}"
+        );
+    }
+    let r = x.relu().to_vec();
+    assert!(r[1].is_nan() && r[0] == 1.0 && r[4] == 0.0, "relu {r:?}");
+    let img = t(vec![1.0, nan, 3.0, 4.0], &[1, 1, 2, 2]);
+    let p = max_pool2d(&img, (2, 2), Conv2dOpts::default())
+        .unwrap()
+        .to_vec();
+    assert!(p[0].is_nan(), "max_pool2d {p:?}");
+    let s = t(vec![nan, nan, 1.0, 2.0], &[2, 2])
+        .softmax(-1)
+        .unwrap()
+        .to_vec();
+    assert!(
+        s[0].is_nan() && s[1].is_nan() && !s[2].is_nan(),
+        "softmax {s:?}"
+    );
 }
 
 #[test]
@@ -828,6 +872,34 @@ fn max_and_avg_pooling() {
         check_grad(name, [x.clone()], |x| pool(&x[0], k, o));
     }
     assert!(avg_pool2d(&x, (2, 2), opts(1, 0, 2)).is_err());
+    // refused as in PyTorch: an empty kernel, padding over half the window
+    let err = |r: Result<Tensor>| r.unwrap_err().to_string();
+    let e = err(max_pool2d(&x, (0, 2), opts(1, 0, 1)));
+    assert!(e.contains("max_pool2d") && e.contains("kernel 0"), "{e}");
+    let e = err(avg_pool2d(
+        &x,
+        (2, 2),
+        Conv2dOpts {
+            stride: (0, 1),
+            ..Conv2dOpts::default()
+        },
+    ));
+    assert!(e.contains("stride 0"), "{e}");
+    for pool in [max_pool2d as Pool, avg_pool2d] {
+        let e = err(pool(&x, (2, 2), opts(1, 2, 1)));
+        assert!(e.contains("padding 2") && e.contains("half"), "{e}");
+    }
+    assert!(
+        max_pool2d(&x, (2, 2), opts(1, 1, 2)).is_ok(),
+        "half of a dilated window of 3"
+    );
+    let e = err(conv2d(
+        &x,
+        &Tensor::zeros(&[3, 2, 0, 3]),
+        None,
+        opts(1, 0, 1),
+    ));
+    assert!(e.contains("conv2d") && e.contains("kernel 0"), "{e}");
 }
 
 // ---------------------------------------------------------------------------------------------

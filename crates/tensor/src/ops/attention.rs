@@ -464,7 +464,13 @@ fn attend(
         }
     };
     let (qs, ks, vs) = (src(q), src(k), src(v));
-    let mut out = super::alloc_out(b * t * h * dv); // every head writes all its rows
+    // every head writes all its rows, unless there is no key: then the output is zeros (as in
+    // PyTorch: an empty weighted sum)
+    let mut out = if s == 0 {
+        vec![0f32; b * t * h * dv]
+    } else {
+        super::alloc_out(b * t * h * dv)
+    };
     let ol = Layout::dense(h, t, dv, true);
     let p = forward(&geo, &qs, &ks, &vs, SendPtr(out.as_mut_ptr()), ol);
     let (shape, strides) = if bthd {
@@ -486,8 +492,13 @@ fn attend(
                 buf: Arc::new(g),
                 l: Layout::dense(h, t, dv, bthd),
             };
-            // every row of every head is written (rows that see no key get k = 0 products, zeros)
-            let mut gq = super::alloc_out(b * h * t * dk);
+            // every row of every head is written (rows that see no key get k = 0 products,
+            // zeros), unless there is no key at all
+            let mut gq = if s == 0 {
+                vec![0f32; b * h * t * dk]
+            } else {
+                super::alloc_out(b * h * t * dk)
+            };
             let mut gk = vec![0f32; b * hkv * s * dk];
             let mut gv = vec![0f32; b * hkv * s * dv];
             let dest = Dest {

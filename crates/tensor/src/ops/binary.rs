@@ -17,6 +17,9 @@ pub(crate) fn bcast2(
     f: impl Fn(f32, f32) -> f32 + Sync + Send,
 ) -> Vec<f32> {
     let n = numel(out);
+    if n == 0 {
+        return Vec::new();
+    }
     if ash == bsh {
         return map2(a, b, f);
     }
@@ -91,8 +94,21 @@ fn binary(a: &Tensor, b: &Tensor, kind: Bin, op: &'static str) -> Result<Tensor>
         Bin::Sub => bcast2(&ad, &ash, &bd, &bsh, &out, |x, y| x - y),
         Bin::Mul => bcast2(&ad, &ash, &bd, &bsh, &out, |x, y| x * y),
         Bin::Div => bcast2(&ad, &ash, &bd, &bsh, &out, |x, y| x / y),
-        Bin::Max => bcast2(&ad, &ash, &bd, &bsh, &out, f32::max),
-        Bin::Min => bcast2(&ad, &ash, &bd, &bsh, &out, f32::min),
+        // NaN propagates, as in torch.maximum / torch.minimum (f32::max would drop it)
+        Bin::Max => bcast2(&ad, &ash, &bd, &bsh, &out, |x, y| {
+            if x >= y || x.is_nan() {
+                x
+            } else {
+                y
+            }
+        }),
+        Bin::Min => bcast2(&ad, &ash, &bd, &bsh, &out, |x, y| {
+            if x <= y || x.is_nan() {
+                x
+            } else {
+                y
+            }
+        }),
     };
     if matches!(kind, Bin::Add | Bin::Sub) {
         // The gradient does not depend on the operands: keep neither alive, and hand the
@@ -232,11 +248,13 @@ impl Tensor {
     pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
         binary(self, rhs, Bin::Div, "div")
     }
-    /// Elementwise maximum with broadcasting (ties send the gradient to `self`).
+    /// Elementwise maximum with broadcasting (ties send the gradient to `self`; a NaN in either
+    /// operand gives NaN, as in `torch.maximum`).
     pub fn maximum(&self, rhs: &Tensor) -> Result<Tensor> {
         binary(self, rhs, Bin::Max, "maximum")
     }
-    /// Elementwise minimum with broadcasting (ties send the gradient to `self`).
+    /// Elementwise minimum with broadcasting (ties send the gradient to `self`; a NaN in either
+    /// operand gives NaN, as in `torch.minimum`).
     pub fn minimum(&self, rhs: &Tensor) -> Result<Tensor> {
         binary(self, rhs, Bin::Min, "minimum")
     }

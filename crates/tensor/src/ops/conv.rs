@@ -26,14 +26,21 @@ impl Default for Conv2dOpts {
 }
 
 fn out_size(op: &'static str, n: usize, k: usize, s: usize, p: usize, d: usize) -> Result<usize> {
-    let span = d * (k.max(1) - 1) + 1;
-    if s == 0 || d == 0 || n + 2 * p < span {
+    if k == 0 || s == 0 || d == 0 {
+        return invalid(
+            op,
+            format!("kernel {k}, stride {s} and dilation {d} must each be at least 1"),
+        );
+    }
+    let span = d.saturating_mul(k - 1).saturating_add(1);
+    let padded = n.saturating_add(p.saturating_mul(2));
+    if padded < span {
         return invalid(
             op,
             format!("input {n} with padding {p} is smaller than the window {span} (stride {s}, dilation {d})"),
         );
     }
-    Ok((n + 2 * p - span) / s + 1)
+    Ok((padded - span) / s + 1)
 }
 
 #[derive(Clone, Copy)]
@@ -240,6 +247,21 @@ fn pool2d(x: &Tensor, k: (usize, usize), opts: Conv2dOpts, max: bool) -> Result<
     let [n, c, h, w] = x.dims::<4>(op)?;
     let oh = out_size(op, h, k.0, opts.stride.0, opts.padding.0, opts.dilation.0)?;
     let ow = out_size(op, w, k.1, opts.stride.1, opts.padding.1, opts.dilation.1)?;
+    // as PyTorch: a window must never lie wholly in the padding
+    for (p, k, d) in [
+        (opts.padding.0, k.0, opts.dilation.0),
+        (opts.padding.1, k.1, opts.dilation.1),
+    ] {
+        let span = d.saturating_mul(k - 1).saturating_add(1);
+        if p > span / 2 {
+            return invalid(
+                op,
+                format!(
+                    "padding {p} is more than half the window {span} (kernel {k}, dilation {d})"
+                ),
+            );
+        }
+    }
     let g = Geo {
         c: 1,
         h,
@@ -267,7 +289,9 @@ fn pool2d(x: &Tensor, k: (usize, usize), opts: Conv2dOpts, max: bool) -> Result<
                         if let Some((y, xx)) = g.src(oy, ox, ky, kx) {
                             let ii = (p * h + y) * w + xx;
                             let v = xd[ii];
-                            if max && (v > best || arg[oi] == usize::MAX) {
+                            // NaN propagates, as in PyTorch
+                            let nan = v.is_nan() && !best.is_nan();
+                            if max && (v > best || arg[oi] == usize::MAX || nan) {
                                 best = v;
                                 arg[oi] = ii;
                             }
@@ -314,13 +338,14 @@ fn pool2d(x: &Tensor, k: (usize, usize), opts: Conv2dOpts, max: bool) -> Result<
     ))
 }
 
-/// Max pooling over `kernel` windows of `x` `(N, C, H, W)`; padding counts as `-inf`.
+/// Max pooling over `kernel` windows of `x` `(N, C, H, W)`; padding counts as `-inf` and may
+/// be at most half the (dilated) window, as in PyTorch; a NaN in a window gives NaN.
 pub fn max_pool2d(x: &Tensor, kernel: (usize, usize), opts: Conv2dOpts) -> Result<Tensor> {
     pool2d(x, kernel, opts, true)
 }
 
-/// Average pooling over `kernel` windows (dilation must be 1; padded zeros are counted, as
-/// PyTorch's default `count_include_pad=True`).
+/// Average pooling over `kernel` windows (dilation must be 1; padding at most half the
+/// kernel; padded zeros are counted, as PyTorch's default `count_include_pad=True`).
 pub fn avg_pool2d(x: &Tensor, kernel: (usize, usize), opts: Conv2dOpts) -> Result<Tensor> {
     if opts.dilation != (1, 1) {
         return invalid("avg_pool2d", "dilation is not supported (as in PyTorch)");

@@ -44,6 +44,11 @@ pub fn linear_cross_entropy(h: &Tensor, w: &Tensor, targets: &[i64]) -> Result<T
             return invalid(op, format!("target {t} at row {i} is outside [0, {v})"));
         }
     }
+    if n == 0 || c == 0 || v == 0 {
+        // nothing to block over: the plain ops give the same (NaN, or ln V when C is 0)
+        let logits = super::matmul::linear(h, w, None)?;
+        return super::reduce::cross_entropy(&logits, targets, Default::default());
+    }
     let valid = targets.iter().filter(|&&t| t != IGNORE).count();
     let inv_valid = 1.0 / valid.max(1) as f32;
     let track = (h.requires_grad() || w.requires_grad()) && is_grad_enabled();

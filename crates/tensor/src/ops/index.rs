@@ -234,7 +234,8 @@ impl Tensor {
     }
 
     /// The `k` largest entries of the last dim, in descending order, and their indices (ties:
-    /// lower index first). The gradient flows through the values.
+    /// lower index first; NaN counts as larger than any number, as in `torch.topk`). The
+    /// gradient flows through the values.
     pub fn topk(&self, k: usize) -> Result<(Tensor, Vec<usize>)> {
         let Some(&n) = self.shape().last() else {
             return invalid("topk", "input is a scalar");
@@ -255,12 +256,18 @@ impl Tensor {
                 }
                 let row = &x[r * n..(r + 1) * n];
                 let mut order: Vec<usize> = (0..n).collect();
-                let cmp = |a: &usize, b: &usize| {
-                    row[*b]
-                        .partial_cmp(&row[*a])
-                        .unwrap_or(std::cmp::Ordering::Equal)
-                        .then(a.cmp(b))
+                // a total order: NaN above every number (as in torch.topk), -0 equal to 0
+                let key = |v: f32| {
+                    if v.is_nan() {
+                        f32::NAN.abs()
+                    } else if v == 0.0 {
+                        0.0
+                    } else {
+                        v
+                    }
                 };
+                let cmp =
+                    |a: &usize, b: &usize| key(row[*b]).total_cmp(&key(row[*a])).then(a.cmp(b));
                 if k < n {
                     order.select_nth_unstable_by(k - 1, cmp);
                     order.truncate(k);

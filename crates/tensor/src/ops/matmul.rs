@@ -360,6 +360,45 @@ const SMALL_ROWS: usize = 32;
 /// Outputs per parallel task of the direct path.
 const DIRECT_CHUNK: usize = 256;
 
+/// [`linear`] with no rows, outputs or inputs: the bias in every row (zeros without one);
+/// gradients are zeros for `x` and `w` and the column sums of the output gradient for `b`.
+fn linear_empty(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    (rows, o, i): (usize, usize, usize),
+) -> Result<Tensor> {
+    let y = match b {
+        Some(b) => b.contig().repeat(rows),
+        None => vec![0f32; rows * o],
+    };
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("rank >= 1") = o;
+    let mut parents = vec![x, w];
+    parents.extend(b);
+    let has_b = b.is_some();
+    Ok(Tensor::from_op(
+        y,
+        shape,
+        &parents,
+        "linear",
+        move |g: Vec<f32>, needs| {
+            let mut out = vec![
+                needs[0].then(|| vec![0f32; rows * i]),
+                needs[1].then(|| vec![0f32; o * i]),
+            ];
+            if has_b {
+                let mut db = vec![0f32; o];
+                for r in g.chunks_exact(o.max(1)) {
+                    db.iter_mut().zip(r).for_each(|(a, v)| *a += v);
+                }
+                out.push(needs[2].then_some(db));
+            }
+            Ok(out)
+        },
+    ))
+}
+
 /// `x @ w^T + b` with `x` `(.., in)`, `w` `(out, in)` (PyTorch's `Linear` layout), `b` `(out)`.
 /// One product over all rows; the bias is written first and accumulated into.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
@@ -383,7 +422,10 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             });
         }
     }
-    let rows = x.numel() / i.max(1);
+    let rows: usize = x.shape()[..x.rank() - 1].iter().product();
+    if rows == 0 || o == 0 || i == 0 {
+        return linear_empty(x, w, b, (rows, o, i));
+    }
     let xc = x.contig();
     let wc = w.contig();
     // `gemm` runs 20-60% faster with both operands row-major than with the `w^T` view as the

@@ -110,7 +110,8 @@ impl Tensor {
         Ok(self.sum_all().mul_scalar(1.0 / n as f32))
     }
 
-    /// Maximum over `dim`; the gradient goes to the first maximal element.
+    /// Maximum over `dim`; the gradient goes to the first maximal element. A NaN is the
+    /// maximum (the first one), as in `torch.max(dim)`.
     pub fn max_dim(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
         let d = self.dim_index(dim, "max_dim")?;
         let (outer, n, inner) = split3(self.shape(), d);
@@ -125,7 +126,7 @@ impl Tensor {
                 for i in 0..inner {
                     let v = x[(o * n + j) * inner + i];
                     let k = o * inner + i;
-                    if v > out[k] || (j == 0) {
+                    if v > out[k] || j == 0 || (v.is_nan() && !out[k].is_nan()) {
                         out[k] = v;
                         arg[k] = j;
                     }
@@ -152,7 +153,8 @@ impl Tensor {
         ))
     }
 
-    /// Softmax over `dim`.
+    /// Softmax over `dim`. A slice whose entries are all `-inf` (a fully masked row) gives
+    /// zeros, where PyTorch gives NaN; a NaN anywhere in a slice gives NaN there, as in PyTorch.
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
         // dx = y * (g - sum_j g_j y_j)
         self.softmax_op(dim, false, "softmax", |g, y, lane, gx| {
@@ -161,7 +163,8 @@ impl Tensor {
         })
     }
 
-    /// Log-softmax over `dim`.
+    /// Log-softmax over `dim`. A slice whose entries are all `-inf` gives `-inf` everywhere,
+    /// where PyTorch gives NaN.
     pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
         // dx = g - softmax * sum_j g_j
         self.softmax_op(dim, true, "log_softmax", |g, y, lane, gx| {
@@ -253,7 +256,8 @@ pub(crate) fn softmax_kernel(
 /// Softmax of one contiguous row (max-subtracted; a row of all `-inf` gives zeros).
 pub(crate) fn softmax_row(x: &[f32], y: &mut [f32], log: bool) {
     let m = math::max(x);
-    if m == f32::NEG_INFINITY {
+    // (a row of NaN also has max -inf, as `max` skips NaN: it goes on to give NaN)
+    if m == f32::NEG_INFINITY && !x.iter().any(|v| v.is_nan()) {
         y.iter_mut()
             .for_each(|v| *v = if log { f32::NEG_INFINITY } else { 0.0 });
         return;
@@ -318,6 +322,16 @@ pub fn cross_entropy(logits: &Tensor, targets: &[i64], opts: CrossEntropyOpts) -
                 format!("target {t} at row {i} is outside [0, {v})"),
             );
         }
+    }
+    if v == 0 {
+        // no classes: every target is ignored (checked above), as is an empty batch below
+        return Ok(Tensor::from_op(
+            vec![f32::NAN],
+            vec![],
+            &[logits],
+            "cross_entropy",
+            |_, needs| Ok(vec![needs[0].then(Vec::new)]),
+        ));
     }
     let x = logits.contig();
     let valid = targets.iter().filter(|&&t| t != opts.ignore_index).count();

@@ -72,6 +72,9 @@ fn rotate(
     let half = d / 2;
     let sign = if inverse { -1.0 } else { 1.0 };
     let mut out = vec![0f32; x.len()];
+    if out.is_empty() {
+        return out;
+    }
     out.par_chunks_mut(t * d)
         .zip(x.par_chunks(t * d))
         .for_each(|(o, xs)| {
@@ -130,6 +133,9 @@ fn map_rows(
     (t, w, half): (usize, usize, usize),
     row: impl Fn(&mut [f32], &[f32], &[f32], &[f32]) + Sync,
 ) -> Vec<f32> {
+    if x.is_empty() {
+        return Vec::new();
+    }
     let mut out = super::alloc_out(x.len());
     let rows_per = (super::chunk_len(x.len()) / w).max(1);
     out.par_chunks_mut(rows_per * w)

@@ -158,12 +158,14 @@ impl Tensor {
     /// Elements `start..start+len` along `dim`. A view.
     pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Result<Tensor> {
         let d = self.dim_index(dim, "narrow")?;
-        if start + len > self.shape()[d] {
+        if start
+            .checked_add(len)
+            .is_none_or(|end| end > self.shape()[d])
+        {
             return invalid(
                 "narrow",
                 format!(
-                    "range {start}..{} out of bounds for dim {d} of shape {:?}",
-                    start + len,
+                    "{len} elements from {start} out of bounds for dim {d} of shape {:?}",
                     self.shape()
                 ),
             );
@@ -401,14 +403,14 @@ pub fn head_cat(
         || take > wa / heads
         || ba != bb
         || t != tb
-        || b_start + b_len > wb
+        || b_start.checked_add(b_len).is_none_or(|end| end > wb)
     {
         return invalid(
             op,
             format!(
-                "cannot take {take} of {heads} heads from {:?} and channels {b_start}..{} of {:?}",
+                "cannot take {take} of {heads} heads from {:?} and {b_len} channels from {b_start} \
+                 of {:?}",
                 a.shape(),
-                b_start + b_len,
                 b.shape()
             ),
         );
