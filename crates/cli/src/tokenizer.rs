@@ -56,6 +56,11 @@ struct EncodeArgs {
     /// Accept input that is not UTF-8: invalid bytes are encoded as bytes.
     #[arg(long)]
     bytes: bool,
+    /// Add what a `tokenizer.json`'s post-processor puts around a text (a BOS, `<s> ... </s>`),
+    /// as HF's `encode` does by default; without it the ids are HF's with
+    /// `add_special_tokens=False`.
+    #[arg(long)]
+    add_special_tokens: bool,
     /// Input file (default: stdin).
     file: Option<PathBuf>,
 }
@@ -168,6 +173,17 @@ fn encode(a: EncodeArgs) -> Result<()> {
             "the input is not UTF-8 (byte {}); pass --bytes to encode it as bytes",
             e.valid_up_to()
         ),
+    };
+    let ids = if a.add_special_tokens {
+        if tok.post_processor().is_none() {
+            eprintln!(
+                "note: {} has no post-processor: --add-special-tokens adds nothing",
+                a.tokenizer
+            );
+        }
+        tok.add_special_tokens(&ids)
+    } else {
+        ids
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut line = String::with_capacity(ids.len() * 6);

@@ -252,3 +252,55 @@ fn inspect_shows_plain_added_tokens_in_every_mode() {
         "{all}"
     );
 }
+
+/// `--add-special-tokens` puts in what the file's post-processor adds (HF's default encode):
+/// the ids of `<s>` and `</s>` around the text with hf_template.json (HF's own ids for the
+/// text, from the fixture); a file without a post-processor gets a note and plain ids.
+#[test]
+fn encode_adds_the_post_processors_tokens_when_asked() {
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("hf_expected.json")).unwrap())
+            .unwrap();
+    let case = &expected["cases"]["hf_template.json"];
+    let text = case["probes"][0].as_str().unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let printed = |out: Output| -> Vec<u32> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(|w| w.parse().unwrap())
+            .collect()
+    };
+    let tok = fixture("hf_template.json");
+    let tok = tok.to_str().unwrap();
+    let with = run(
+        &["encode", "--tokenizer", tok, "--add-special-tokens"],
+        text.as_bytes(),
+    );
+    assert_eq!(printed(with), ids(&case["with_specials"][0]));
+    let without = run(&["encode", "--tokenizer", tok], text.as_bytes());
+    assert_eq!(printed(without), ids(&case["all"][0]));
+    let plain = fixture("hf_gpt2.json");
+    let out = run(
+        &[
+            "encode",
+            "--tokenizer",
+            plain.to_str().unwrap(),
+            "--add-special-tokens",
+        ],
+        text.as_bytes(),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no post-processor"));
+    assert!(!printed(out).is_empty());
+}

@@ -30,5 +30,5 @@ pub use pretokenize::{
     is_safe_cut, PreTokenizer, Preset, CL100K_PATTERN, DEEPSEEK_PATTERN, GPT2_PATTERN,
     O200K_PATTERN,
 };
-pub use tokenizer::{Encoding, SpecialSet, Tokenizer};
+pub use tokenizer::{Encoding, PostProcessor, SpecialSet, Tokenizer};
 pub use train::{train, train_files, train_texts, TrainConfig, WordCounts};

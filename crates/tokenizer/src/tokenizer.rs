@@ -120,12 +120,25 @@ impl Specials {
     }
 }
 
+/// What a `tokenizer.json` `post_processor` adds around one encoded text when HF encodes with
+/// `add_special_tokens=True` (its default): ids before and after (a BOS, `<s> ... </s>`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PostProcessor {
+    /// Ids put before the text's ids.
+    pub prefix: Vec<Rank>,
+    /// Ids put after them.
+    pub suffix: Vec<Rank>,
+    /// The `post_processor` object as the file held it (written back as it was).
+    pub json: String,
+}
+
 /// A complete byte-level BPE tokenizer.
 #[derive(Clone, Debug)]
 pub struct Tokenizer {
     bpe: Bpe,
     pre: PreTokenizer,
     specials: Specials,
+    post: Option<PostProcessor>,
 }
 
 impl Tokenizer {
@@ -154,7 +167,39 @@ impl Tokenizer {
             bpe,
             pre,
             specials: Specials::new(specials)?,
+            post: None,
         })
+    }
+
+    /// Sets what [`Tokenizer::add_special_tokens`] adds (from a `tokenizer.json`
+    /// `post_processor`). Every id must be one the tokenizer can decode.
+    pub fn with_post_processor(mut self, post: PostProcessor) -> Result<Tokenizer> {
+        if let Some(&id) = post
+            .prefix
+            .iter()
+            .chain(&post.suffix)
+            .find(|&&id| self.token_bytes(id).is_none())
+        {
+            return Err(TokenizerError::BadVocab(format!(
+                "the post-processor adds id {id}, which is no token"
+            )));
+        }
+        self.post = Some(post);
+        Ok(self)
+    }
+
+    /// The post-processor, if the tokenizer has one.
+    pub fn post_processor(&self) -> Option<&PostProcessor> {
+        self.post.as_ref()
+    }
+
+    /// `ids` with what the post-processor adds around one text (HF's `encode` with
+    /// `add_special_tokens=True`); `ids` unchanged without one.
+    pub fn add_special_tokens(&self, ids: &[Rank]) -> Vec<Rank> {
+        match &self.post {
+            None => ids.to_vec(),
+            Some(p) => [&p.prefix[..], ids, &p.suffix[..]].concat(),
+        }
     }
 
     /// The BPE model.

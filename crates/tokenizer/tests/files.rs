@@ -151,14 +151,15 @@ fn hf_added_tokens_that_are_vocab_entries_encode_like_hf() {
 /// Files that HF reads its own way (`make_hf_fixture.py` CASES): added tokens in two passes,
 /// ids HF assigns itself, a merge listed twice, a Split pattern that Oniguruma reads otherwise
 /// than fancy-regex, added tokens decoded through the byte-level map, DeepSeek-V3's layout of
-/// three Splits in a row and an empty normalizer. HF's ids with special
-/// tokens split out and as text (`encode_special_tokens`), and HF's decoded text; the same
-/// after a write and a read.
+/// three Splits in a row and an empty normalizer, post-processors (a template, a Sequence with
+/// one, Roberta's). HF's ids with special tokens split out and as text
+/// (`encode_special_tokens`), with the post-processor's additions (`add_special_tokens=True`),
+/// and HF's decoded text; the same after a write and a read.
 #[test]
 fn files_hf_reads_its_own_way_encode_and_decode_like_hf() {
     let expected = hf_expected();
     let cases = expected["cases"].as_object().unwrap();
-    assert_eq!(cases.len(), 5);
+    assert_eq!(cases.len(), 8);
     for (name, case) in cases {
         let tok = read_hf(&fixture(name)).unwrap();
         let back = parse_hf_str(&hf_string(&tok).unwrap()).unwrap();
@@ -183,8 +184,14 @@ fn files_hf_reads_its_own_way_encode_and_decode_like_hf() {
                 .map(|x| x.as_str().unwrap())
                 .collect();
             assert_eq!(pieces, want, "{name}: {p:?}");
+            let with_specials = ids_of(&case["with_specials"][k]);
             for t in [&tok, &back] {
                 assert_eq!(t.encode(p, &SpecialSet::All).unwrap(), all, "{name}: {p:?}");
+                assert_eq!(
+                    t.add_special_tokens(&all),
+                    with_specials,
+                    "{name}: {p:?} with special tokens added"
+                );
                 assert_eq!(t.encode_ordinary(p).unwrap(), ordinary, "{name}: {p:?}");
                 let bytes = t.decode_bytes(&all).unwrap();
                 assert_eq!(
@@ -201,6 +208,27 @@ fn files_hf_reads_its_own_way_encode_and_decode_like_hf() {
     added.sort_unstable();
     // (`b` and `x` are vocab entries: their vocab ids)
     assert_eq!(added, [0, 66, 88, 400, 401, 402, 403, 404, 405]);
+    // post-processors that ferrolab does not read, or templates it cannot apply to one text,
+    // are refused by key
+    let tpl = std::fs::read_to_string(fixture("hf_template.json")).unwrap();
+    let mut v: Value = serde_json::from_str(&tpl).unwrap();
+    v["post_processor"]["single"][1]["Sequence"]["id"] = "B".into();
+    let e = err_text(parse_hf_str(&v.to_string()));
+    assert!(
+        e.contains("post_processor.single[1]") && e.contains("sequence A"),
+        "{e}"
+    );
+    let mut v: Value = serde_json::from_str(&tpl).unwrap();
+    v["post_processor"]["special_tokens"]["<s>"]["ids"] = serde_json::json!([999]);
+    let e = err_text(parse_hf_str(&v.to_string()));
+    assert!(e.contains("post_processor") && e.contains("999"), "{e}");
+    let mut v: Value = serde_json::from_str(&tpl).unwrap();
+    v["post_processor"] = serde_json::json!({"type": "Template"});
+    let e = err_text(parse_hf_str(&v.to_string()));
+    assert!(
+        e.contains("post_processor") && e.contains("not supported"),
+        "{e}"
+    );
     // a custom pattern HF's engine reads in ways fancy-regex cannot be made to: refused by key
     let onig = std::fs::read_to_string(fixture("hf_onig.json")).unwrap();
     let posix = onig.replacen(r"\\w+|", "[[:alpha:]]+|", 1);

@@ -11,8 +11,10 @@
 //! entry's own, else the next past the vocab, whatever the file says); decoded through the
 //! byte-level map; without `lstrip` / `rstrip` / `single_word`.
 //! Anything else is refused with the key that holds it, rather than loaded and encoded wrongly.
-//! Not applied: the `post_processor` (ferrolab's encodings are HF's with
-//! `add_special_tokens=False`).
+//! The `post_processor` (`ByteLevel`, `TemplateProcessing`, `RobertaProcessing`,
+//! `BertProcessing`, a `Sequence` of them) is read as the ids it adds around one text, which
+//! [`Tokenizer::add_special_tokens`] puts in (HF's `add_special_tokens=True`); plain encodings
+//! are HF's with `add_special_tokens=False`.
 
 use std::path::Path;
 
@@ -24,7 +26,7 @@ use crate::error::{Result, TokenizerError};
 use crate::files::gpt2::{bytes_to_text, text_to_bytes};
 use crate::files::{memory, read_to_string, write};
 use crate::pretokenize::{PreTokenizer, Preset};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{PostProcessor, Tokenizer};
 use crate::Bpe;
 
 /// Reads a `tokenizer.json`.
@@ -300,9 +302,116 @@ pub fn parse_hf(text: &str, path: &Path) -> Result<Tokenizer> {
         e => e,
     })?;
     let pre = parse_pre_tokenizer(root.get("pre_tokenizer"), &bad)?;
-    Tokenizer::new_sharing_ids(bpe, pre, specials)?
+    let tok = Tokenizer::new_sharing_ids(bpe, pre, specials)?
         .with_plain_tokens(&plain)?
-        .with_hf_added_tokens(&normalized)
+        .with_hf_added_tokens(&normalized)?;
+    match parse_post_processor(root.get("post_processor"), &bad)? {
+        None => Ok(tok),
+        Some(post) => tok.with_post_processor(post).map_err(|e| match e {
+            TokenizerError::BadVocab(m) => bad("post_processor", m),
+            e => e,
+        }),
+    }
+}
+
+/// A `post_processor` as the ids it adds around one text: `ByteLevel` adds none (it only
+/// trims offsets), `TemplateProcessing` its `single` template, `RobertaProcessing` and
+/// `BertProcessing` `cls` and `sep`, `Sequence` each in turn. Anything else is refused by key.
+fn parse_post_processor(
+    v: Option<&Value>,
+    bad: &dyn Fn(&str, String) -> TokenizerError,
+) -> Result<Option<PostProcessor>> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let mut post = PostProcessor {
+        json: v.to_string(),
+        ..Default::default()
+    };
+    add_post_processor(v, "post_processor", &mut post, bad)?;
+    Ok(Some(post))
+}
+
+/// Wraps `post`'s prefix and suffix in what the processor `v` (at `key`) adds.
+fn add_post_processor(
+    v: &Value,
+    key: &str,
+    post: &mut PostProcessor,
+    bad: &dyn Fn(&str, String) -> TokenizerError,
+) -> Result<()> {
+    let id_of = |v: Option<&Value>, key: &str| -> Result<Rank> {
+        v.and_then(Value::as_u64)
+            .and_then(|x| Rank::try_from(x).ok())
+            .ok_or_else(|| bad(key, "missing or not a token id".into()))
+    };
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    match v.get("type").and_then(Value::as_str) {
+        Some("ByteLevel") => return Ok(()),
+        Some("Sequence") => {
+            let list = v
+                .get("processors")
+                .and_then(Value::as_array)
+                .ok_or_else(|| bad(&format!("{key}.processors"), "missing".into()))?;
+            for (i, p) in list.iter().enumerate() {
+                add_post_processor(p, &format!("{key}.processors[{i}]"), post, bad)?;
+            }
+            return Ok(());
+        }
+        Some("RobertaProcessing" | "BertProcessing") => {
+            // [token, id] pairs: cls A sep
+            before.push(id_of(
+                v.get("cls").and_then(|p| p.get(1)),
+                &format!("{key}.cls"),
+            )?);
+            after.push(id_of(
+                v.get("sep").and_then(|p| p.get(1)),
+                &format!("{key}.sep"),
+            )?);
+        }
+        Some("TemplateProcessing") => {
+            let single = v
+                .get("single")
+                .and_then(Value::as_array)
+                .ok_or_else(|| bad(&format!("{key}.single"), "missing or not a list".into()))?;
+            let specials = v.get("special_tokens");
+            let mut seen_a = false;
+            for (i, piece) in single.iter().enumerate() {
+                let pkey = format!("{key}.single[{i}]");
+                if let Some(seq) = piece.get("Sequence") {
+                    if seq.get("id").and_then(Value::as_str) != Some("A") || seen_a {
+                        return Err(bad(&pkey, "a single template takes sequence A once".into()));
+                    }
+                    seen_a = true;
+                } else if let Some(sp) = piece.get("SpecialToken") {
+                    let name = sp
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| bad(&format!("{pkey}.SpecialToken.id"), "missing".into()))?;
+                    // the ids HF puts in are those of the template's own table
+                    let skey = format!("{key}.special_tokens.{name}");
+                    let ids = specials
+                        .and_then(|t| t.get(name))
+                        .and_then(|t| t.get("ids"))
+                        .and_then(Value::as_array)
+                        .ok_or_else(|| bad(&skey, "missing: the template uses it".into()))?;
+                    let side = if seen_a { &mut after } else { &mut before };
+                    for (j, id) in ids.iter().enumerate() {
+                        side.push(id_of(Some(id), &format!("{skey}.ids[{j}]"))?);
+                    }
+                } else {
+                    return Err(bad(&pkey, format!("{piece} is not a template piece")));
+                }
+            }
+            if !seen_a {
+                return Err(bad(&format!("{key}.single"), "has no sequence A".into()));
+            }
+        }
+        _ => return Err(bad(key, format!("{v} is not supported"))),
+    }
+    before.append(&mut post.prefix);
+    post.prefix = before;
+    post.suffix.append(&mut after);
+    Ok(())
 }
 
 fn parse_pre_tokenizer(
@@ -488,6 +597,14 @@ pub fn hf_string(tok: &Tokenizer) -> Result<String> {
         .iter()
         .map(|&(a, b)| json!([text(a), text(b)]))
         .collect();
+    let post: Value = match tok.post_processor() {
+        Some(p) => serde_json::from_str(&p.json).map_err(|e| TokenizerError::BadJson {
+            path: memory(),
+            key: "post_processor".into(),
+            message: e.to_string(),
+        })?,
+        None => Value::Null,
+    };
     let root = json!({
         "version": "1.0",
         "truncation": null,
@@ -495,7 +612,7 @@ pub fn hf_string(tok: &Tokenizer) -> Result<String> {
         "added_tokens": added,
         "normalizer": null,
         "pre_tokenizer": pre,
-        "post_processor": null,
+        "post_processor": post,
         "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
         "model": {
             "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
