@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::attn::{as_bhtd, attn_inputs, attn_mask, attn_mask_of, case, Mask, ATTN_CASES};
+use common::attn::{
+    as_bhtd, attn_inputs, attn_mask, attn_mask_of, case, noise_mask, Mask, ATTN_CASES,
+};
 use common::{assert_close, check_grad, check_grad_with, grads_of, out_weights, t, Data, Fd};
 use ferrolab_tensor::dtype::round_to;
 use ferrolab_tensor::{
@@ -1029,13 +1031,7 @@ fn rope_packed_and_packed_gqa_attention() {
             ferrolab_tensor::rope_packed(&xs[0], 4, 3, &c, &s, layout)
         });
     }
-    let mut am = d.randn(&[2, 4, 6, 6]).to_vec();
-    for (i, x) in am.iter_mut().enumerate() {
-        if i % 3 == 1 && i % 6 != 0 {
-            *x = f32::NEG_INFINITY;
-        }
-    }
-    let am = common::t(am, &[2, 4, 6, 6]);
+    let am = noise_mask(&mut d, &[2, 4, 6, 6]);
     for (name, mask) in [
         ("causal", AttnMask::Causal),
         ("no mask", AttnMask::None),
@@ -1335,15 +1331,8 @@ fn attention_on_token_major_operands() {
         (1, 3, 7, 4, 2, 5, 3),
         (1, 40, 40, 2, 1, 4, 6),
     ] {
-        // causal, none, and an additive mask over (B, 1, T, S) with every third key masked
-        // (never the first)
-        let mut am = d.randn(&[b, 1, tt, s]).to_vec();
-        for (i, x) in am.iter_mut().enumerate() {
-            if i % 3 == 1 && i % s != 0 {
-                *x = f32::NEG_INFINITY;
-            }
-        }
-        let am = common::t(am, &[b, 1, tt, s]);
+        // causal, none, and an additive mask over (B, 1, T, S)
+        let am = noise_mask(&mut d, &[b, 1, tt, s]);
         for (name, mask) in [
             ("causal", AttnMask::Causal),
             ("no mask", AttnMask::None),

@@ -105,6 +105,12 @@ pub fn attn_mask(c: &AttnCase, d: &mut Data) -> Option<Tensor> {
     let Mask::Additive(shape) = c.mask else {
         return None;
     };
+    Some(noise_mask(d, shape))
+}
+
+/// Normal noise of `shape` with every third entry `-inf`, except in the first key column (so
+/// no row is fully masked): an additive attention mask.
+pub fn noise_mask(d: &mut Data, shape: &[usize]) -> Tensor {
     let last = *shape.last().unwrap();
     let mut m = d.randn(shape).to_vec();
     for (i, v) in m.iter_mut().enumerate() {
@@ -112,7 +118,7 @@ pub fn attn_mask(c: &AttnCase, d: &mut Data) -> Option<Tensor> {
             *v = f32::NEG_INFINITY;
         }
     }
-    Some(t(m, shape))
+    t(m, shape)
 }
 
 pub fn as_bhtd(c: &AttnCase, x: &Tensor) -> Result<Tensor> {
