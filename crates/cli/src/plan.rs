@@ -109,9 +109,27 @@ pub fn run(a: PlanArgs) -> Result<()> {
             let v: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not JSON", path.display()))?;
             if v.get("model_type").and_then(|t| t.as_str()) == Some("deepseek_v3") {
-                let cfg = V3Config::from_hf(&v)
+                // RoPE scaling (DeepSeek-V3's own config has YaRN) changes no count
+                let mut shapes = v.clone();
+                let scaled = ["rope_scaling", "rope_parameters"].iter().any(|k| {
+                    shapes
+                        .as_object_mut()
+                        .and_then(|o| o.remove(*k))
+                        .and_then(|r| {
+                            let kind = r.get("rope_type").or_else(|| r.get("type"))?;
+                            Some(kind.as_str() != Some("default"))
+                        })
+                        .unwrap_or(false)
+                });
+                let cfg = V3Config::from_hf(&shapes)
                     .with_context(|| format!("{}: not a deepseek_v3 config", path.display()))?;
-                let (total, active) = cfg.num_params();
+                // the main model, and the MTP modules apart (`transformers` builds none of them)
+                let main = V3Config {
+                    num_nextn_predict_layers: 0,
+                    ..cfg.clone()
+                };
+                let (total, active) = main.num_params();
+                let (all, all_active) = cfg.num_params();
                 let (l, from) = model_seq_len(a.seq_len, cfg.max_position_embeddings, path)?;
                 let m = plan::m_of_v3(&cfg, l);
                 let experts = if cfg.n_routed_experts == 0 {
@@ -123,8 +141,19 @@ pub fn run(a: PlanArgs) -> Result<()> {
                     )
                 };
                 println!(
-                    "parameters         {total} total, {active} active per token ({experts}; MTP modules included)"
+                    "parameters         {total} total, {active} active per token ({experts}; main model)"
                 );
+                if cfg.num_nextn_predict_layers > 0 {
+                    println!(
+                        "MTP modules        {} more in {} module(s) ({} active per token)",
+                        all - total,
+                        cfg.num_nextn_predict_layers,
+                        all_active - active
+                    );
+                }
+                if scaled {
+                    println!("note               RoPE scaling is not computed by ferrolab; it changes no count");
+                }
                 println!(
                     "M                  {m:.4e} non-embedding FLOPs/token at sequence {l} ({from}; active experts only, attention included, MTP excluded)"
                 );

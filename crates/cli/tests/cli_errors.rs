@@ -197,6 +197,57 @@ fn word2vec_evaluations_with_nothing_to_evaluate_are_errors() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// DeepSeek-V3's own `config.json` (its sizes, YaRN RoPE scaling, one MTP module): counted,
+/// the main model apart from the MTP module (the paper's 671B), with a note on the scaling.
+#[test]
+fn plan_counts_deepseek_v3s_own_config() {
+    let d = dir("plan-v3");
+    let cfg = d.join("config.json");
+    std::fs::write(
+        &cfg,
+        r#"{"model_type":"deepseek_v3","vocab_size":129280,"hidden_size":7168,
+            "intermediate_size":18432,"moe_intermediate_size":2048,"num_hidden_layers":61,
+            "num_attention_heads":128,"num_key_value_heads":128,"q_lora_rank":1536,
+            "kv_lora_rank":512,"qk_nope_head_dim":128,"qk_rope_head_dim":64,"v_head_dim":128,
+            "n_routed_experts":256,"n_shared_experts":1,"num_experts_per_tok":8,"n_group":8,
+            "topk_group":4,"routed_scaling_factor":2.5,"first_k_dense_replace":3,
+            "norm_topk_prob":true,"scoring_func":"sigmoid","topk_method":"noaux_tc",
+            "num_nextn_predict_layers":1,"max_position_embeddings":163840,"rms_norm_eps":1e-6,
+            "rope_theta":10000,"rope_scaling":{"type":"yarn","factor":40,"beta_fast":32,
+            "beta_slow":1,"mscale":1.0,"mscale_all_dim":1.0,
+            "original_max_position_embeddings":4096},"tie_word_embeddings":false,
+            "quantization_config":{"quant_method":"fp8","fmt":"e4m3",
+            "weight_block_size":[128,128],"activation_scheme":"dynamic"}}"#,
+    )
+    .unwrap();
+    let out = ferrolab(&[
+        "plan",
+        "--model",
+        cfg.to_str().unwrap(),
+        "--seq-len",
+        "4096",
+    ]);
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let total: f64 = so
+        .lines()
+        .find_map(|l| l.strip_prefix("parameters"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{so}"));
+    assert!((total / 671e9 - 1.0).abs() < 0.005, "{so}");
+    assert!(
+        so.contains("main model") && so.contains("in 1 module(s)"),
+        "{so}"
+    );
+    assert!(so.contains("RoPE scaling"), "{so}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 #[test]
 fn plan_refuses_model_types_it_does_not_count() {
     let d = dir("plan");

@@ -94,7 +94,14 @@ pub fn load_into(
     let unused: Vec<&str> = tensors
         .keys()
         .map(String::as_str)
-        .filter(|n| !taken.contains(n) && !n.ends_with("rotary_emb.inv_freq") && !extra(n))
+        // (a tensor with no elements, as `transformers` saves for `n_shared_experts: 0`, holds
+        // nothing to place)
+        .filter(|n| {
+            !taken.contains(n)
+                && !n.ends_with("rotary_emb.inv_freq")
+                && !extra(n)
+                && tensors[*n].numel() > 0
+        })
         .collect();
     if let Some(first) = unused.first() {
         return Err(invalid(format!(
@@ -127,28 +134,50 @@ pub fn require(v: &Value, rules: &[(&str, Value)]) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a `rope_scaling` / `rope_parameters` entry other than the default RoPE, by name,
-/// and moves a `rope_theta` found inside it to the top level (newer `transformers`, which
-/// takes the one in `rope_parameters` over a top-level one).
+/// Reads the RoPE settings as `transformers` does: `rope_parameters = rope_scaling or
+/// rope_parameters` (a non-empty `rope_scaling` wins whole, and the other is not looked at),
+/// with the base (`rope_theta`) inside it, else the top-level one. Moves that base to the top
+/// level and refuses any RoPE other than the default, by name.
 pub fn take_rope(o: &mut serde_json::Map<String, Value>) -> Result<()> {
-    for key in ["rope_scaling", "rope_parameters"] {
-        if let Some(rp) = o.get(key).and_then(|r| r.as_object()).cloned() {
-            if let Some(theta) = rp.get("rope_theta") {
-                o.insert("rope_theta".into(), theta.clone());
-            }
-            let kind = rp
-                .get("rope_type")
-                .or_else(|| rp.get("type"))
-                .and_then(|t| t.as_str())
-                .unwrap_or("default");
-            if kind != "default" {
-                return Err(invalid(format!(
-                    "`{key}`: rope_type {kind:?} is not supported (only the default RoPE)"
-                )));
-            }
-        }
+    let chosen = ["rope_scaling", "rope_parameters"]
+        .into_iter()
+        .find_map(|key| {
+            o.get(key)
+                .and_then(Value::as_object)
+                .filter(|m| !m.is_empty())
+                .map(|m| (key, m.clone()))
+        });
+    let Some((key, rp)) = chosen else {
+        return Ok(());
+    };
+    if let Some(theta) = rp.get("rope_theta") {
+        o.insert("rope_theta".into(), theta.clone());
+    }
+    let kind = rp
+        .get("rope_type")
+        .or_else(|| rp.get("type"))
+        .and_then(|t| t.as_str())
+        .unwrap_or("default");
+    if kind != "default" {
+        return Err(invalid(format!(
+            "`{key}`: rope_type {kind:?} is not supported (only the default RoPE)"
+        )));
     }
     Ok(())
+}
+
+/// Puts `transformers`' default in for each of these keys that the config leaves out.
+pub fn fill_defaults(o: &mut serde_json::Map<String, Value>, defaults: &[(&str, Value)]) {
+    for (key, v) in defaults {
+        o.entry(*key).or_insert_with(|| v.clone());
+    }
+}
+
+/// `hidden_act` as the activation it names: `swish` is SiLU in `transformers`.
+pub(crate) fn act_alias(o: &mut serde_json::Map<String, Value>) {
+    if o.get("hidden_act").and_then(Value::as_str) == Some("swish") {
+        o.insert("hidden_act".into(), "silu".into());
+    }
 }
 
 impl LmConfig {
@@ -161,6 +190,23 @@ impl LmConfig {
             return Err(invalid("config.json is not a JSON object".into()));
         };
         take_rope(o)?;
+        act_alias(o);
+        // `LlamaConfig`'s defaults; no `num_key_value_heads` (or null) is multi-head attention
+        fill_defaults(
+            o,
+            &[
+                ("vocab_size", 32000.into()),
+                ("hidden_size", 4096.into()),
+                ("intermediate_size", 11008.into()),
+                ("num_hidden_layers", 32.into()),
+                ("num_attention_heads", 32.into()),
+                ("max_position_embeddings", 2048.into()),
+            ],
+        );
+        if o.get("num_key_value_heads").is_none_or(Value::is_null) {
+            let heads = o["num_attention_heads"].clone();
+            o.insert("num_key_value_heads".into(), heads);
+        }
         let heads = o.get("num_attention_heads").and_then(Value::as_u64);
         let hidden = o.get("hidden_size").and_then(Value::as_u64);
         // (`pretraining_tp` only slices the products in `transformers`: the same maths)
@@ -180,6 +226,16 @@ impl LmConfig {
     }
 }
 
+/// Whether a checkpoint stores an `lm_head.weight` that differs from its embedding. A tied
+/// model's checkpoint may still store the head: a copy of the embedding is passed over, and a
+/// head that differs from it is used, untied, as `transformers` does.
+pub(crate) fn stored_head_differs(tensors: &BTreeMap<String, Tensor>) -> bool {
+    let head = tensors.get("lm_head.weight");
+    let emb = tensors.get("model.embed_tokens.weight");
+    head.zip(emb)
+        .is_some_and(|(h, e)| h.shape() == e.shape() && h.to_vec() != e.to_vec())
+}
+
 /// Loads an HF `llama` directory (`config.json` and `model.safetensors` or shards); returns
 /// the parameters and the model.
 pub fn load_llama(dir: &Path) -> Result<(Vars, Lm)> {
@@ -190,16 +246,8 @@ pub fn load_llama(dir: &Path) -> Result<(Vars, Lm)> {
         serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;
     let mut cfg = LmConfig::from_hf(&v)?;
     let tensors = read_tensors(dir)?;
-    // a tied model's checkpoint may still store the head: a copy of the embedding is passed
-    // over; a head that differs from it is used, untied, as `transformers` does
-    let head = tensors.get("lm_head.weight");
-    let emb = tensors.get("model.embed_tokens.weight");
-    if cfg.tie_word_embeddings {
-        if let (Some(h), Some(e)) = (head, emb) {
-            if h.shape() == e.shape() && h.to_vec() != e.to_vec() {
-                cfg.tie_word_embeddings = false;
-            }
-        }
+    if cfg.tie_word_embeddings && stored_head_differs(&tensors) {
+        cfg.tie_word_embeddings = false;
     }
     let vars = Vars::new();
     let tied = cfg.tie_word_embeddings;

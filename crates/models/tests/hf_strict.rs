@@ -269,3 +269,145 @@ fn a_tied_models_stored_head_copy_is_passed_over() {
     assert!(e.contains("lm_head.bias"), "{e}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// As `transformers` 5.24 reads them: a non-empty `rope_scaling` wins whole over
+/// `rope_parameters` (whose type and base are then not looked at), with its own base or else the
+/// top-level one; absent keys take the config class's defaults (no `num_key_value_heads` is
+/// multi-head attention); `swish` is SiLU.
+#[test]
+fn rope_precedence_defaults_and_aliases_are_transformers() {
+    let d = dir("llama-defaults");
+    write_llama(&d);
+    let base: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+    let v3_base = V3Config::tiny(40).to_hf();
+    let theta_of = |edit: &dyn Fn(&mut Value)| {
+        let (mut l, mut v) = (base.clone(), v3_base.clone());
+        edit(&mut l);
+        edit(&mut v);
+        let (l, v) = (LmConfig::from_hf(&l), V3Config::from_hf(&v));
+        (l.map(|c| c.rope_theta), v.map(|c| c.rope_theta))
+    };
+    let params = json!({"rope_type": "default", "rope_theta": 10000.0});
+    let cases: Vec<(Value, f32)> = vec![
+        // rope_scaling without a base: the top-level one, not rope_parameters'
+        (json!({"rope_type": "default"}), 500.0),
+        (json!({"rope_type": "default", "rope_theta": 700.0}), 700.0),
+        // an empty rope_scaling is no setting: rope_parameters' base
+        (json!({}), 10000.0),
+    ];
+    for (scaling, want) in cases {
+        let (l, v) = theta_of(&|c: &mut Value| {
+            c["rope_theta"] = 500.0.into();
+            c["rope_parameters"] = params.clone();
+            c["rope_scaling"] = scaling.clone();
+        });
+        assert_eq!((l.unwrap(), v.unwrap()), (want, want), "{scaling}");
+    }
+    // rope_parameters of another type behind a default rope_scaling is not used
+    let (l, v) = theta_of(&|c: &mut Value| {
+        c["rope_scaling"] = json!({"type": "default"});
+        c["rope_parameters"] = json!({"rope_type": "linear", "factor": 2.0});
+    });
+    assert!(l.is_ok() && v.is_ok(), "{l:?} {v:?}");
+    // ... but a scaled rope_scaling is refused by name
+    let (l, v) = theta_of(&|c: &mut Value| {
+        c["rope_scaling"] = json!({"rope_type": "yarn", "factor": 40.0});
+    });
+    for e in [l.unwrap_err().to_string(), v.unwrap_err().to_string()] {
+        assert!(e.contains("rope_scaling") && e.contains("yarn"), "{e}");
+    }
+
+    // absent keys: LlamaConfig's and DeepseekV3Config's defaults
+    let without = |v: &Value, keys: &[&str]| {
+        let mut v = v.clone();
+        for k in keys {
+            v.as_object_mut().unwrap().remove(*k);
+        }
+        v
+    };
+    let l = LmConfig::from_hf(&without(
+        &base,
+        &["num_key_value_heads", "max_position_embeddings"],
+    ))
+    .unwrap();
+    assert_eq!(
+        (l.num_key_value_heads, l.max_position_embeddings),
+        (2, 2048)
+    );
+    let mut null_kv = base.clone();
+    null_kv["num_key_value_heads"] = Value::Null;
+    assert_eq!(LmConfig::from_hf(&null_kv).unwrap().num_key_value_heads, 2);
+    let v = V3Config::from_hf(&without(
+        &v3_base,
+        &[
+            "routed_scaling_factor",
+            "first_k_dense_replace",
+            "n_shared_experts",
+            "max_position_embeddings",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        (
+            v.routed_scaling_factor,
+            v.first_k_dense_replace,
+            v.n_shared_experts,
+            v.max_position_embeddings
+        ),
+        (2.5, 3, 1, 4096)
+    );
+    // `swish` is `silu`
+    let mut swish = base.clone();
+    swish["hidden_act"] = "swish".into();
+    assert!(LmConfig::from_hf(&swish).is_ok());
+    let mut swish = v3_base.clone();
+    swish["hidden_act"] = "swish".into();
+    assert!(V3Config::from_hf(&swish).is_ok());
+}
+
+/// A V3 checkpoint of a tied model that stores its head: a copy of the embedding is passed
+/// over, a different head is used, untied (as for `llama` and in `transformers`); a tensor with
+/// no elements (what `transformers` saves for `n_shared_experts: 0`) holds nothing to place.
+#[test]
+fn v3_stored_heads_and_empty_tensors_load_as_in_transformers() {
+    let d = dir("v3-tied");
+    ferrolab_tensor::rng::manual_seed(4);
+    let cfg = V3Config {
+        tie_word_embeddings: true,
+        n_shared_experts: 0,
+        ..V3Config::tiny(40)
+    };
+    let vars = Vars::new();
+    let m = ferrolab_models::DeepseekV3::new(&vars, cfg.clone()).unwrap();
+    let moe_layer = cfg.first_k_dense_replace;
+    assert!(moe_layer < cfg.num_hidden_layers);
+    ferrolab_models::deepseek_v3::save_hf(&d, &cfg, &vars, false).unwrap();
+    let logits =
+        |m: &ferrolab_models::DeepseekV3| no_grad(|| m.forward(&[1, 7, 3], 1, 3)).unwrap().to_vec();
+    let want = logits(&m);
+    let file = d.join("model.safetensors");
+    let mut t = io::load_safetensors(&file).unwrap();
+    let emb = t["model.embed_tokens.weight"].clone();
+    t.insert("lm_head.weight".into(), emb.clone());
+    t.insert(
+        format!("model.layers.{moe_layer}.mlp.shared_experts.gate_proj.weight"),
+        Tensor::zeros(&[0, cfg.hidden_size]),
+    );
+    let save = |t: &std::collections::BTreeMap<String, Tensor>| {
+        let all: Vec<(String, Tensor)> = t.clone().into_iter().collect();
+        io::save_safetensors(&file, &all, DType::F32, None).unwrap();
+    };
+    save(&t);
+    let (_, back) = ferrolab_models::deepseek_v3::load_hf(&d).unwrap();
+    assert!(back.cfg.tie_word_embeddings);
+    assert_eq!(logits(&back), want);
+    // a head that differs: used, untied
+    t.insert("lm_head.weight".into(), emb.mul_scalar(-1.0));
+    save(&t);
+    let (_, back) = ferrolab_models::deepseek_v3::load_hf(&d).unwrap();
+    assert!(!back.cfg.tie_word_embeddings);
+    assert_ne!(logits(&back), want);
+    let _ = std::fs::remove_dir_all(&d);
+}

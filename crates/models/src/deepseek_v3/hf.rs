@@ -39,8 +39,33 @@ impl V3Config {
             }
         }
         crate::hf::take_rope(o)?;
-        // `transformers`' default (DeepSeek-V3's own); ferrolab's own files always name it
-        o.entry("q_lora_rank").or_insert(Value::from(1536));
+        crate::hf::act_alias(o);
+        // `DeepseekV3Config`'s defaults (DeepSeek-V3's own sizes); ferrolab's own files name
+        // every key
+        crate::hf::fill_defaults(
+            o,
+            &[
+                ("vocab_size", 129280.into()),
+                ("hidden_size", 7168.into()),
+                ("intermediate_size", 18432.into()),
+                ("moe_intermediate_size", 2048.into()),
+                ("num_hidden_layers", 61.into()),
+                ("num_attention_heads", 128.into()),
+                ("n_shared_experts", 1.into()),
+                ("n_routed_experts", 256.into()),
+                ("routed_scaling_factor", 2.5.into()),
+                ("kv_lora_rank", 512.into()),
+                ("q_lora_rank", 1536.into()),
+                ("qk_rope_head_dim", 64.into()),
+                ("v_head_dim", 128.into()),
+                ("qk_nope_head_dim", 128.into()),
+                ("n_group", 8.into()),
+                ("topk_group", 4.into()),
+                ("num_experts_per_tok", 8.into()),
+                ("first_k_dense_replace", 3.into()),
+                ("max_position_embeddings", 4096.into()),
+            ],
+        );
         crate::hf::require(
             &Value::Object(o.clone()),
             &[
@@ -115,18 +140,24 @@ pub fn load_hf(dir: &Path) -> Result<(Vars, DeepseekV3)> {
         })
         .count();
     cfg.num_nextn_predict_layers = mtp;
+    if cfg.tie_word_embeddings && crate::hf::stored_head_differs(&tensors) {
+        cfg.tie_word_embeddings = false;
+    }
+    let tied = cfg.tie_word_embeddings;
     let vars = Vars::new();
     let model = DeepseekV3::new(&vars, cfg)?;
     // the released checkpoint stores each MTP layer's copies of the shared embedding and head
-    // (`model.layers.{L + k}.embed_tokens` / `.shared_head.head`); ferrolab shares them
+    // (`model.layers.{L + k}.embed_tokens` / `.shared_head.head`); ferrolab shares them. A
+    // tied model's stored copy of the embedding as the head is passed over too
     let first_mtp = model.cfg.num_hidden_layers;
     let shared_copy = |n: &str| {
-        n.strip_prefix("model.layers.")
-            .and_then(|r| r.split_once('.'))
-            .is_some_and(|(layer, rest)| {
-                layer.parse::<usize>().is_ok_and(|l| l >= first_mtp)
-                    && (rest == "embed_tokens.weight" || rest == "shared_head.head.weight")
-            })
+        (tied && n == "lm_head.weight")
+            || n.strip_prefix("model.layers.")
+                .and_then(|r| r.split_once('.'))
+                .is_some_and(|(layer, rest)| {
+                    layer.parse::<usize>().is_ok_and(|l| l >= first_mtp)
+                        && (rest == "embed_tokens.weight" || rest == "shared_head.head.weight")
+                })
     };
     crate::hf::load_into(&vars, &tensors, dir, &shared_copy)?;
     Ok((vars, model))
