@@ -175,9 +175,12 @@ fn encode(a: EncodeArgs) -> Result<()> {
         ),
     };
     let ids = if a.add_special_tokens {
-        if tok.post_processor().is_none() {
+        if tok
+            .post_processor()
+            .is_none_or(|p| p.prefix().is_empty() && p.suffix().is_empty())
+        {
             eprintln!(
-                "note: {} has no post-processor: --add-special-tokens adds nothing",
+                "note: {} has no post-processor that adds tokens: --add-special-tokens adds nothing",
                 a.tokenizer
             );
         }

@@ -96,7 +96,7 @@ pub fn sigmoid(x: f32) -> f32 {
 
 /// `tanh(x)`: `(e^{2x} - 1) / (e^{2x} + 1)`, saturating cleanly for large |x|; below |x| = 0.4
 /// the odd Taylor series to `x^13` (the quotient loses the low digits there: at 1e-6 it was
-/// 1.3% off), whose first omitted term is under 4e-9 of the value.
+/// 1.3% off), whose first omitted term is about 4e-9 of the value there.
 #[inline(always)]
 pub fn tanh(x: f32) -> f32 {
     let xc = if x < -15.0 { -15.0 } else { x };

@@ -52,10 +52,16 @@ fn zero_size_inputs_give_empty_results() {
     assert_eq!(s, [0, 3]);
 
     // linear with no rows, no inputs, no outputs
-    let (s, _) = run("linear (0,4)x(5,4)", &[z(&[0, 4]), z(&[5, 4])], |x| {
+    let w = Tensor::ones(&[5, 4]).into_var();
+    let (s, _) = run("linear (0,4)x(5,4)", &[z(&[0, 4]), w.clone()], |x| {
         linear(&x[0], &x[1], None)
     });
     assert_eq!(s, [0, 5]);
+    assert_eq!(
+        w.grad().unwrap().to_vec(),
+        vec![0.0; 20],
+        "no rows: no weight gradient"
+    );
     let b = Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3])
         .unwrap()
         .into_var();
@@ -155,10 +161,15 @@ fn zero_size_inputs_give_empty_results() {
     let q = Tensor::ones(&[1, 1, 2, 2]).into_var();
     let (s, v) = run(
         "attention with S = 0",
-        &[q, z(&[1, 1, 0, 2]), z(&[1, 1, 0, 3])],
+        &[q.clone(), z(&[1, 1, 0, 2]), z(&[1, 1, 0, 3])],
         |x| scaled_dot_product_attention(&x[0], &x[1], &x[2], AttnMask::None, None),
     );
     assert_eq!((s, v), (vec![1, 1, 2, 3], vec![0.0; 6]));
+    assert_eq!(
+        q.grad().unwrap().to_vec(),
+        vec![0.0; 4],
+        "no key: no query gradient"
+    );
     let (s, _) = run(
         "attention with T = 0",
         &[z(&[1, 1, 0, 2]), z(&[1, 1, 3, 2]), z(&[1, 1, 3, 2])],

@@ -631,6 +631,27 @@ fn nan_propagates_as_in_pytorch() {
         s[0].is_nan() && s[1].is_nan() && !s[2].is_nan(),
         "softmax {s:?}"
     );
+    // over a dim that is not the last (a strided lane)
+    let s = t(vec![nan, 1.0, nan, 2.0], &[2, 2])
+        .softmax(0)
+        .unwrap()
+        .to_vec();
+    assert!(
+        s[0].is_nan() && s[2].is_nan() && !s[1].is_nan(),
+        "softmax(0) {s:?}"
+    );
+    // gradients: a NaN sends it to both operands of maximum / minimum (ties to `self`), and
+    // through ReLU, as in torch
+    for op in [Tensor::maximum, Tensor::minimum] {
+        let a = t(vec![1.0, nan, 2.0], &[3]).into_var();
+        let b = t(vec![nan, 1.0, 2.0], &[3]).into_var();
+        op(&a, &b).unwrap().sum_all().backward().unwrap();
+        assert_eq!(common::grad_vec(&a), [1.0, 1.0, 1.0]);
+        assert_eq!(common::grad_vec(&b), [1.0, 1.0, 0.0]);
+    }
+    let r = t(vec![nan, -1.0, 1.0], &[3]).into_var();
+    r.relu().sum_all().backward().unwrap();
+    assert_eq!(common::grad_vec(&r), [1.0, 0.0, 1.0]);
 }
 
 #[test]

@@ -121,15 +121,31 @@ impl Specials {
 }
 
 /// What a `tokenizer.json` `post_processor` adds around one encoded text when HF encodes with
-/// `add_special_tokens=True` (its default): ids before and after (a BOS, `<s> ... </s>`).
+/// `add_special_tokens=True` (its default): ids before and after (a BOS, `<s> ... </s>`). Read
+/// from a file (and written back as it was read).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PostProcessor {
+    pub(crate) prefix: Vec<Rank>,
+    pub(crate) suffix: Vec<Rank>,
+    /// The `post_processor` object as the file held it.
+    pub(crate) json: String,
+}
+
+impl PostProcessor {
     /// Ids put before the text's ids.
-    pub prefix: Vec<Rank>,
+    pub fn prefix(&self) -> &[Rank] {
+        &self.prefix
+    }
+
     /// Ids put after them.
-    pub suffix: Vec<Rank>,
-    /// The `post_processor` object as the file held it (written back as it was).
-    pub json: String,
+    pub fn suffix(&self) -> &[Rank] {
+        &self.suffix
+    }
+
+    /// The `post_processor` object as the file held it.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
 }
 
 /// A complete byte-level BPE tokenizer.

@@ -223,6 +223,18 @@ fn files_hf_reads_its_own_way_encode_and_decode_like_hf() {
     let e = err_text(parse_hf_str(&v.to_string()));
     assert!(e.contains("post_processor") && e.contains("999"), "{e}");
     let mut v: Value = serde_json::from_str(&tpl).unwrap();
+    let template = v["post_processor"].clone();
+    v["post_processor"] = serde_json::json!({"type": "Sequence", "processors": [
+        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        template,
+        {"type": "RobertaProcessing", "sep": ["</s>", 401], "cls": ["<s>", 400],
+         "trim_offsets": true, "add_prefix_space": false}]});
+    let e = err_text(parse_hf_str(&v.to_string()));
+    assert!(
+        e.contains("post_processor.processors[2]") && e.contains("second"),
+        "{e}"
+    );
+    let mut v: Value = serde_json::from_str(&tpl).unwrap();
     v["post_processor"] = serde_json::json!({"type": "Template"});
     let e = err_text(parse_hf_str(&v.to_string()));
     assert!(

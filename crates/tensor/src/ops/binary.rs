@@ -155,9 +155,10 @@ fn binary(a: &Tensor, b: &Tensor, kind: Bin, op: &'static str) -> Result<Tensor>
                     Bin::Div => Some(bcast2(g, &out, &bd, &bsh, &out, |g, y| g / y)),
                     Bin::Max | Bin::Min => {
                         let sel = bcast2(&ad, &ash, &bd, &bsh, &out, move |x, y| {
+                            // ties to `self`; with a NaN both get the gradient (as torch)
                             let pick = match kind {
-                                Bin::Max => x >= y,
-                                _ => x <= y,
+                                Bin::Max => !(x < y),
+                                _ => !(x > y),
                             };
                             if pick {
                                 1.0
@@ -188,8 +189,8 @@ fn binary(a: &Tensor, b: &Tensor, kind: Bin, op: &'static str) -> Result<Tensor>
                     Bin::Max | Bin::Min => {
                         let sel = bcast2(&ad, &ash, &bd, &bsh, &out, move |x, y| {
                             let pick_b = match kind {
-                                Bin::Max => y > x,
-                                _ => y < x,
+                                Bin::Max => !(x >= y),
+                                _ => !(x <= y),
                             };
                             if pick_b {
                                 1.0
@@ -249,12 +250,12 @@ impl Tensor {
         binary(self, rhs, Bin::Div, "div")
     }
     /// Elementwise maximum with broadcasting (ties send the gradient to `self`; a NaN in either
-    /// operand gives NaN, as in `torch.maximum`).
+    /// operand gives NaN and sends the gradient to both, as in `torch.maximum`).
     pub fn maximum(&self, rhs: &Tensor) -> Result<Tensor> {
         binary(self, rhs, Bin::Max, "maximum")
     }
     /// Elementwise minimum with broadcasting (ties send the gradient to `self`; a NaN in either
-    /// operand gives NaN, as in `torch.minimum`).
+    /// operand gives NaN and sends the gradient to both, as in `torch.minimum`).
     pub fn minimum(&self, rhs: &Tensor) -> Result<Tensor> {
         binary(self, rhs, Bin::Min, "minimum")
     }

@@ -247,18 +247,12 @@ fn pool2d(x: &Tensor, k: (usize, usize), opts: Conv2dOpts, max: bool) -> Result<
     let [n, c, h, w] = x.dims::<4>(op)?;
     let oh = out_size(op, h, k.0, opts.stride.0, opts.padding.0, opts.dilation.0)?;
     let ow = out_size(op, w, k.1, opts.stride.1, opts.padding.1, opts.dilation.1)?;
-    // as PyTorch: a window must never lie wholly in the padding
-    for (p, k, d) in [
-        (opts.padding.0, k.0, opts.dilation.0),
-        (opts.padding.1, k.1, opts.dilation.1),
-    ] {
-        let span = d.saturating_mul(k - 1).saturating_add(1);
-        if p > span / 2 {
+    // PyTorch's limit: padding at most half the kernel size (undilated)
+    for (p, k) in [(opts.padding.0, k.0), (opts.padding.1, k.1)] {
+        if p > k / 2 {
             return invalid(
                 op,
-                format!(
-                    "padding {p} is more than half the window {span} (kernel {k}, dilation {d})"
-                ),
+                format!("padding {p} is more than half the kernel size {k}"),
             );
         }
     }
@@ -339,7 +333,7 @@ fn pool2d(x: &Tensor, k: (usize, usize), opts: Conv2dOpts, max: bool) -> Result<
 }
 
 /// Max pooling over `kernel` windows of `x` `(N, C, H, W)`; padding counts as `-inf` and may
-/// be at most half the (dilated) window, as in PyTorch; a NaN in a window gives NaN.
+/// be at most half the kernel size, as in PyTorch; a NaN in a window gives NaN.
 pub fn max_pool2d(x: &Tensor, kernel: (usize, usize), opts: Conv2dOpts) -> Result<Tensor> {
     pool2d(x, kernel, opts, true)
 }

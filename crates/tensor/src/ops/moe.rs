@@ -357,7 +357,7 @@ pub fn moe_experts(
             } else {
                 out.push(None);
             }
-            // weight gradients: the items of each expert summed (zeros for an idle expert)
+            // weight gradients: the items of each expert summed (none for an idle expert)
             let mut per: Vec<Option<(Vec<f32>, Vec<f32>)>> = (0..ne).map(|_| None).collect();
             for (s, (_, gwgu, gwd, _)) in saved.iter().zip(grads) {
                 match &mut per[s.expert] {

@@ -232,7 +232,8 @@ pub(crate) fn softmax_kernel(
         for i in 0..inner {
             let at = |j: usize| (o * n + j) * inner + i;
             let m = (0..n).map(|j| x[at(j)]).fold(f32::NEG_INFINITY, f32::max);
-            if m == f32::NEG_INFINITY {
+            // (a lane of NaN also has max -inf, as `f32::max` skips NaN: it goes on to NaN)
+            if m == f32::NEG_INFINITY && !(0..n).any(|j| x[at(j)].is_nan()) {
                 // all -inf: zeros (log: -inf), as `softmax_row` gives over the last dim
                 for j in 0..n {
                     y[at(j)] = if log { f32::NEG_INFINITY } else { 0.0 };

@@ -203,12 +203,12 @@ impl Tensor {
     pub fn gelu_tanh(&self) -> Tensor {
         self.unary_x("gelu_tanh", gelu_tanh, gelu_tanh_grad)
     }
-    /// `max(x, 0)` (gradient 0 at 0, and NaN stays NaN, as in PyTorch).
+    /// `max(x, 0)` (gradient 0 at 0; NaN stays NaN and passes its gradient, as in PyTorch).
     pub fn relu(&self) -> Tensor {
         self.unary_x(
             "relu",
             |x| if x <= 0.0 { 0.0 } else { x },
-            |x| if x > 0.0 { 1.0 } else { 0.0 },
+            |x| if x <= 0.0 { 0.0 } else { 1.0 },
         )
     }
 

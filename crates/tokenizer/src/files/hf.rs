@@ -352,8 +352,21 @@ fn add_post_processor(
                 .get("processors")
                 .and_then(Value::as_array)
                 .ok_or_else(|| bad(&format!("{key}.processors"), "missing".into()))?;
+            // HF hands a processor after a template one encoding per template piece, which
+            // a second processor that adds tokens wraps piece by piece: only one is read
+            let mut adding = 0;
             for (i, p) in list.iter().enumerate() {
-                add_post_processor(p, &format!("{key}.processors[{i}]"), post, bad)?;
+                let pkey = format!("{key}.processors[{i}]");
+                if p.get("type").and_then(Value::as_str) != Some("ByteLevel") {
+                    adding += 1;
+                    if adding > 1 {
+                        return Err(bad(
+                            &pkey,
+                            "a second processor that adds tokens is not supported".into(),
+                        ));
+                    }
+                }
+                add_post_processor(p, &pkey, post, bad)?;
             }
             return Ok(());
         }
@@ -598,7 +611,7 @@ pub fn hf_string(tok: &Tokenizer) -> Result<String> {
         .map(|&(a, b)| json!([text(a), text(b)]))
         .collect();
     let post: Value = match tok.post_processor() {
-        Some(p) => serde_json::from_str(&p.json).map_err(|e| TokenizerError::BadJson {
+        Some(p) => serde_json::from_str(p.json()).map_err(|e| TokenizerError::BadJson {
             path: memory(),
             key: "post_processor".into(),
             message: e.to_string(),
