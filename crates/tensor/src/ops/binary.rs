@@ -157,8 +157,8 @@ fn binary(a: &Tensor, b: &Tensor, kind: Bin, op: &'static str) -> Result<Tensor>
                         let sel = bcast2(&ad, &ash, &bd, &bsh, &out, move |x, y| {
                             // ties to `self`; with a NaN both get the gradient (as torch)
                             let pick = match kind {
-                                Bin::Max => !(x < y),
-                                _ => !(x > y),
+                                Bin::Max => x >= y || x.is_nan() || y.is_nan(),
+                                _ => x <= y || x.is_nan() || y.is_nan(),
                             };
                             if pick {
                                 1.0
@@ -189,8 +189,8 @@ fn binary(a: &Tensor, b: &Tensor, kind: Bin, op: &'static str) -> Result<Tensor>
                     Bin::Max | Bin::Min => {
                         let sel = bcast2(&ad, &ash, &bd, &bsh, &out, move |x, y| {
                             let pick_b = match kind {
-                                Bin::Max => !(x >= y),
-                                _ => !(x <= y),
+                                Bin::Max => y > x || x.is_nan() || y.is_nan(),
+                                _ => y < x || x.is_nan() || y.is_nan(),
                             };
                             if pick_b {
                                 1.0
