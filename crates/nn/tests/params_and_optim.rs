@@ -119,6 +119,45 @@ fn set_grad(p: &Tensor, g: &[f32]) {
         .unwrap();
 }
 
+/// One element under torch.optim.Adam / AdamW's documented update, in f64: the reference the
+/// Adam tests compare with.
+#[derive(Clone, Copy)]
+struct AdamRef {
+    w: f64,
+    m: f64,
+    v: f64,
+    t: i32,
+}
+
+impl AdamRef {
+    fn new(w: f64) -> AdamRef {
+        AdamRef {
+            w,
+            m: 0.0,
+            v: 0.0,
+            t: 0,
+        }
+    }
+
+    /// One update with gradient `g` (AdamW decays the weight; Adam adds `wd * w` to `g`).
+    fn step(&mut self, g: f64, c: &AdamWConfig) {
+        let (b1, b2) = (c.betas.0 as f64, c.betas.1 as f64);
+        let (lr, wd) = (c.lr as f64, c.weight_decay as f64);
+        let g = if c.decoupled {
+            self.w *= 1.0 - lr * wd;
+            g
+        } else {
+            g + wd * self.w
+        };
+        self.t += 1;
+        self.m = b1 * self.m + (1.0 - b1) * g;
+        self.v = b2 * self.v + (1.0 - b2) * g * g;
+        let mh = self.m / (1.0 - b1.powi(self.t));
+        let vh = self.v / (1.0 - b2.powi(self.t));
+        self.w -= lr * mh / (vh.sqrt() + c.eps as f64);
+    }
+}
+
 /// AdamW, two steps, by hand (torch.optim.AdamW's documented algorithm).
 #[test]
 fn adamw_matches_hand_computation() {
@@ -132,27 +171,19 @@ fn adamw_matches_hand_computation() {
     };
     let mut opt = AdamW::new(vec![("p".into(), p.clone())], cfg);
     let grads = [[0.5f64, -1.0], [0.25, 2.0]];
-    let mut w = [1.0f64, -2.0];
-    let (mut m, mut v) = ([0f64; 2], [0f64; 2]);
+    let mut w = [AdamRef::new(1.0), AdamRef::new(-2.0)];
     for (t, g) in grads.iter().enumerate() {
         set_grad(&p, &[g[0] as f32, g[1] as f32]);
         opt.step().unwrap();
-        let t = t as i32 + 1;
-        for j in 0..2 {
-            w[j] *= 1.0 - 0.1 * 0.5;
-            m[j] = 0.9 * m[j] + 0.1 * g[j];
-            v[j] = 0.99 * v[j] + 0.01 * g[j] * g[j];
-            let mh = m[j] / (1.0 - 0.9f64.powi(t));
-            let vh = v[j] / (1.0 - 0.99f64.powi(t));
-            w[j] -= 0.1 * mh / (vh.sqrt() + 1e-8);
-        }
         let got = p.to_vec();
         for j in 0..2 {
+            w[j].step(g[j], &cfg);
             assert!(
-                (got[j] as f64 - w[j]).abs() < 1e-5,
-                "step {t}: {} vs {}",
+                (got[j] as f64 - w[j].w).abs() < 1e-5,
+                "step {}: {} vs {}",
+                t + 1,
                 got[j],
-                w[j]
+                w[j].w
             );
         }
     }
@@ -175,8 +206,7 @@ fn adamw_over_several_chunks_matches_hand_computation() {
         decoupled: true,
     };
     let mut opt = AdamW::new(vec![("p".into(), p.clone())], cfg);
-    let mut w: Vec<f64> = w0.iter().map(|&x| x as f64).collect();
-    let (mut m, mut v) = (vec![0f64; n], vec![0f64; n]);
+    let mut w: Vec<AdamRef> = w0.iter().map(|&x| AdamRef::new(x as f64)).collect();
     for t in 1..=2 {
         let g: Vec<f32> = (0..n)
             .map(|i| ((i * 53 + t * 11) % 97) as f32 / 48.0 - 1.0)
@@ -185,18 +215,12 @@ fn adamw_over_several_chunks_matches_hand_computation() {
         opt.step().unwrap();
         let got = p.to_vec();
         for j in 0..n {
-            let gj = g[j] as f64;
-            w[j] *= 1.0 - 0.05 * 0.1;
-            m[j] = 0.9 * m[j] + 0.1 * gj;
-            v[j] = 0.99 * v[j] + 0.01 * gj * gj;
-            let mh = m[j] / (1.0 - 0.9f64.powi(t as i32));
-            let vh = v[j] / (1.0 - 0.99f64.powi(t as i32));
-            w[j] -= 0.05 * mh / (vh.sqrt() + 1e-8);
+            w[j].step(g[j] as f64, &cfg);
             assert!(
-                (got[j] as f64 - w[j]).abs() < 1e-5,
+                (got[j] as f64 - w[j].w).abs() < 1e-5,
                 "step {t}, element {j}: {} vs {}",
                 got[j],
-                w[j]
+                w[j].w
             );
         }
     }
@@ -217,21 +241,16 @@ fn adam_l2_matches_hand_computation() {
     // Two steps. In the first, the decay term (0.1 * 2) flips the gradient's sign (-0.1 ->
     // +0.1), so dropping it would move the weight the other way; the second step's update
     // depends on the gradient's size, not only its sign.
-    let (mut w, mut m, mut v) = (2.0f64, 0.0f64, 0.0f64);
+    let mut w = AdamRef::new(2.0);
     for (t, g0) in [(1, -0.1f64), (2, 0.4)] {
         set_grad(&p, &[g0 as f32]);
         opt.step().unwrap();
-        let g = g0 + 0.1 * w;
-        m = 0.9 * m + 0.1 * g;
-        v = 0.999 * v + 0.001 * g * g;
-        let mh = m / (1.0 - 0.9f64.powi(t));
-        let vh = v / (1.0 - 0.999f64.powi(t));
-        w -= 0.01 * mh / (vh.sqrt() + 1e-8);
+        w.step(g0, &cfg);
         let got = p.to_vec()[0] as f64;
-        assert!((got - w).abs() < 1e-6, "step {t}: {got} vs {w}");
+        assert!((got - w.w).abs() < 1e-6, "step {t}: {got} vs {}", w.w);
     }
     assert!(
-        w < 2.0,
+        w.w < 2.0,
         "the decayed gradient is positive: the weight must go down"
     );
 }
@@ -292,8 +311,7 @@ fn adam_counts_steps_per_parameter() {
     let mut opt = AdamW::new(vec![("a".into(), a.clone()), ("b".into(), b.clone())], cfg);
     // b has no gradient at the second step
     let grads = [(0.5f64, Some(0.5f64)), (0.2, None), (-0.3, Some(-0.3))];
-    let mut w = [1.0f64; 2];
-    let (mut m, mut v, mut t) = ([0f64; 2], [0f64; 2], [0i32; 2]);
+    let mut w = [AdamRef::new(1.0); 2];
     for (k, &(ga, gb)) in grads.iter().enumerate() {
         if k == 2 {
             // the state saved after two steps, loaded into a fresh optimizer
@@ -309,20 +327,16 @@ fn adam_counts_steps_per_parameter() {
         }
         opt.step().unwrap();
         for (j, g) in [Some(ga), gb].into_iter().enumerate() {
-            let Some(g) = g else { continue };
-            t[j] += 1;
-            m[j] = 0.9 * m[j] + 0.1 * g;
-            v[j] = 0.99 * v[j] + 0.01 * g * g;
-            let mh = m[j] / (1.0 - 0.9f64.powi(t[j]));
-            let vh = v[j] / (1.0 - 0.99f64.powi(t[j]));
-            w[j] -= 0.1 * mh / (vh.sqrt() + 1e-8);
+            if let Some(g) = g {
+                w[j].step(g, &cfg);
+            }
         }
         for (j, p) in [&a, &b].into_iter().enumerate() {
             let got = p.to_vec()[0] as f64;
             assert!(
-                (got - w[j]).abs() < 1e-6,
+                (got - w[j].w).abs() < 1e-6,
                 "step {k}, param {j}: {got} vs {}",
-                w[j]
+                w[j].w
             );
         }
     }

@@ -372,31 +372,60 @@ fn linear_empty(
         Some(b) => b.contig().repeat(rows),
         None => vec![0f32; rows * o],
     };
+    Ok(linear_node(x, w, b, o, y, move |_, needs| {
+        (
+            needs[0].then(|| vec![0f32; rows * i]),
+            needs[1].then(|| vec![0f32; o * i]),
+        )
+    }))
+}
+
+/// `linear`'s output `y` `(.., o)` as a node over `x`, `w` (and `b`): `grads(g, needs)` gives
+/// the gradients of `x` and `w`; `b`'s is the column sums of `g`.
+fn linear_node(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    o: usize,
+    y: Vec<f32>,
+    grads: impl FnOnce(&[f32], &[bool]) -> (Option<Vec<f32>>, Option<Vec<f32>>) + Send + 'static,
+) -> Tensor {
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("rank >= 1") = o;
     let mut parents = vec![x, w];
     parents.extend(b);
     let has_b = b.is_some();
-    Ok(Tensor::from_op(
-        y,
-        shape,
-        &parents,
-        "linear",
-        move |g: Vec<f32>, needs| {
-            let mut out = vec![
-                needs[0].then(|| vec![0f32; rows * i]),
-                needs[1].then(|| vec![0f32; o * i]),
-            ];
-            if has_b {
-                let mut db = vec![0f32; o];
-                for r in g.chunks_exact(o.max(1)) {
-                    db.iter_mut().zip(r).for_each(|(a, v)| *a += v);
-                }
-                out.push(needs[2].then_some(db));
+    Tensor::from_op(y, shape, &parents, "linear", move |g: Vec<f32>, needs| {
+        let (gx, gw) = grads(&g, needs);
+        let mut out = vec![gx, gw];
+        if has_b {
+            out.push(needs[2].then(|| column_sums(&g, o)));
+        }
+        Ok(out)
+    })
+}
+
+/// Column sums of `g` `(rows, o)`: per-chunk sums collected in order, then added in order
+/// (the same result on every run).
+fn column_sums(g: &[f32], o: usize) -> Vec<f32> {
+    let mut db = vec![0f32; o];
+    if o == 0 {
+        return db;
+    }
+    let parts: Vec<Vec<f32>> = g
+        .par_chunks(o * 256)
+        .map(|c| {
+            let mut acc = vec![0f32; o];
+            for r in c.chunks_exact(o) {
+                acc.iter_mut().zip(r).for_each(|(a, v)| *a += v);
             }
-            Ok(out)
-        },
-    ))
+            acc
+        })
+        .collect();
+    for p in &parts {
+        db.iter_mut().zip(p).for_each(|(a, v)| *a += v);
+    }
+    db
 }
 
 /// `x @ w^T + b` with `x` `(.., in)`, `w` `(out, in)` (PyTorch's `Linear` layout), `b` `(out)`.
@@ -500,52 +529,15 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         }
     }
     drop(wt);
-    let mut shape = x.shape().to_vec();
-    *shape.last_mut().expect("rank >= 1") = o;
-    let mut parents = vec![x, w];
-    if let Some(b) = b {
-        parents.push(b);
-    }
-    let has_b = b.is_some();
-    Ok(Tensor::from_op(
-        y,
-        shape,
-        &parents,
-        "linear",
-        move |g: Vec<f32>, needs| {
-            let g = &g[..];
-            let wm = MatRef::new(&wc, 0, i, 1);
-            let gm = MatRef::new(g, 0, o, 1);
-            // dx = g (rows x o) @ w (o x i): both row-major.
-            // dw = g^T @ x: with g^T as a view `gemm` is slow (column-major left operand), so
-            // transpose the smaller side first: g itself (rows x o), or x (rows x i) to get
-            // dw^T = x^T g, transposed back (i x o).
-            // dx = g (rows x o) @ w (o x i); dw = g^T (o x rows) @ x (rows x i), g^T a view.
-            // Tried: transposing g (or x) first so both operands are row-major (faster in
-            // isolation, no faster in the step), and running dx and dw side by side on one
-            // thread each (3% slower in the step than each product on both threads).
-            let gx = needs[0].then(|| gemm_new(rows, i, o, gm, wm));
-            let gw = needs[1].then(|| gemm_new(o, i, rows, gm.t(), MatRef::new(&xc, 0, i, 1)));
-            let mut out = vec![gx, gw];
-            if has_b {
-                // per-chunk column sums collected in order, then added in order (deterministic)
-                let parts: Vec<Vec<f32>> = g
-                    .par_chunks(o * 256)
-                    .map(|c| {
-                        let mut acc = vec![0f32; o];
-                        for r in c.chunks_exact(o) {
-                            acc.iter_mut().zip(r).for_each(|(a, v)| *a += v);
-                        }
-                        acc
-                    })
-                    .collect();
-                let mut db = vec![0f32; o];
-                for p in &parts {
-                    db.iter_mut().zip(p).for_each(|(a, v)| *a += v);
-                }
-                out.push(Some(db));
-            }
-            Ok(out)
-        },
-    ))
+    Ok(linear_node(x, w, b, o, y, move |g, needs| {
+        let wm = MatRef::new(&wc, 0, i, 1);
+        let gm = MatRef::new(g, 0, o, 1);
+        // dx = g (rows x o) @ w (o x i), both row-major; dw = g^T (o x rows) @ x (rows x i),
+        // g^T a view. Tried: transposing g (or x) first so both operands are row-major
+        // (faster in isolation, no faster in the step), and running dx and dw side by side on
+        // one thread each (3% slower in the step than each product on both threads).
+        let gx = needs[0].then(|| gemm_new(rows, i, o, gm, wm));
+        let gw = needs[1].then(|| gemm_new(o, i, rows, gm.t(), MatRef::new(&xc, 0, i, 1)));
+        (gx, gw)
+    }))
 }
