@@ -158,10 +158,33 @@ impl AdamRef {
     }
 }
 
+/// Steps an Adam/AdamW optimizer over one parameter starting at `w0` with these gradients
+/// (one list per step) and compares every element after every step with [`AdamRef`].
+fn check_against_reference(w0: &[f32], grads: &[Vec<f32>], cfg: AdamWConfig, tol: f64) -> Vec<f64> {
+    let p = param(w0);
+    let mut opt = AdamW::new(vec![("p".into(), p.clone())], cfg);
+    let mut w: Vec<AdamRef> = w0.iter().map(|&x| AdamRef::new(x as f64)).collect();
+    for (t, g) in grads.iter().enumerate() {
+        set_grad(&p, g);
+        opt.step().unwrap();
+        let got = p.to_vec();
+        for (j, r) in w.iter_mut().enumerate() {
+            r.step(g[j] as f64, &cfg);
+            assert!(
+                (got[j] as f64 - r.w).abs() < tol,
+                "step {}, element {j}: {} vs {}",
+                t + 1,
+                got[j],
+                r.w
+            );
+        }
+    }
+    w.iter().map(|r| r.w).collect()
+}
+
 /// AdamW, two steps, by hand (torch.optim.AdamW's documented algorithm).
 #[test]
 fn adamw_matches_hand_computation() {
-    let p = param(&[1.0, -2.0]);
     let cfg = AdamWConfig {
         lr: 0.1,
         betas: (0.9, 0.99),
@@ -169,24 +192,7 @@ fn adamw_matches_hand_computation() {
         weight_decay: 0.5,
         decoupled: true,
     };
-    let mut opt = AdamW::new(vec![("p".into(), p.clone())], cfg);
-    let grads = [[0.5f64, -1.0], [0.25, 2.0]];
-    let mut w = [AdamRef::new(1.0), AdamRef::new(-2.0)];
-    for (t, g) in grads.iter().enumerate() {
-        set_grad(&p, &[g[0] as f32, g[1] as f32]);
-        opt.step().unwrap();
-        let got = p.to_vec();
-        for j in 0..2 {
-            w[j].step(g[j], &cfg);
-            assert!(
-                (got[j] as f64 - w[j].w).abs() < 1e-5,
-                "step {}: {} vs {}",
-                t + 1,
-                got[j],
-                w[j].w
-            );
-        }
-    }
+    check_against_reference(&[1.0, -2.0], &[vec![0.5, -1.0], vec![0.25, 2.0]], cfg, 1e-5);
 }
 
 /// AdamW over a parameter of several update chunks (the update runs in parallel over chunks
@@ -197,39 +203,25 @@ fn adamw_over_several_chunks_matches_hand_computation() {
     let w0: Vec<f32> = (0..n)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
         .collect();
-    let p = param(&w0);
+    let grads: Vec<Vec<f32>> = (1..=2)
+        .map(|t| {
+            (0..n)
+                .map(|i| ((i * 53 + t * 11) % 97) as f32 / 48.0 - 1.0)
+                .collect()
+        })
+        .collect();
     let cfg = AdamWConfig {
         lr: 0.05,
         betas: (0.9, 0.99),
-        eps: 1e-8,
         weight_decay: 0.1,
-        decoupled: true,
+        ..AdamWConfig::default()
     };
-    let mut opt = AdamW::new(vec![("p".into(), p.clone())], cfg);
-    let mut w: Vec<AdamRef> = w0.iter().map(|&x| AdamRef::new(x as f64)).collect();
-    for t in 1..=2 {
-        let g: Vec<f32> = (0..n)
-            .map(|i| ((i * 53 + t * 11) % 97) as f32 / 48.0 - 1.0)
-            .collect();
-        set_grad(&p, &g);
-        opt.step().unwrap();
-        let got = p.to_vec();
-        for j in 0..n {
-            w[j].step(g[j] as f64, &cfg);
-            assert!(
-                (got[j] as f64 - w[j].w).abs() < 1e-5,
-                "step {t}, element {j}: {} vs {}",
-                got[j],
-                w[j].w
-            );
-        }
-    }
+    check_against_reference(&w0, &grads, cfg, 1e-5);
 }
 
 /// Adam with L2 weight decay (torch.optim.Adam's weight_decay adds wd * w to the gradient).
 #[test]
 fn adam_l2_matches_hand_computation() {
-    let p = param(&[2.0]);
     let cfg = AdamWConfig {
         lr: 0.01,
         betas: (0.9, 0.999),
@@ -237,20 +229,12 @@ fn adam_l2_matches_hand_computation() {
         weight_decay: 0.1,
         decoupled: false,
     };
-    let mut opt = AdamW::new(vec![("p".into(), p.clone())], cfg);
     // Two steps. In the first, the decay term (0.1 * 2) flips the gradient's sign (-0.1 ->
     // +0.1), so dropping it would move the weight the other way; the second step's update
     // depends on the gradient's size, not only its sign.
-    let mut w = AdamRef::new(2.0);
-    for (t, g0) in [(1, -0.1f64), (2, 0.4)] {
-        set_grad(&p, &[g0 as f32]);
-        opt.step().unwrap();
-        w.step(g0, &cfg);
-        let got = p.to_vec()[0] as f64;
-        assert!((got - w.w).abs() < 1e-6, "step {t}: {got} vs {}", w.w);
-    }
+    let w = check_against_reference(&[2.0], &[vec![-0.1], vec![0.4]], cfg, 1e-6);
     assert!(
-        w.w < 2.0,
+        w[0] < 2.0,
         "the decayed gradient is positive: the weight must go down"
     );
 }
