@@ -1,30 +1,11 @@
 //! Single- vs multi-threaded `gemm` on the benchmark's shapes (a tuning aid, not a test).
 use std::time::Instant;
 
+mod common;
+
+/// `c = a @ b`, all row-major.
 fn mm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], par: gemm::Parallelism) {
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    common::mm(m, n, k, a, (1, k as isize), b, c, par);
 }
 
 fn main() {

@@ -5,38 +5,23 @@
 //! `cargo run --release -p ferrolab-tensor --example mm_cmp; python3 bench/mm_torch.py`
 use std::time::Instant;
 
+mod common;
+
+/// The product on both threads, as `linear` runs it.
+fn mm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    a_strides: (isize, isize),
+    b: &[f32],
+    c: &mut [f32],
+) {
+    common::mm(m, n, k, a, a_strides, b, c, gemm::Parallelism::Rayon(2));
+}
+
 /// One timed product: writes its output into the slice.
 type Product<'a> = &'a dyn Fn(&mut [f32]);
-
-/// `c (m x n, row-major) = a (m x k, column stride a_cs, row stride a_rs) @ b (k x n, row-major)`.
-#[allow(clippy::too_many_arguments)]
-fn mm(m: usize, n: usize, k: usize, a: &[f32], a_cs: isize, a_rs: isize, b: &[f32], c: &mut [f32]) {
-    assert!(c.len() >= m * n && b.len() >= k * n);
-    // SAFETY: c holds m x n; b holds k x n; a's strides stay inside it for m x k (callers).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(2),
-        );
-    }
-}
 
 fn main() {
     ferrolab_tensor::set_num_threads(2).unwrap();
@@ -52,9 +37,9 @@ fn main() {
         let mut res = Vec::new();
         for name in ["fwd", "dx", "dw"] {
             let (len, run): (usize, Product) = match name {
-                "fwd" => (m * n, &|c| mm(m, n, k, &x, 1, k as isize, &wt, c)),
-                "dx" => (m * k, &|c| mm(m, k, n, &g, 1, n as isize, &w, c)),
-                _ => (n * k, &|c| mm(n, k, m, &g, n as isize, 1, &x, c)),
+                "fwd" => (m * n, &|c| mm(m, n, k, &x, (1, k as isize), &wt, c)),
+                "dx" => (m * k, &|c| mm(m, k, n, &g, (1, n as isize), &w, c)),
+                _ => (n * k, &|c| mm(n, k, m, &g, (n as isize, 1), &x, c)),
             };
             let mut c = vec![0f32; len];
             for _ in 0..3 {

@@ -6,6 +6,9 @@
 //! `cargo run --release -p ferrolab-tensor --example sgemm_probe [MC KC NC]` (x86-64 with
 //! AVX2 + FMA only).
 #[cfg(target_arch = "x86_64")]
+mod common;
+
+#[cfg(target_arch = "x86_64")]
 mod probe {
     use std::arch::x86_64::*;
     use std::time::Instant;
@@ -138,6 +141,7 @@ mod probe {
         }
     }
 
+    /// `c = a @ b`, all row-major.
     fn mm(
         m: usize,
         n: usize,
@@ -147,29 +151,7 @@ mod probe {
         c: &mut [f32],
         par: gemm::Parallelism,
     ) {
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                a.as_ptr(),
-                1,
-                k as isize,
-                b.as_ptr(),
-                1,
-                n as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
+        super::common::mm(m, n, k, a, (1, k as isize), b, c, par);
     }
 
     pub fn main() {
