@@ -48,8 +48,9 @@ fn parse_ids(s: &str) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
-/// The model in `dir`: a run (has `train.json`) or an HF directory.
-fn load(dir: &std::path::Path) -> Result<Model> {
+/// The model in `dir`: a run (has `train.json`) or an HF directory, the latter able to take
+/// `positions` tokens even past its `max_position_embeddings` (as `transformers`).
+fn load(dir: &std::path::Path, positions: usize) -> Result<Model> {
     if dir.join("train.json").exists() {
         return Ok(ferrolab_train::load_model(dir)?.0);
     }
@@ -76,13 +77,20 @@ fn load(dir: &std::path::Path) -> Result<Model> {
         .with_context(|| format!("reading {}", cfg_path.display()))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: not JSON", cfg_path.display()))?;
+    let limit = v.get("max_position_embeddings").and_then(|x| x.as_u64());
+    if let Some(limit) = limit.filter(|&l| (positions as u64) > l) {
+        eprintln!(
+            "note: {positions} ids are more than max_position_embeddings ({limit}): RoPE is \
+             computed for all of them, as transformers does"
+        );
+    }
     match v.get("model_type").and_then(|t| t.as_str()) {
         Some("deepseek_v3") => {
-            let (_vars, m) = ferrolab_models::deepseek_v3::load_hf(dir)?;
+            let (_vars, m) = ferrolab_models::deepseek_v3::load_hf_for(dir, positions)?;
             Ok(Model::DeepseekV3(m))
         }
         Some("llama") => {
-            let (_vars, m) = ferrolab_models::hf::load_llama(dir)?;
+            let (_vars, m) = ferrolab_models::hf::load_llama_for(dir, positions)?;
             Ok(Model::Llama(m))
         }
         Some(other) => bail!(
@@ -120,7 +128,7 @@ pub fn run(a: LogitsArgs) -> Result<()> {
             }
         }
     }
-    let model = load(&a.model)?;
+    let model = load(&a.model, ids.len())?;
     let cfg = model.config();
     let t = ids.len();
     let logits = no_grad(|| model.forward(&ids, 1, t))?; // (1, T, V)

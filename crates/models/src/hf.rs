@@ -239,12 +239,20 @@ pub(crate) fn stored_head_differs(tensors: &BTreeMap<String, Tensor>) -> bool {
 /// Loads an HF `llama` directory (`config.json` and `model.safetensors` or shards); returns
 /// the parameters and the model.
 pub fn load_llama(dir: &Path) -> Result<(Vars, Lm)> {
+    load_llama_for(dir, 0)
+}
+
+/// [`load_llama`] for sequences of up to `positions` tokens, more than the config's
+/// `max_position_embeddings` if need be: RoPE has no limit of its own, and `transformers`
+/// computes such sequences.
+pub fn load_llama_for(dir: &Path, positions: usize) -> Result<(Vars, Lm)> {
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path)
         .map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;
     let v: Value =
         serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;
     let mut cfg = LmConfig::from_hf(&v)?;
+    cfg.max_position_embeddings = cfg.max_position_embeddings.max(positions);
     let tensors = read_tensors(dir)?;
     if cfg.tie_word_embeddings && stored_head_differs(&tensors) {
         cfg.tie_word_embeddings = false;

@@ -411,3 +411,53 @@ fn v3_stored_heads_and_empty_tensors_load_as_in_transformers() {
     assert_ne!(logits(&back), want);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+fn close(a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{x} vs {y}");
+    }
+}
+
+/// Past `max_position_embeddings`: refused by the plain loader, computed by the `_for` loaders
+/// (RoPE has no limit of its own; `transformers` computes such sequences), with the earlier
+/// positions' logits unchanged (causal; up to rounding, the products differ in length).
+#[test]
+fn sequences_past_max_positions_load_with_the_for_loaders() {
+    let d = dir("llama-long");
+    write_llama(&d);
+    let ids: Vec<u32> = (0..20).map(|i| (i * 7 % 30) as u32).collect();
+    let (_, short) = hf::load_llama(&d).unwrap();
+    assert_eq!(short.cfg.max_position_embeddings, 16);
+    let e = no_grad(|| short.forward(&ids, 1, 20))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("max_position_embeddings"), "{e}");
+    let (_, long) = hf::load_llama_for(&d, 20).unwrap();
+    let all = no_grad(|| long.forward(&ids, 1, 20)).unwrap().to_vec();
+    let head = no_grad(|| short.forward(&ids[..10], 1, 10))
+        .unwrap()
+        .to_vec();
+    close(&all[..head.len()], &head);
+    let _ = std::fs::remove_dir_all(&d);
+
+    let d = dir("v3-long");
+    ferrolab_tensor::rng::manual_seed(5);
+    let cfg = V3Config {
+        max_position_embeddings: 16,
+        ..V3Config::tiny(40)
+    };
+    let vars = Vars::new();
+    ferrolab_models::DeepseekV3::new(&vars, cfg.clone()).unwrap();
+    ferrolab_models::deepseek_v3::save_hf(&d, &cfg, &vars, false).unwrap();
+    let (_, short) = ferrolab_models::deepseek_v3::load_hf(&d).unwrap();
+    assert!(no_grad(|| short.forward(&ids, 1, 20)).is_err());
+    let (_, long) = ferrolab_models::deepseek_v3::load_hf_for(&d, 20).unwrap();
+    let all = no_grad(|| long.forward(&ids, 1, 20)).unwrap().to_vec();
+    let head = no_grad(|| short.forward(&ids[..10], 1, 10))
+        .unwrap()
+        .to_vec();
+    close(&all[..head.len()], &head);
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -123,12 +123,19 @@ impl V3Config {
 
 /// Loads an HF DeepSeek-V3 directory; returns the parameters and the model.
 pub fn load_hf(dir: &Path) -> Result<(Vars, DeepseekV3)> {
+    load_hf_for(dir, 0)
+}
+
+/// [`load_hf`] for sequences of up to `positions` tokens, more than the config's
+/// `max_position_embeddings` if need be (as `crate::hf::load_llama_for`).
+pub fn load_hf_for(dir: &Path, positions: usize) -> Result<(Vars, DeepseekV3)> {
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path)
         .map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;
     let v: Value =
         serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;
     let mut cfg = V3Config::from_hf(&v)?;
+    cfg.max_position_embeddings = cfg.max_position_embeddings.max(positions);
     let tensors = crate::hf::read_tensors(dir)?;
     // MTP modules only when their tensors are there
     let mtp = (0..cfg.num_nextn_predict_layers)
