@@ -524,3 +524,16 @@ fn oniguruma_quantifiers_and_cl100k_as_tokenizer_json() {
         );
     }
 }
+
+/// An empty post-processor (the only one a library user can build) adds nothing and is
+/// written as none.
+#[test]
+fn an_empty_post_processor_adds_nothing_and_writes_as_none() {
+    let tok = read_hf(&fixture("hf_gpt2.json"))
+        .unwrap()
+        .with_post_processor(ferrolab_tokenizer::PostProcessor::default())
+        .unwrap();
+    assert_eq!(tok.add_special_tokens(&[5, 6]), [5, 6]);
+    let back = parse_hf_str(&hf_string(&tok).unwrap()).unwrap();
+    assert!(back.post_processor().is_none());
+}

@@ -610,13 +610,16 @@ pub fn hf_string(tok: &Tokenizer) -> Result<String> {
         .iter()
         .map(|&(a, b)| json!([text(a), text(b)]))
         .collect();
+    // (an empty one, `PostProcessor::default()`, adds nothing: no post-processor)
     let post: Value = match tok.post_processor() {
-        Some(p) => serde_json::from_str(p.json()).map_err(|e| TokenizerError::BadJson {
-            path: memory(),
-            key: "post_processor".into(),
-            message: e.to_string(),
-        })?,
-        None => Value::Null,
+        Some(p) if !p.json().is_empty() => {
+            serde_json::from_str(p.json()).map_err(|e| TokenizerError::BadJson {
+                path: memory(),
+                key: "post_processor".into(),
+                message: e.to_string(),
+            })?
+        }
+        _ => Value::Null,
     };
     let root = json!({
         "version": "1.0",
