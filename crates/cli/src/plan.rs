@@ -111,16 +111,19 @@ pub fn run(a: PlanArgs) -> Result<()> {
             if v.get("model_type").and_then(|t| t.as_str()) == Some("deepseek_v3") {
                 // RoPE scaling (DeepSeek-V3's own config has YaRN) changes no count
                 let mut shapes = v.clone();
-                let scaled = ["rope_scaling", "rope_parameters"].iter().any(|k| {
-                    shapes
-                        .as_object_mut()
-                        .and_then(|o| o.remove(*k))
-                        .and_then(|r| {
-                            let kind = r.get("rope_type").or_else(|| r.get("type"))?;
-                            Some(kind.as_str() != Some("default"))
-                        })
-                        .unwrap_or(false)
-                });
+                // (both keys removed: `any` would stop at the first scaled one)
+                let scaled = ["rope_scaling", "rope_parameters"]
+                    .map(|k| {
+                        shapes
+                            .as_object_mut()
+                            .and_then(|o| o.remove(k))
+                            .and_then(|r| {
+                                let kind = r.get("rope_type").or_else(|| r.get("type"))?;
+                                Some(kind.as_str() != Some("default"))
+                            })
+                            .unwrap_or(false)
+                    })
+                    .contains(&true);
                 let cfg = V3Config::from_hf(&shapes)
                     .with_context(|| format!("{}: not a deepseek_v3 config", path.display()))?;
                 // the main model, and the MTP modules apart (`transformers` builds none of them)
