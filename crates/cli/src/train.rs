@@ -100,7 +100,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 let in_training = training.load(Ordering::SeqCst);
                 if stop.swap(true, Ordering::SeqCst) {
                     if in_training {
-                        ferrolab_train::note!("\nsecond Ctrl-C: quitting without a new snapshot (the last one stays)");
+                        ferrolab_train::note!("\nsecond Ctrl-C: quitting at once (`--resume` goes on from the last complete snapshot)");
                     }
                     std::process::exit(INTERRUPTED);
                 }
@@ -137,12 +137,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 t
             }
             None => {
-                let mut cfg = RunConfig::preset(&a.preset)?;
-                if let Some(p) = &a.config {
-                    cfg = cfg.merge_toml_file(p)?;
-                }
-                for s in &a.sets {
-                    cfg = cfg.set(s)?;
+                let (cfg, scaled) = RunConfig::resolve(&a.preset, a.config.as_deref(), &a.sets)?;
+                if let Some(was) = scaled {
+                    ferrolab_train::note!(
+                        "warmup_steps: {} (the preset's {was} of its steps, scaled to steps = {}; \
+                         set warmup_steps to choose)",
+                        cfg.warmup_steps,
+                        cfg.steps
+                    );
                 }
                 cfg.validate()?;
                 ferrolab_train::check_memory(&cfg)?;

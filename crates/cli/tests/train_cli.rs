@@ -750,7 +750,14 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
     // a stop request while the samples print ends them (the run is saved): exit 0, at once
     let run = d.join("run-samples");
     let mut child = train_cmd(&c, &run, "100000")
-        .args(["--set", "steps=1", "--set", "eval_every=0"])
+        .args([
+            "--set",
+            "steps=1",
+            "--set",
+            "warmup_steps=1",
+            "--set",
+            "eval_every=0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -40,7 +40,9 @@ pub struct RunConfig {
     pub steps: usize,
     /// Peak learning rate.
     pub max_lr: f32,
-    /// Warm-up steps of the multi-step schedule (DeepSeek LLM: 2000 of ~100k; here ~5%).
+    /// Warm-up steps of the multi-step schedule (DeepSeek LLM: 2000 of ~100k; the presets:
+    /// 1/12 of `steps` for `tiny` and `llama-tiny`, 1/20 for the `small` ones). At most
+    /// [`RunConfig::first_decay_step`].
     pub warmup_steps: usize,
     /// AdamW decoupled weight decay on matrices (DeepSeek LLM: 0.1); norms are not decayed.
     pub weight_decay: f32,
@@ -150,6 +152,11 @@ impl RunConfig {
     /// Merges a TOML file over this config: top-level keys are run settings, `[model]` holds
     /// model keys. Unknown keys are errors.
     pub fn merge_toml_file(self, path: &Path) -> Result<RunConfig> {
+        Ok(self.merge_toml_keys(path)?.0)
+    }
+
+    /// [`RunConfig::merge_toml_file`], also returning the (dotted) keys the file set.
+    fn merge_toml_keys(self, path: &Path) -> Result<(RunConfig, Vec<String>)> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
         let table: toml::Table = text
             .parse()
@@ -158,6 +165,7 @@ impl RunConfig {
                 msg: e.to_string(),
             })?;
         let mut cfg = self;
+        let mut keys = Vec::new();
         for (key, value) in flatten("", &toml::Value::Table(table)) {
             if let toml::Value::Float(x) = value {
                 if !x.is_finite() {
@@ -172,8 +180,9 @@ impl RunConfig {
                 msg: format!("bad value: {e}"),
             })?;
             cfg = cfg.set_value(&key, value)?;
+            keys.push(key);
         }
-        Ok(cfg)
+        Ok((cfg, keys))
     }
 
     /// Applies `key=value` (dotted keys reach into `model`, e.g. `model.hidden_size=128`).
@@ -325,7 +334,56 @@ impl RunConfig {
         if self.grad_clip.is_nan() || self.grad_clip <= 0.0 {
             return bad("grad_clip", format!("{} must be > 0", self.grad_clip));
         }
+        let decay = self.first_decay_step();
+        if self.warmup_steps > decay {
+            return bad(
+                "warmup_steps",
+                format!(
+                    "{} runs past the schedule's first decay (x0.316 from step {decay}, 80% of \
+                     steps = {}): the rate would never hold its peak and the decay would be \
+                     cut short; give at most {decay}",
+                    self.warmup_steps, self.steps
+                ),
+            );
+        }
         Ok(())
+    }
+
+    /// The first (0-based) step of the multi-step schedule's x0.316 phase: 80% of `steps`,
+    /// rounded up.
+    pub fn first_decay_step(&self) -> usize {
+        (0.8 * self.steps as f64).ceil() as usize
+    }
+
+    /// A preset with a TOML file (`--config`) and `key=value` overrides (`--set`) merged over
+    /// it, in that order. When `steps` is changed but `warmup_steps` is not given, the
+    /// preset's warm-up is scaled with the run (the same share of its steps, at least 1), so
+    /// that a shorter or longer run keeps the schedule's shape. Returns the config and, if the
+    /// warm-up was scaled, its preset value.
+    pub fn resolve(
+        preset: &str,
+        toml: Option<&Path>,
+        sets: &[String],
+    ) -> Result<(RunConfig, Option<usize>)> {
+        let base = RunConfig::preset(preset)?;
+        let mut cfg = base.clone();
+        let mut given = Vec::new();
+        if let Some(p) = toml {
+            let (c, keys) = cfg.merge_toml_keys(p)?;
+            cfg = c;
+            given.extend(keys);
+        }
+        for s in sets {
+            cfg = cfg.set(s)?;
+            given.extend(s.split_once('=').map(|(k, _)| k.trim().to_string()));
+        }
+        let has = |k: &str| given.iter().any(|g| g == k);
+        if cfg.steps != base.steps && has("steps") && !has("warmup_steps") && base.steps > 0 {
+            let share = base.warmup_steps as f64 / base.steps as f64;
+            cfg.warmup_steps = ((cfg.steps as f64 * share).round() as usize).max(1);
+            return Ok((cfg, Some(base.warmup_steps)));
+        }
+        Ok((cfg, None))
     }
 
     /// Tokens per optimizer step.
@@ -510,6 +568,68 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("preset"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    #[test]
+    fn a_warm_up_past_the_first_decay_is_refused() {
+        let c = RunConfig::preset("llama-tiny").unwrap();
+        let with = |steps: usize, warmup: usize| RunConfig {
+            steps,
+            warmup_steps: warmup,
+            ..c.clone()
+        };
+        // 10 steps: x0.316 from step 8, so the peak must be reached by step 7
+        assert_eq!(with(10, 8).first_decay_step(), 8);
+        with(10, 8).validate().unwrap();
+        with(10, 0).validate().unwrap();
+        with(1, 1).validate().unwrap();
+        for (steps, warmup) in [(10, 9), (10, 40), (1, 2), (600, 481)] {
+            let e = with(steps, warmup).validate().unwrap_err().to_string();
+            assert!(
+                e.contains("warmup_steps")
+                    && e.contains(&format!("at most {}", (steps * 4).div_ceil(5))),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn resolve_scales_the_preset_warm_up_with_steps_unless_it_is_given() {
+        let sets = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (c, was) = RunConfig::resolve("llama-tiny", None, &sets(&["steps=120"])).unwrap();
+        assert_eq!((c.steps, c.warmup_steps, was), (120, 10, Some(50)));
+        let (c, _) = RunConfig::resolve("llama-tiny", None, &sets(&["steps=3"])).unwrap();
+        assert_eq!(c.warmup_steps, 1);
+        c.validate().unwrap();
+        let (c, _) = RunConfig::resolve("llama-small", None, &sets(&["steps=400"])).unwrap();
+        assert_eq!(c.warmup_steps, 20);
+        // given, in either order, it is kept (and checked)
+        for v in [
+            ["steps=20", "warmup_steps=4"],
+            ["warmup_steps=4", "steps=20"],
+        ] {
+            let (c, was) = RunConfig::resolve("llama-tiny", None, &sets(&v)).unwrap();
+            assert_eq!((c.steps, c.warmup_steps, was), (20, 4, None));
+        }
+        let (c, _) =
+            RunConfig::resolve("tiny", None, &sets(&["steps=20", "warmup_steps=50"])).unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("warmup_steps"));
+        // untouched steps keep the preset's warm-up; a TOML file counts as given
+        let (c, was) = RunConfig::resolve("tiny", None, &sets(&["max_lr=1e-3"])).unwrap();
+        assert_eq!((c.warmup_steps, was), (50, None));
+        let dir = std::env::temp_dir().join(format!("ferrolab-cfg-warm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("run.toml");
+        std::fs::write(&p, "steps = 30\nwarmup_steps = 6\n").unwrap();
+        let (c, was) = RunConfig::resolve("tiny", Some(&p), &[]).unwrap();
+        assert_eq!((c.steps, c.warmup_steps, was), (30, 6, None));
+        std::fs::write(&p, "steps = 30\n").unwrap();
+        let (c, was) = RunConfig::resolve("tiny", Some(&p), &sets(&["max_lr=1e-3"])).unwrap();
+        assert_eq!((c.steps, c.warmup_steps, was), (30, 3, Some(50)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

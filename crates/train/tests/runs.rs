@@ -32,6 +32,8 @@ fn small(preset: &str, model: &[&str], steps: usize) -> RunConfig {
         .chain(&run)
         .fold(RunConfig::preset(preset).unwrap(), |c, s| c.set(s).unwrap());
     c.steps = steps;
+    // a 1-step run has its peak at once
+    c.warmup_steps = c.warmup_steps.min(c.first_decay_step());
     c.tokenizer = TokenizerKind::Bytes;
     c
 }
