@@ -128,7 +128,7 @@ for step in range(args.warmup + args.steps):
     opt.zero_grad(set_to_none=True)
     loss = model(ids, tg)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), run["grad_clip"])
+    torch.nn.utils.clip_grad_norm_(model.parameters(), run["grad_clip"] or float("inf"))  # 0: none
     opt.step()
     dt = time.perf_counter() - t0
     lockstep.report(dt * 1e3)

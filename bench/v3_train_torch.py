@@ -267,7 +267,7 @@ for step in range(args.warmup + args.steps):
     opt.zero_grad(set_to_none=True)
     loss, main, l_mtp, l_bal = model(ids, tg)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), run.get("grad_clip", 1.0))
+    torch.nn.utils.clip_grad_norm_(model.parameters(), run.get("grad_clip", 1.0) or float("inf"))  # 0: none
     opt.step()
     if BAL == "aux_free" and GAMMA > 0:
         with torch.no_grad():

@@ -610,7 +610,7 @@ fn lm_ours_body(a: &LmArgs) -> Result<()> {
         let loss = parts.total;
         loss.backward()?;
         let t1 = Instant::now();
-        ferrolab_nn::clip_grad_norm(&vars.tensors(), cfg.grad_clip)?;
+        ferrolab_nn::clip_grad_norm(&vars.tensors(), cfg.clip_limit())?;
         opt.step()?;
         model.after_step(&parts.loads)?;
         ferrolab_tensor::profile::record("clip + optimizer.step", t1.elapsed());

@@ -50,7 +50,7 @@ pub struct RunConfig {
     pub beta1: f32,
     /// AdamW beta2 (DeepSeek LLM: 0.95).
     pub beta2: f32,
-    /// Global gradient-norm clip (DeepSeek LLM: 1.0).
+    /// Global gradient-norm clip (DeepSeek LLM: 1.0; 0: no clipping).
     pub grad_clip: f32,
     /// Steps between validations (0: only at the end).
     pub eval_every: usize,
@@ -331,8 +331,11 @@ impl RunConfig {
                 return bad(key, format!("{v} is outside {open}{lo}, {hi}){why}"));
             }
         }
-        if self.grad_clip.is_nan() || self.grad_clip <= 0.0 {
-            return bad("grad_clip", format!("{} must be > 0", self.grad_clip));
+        if self.grad_clip.is_nan() || self.grad_clip < 0.0 {
+            return bad(
+                "grad_clip",
+                format!("{} must be >= 0 (0: no clipping)", self.grad_clip),
+            );
         }
         let decay = self.first_decay_step();
         if self.warmup_steps > decay {
@@ -347,6 +350,16 @@ impl RunConfig {
             );
         }
         Ok(())
+    }
+
+    /// The norm gradients are clipped to: `grad_clip`, or no limit when it is 0 (the norm is
+    /// still measured and logged).
+    pub fn clip_limit(&self) -> f32 {
+        if self.grad_clip > 0.0 {
+            self.grad_clip
+        } else {
+            f32::INFINITY
+        }
     }
 
     /// The first (0-based) step of the multi-step schedule's x0.316 phase: 80% of `steps`,

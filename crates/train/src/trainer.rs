@@ -495,7 +495,7 @@ impl Trainer {
             let loss = loss_sum / accum;
             let params = self.vars.tensors();
             let gnorm = if loss.is_finite() {
-                clip_grad_norm(&params, cfg.grad_clip)?
+                clip_grad_norm(&params, cfg.clip_limit())?
             } else {
                 f32::NAN
             };
