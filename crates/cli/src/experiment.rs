@@ -3,7 +3,7 @@
 //! `results.json` beside the arms' run directories.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -77,18 +77,18 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| PathBuf::from("runs/experiments").join(&a.name));
         let stop = Arc::new(AtomicBool::new(false));
-        {
-            let stop = stop.clone();
-            ctrlc::set_handler(move || {
-                if stop.swap(true, Ordering::SeqCst) {
-                    ferrolab_train::note!("\nsecond Ctrl-C: quitting without a snapshot");
-                    std::process::exit(crate::train::INTERRUPTED);
-                }
+        crate::train::on_stop(
+            stop.clone(),
+            || {
                 ferrolab_train::note!(
-                    "\nCtrl-C: finishing the step and writing a snapshot (again to quit now)"
-                );
-            })?;
-        }
+                    "\nstop requested: finishing the step and writing a snapshot (Ctrl-C again \
+                     to quit now)"
+                )
+            },
+            || {
+                ferrolab_train::note!("\nsecond stop request: quitting at once (the same command goes on from the last complete snapshot)")
+            },
+        )?;
         experiment::check_out(&a.name, &base, &out)?;
         let (tok, data) = Trainer::prepare(&base, a.corpus.as_deref(), true)?;
         let results =

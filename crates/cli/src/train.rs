@@ -77,6 +77,37 @@ pub fn start_threads(n: usize) -> Result<()> {
 /// as shells report an interrupted command).
 pub const INTERRUPTED: i32 = 130;
 
+/// Stop requests closer than this to the first one are taken as the same request: `timeout`
+/// and a kill of a process group signal the process and then its group, microseconds apart.
+const SAME_REQUEST: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Installs the handler of stop requests (Ctrl-C, SIGTERM, SIGHUP): the first sets `stop` and
+/// calls `first`; a later one (at least half a second after it) calls `again` and exits at
+/// once with [`INTERRUPTED`].
+pub fn on_stop(
+    stop: Arc<AtomicBool>,
+    first: impl Fn() + Send + 'static,
+    again: impl Fn() + Send + 'static,
+) -> Result<()> {
+    let since = std::sync::Mutex::new(None::<std::time::Instant>);
+    ctrlc::set_handler(move || {
+        let mut since = since.lock().unwrap_or_else(|e| e.into_inner());
+        match *since {
+            None => {
+                *since = Some(std::time::Instant::now());
+                stop.store(true, Ordering::SeqCst);
+                first();
+            }
+            Some(t) if t.elapsed() < SAME_REQUEST => {}
+            Some(_) => {
+                again();
+                std::process::exit(INTERRUPTED);
+            }
+        }
+    })
+    .context("installing the Ctrl-C handler")
+}
+
 /// `--threads`, or every core the machine has.
 pub fn threads_or_all(threads: Option<usize>) -> usize {
     threads.unwrap_or_else(|| {
@@ -94,23 +125,24 @@ pub fn run(a: TrainArgs) -> Result<()> {
         // false once training is over (then a stop request only ends the samples)
         let training = Arc::new(AtomicBool::new(true));
         {
-            let stop = stop.clone();
-            let training = training.clone();
-            ctrlc::set_handler(move || {
-                let in_training = training.load(Ordering::SeqCst);
-                if stop.swap(true, Ordering::SeqCst) {
-                    if in_training {
-                        ferrolab_train::note!("\nsecond Ctrl-C: quitting at once (`--resume` goes on from the last complete snapshot)");
+            let (t1, t2) = (training.clone(), training.clone());
+            on_stop(
+                stop.clone(),
+                move || {
+                    if t1.load(Ordering::SeqCst) {
+                        ferrolab_train::note!("\nstop requested (Ctrl-C or SIGTERM): finishing this step and writing a snapshot (Ctrl-C again to quit at once)");
+                    } else {
+                        ferrolab_train::note!(
+                            "\nstop requested: no more samples (the run is saved)"
+                        );
                     }
-                    std::process::exit(INTERRUPTED);
-                }
-                if in_training {
-                    ferrolab_train::note!("\nstop requested (Ctrl-C or SIGTERM): finishing this step and writing a snapshot (Ctrl-C again to quit at once)");
-                } else {
-                    ferrolab_train::note!("\nstop requested: no more samples (the run is saved)");
-                }
-            })
-            .context("installing the Ctrl-C handler")?;
+                },
+                move || {
+                    if t2.load(Ordering::SeqCst) {
+                        ferrolab_train::note!("\nsecond stop request: quitting at once (`--resume` goes on from the last complete snapshot)");
+                    }
+                },
+            )?;
         }
         let mut trainer = match &a.resume {
             Some(dir) => {

@@ -32,6 +32,12 @@ pub enum TrainError {
         /// What is wrong.
         msg: String,
     },
+    /// Another process is training this run (it holds the run's `.lock`).
+    #[error("run {path}: is being trained by another ferrolab process (it holds .lock): wait for it to end, or stop it, before training this run")]
+    Busy {
+        /// The run folder.
+        path: String,
+    },
     /// Too many steps in a row with a non-finite loss or gradient.
     #[error("stopped at step {step}: {count} steps in a row with a non-finite loss or gradient (last: loss {loss}, gradient norm {}); the last snapshot (step {snapshot_step}) is kept; lower max_lr or check the data", grad_norm.map_or("not computed".to_string(), |g| g.to_string()))]
     Diverged {

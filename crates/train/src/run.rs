@@ -195,6 +195,8 @@ pub enum CrashPoint {
 pub struct RunDir {
     /// Its path.
     pub path: PathBuf,
+    /// `RUN/.lock`, held locked while a trainer owns the run ([`RunDir::lock`]).
+    lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl RunDir {
@@ -203,12 +205,63 @@ impl RunDir {
     pub fn create(path: &Path, cfg: &RunConfig) -> Result<RunDir> {
         RunDir::check_new(path)?;
         std::fs::create_dir_all(path).map_err(|e| TrainError::io(path, e))?;
-        let run = RunDir { path: path.into() };
+        let mut run = RunDir {
+            path: path.into(),
+            lock: None,
+        };
+        run.lock()?;
         run.write_json("config.json", &cfg.model)?;
         run.write_json("train.json", cfg)?;
         std::fs::write(run.file("metrics.jsonl"), b"")
             .map_err(|e| TrainError::io(&run.file("metrics.jsonl"), e))?;
         Ok(run)
+    }
+
+    /// Takes the run for this process: `RUN/.lock` is locked (an advisory lock the system
+    /// drops when the process ends, however it ends) for as long as this `RunDir` or a clone
+    /// of it lives. A run that another process is training is refused, since the two would
+    /// write over each other's snapshots and metrics. Readers (generation, export) take no
+    /// lock. Where the file system cannot lock, the run goes on unlocked.
+    pub fn lock(&mut self) -> Result<()> {
+        if self.lock.is_some() {
+            return Ok(());
+        }
+        let p = self.file(".lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| TrainError::io(&p, e))?;
+        match f.try_lock() {
+            Ok(()) => self.lock = Some(std::sync::Arc::new(f)),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(TrainError::Busy {
+                    path: self.path.display().to_string(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(_)) => {} // no locks here: go on without one
+        }
+        Ok(())
+    }
+
+    /// Removes what [`RunDir::create`] and the first writes of a new run left at `path` when
+    /// the run could not be set up (a full disk, say), so that the same command can be run
+    /// again: the folder itself if it did not exist before (`existed` false), else its
+    /// contents (it was empty: [`RunDir::check_new`]).
+    pub fn discard_new(path: &Path, existed: bool) {
+        if !existed {
+            let _ = std::fs::remove_dir_all(path);
+        } else if let Ok(entries) = std::fs::read_dir(path) {
+            for e in entries.flatten() {
+                let p = e.path();
+                let _ = if p.is_dir() && !p.is_symlink() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        }
     }
 
     /// Checks that a new run may be created at `path`: a folder that does not exist yet, or an
@@ -269,7 +322,10 @@ impl RunDir {
 
     /// Opens an existing run and reads its config.
     pub fn open(path: &Path) -> Result<(RunDir, RunConfig)> {
-        let run = RunDir { path: path.into() };
+        let run = RunDir {
+            path: path.into(),
+            lock: None,
+        };
         let p = run.file("train.json");
         if !path.exists() {
             return Err(TrainError::snapshot(path, "does not exist"));
@@ -616,20 +672,53 @@ impl RunDir {
 
     /// Drops metrics lines of steps after `step` (written after the snapshot a run resumes
     /// from, and about to be written again).
+    ///
+    /// Each line is read on its own: a damaged one (bad UTF-8 or JSON; the last one is often
+    /// cut short by a kill) is dropped with a warning, and the others are kept. A file that
+    /// cannot be read is an error (the history is never dropped whole).
     pub fn truncate_metrics(&self, step: usize) -> Result<()> {
         let p = self.file("metrics.jsonl");
-        let text = std::fs::read_to_string(&p).unwrap_or_default();
-        let kept: String = text
-            .lines()
-            .filter(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                    .is_some_and(|s| s as usize <= step)
-            })
-            .map(|l| format!("{l}\n"))
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(TrainError::io(&p, e)),
+        };
+        let lines: Vec<&[u8]> = bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
             .collect();
-        io::write_atomic(&p, kept.as_bytes())?;
+        let mut kept = Vec::new();
+        let mut damaged = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            let line_step = std::str::from_utf8(l)
+                .ok()
+                .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()));
+            match line_step {
+                Some(s) if s as usize <= step => {
+                    kept.extend_from_slice(l);
+                    kept.push(b'\n');
+                }
+                Some(_) => {}
+                // a last line cut short by a kill is expected
+                None if i + 1 == lines.len() && !bytes.ends_with(b"\n") => {}
+                None => damaged.push(i + 1),
+            }
+        }
+        if !damaged.is_empty() {
+            crate::note!(
+                "warning: {}: dropped {} damaged line(s) (line {}); the other lines are kept",
+                p.display(),
+                damaged.len(),
+                damaged
+                    .iter()
+                    .take(5)
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        io::write_atomic(&p, &kept)?;
         Ok(())
     }
 

@@ -200,17 +200,29 @@ impl Trainer {
         if let Some(w) = eval_cost_warning(&cfg, data.val.len()) {
             crate::note!("{w}");
         }
-        let run = RunDir::create(dir, &cfg)?;
-        tokenizer.save(&run.path)?;
-        run.write_corpus(&data.source)?;
-        Trainer::build(cfg, run, tokenizer, data)
+        RunDir::check_new(dir)?;
+        // from here what is in `dir` is this run's (an existing folder is empty), and a run
+        // that cannot be set up (a full disk, say) is removed, so the command can be run again
+        let existed = dir.exists();
+        let made = RunDir::create(dir, &cfg).and_then(|run| {
+            tokenizer.save(&run.path)?;
+            run.write_corpus(&data.source)?;
+            Trainer::build(cfg, run, tokenizer, data)
+        });
+        // (not when another process is setting up the same folder)
+        if made.is_err() && !matches!(made, Err(TrainError::Busy { .. })) {
+            RunDir::discard_new(dir, existed);
+        }
+        made
     }
 
     /// Continues the run in `dir` from its snapshot; `data` must be the same corpus, encoded
     /// with the run's tokenizer ([`Trainer::corpus_for_run`]).
     /// A text other than the recorded one (`corpus.json`) is refused.
     pub fn resume(dir: &std::path::Path, data: TokenData) -> Result<Trainer> {
-        let (run, cfg) = RunDir::open(dir)?;
+        let (mut run, cfg) = RunDir::open(dir)?;
+        // before anything is written: recovery, the metrics, a new corpus.json
+        run.lock()?;
         let edits = config_edits(&run, &cfg)?;
         // a bad value is named before any "continues with the new values"
         cfg.validate()?;

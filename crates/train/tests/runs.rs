@@ -279,6 +279,7 @@ fn stop_flag_writes_a_snapshot_and_resume_continues() {
     let out = t.train(&AtomicBool::new(true)).unwrap();
     assert!(out.interrupted);
     assert_eq!(out.step, 0);
+    drop(t); // a run is trained by one trainer at a time
     let mut t = Trainer::resume(&a, corpus(&c)).unwrap();
     assert_eq!(t.step(), 0);
     train(&mut t);
@@ -396,6 +397,7 @@ fn corrupt_or_truncated_snapshot_is_a_clear_error() {
     let m = a.join("model.safetensors");
     let bytes = std::fs::read(&m).unwrap();
     std::fs::write(&m, &bytes[..bytes.len() / 2]).unwrap();
+    drop(t); // a run is trained by one trainer at a time
     let e = Trainer::resume(&a, corpus(&c)).err().unwrap().to_string();
     assert!(
         e.contains("model.safetensors") && e.contains("truncated"),
@@ -538,6 +540,85 @@ fn a_new_run_refuses_an_existing_run_directory() {
 }
 
 #[test]
+fn a_run_is_trained_by_one_process_at_a_time() {
+    ferrolab_tensor::set_num_threads(1).unwrap();
+    let c = cfg(4);
+    let a = dir("locked");
+    let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
+    t.progress = false;
+    t.cfg.steps = 2;
+    t.train(&AtomicBool::new(false)).unwrap();
+    // while this trainer lives, another (here: another open of the lock file, as another
+    // process would make) is refused before it writes anything
+    let before = std::fs::read(a.join("metrics.jsonl")).unwrap();
+    let e = Trainer::resume(&a, corpus(&c)).err().unwrap();
+    assert!(matches!(e, TrainError::Busy { .. }), "{e}");
+    assert!(e.to_string().contains("another ferrolab process"), "{e}");
+    assert_eq!(std::fs::read(a.join("metrics.jsonl")).unwrap(), before);
+    // once it is gone, the run resumes
+    drop(t);
+    let mut t = Trainer::resume(&a, corpus(&c)).unwrap();
+    train(&mut t);
+    assert_eq!(t.step(), 4);
+}
+
+#[test]
+fn a_run_that_cannot_be_set_up_leaves_nothing_behind() {
+    // the model's head (vocab_size) is smaller than the tokenizer: refused after the run
+    // folder and its first files were made
+    let mut c = cfg(1);
+    c.tokenizer = TokenizerKind::Bpe;
+    let c = c.set("model.vocab_size=257").unwrap();
+    let tok = {
+        let text = "the union is strong and we shall prosper together ".repeat(50);
+        Tokenizer::train_bpe(&text, 300, false).unwrap()
+    };
+    assert!(tok.vocab_size() > 257);
+    let data = TokenData::from_text(&corpus_text(), &tok, c.val_fraction, c.seq_len, "x").unwrap();
+    let new = dir("setup-fails");
+    let e = Trainer::create(&new, c.clone(), tok.clone(), data.clone())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("vocab_size"), "{e}");
+    assert!(!new.exists(), "a new folder is removed");
+    // an empty folder that was there stays, empty
+    std::fs::create_dir_all(&new).unwrap();
+    Trainer::create(&new, c, tok, data).err().unwrap();
+    assert_eq!(std::fs::read_dir(&new).unwrap().count(), 0);
+    std::fs::remove_dir_all(&new).unwrap();
+}
+
+#[test]
+fn resume_keeps_the_metrics_around_a_damaged_line() {
+    ferrolab_tensor::set_num_threads(1).unwrap();
+    let c = cfg(6);
+    let a = dir("damaged-metrics");
+    let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
+    t.progress = false;
+    t.cfg.steps = 4;
+    t.train(&AtomicBool::new(false)).unwrap();
+    drop(t);
+    let want = losses(&a);
+    assert_eq!(want.len(), 4);
+    // a byte that is not UTF-8 in the middle, and a last line cut short (a kill)
+    let p = a.join("metrics.jsonl");
+    let text = std::fs::read(&p).unwrap();
+    let mut bytes = text.clone();
+    let second = text.iter().position(|&b| b == b'\n').unwrap() + 1;
+    bytes.splice(second..second, b"{\"step\": 2, \xff}\n".iter().copied());
+    bytes.extend_from_slice(b"{\"step\": 5, \"lo");
+    std::fs::write(&p, &bytes).unwrap();
+    let mut t = Trainer::resume(&a, corpus(&c)).unwrap();
+    assert_eq!(t.step(), 4);
+    let kept = std::fs::read(&p).unwrap();
+    assert_eq!(kept, text, "only the damaged lines are dropped");
+    train(&mut t);
+    let got = losses(&a);
+    assert_eq!(got.len(), 6);
+    assert_eq!(got[..4], want[..]);
+}
+
+#[test]
 fn diverging_run_skips_steps_then_stops_keeping_its_snapshot() {
     ferrolab_tensor::set_num_threads(1).unwrap();
     let mut c = cfg(30);
@@ -572,6 +653,7 @@ fn diverging_run_skips_steps_then_stops_keeping_its_snapshot() {
     let m = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
     assert_eq!(m.matches("\"skipped\":true").count(), 3, "{m}");
     // the snapshot on disk is the last good one and loads
+    drop(t); // a run is trained by one trainer at a time
     let r = Trainer::resume(&a, corpus(&c)).unwrap();
     assert_eq!(r.step(), 4);
     let finite = r
@@ -649,12 +731,14 @@ fn bpe_run_stores_its_vocabulary_and_resumes_with_it() {
     assert_eq!(model.config().vocab_size(), 300);
     // resuming re-encodes with the stored vocabulary
     let data = Trainer::corpus_for_run(&dir, Some(&corpus)).unwrap();
+    drop(t); // a run is trained by one trainer at a time
     let r = Trainer::resume(&dir, data).unwrap();
     assert_eq!(r.step(), 4);
     // a replaced vocabulary is refused
     let other = Tokenizer::train_bpe(&"abc abd ".repeat(100), 280, false).unwrap();
     other.save(&dir).unwrap();
     let data = Trainer::corpus_for_run(&dir, Some(&corpus)).unwrap();
+    drop(r);
     let e = Trainer::resume(&dir, data).err().unwrap().to_string();
     assert!(e.contains("tokenizer"), "{e}");
 }
