@@ -69,9 +69,10 @@ pub fn run(a: ExportArgs) -> Result<()> {
         );
     }
     let mut notes = Vec::new();
-    match &cfg.model {
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| anyhow::anyhow!("--out {}: {e}", a.out.display()))?;
+    let mut files = match &cfg.model {
         ModelConfig::DeepseekV3(c) => {
-            ferrolab_models::deepseek_v3::save_hf(&a.out, c, &vars, !a.no_mtp)?;
             if c.num_nextn_predict_layers > 0 && !a.no_mtp {
                 notes.push(format!(
                     "the MTP module is model.layers.{}.* (DeepSeek's layout; `transformers` \
@@ -79,25 +80,23 @@ pub fn run(a: ExportArgs) -> Result<()> {
                     c.num_hidden_layers
                 ));
             }
+            ferrolab_models::deepseek_v3::hf_files(&a.out, c, &vars, !a.no_mtp)?
         }
         ModelConfig::Llama(c) => {
-            std::fs::create_dir_all(&a.out)
-                .map_err(|e| anyhow::anyhow!("--out {}: {e}", a.out.display()))?;
             let mut v = ferrolab_models::json_value(c)?;
             v["model_type"] = "llama".into();
             v["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
-            io::write_atomic(
-                &a.out.join("config.json"),
-                serde_json::to_string_pretty(&v)?.as_bytes(),
-            )?;
-            io::save_safetensors(
-                &a.out.join("model.safetensors"),
-                &vars.all(),
-                DType::F32,
-                None,
-            )?;
+            let model = a.out.join("model.safetensors");
+            let weights = io::encode_safetensors(&model, &vars.all(), DType::F32, None)?;
+            vec![
+                (model, weights),
+                (
+                    a.out.join("config.json"),
+                    serde_json::to_string_pretty(&v)?.into_bytes(),
+                ),
+            ]
         }
-    }
+    };
     // the run's vocabulary, for `AutoTokenizer` (a byte-token run has none)
     let tok_src = a.run.join("tokenizer.json");
     let tok_dst = a.out.join("tokenizer.json");
@@ -105,8 +104,12 @@ pub fn run(a: ExportArgs) -> Result<()> {
     if with_tok {
         let bytes =
             std::fs::read(&tok_src).map_err(|e| anyhow::anyhow!("{}: {e}", tok_src.display()))?;
-        io::write_atomic(&tok_dst, &bytes)?;
-    } else {
+        files.push((tok_dst.clone(), bytes));
+    }
+    // all or none: an earlier export in --out stays whole if this one fails (a full disk)
+    let refs: Vec<(&Path, &[u8])> = files.iter().map(|(p, b)| (p.as_path(), &b[..])).collect();
+    io::write_all_atomic(&refs)?;
+    if !with_tok {
         if tok_dst.exists() {
             // an earlier export's vocabulary is not this run's
             std::fs::remove_file(&tok_dst)

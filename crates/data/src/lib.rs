@@ -9,14 +9,18 @@
 //! The cache is `$FERROLAB_DATA` if set, else the platform cache folder (`~/.cache/ferrolab`
 //! on Linux). Every command that needs a data set calls [`fetch`], which returns at once when
 //! the data set is already there.
+//!
+//! [`files`] holds the atomic file writes that every ferrolab crate uses for what it saves.
 
 mod archive;
 mod error;
+pub mod files;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use error::{DataError, Result};
+pub use files::{write_all_atomic, write_atomic, AtomicFile};
 
 /// How a data set's package is obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
@@ -34,32 +33,15 @@ fn io_err(path: &Path, source: std::io::Error) -> Error {
 }
 
 /// Writes `bytes` to `path` atomically (temp file in the same folder, fsync, rename, fsync of
-/// the folder).
+/// the folder: [`ferrolab_data::files`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let res = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all(); // best effort: not every platform can fsync a folder
-        }
-        Ok(())
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res.map_err(|e| io_err(path, e))
+    ferrolab_data::write_atomic(path, bytes).map_err(|e| io_err(path, e))
+}
+
+/// Writes files that belong together (a model's config and weights): none of them changes
+/// unless all are written ([`ferrolab_data::write_all_atomic`]).
+pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<()> {
+    ferrolab_data::write_all_atomic(files).map_err(|(p, e)| io_err(&p, e))
 }
 
 /// Saves named tensors to a safetensors file, each stored as `dtype`, with optional string
@@ -70,6 +52,16 @@ pub fn save_safetensors(
     dtype: DType,
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
+    write_atomic(path, &encode_safetensors(path, tensors, dtype, metadata)?)
+}
+
+/// The bytes of the safetensors file [`save_safetensors`] writes (`path` names it in errors).
+pub fn encode_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    dtype: DType,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
     let bufs: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(n, t)| {
@@ -91,11 +83,10 @@ pub fn save_safetensors(
                 })
         })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, metadata).map_err(|e| Error::Format {
+    safetensors::serialize(views, metadata).map_err(|e| Error::Format {
         path: path.display().to_string(),
         msg: e.to_string(),
-    })?;
-    write_atomic(path, &bytes)
+    })
 }
 
 /// Loads every tensor of a safetensors file as f32, by name.

@@ -6,8 +6,10 @@
 //! before each word, so files with or without them (gensim writes none) are accepted.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
+
+use ferrolab_data::AtomicFile;
 
 use crate::error::{io_err, Result, Word2VecError};
 use crate::vectors::KeyedVectors;
@@ -43,10 +45,10 @@ fn parse_header(path: &Path, header: &str) -> Result<(usize, usize)> {
     Ok((v, d))
 }
 
-/// Writes `kv` in the word2vec text format.
+/// Writes `kv` in the word2vec text format (atomically: a failed write leaves the file that
+/// was there).
 pub fn write_text(kv: &KeyedVectors, path: &Path) -> Result<()> {
-    let file = File::create(path).map_err(io_err(path))?;
-    let mut w = BufWriter::new(file);
+    let mut w = AtomicFile::create(path).map_err(io_err(path))?;
     let mut go = || -> std::io::Result<()> {
         writeln!(w, "{} {}", kv.len(), kv.dim())?;
         for (i, word) in kv.words().iter().enumerate() {
@@ -57,9 +59,10 @@ pub fn write_text(kv: &KeyedVectors, path: &Path) -> Result<()> {
             }
             w.write_all(b"\n")?;
         }
-        w.flush()
+        Ok(())
     };
-    go().map_err(io_err(path))
+    go().map_err(io_err(path))?;
+    w.commit().map_err(io_err(path))
 }
 
 /// Reads a word2vec text file.
@@ -140,8 +143,7 @@ pub fn read_text(path: &Path) -> Result<KeyedVectors> {
 /// Writes `kv` in the word2vec binary format; `newline` appends `\n` after each vector
 /// (word2vec.c does, gensim does not; both read either).
 pub fn write_binary(kv: &KeyedVectors, path: &Path, newline: bool) -> Result<()> {
-    let file = File::create(path).map_err(io_err(path))?;
-    let mut w = BufWriter::new(file);
+    let mut w = AtomicFile::create(path).map_err(io_err(path))?;
     let mut go = || -> std::io::Result<()> {
         writeln!(w, "{} {}", kv.len(), kv.dim())?;
         for (i, word) in kv.words().iter().enumerate() {
@@ -154,9 +156,10 @@ pub fn write_binary(kv: &KeyedVectors, path: &Path, newline: bool) -> Result<()>
                 w.write_all(b"\n")?;
             }
         }
-        w.flush()
+        Ok(())
     };
-    go().map_err(io_err(path))
+    go().map_err(io_err(path))?;
+    w.commit().map_err(io_err(path))
 }
 
 /// Reads a word2vec binary file. A truncated file or a bad header is reported with the byte

@@ -177,6 +177,19 @@ pub fn load_hf_for(dir: &Path, positions: usize) -> Result<(Vars, DeepseekV3)> {
 /// tensors unless they sit at DeepSeek-V3's own index (61).
 pub fn save_hf(dir: &Path, cfg: &V3Config, vars: &Vars, with_mtp: bool) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| invalid(format!("{}: {e}", dir.display())))?;
+    let files = hf_files(dir, cfg, vars, with_mtp)?;
+    let refs: Vec<(&Path, &[u8])> = files.iter().map(|(p, b)| (p.as_path(), &b[..])).collect();
+    // all or none: an earlier export in `dir` stays whole if this one fails
+    io::write_all_atomic(&refs)
+}
+
+/// The files [`save_hf`] writes into `dir`, as (path, bytes): the weights, then `config.json`.
+pub fn hf_files(
+    dir: &Path,
+    cfg: &V3Config,
+    vars: &Vars,
+    with_mtp: bool,
+) -> Result<Vec<(std::path::PathBuf, Vec<u8>)>> {
     let mut cfg = cfg.clone();
     let mut tensors = vars.all();
     if !with_mtp {
@@ -190,8 +203,12 @@ pub fn save_hf(dir: &Path, cfg: &V3Config, vars: &Vars, with_mtp: bool) -> Resul
         cfg.num_nextn_predict_layers = 0;
     }
     let json = serde_json::to_string_pretty(&cfg.to_hf()).map_err(|e| invalid(e.to_string()))?;
-    io::write_atomic(&dir.join("config.json"), json.as_bytes())?;
-    io::save_safetensors(&dir.join("model.safetensors"), &tensors, DType::F32, None)
+    let model = dir.join("model.safetensors");
+    let weights = io::encode_safetensors(&model, &tensors, DType::F32, None)?;
+    Ok(vec![
+        (model, weights),
+        (dir.join("config.json"), json.into_bytes()),
+    ])
 }
 
 #[cfg(test)]

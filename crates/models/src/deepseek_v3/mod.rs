@@ -9,7 +9,7 @@ pub mod model;
 pub mod moe;
 
 pub use config::{Balance, V3Config};
-pub use hf::{load_hf, load_hf_for, save_hf};
+pub use hf::{hf_files, load_hf, load_hf_for, save_hf};
 pub use mla::{Mla, QProj};
 pub use model::{DeepseekV3, Ffn, MlaCache, MtpModule, SpecStats, V3Layer, V3Loss};
 pub use moe::{max_vio, route, Gate, Moe, MoeOutput};

@@ -1,0 +1,205 @@
+//! Atomic file writes, shared by every crate that writes a user's files (snapshots, vectors,
+//! vocabularies, exported models).
+//!
+//! A file is written under a temporary name in its destination's folder, fsynced, and renamed
+//! over the destination, so a full disk, a kill or a crash leaves either the old file or the
+//! new one, never half of one. Several files that belong together (a model's `config.json` and
+//! its weights) are all written first and renamed only when every one of them is complete.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// The temporary name beside `dest`: `.NAME.tmp-PID`, with `NAME` cut to 200 bytes so that a
+/// destination name near the file system's 255-byte limit still gets one.
+fn temp_path(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut cut = name.len().min(200);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    folder(dest).join(format!(".{}.tmp-{}", &name[..cut], std::process::id()))
+}
+
+/// The folder `dest` is in (`.` for a bare file name).
+fn folder(dest: &Path) -> &Path {
+    dest.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// A file being written atomically: write to it (it is buffered), then [`AtomicFile::commit`].
+/// Dropped without a commit (an error on the way), it removes its temporary file and the
+/// destination is left as it was.
+pub struct AtomicFile {
+    dest: PathBuf,
+    tmp: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+impl AtomicFile {
+    /// Starts writing `dest` (nothing at `dest` changes until the commit). A `dest` that is a
+    /// symbolic link to a regular file has that file replaced (the link stays); a link to
+    /// nothing or to something else is replaced by the file.
+    pub fn create(dest: &Path) -> std::io::Result<AtomicFile> {
+        let dest = match std::fs::canonicalize(dest) {
+            // (only to a regular file: a link to /dev/null replaces the link, not the device)
+            Ok(real) if dest.is_symlink() && real.is_file() => real,
+            _ => dest.to_path_buf(),
+        };
+        let tmp = temp_path(&dest);
+        let f = File::create(&tmp)?;
+        Ok(AtomicFile {
+            dest,
+            tmp,
+            out: Some(BufWriter::with_capacity(1 << 20, f)),
+        })
+    }
+
+    /// Flushes and fsyncs the file without renaming it (the first half of a commit).
+    fn finish(&mut self) -> std::io::Result<()> {
+        let out = self.out.take().expect("finished once");
+        let f = out.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()
+    }
+
+    /// Moves the complete file into place.
+    fn rename(mut self) -> std::io::Result<()> {
+        std::fs::rename(&self.tmp, &self.dest)?;
+        self.tmp = PathBuf::new(); // nothing left to remove
+        if let Ok(d) = File::open(folder(&self.dest)) {
+            let _ = d.sync_all(); // best effort: not every platform can fsync a folder
+        }
+        Ok(())
+    }
+
+    /// Flushes, fsyncs and renames the file over its destination.
+    pub fn commit(mut self) -> std::io::Result<()> {
+        self.finish()?;
+        self.rename()
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.as_mut().expect("not committed").write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.as_mut().expect("not committed").flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            drop(self.out.take());
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes `bytes` to `dest` atomically. The error is the first that happened (the
+/// destination is unchanged then).
+pub fn write_atomic(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = AtomicFile::create(dest)?;
+    f.write_all(bytes)?;
+    f.commit()
+}
+
+/// Writes several files that belong together: each is written and fsynced under its
+/// temporary name, and only when all of them are complete are they renamed into place, in
+/// order. A failure while writing (a full disk) leaves every destination as it was; the error
+/// names the file.
+pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<(), (PathBuf, std::io::Error)> {
+    let mut done = Vec::new();
+    for (dest, bytes) in files {
+        let write = || -> std::io::Result<AtomicFile> {
+            let mut f = AtomicFile::create(dest)?;
+            f.write_all(bytes)?;
+            f.finish()?;
+            Ok(f)
+        };
+        done.push(write().map_err(|e| (dest.to_path_buf(), e))?);
+    }
+    for f in done {
+        let dest = f.dest.clone();
+        f.rename().map_err(|e| (dest, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ferrolab-files-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_write_replaces_the_file_whole_or_not_at_all() {
+        let d = scratch("whole");
+        let p = d.join("out.txt");
+        write_atomic(&p, b"old").unwrap();
+        // an error before the commit (dropped): the old file stays, no temporary is left
+        {
+            let mut f = AtomicFile::create(&p).unwrap();
+            f.write_all(b"half of the new").unwrap();
+        }
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+        let mut f = AtomicFile::create(&p).unwrap();
+        f.write_all(b"new").unwrap();
+        f.commit().unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+        // a name close to the 255-byte limit still gets a temporary name
+        let long = d.join(format!("{}.st", "é".repeat(125)));
+        write_atomic(&long, b"x").unwrap();
+        assert_eq!(std::fs::read(&long).unwrap(), b"x");
+        // a folder that is not there: the error, and nothing written
+        assert!(write_atomic(&d.join("no/such.txt"), b"x").is_err());
+        #[cfg(unix)]
+        {
+            // through a link to a file, which is replaced; a link to nothing is replaced
+            let (real, link, dangling) = (d.join("real"), d.join("link"), d.join("dangling"));
+            std::fs::write(&real, b"old").unwrap();
+            std::os::unix::fs::symlink(&real, &link).unwrap();
+            std::os::unix::fs::symlink(d.join("gone/x"), &dangling).unwrap();
+            write_atomic(&link, b"new").unwrap();
+            assert!(link.is_symlink());
+            assert_eq!(std::fs::read(&real).unwrap(), b"new");
+            write_atomic(&dangling, b"file").unwrap();
+            assert!(!dangling.is_symlink());
+            assert_eq!(std::fs::read(&dangling).unwrap(), b"file");
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn files_written_together_change_only_when_all_are_complete() {
+        let d = scratch("together");
+        let (a, b) = (d.join("config.json"), d.join("model.bin"));
+        write_all_atomic(&[(&a, b"{1}"), (&b, b"weights 1")]).unwrap();
+        // the second cannot be written (its folder is missing): the first is unchanged too
+        let missing = d.join("gone/model.bin");
+        let e = write_all_atomic(&[(&a, b"{2}"), (&missing, b"weights 2")]).unwrap_err();
+        assert_eq!(e.0, missing);
+        assert_eq!(std::fs::read(&a).unwrap(), b"{1}");
+        assert_eq!(
+            std::fs::read_dir(&d).unwrap().count(),
+            2,
+            "temporaries removed"
+        );
+        write_all_atomic(&[(&a, b"{3}"), (&b, b"weights 3")]).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"{3}");
+        assert_eq!(std::fs::read(&b).unwrap(), b"weights 3");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
