@@ -28,7 +28,7 @@ pub enum DataError {
         hint: String,
     },
     /// The package client ran and failed (no network, unknown package, ...).
-    #[error("data set `{dataset}`: `{command}` failed: {stderr} (check the network, or {hint})")]
+    #[error("data set `{dataset}`: `{command}` failed: {stderr} ({advice}, or {hint})")]
     ClientFailed {
         /// The data set.
         dataset: String,
@@ -36,6 +36,8 @@ pub enum DataError {
         command: String,
         /// The end of its error output.
         stderr: String,
+        /// What to check first (the network; free disk space when the client ran out of it).
+        advice: &'static str,
         /// What to pass instead.
         hint: String,
     },

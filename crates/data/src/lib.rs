@@ -235,6 +235,7 @@ pub fn fetch_into(root: &Path, ds: &Dataset) -> Result<PathBuf> {
         });
     }
     std::fs::create_dir_all(root).map_err(|e| DataError::io(root, e))?;
+    remove_dead_scratch(root, ds);
     let scratch = root.join(format!(".{}.partial-{}", ds.name, std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     let res = fetch_to_scratch(ds, &scratch).and_then(|()| {
@@ -243,6 +244,29 @@ pub fn fetch_into(root: &Path, ds: &Dataset) -> Result<PathBuf> {
     });
     let _ = std::fs::remove_dir_all(&scratch); // nothing half-written stays behind
     res.map(|()| dest)
+}
+
+/// Removes the scratch folders (`.NAME.partial-PID`) that fetches of `ds` killed before they
+/// could clean up left in `root`: those whose process is gone. Where that cannot be told
+/// (no `/proc`), none is removed.
+fn remove_dead_scratch(root: &Path, ds: &Dataset) {
+    let prefix = format!(".{}.partial-", ds.name);
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let proc = Path::new("/proc");
+        if pid != std::process::id() && proc.is_dir() && !proc.join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// The list of a fetched data set's files with their sha256, written when it is unpacked
@@ -457,10 +481,18 @@ fn download(ds: &Dataset, dir: &Path) -> Result<PathBuf> {
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last: Vec<&str> = stderr.lines().rev().take(4).collect();
+        let full = ["No space left on device", "ENOSPC", "Disk quota exceeded"]
+            .iter()
+            .any(|s| stderr.contains(s));
         return Err(DataError::ClientFailed {
             dataset: ds.name.to_string(),
             command: shown,
             stderr: last.into_iter().rev().collect::<Vec<_>>().join(" | "),
+            advice: if full {
+                "free disk space in the cache folder"
+            } else {
+                "check the network"
+            },
             hint: ds.own_file_hint.to_string(),
         });
     }
@@ -479,6 +511,7 @@ fn download(ds: &Dataset, dir: &Path) -> Result<PathBuf> {
             dataset: ds.name.to_string(),
             command: shown,
             stderr: format!("expected one archive in the download folder, found {n}"),
+            advice: "check the network",
             hint: ds.own_file_hint.to_string(),
         }),
     }
@@ -779,7 +812,33 @@ mod tests {
         assert!(matches!(err, DataError::ClientFailed { .. }), "{msg}");
         assert!(msg.contains("network is unreachable"), "{msg}");
         assert!(msg.contains("download --no-deps x@1"), "{msg}");
+        assert!(msg.contains("check the network"), "{msg}");
         assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+        // out of disk space: that is what the message points at
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho 'OSError: [Errno 28] No space left on device' >&2\nexit 1\n",
+        )
+        .unwrap();
+        // the scratch folders of fetches killed before they could clean up (their process is
+        // gone) are removed; another one's, still running (pid 1 here), is not
+        let dead = {
+            let mut c = std::process::Command::new("true").spawn().unwrap();
+            c.wait().unwrap();
+            c.id()
+        };
+        let stale = cache.join(format!(".{}.partial-{dead}", ds.name));
+        let live = cache.join(format!(".{}.partial-1", ds.name));
+        std::fs::create_dir_all(stale.join("out")).unwrap();
+        std::fs::create_dir_all(&live).unwrap();
+        let msg = fetch_into(&cache, &ds).unwrap_err().to_string();
+        assert!(
+            msg.contains("free disk space") && !msg.contains("network"),
+            "{msg}"
+        );
+        if Path::new("/proc/1").exists() {
+            assert!(!stale.exists() && live.exists());
+        }
     }
 
     #[test]

@@ -336,6 +336,28 @@ impl RunDir {
                 "is not a run directory (no train.json)",
             ));
         }
+        // a FIFO or a device in place of a run file would block the read (or never end)
+        for name in [
+            "train.json",
+            "config.json",
+            "corpus.json",
+            "tokenizer.json",
+            "metrics.jsonl",
+            COMMIT,
+        ]
+        .into_iter()
+        .chain(FILES)
+        .flat_map(|n| [n.to_string(), format!("{n}.next")])
+        {
+            let f = run.file(&name);
+            if f.exists() && !f.is_file() {
+                return Err(TrainError::snapshot(
+                    &f,
+                    "is not a regular file (a folder, a pipe or a device): a run's files are \
+                     plain files",
+                ));
+            }
+        }
         let text = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
         let cfg: RunConfig = serde_json::from_str(&text)
             .map_err(|e| TrainError::snapshot(&p, format!("unreadable: {e}")))?;

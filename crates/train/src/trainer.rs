@@ -280,8 +280,20 @@ impl Trainer {
         Ok(match corpus {
             Some(p) => {
                 let text = TokenData::read_text(p)?;
-                let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-                (text, abs.display().to_string())
+                // recorded in corpus.json (UTF-8): the resolved path, else the path as given
+                // made absolute (a link with a UTF-8 name to a file without one)
+                let abs = [std::fs::canonicalize(p), std::path::absolute(p)]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|a| a.to_str().map(str::to_string))
+                    .ok_or_else(|| TrainError::Corpus {
+                        path: p.display().to_string(),
+                        msg: "its path is not valid UTF-8, so the run cannot record where its \
+                              text is (resume reads it from there): rename it, or give a link \
+                              with a UTF-8 name"
+                            .into(),
+                    })?;
+                (text, abs)
             }
             None => {
                 let speeches = ferrolab_data::sotu_speeches()?;

@@ -460,6 +460,26 @@ fn corrupt_or_truncated_snapshot_is_a_clear_error() {
             "{e}"
         );
     });
+    // a pipe or a folder in place of a run file: refused, not read (a pipe blocked forever)
+    let metrics = a.join("metrics.jsonl");
+    let kept = std::fs::read(&metrics).unwrap();
+    std::fs::remove_file(&metrics).unwrap();
+    let made_fifo = std::process::Command::new("mkfifo")
+        .arg(&metrics)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made_fifo {
+        std::fs::create_dir(&metrics).unwrap();
+    }
+    let e = Trainer::resume(&a, corpus(&c)).err().unwrap().to_string();
+    assert!(
+        e.contains("metrics.jsonl") && e.contains("not a regular file"),
+        "{e}"
+    );
+    let e = ferrolab_train::load_model(&a).err().unwrap().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    let _ = std::fs::remove_file(&metrics).or_else(|_| std::fs::remove_dir(&metrics));
+    std::fs::write(&metrics, kept).unwrap();
     std::fs::write(a.join("state.json"), "{ not json").unwrap();
     let e = Trainer::resume(&a, corpus(&c)).err().unwrap().to_string();
     assert!(e.contains("state.json") && e.contains("unreadable"), "{e}");
@@ -698,6 +718,23 @@ fn bad_configs_and_corpora_are_named() {
         .unwrap()
         .to_string();
     assert!(e.contains("/nonexistent/corpus.txt"), "{e}");
+    #[cfg(unix)]
+    {
+        // a file name that is not UTF-8 cannot be recorded in corpus.json (it was recorded
+        // with U+FFFD, and resume looked for a file that is not there); a link to it can
+        use std::os::unix::ffi::OsStrExt;
+        let d = dir("non-utf8-name");
+        std::fs::create_dir_all(&d).unwrap();
+        let odd = d.join(std::ffi::OsStr::from_bytes(b"corp\xff.txt"));
+        std::fs::write(&odd, corpus_text()).unwrap();
+        let e = Trainer::read_corpus(Some(&odd)).err().unwrap().to_string();
+        assert!(e.contains("not valid UTF-8") && e.contains("link"), "{e}");
+        let link = d.join("corpus.txt");
+        std::os::unix::fs::symlink(&odd, &link).unwrap();
+        let (text, origin) = Trainer::read_corpus(Some(&link)).unwrap();
+        assert_eq!((text, origin), (corpus_text(), link.display().to_string()));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }
 
 #[test]
