@@ -46,7 +46,8 @@ fn check_out(out: &Path) -> Result<()> {
     }
     for e in entries {
         let name = e?.file_name().to_string_lossy().into_owned();
-        if !EXPORT_FILES.contains(&name.as_str()) {
+        // (a temporary file an interrupted export left is passed over)
+        if !EXPORT_FILES.contains(&name.as_str()) && !ferrolab_data::is_temp_name(&name) {
             anyhow::bail!(
                 "--out {}: holds {name}, which export does not write; give a new or empty \
                  folder (or an earlier export, whose files are replaced)",

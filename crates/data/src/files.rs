@@ -10,9 +10,11 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-/// The temporary name beside `dest`: `.NAME.tmp-PID`, with `NAME` cut to 200 bytes so that a
-/// destination name near the file system's 255-byte limit still gets one.
+/// The temporary name beside `dest`: `.NAME.tmp-PID-N` (`N` counts this process's temporary
+/// files, so two writers never share one), with `NAME` cut to 200 bytes so that a destination
+/// name near the file system's 255-byte limit still gets one.
 fn temp_path(dest: &Path) -> PathBuf {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -21,7 +23,17 @@ fn temp_path(dest: &Path) -> PathBuf {
     while !name.is_char_boundary(cut) {
         cut -= 1;
     }
-    folder(dest).join(format!(".{}.tmp-{}", &name[..cut], std::process::id()))
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    folder(dest).join(format!(".{}.tmp-{}-{n}", &name[..cut], std::process::id()))
+}
+
+/// Whether `name` is one of the temporary names of [`AtomicFile`] (`.NAME.tmp-PID-N`): a
+/// write that a kill interrupted leaves one behind, which folder checks pass over.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.')
+        && name.rsplit_once(".tmp-").is_some_and(|(_, tail)| {
+            !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit() || c == '-')
+        })
 }
 
 /// The folder `dest` is in (`.` for a bare file name).
@@ -44,14 +56,31 @@ impl AtomicFile {
     /// Starts writing `dest` (nothing at `dest` changes until the commit). A `dest` that is a
     /// symbolic link to a regular file has that file replaced (the link stays); a link to
     /// nothing or to something else is replaced by the file.
+    ///
+    /// The new file takes the permissions of the one it replaces (a hard link to the old file
+    /// keeps the old contents, as with any rename). A `dest` that is a folder is refused
+    /// before anything is written.
     pub fn create(dest: &Path) -> std::io::Result<AtomicFile> {
         let dest = match std::fs::canonicalize(dest) {
             // (only to a regular file: a link to /dev/null replaces the link, not the device)
             Ok(real) if dest.is_symlink() && real.is_file() => real,
             _ => dest.to_path_buf(),
         };
+        if dest.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "is a folder, where a file is to be written",
+            ));
+        }
         let tmp = temp_path(&dest);
-        let f = File::create(&tmp)?;
+        let f = File::options().write(true).create_new(true).open(&tmp)?;
+        if let Ok(old) = std::fs::metadata(&dest) {
+            if let Err(e) = f.set_permissions(old.permissions()) {
+                drop(f);
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
         Ok(AtomicFile {
             dest,
             tmp,
@@ -159,6 +188,22 @@ mod tests {
         f.commit().unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"new");
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+        // the permissions of the file replaced are kept
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            write_atomic(&p, b"private").unwrap();
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // a folder where the file goes is refused, and left alone
+        let sub = d.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let e = write_atomic(&sub, b"x").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::IsADirectory);
+        assert!(sub.is_dir());
+        std::fs::remove_dir(&sub).unwrap();
         // a name close to the 255-byte limit still gets a temporary name
         let long = d.join(format!("{}.st", "é".repeat(125)));
         write_atomic(&long, b"x").unwrap();
@@ -200,6 +245,30 @@ mod tests {
         write_all_atomic(&[(&a, b"{3}"), (&b, b"weights 3")]).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), b"{3}");
         assert_eq!(std::fs::read(&b).unwrap(), b"weights 3");
+        // a folder in place of the last one: refused before any file is replaced
+        let (c, folder) = (d.join("c"), d.join("tokenizer.json"));
+        std::fs::create_dir(&folder).unwrap();
+        write_all_atomic(&[(&a, b"{4}"), (&c, b"c"), (&folder, b"t")]).unwrap_err();
+        assert_eq!(std::fs::read(&a).unwrap(), b"{3}");
+        assert!(!c.exists() && folder.is_dir());
+        std::fs::remove_dir(&folder).unwrap();
+        // two destinations with the same first 200 bytes of name get their own temporaries
+        let stem = "n".repeat(200);
+        let (x, y) = (d.join(format!("{stem}x")), d.join(format!("{stem}y")));
+        write_all_atomic(&[(&x, b"x"), (&y, b"y")]).unwrap();
+        assert_eq!(
+            (std::fs::read(&x).unwrap(), std::fs::read(&y).unwrap()),
+            (b"x".to_vec(), b"y".to_vec())
+        );
+        // what a kill leaves is recognised by its name
+        let left = AtomicFile::create(&x).unwrap();
+        let tmp_name = left.tmp.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(is_temp_name(&tmp_name), "{tmp_name}");
+        drop(left);
+        for name in ["config.json", ".lock", ".x.tmp-", "a.tmp-12-3", ".tmp"] {
+            assert!(!is_temp_name(name), "{name}");
+        }
+        assert!(is_temp_name(".config.json.tmp-123-0"));
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

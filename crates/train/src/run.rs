@@ -202,18 +202,32 @@ pub struct RunDir {
 impl RunDir {
     /// Creates `path` for a new run and writes `config.json` and `train.json`. Refuses a
     /// folder that already holds a run.
+    ///
+    /// The run's lock is taken first, and the folder checked again under it, so that of two
+    /// processes making the same run one gets it and the other is refused as
+    /// [`TrainError::Busy`]. Files that could not all be written (a full disk) are removed
+    /// again, and a folder this made with them.
     pub fn create(path: &Path, cfg: &RunConfig) -> Result<RunDir> {
         RunDir::check_new(path)?;
+        let existed = path.exists();
         std::fs::create_dir_all(path).map_err(|e| TrainError::io(path, e))?;
         let mut run = RunDir {
             path: path.into(),
             lock: None,
         };
         run.lock()?;
-        run.write_json("config.json", &cfg.model)?;
-        run.write_json("train.json", cfg)?;
-        std::fs::write(run.file("metrics.jsonl"), b"")
-            .map_err(|e| TrainError::io(&run.file("metrics.jsonl"), e))?;
+        // under the lock: still empty (another process may have made a run here meanwhile)
+        RunDir::check_new(path)?;
+        let written = (|| {
+            run.write_json("config.json", &cfg.model)?;
+            run.write_json("train.json", cfg)?;
+            std::fs::write(run.file("metrics.jsonl"), b"")
+                .map_err(|e| TrainError::io(&run.file("metrics.jsonl"), e))
+        })();
+        if let Err(e) = written {
+            RunDir::discard_new(path, existed);
+            return Err(e);
+        }
         Ok(run)
     }
 
@@ -240,15 +254,34 @@ impl RunDir {
                     path: self.path.display().to_string(),
                 })
             }
-            Err(std::fs::TryLockError::Error(_)) => {} // no locks here: go on without one
+            Err(std::fs::TryLockError::Error(e)) => crate::note!(
+                "warning: {}: cannot be locked here ({e}): nothing stops another process from \
+                 training this run at the same time",
+                p.display()
+            ),
         }
         Ok(())
+    }
+
+    /// Refuses at once a run that another process is training ([`TrainError::Busy`]), before
+    /// work that takes a while (reading and encoding its text). Takes no lock.
+    pub fn check_not_busy(path: &Path) -> Result<()> {
+        let Ok(f) = std::fs::File::open(path.join(".lock")) else {
+            return Ok(()); // no lock file: nobody has trained it since locks were taken
+        };
+        match f.try_lock_shared() {
+            Err(std::fs::TryLockError::WouldBlock) => Err(TrainError::Busy {
+                path: path.display().to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Removes what [`RunDir::create`] and the first writes of a new run left at `path` when
     /// the run could not be set up (a full disk, say), so that the same command can be run
     /// again: the folder itself if it did not exist before (`existed` false), else its
-    /// contents (it was empty: [`RunDir::check_new`]).
+    /// contents (it was empty: [`RunDir::check_new`]). Only for the process that made the run
+    /// and holds its lock.
     pub fn discard_new(path: &Path, existed: bool) {
         if !existed {
             let _ = std::fs::remove_dir_all(path);
@@ -305,15 +338,18 @@ impl RunDir {
                 "already holds a run; continue it with --resume or choose another --run",
             ));
         }
-        let mut entries = std::fs::read_dir(path).map_err(|e| TrainError::io(path, e))?;
-        if let Some(first) = entries.next() {
-            let name = first.map_err(|e| TrainError::io(path, e))?.file_name();
+        for e in std::fs::read_dir(path).map_err(|e| TrainError::io(path, e))? {
+            let name = e.map_err(|e| TrainError::io(path, e))?.file_name();
+            let name = name.to_string_lossy();
+            // what a run being set up when it was killed leaves: its lock, a temporary file
+            if name == ".lock" || ferrolab_data::is_temp_name(&name) {
+                continue;
+            }
             return Err(TrainError::snapshot(
                 path,
                 format!(
-                    "is not empty (it holds {}, and is not a ferrolab run): a new run would \
-                     overwrite what is there; choose a new or empty folder",
-                    name.to_string_lossy()
+                    "is not empty (it holds {name}, and is not a ferrolab run): a new run would \
+                     overwrite what is there; choose a new or empty folder"
                 ),
             ));
         }
@@ -343,6 +379,7 @@ impl RunDir {
             "corpus.json",
             "tokenizer.json",
             "metrics.jsonl",
+            ".lock",
             COMMIT,
         ]
         .into_iter()
@@ -705,13 +742,16 @@ impl RunDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(TrainError::io(&p, e)),
         };
-        let lines: Vec<&[u8]> = bytes
+        // (line number, line) of the lines with text
+        let lines: Vec<(usize, &[u8])> = bytes
             .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
+            .enumerate()
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(i, l)| (i + 1, l))
             .collect();
         let mut kept = Vec::new();
         let mut damaged = Vec::new();
-        for (i, l) in lines.iter().enumerate() {
+        for (k, (number, l)) in lines.iter().enumerate() {
             let line_step = std::str::from_utf8(l)
                 .ok()
                 .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -723,8 +763,8 @@ impl RunDir {
                 }
                 Some(_) => {}
                 // a last line cut short by a kill is expected
-                None if i + 1 == lines.len() && !bytes.ends_with(b"\n") => {}
-                None => damaged.push(i + 1),
+                None if k + 1 == lines.len() && !bytes.ends_with(b"\n") => {}
+                None => damaged.push(*number),
             }
         }
         if !damaged.is_empty() {

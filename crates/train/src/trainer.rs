@@ -200,17 +200,16 @@ impl Trainer {
         if let Some(w) = eval_cost_warning(&cfg, data.val.len()) {
             crate::note!("{w}");
         }
-        RunDir::check_new(dir)?;
-        // from here what is in `dir` is this run's (an existing folder is empty), and a run
-        // that cannot be set up (a full disk, say) is removed, so the command can be run again
         let existed = dir.exists();
-        let made = RunDir::create(dir, &cfg).and_then(|run| {
+        // the run is this process's once made (it holds the lock); one that cannot be set up
+        // (a full disk, say) is removed, so that the same command can be run again
+        let run = RunDir::create(dir, &cfg)?;
+        let made = (|| {
             tokenizer.save(&run.path)?;
             run.write_corpus(&data.source)?;
-            Trainer::build(cfg, run, tokenizer, data)
-        });
-        // (not when another process is setting up the same folder)
-        if made.is_err() && !matches!(made, Err(TrainError::Busy { .. })) {
+            Trainer::build(cfg, run.clone(), tokenizer, data)
+        })();
+        if made.is_err() {
             RunDir::discard_new(dir, existed);
         }
         made
@@ -339,6 +338,7 @@ impl Trainer {
         dir: &std::path::Path,
         corpus: Option<&std::path::Path>,
     ) -> Result<TokenData> {
+        RunDir::check_not_busy(dir)?;
         let (run, cfg) = RunDir::open(dir)?;
         // an edited train.json is named before its settings are used
         config_edits(&run, &cfg)?;

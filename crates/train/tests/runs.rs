@@ -547,8 +547,13 @@ fn a_new_run_refuses_an_existing_run_directory() {
     }
     std::fs::remove_dir_all(&other).unwrap();
     std::fs::create_dir_all(&other).unwrap();
-    // an empty folder is fine
+    // an empty folder is fine, and so is one with what a kill during a run's set-up leaves
     ferrolab_train::RunDir::check_new(&other).unwrap();
+    std::fs::write(other.join(".lock"), b"").unwrap();
+    std::fs::write(other.join(".train.json.tmp-4242-0"), b"{").unwrap();
+    ferrolab_train::RunDir::check_new(&other).unwrap();
+    let mut t = Trainer::create(&other, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
+    train(&mut t);
     // the resolved config was written before step 0
     let back: RunConfig =
         serde_json::from_str(&std::fs::read_to_string(a.join("train.json")).unwrap()).unwrap();
@@ -572,6 +577,9 @@ fn a_run_is_trained_by_one_process_at_a_time() {
     // process would make) is refused before it writes anything
     let before = std::fs::read(a.join("metrics.jsonl")).unwrap();
     let e = Trainer::resume(&a, corpus(&c)).err().unwrap();
+    assert!(matches!(e, TrainError::Busy { .. }), "{e}");
+    // and before its text is read again (which can take a while)
+    let e = Trainer::corpus_for_run(&a, None).err().unwrap();
     assert!(matches!(e, TrainError::Busy { .. }), "{e}");
     assert!(e.to_string().contains("another ferrolab process"), "{e}");
     assert_eq!(std::fs::read(a.join("metrics.jsonl")).unwrap(), before);
@@ -767,15 +775,15 @@ fn bpe_run_stores_its_vocabulary_and_resumes_with_it() {
     assert_eq!(back.id(), tok.id());
     assert_eq!(model.config().vocab_size(), 300);
     // resuming re-encodes with the stored vocabulary
-    let data = Trainer::corpus_for_run(&dir, Some(&corpus)).unwrap();
     drop(t); // a run is trained by one trainer at a time
+    let data = Trainer::corpus_for_run(&dir, Some(&corpus)).unwrap();
     let r = Trainer::resume(&dir, data).unwrap();
     assert_eq!(r.step(), 4);
     // a replaced vocabulary is refused
     let other = Tokenizer::train_bpe(&"abc abd ".repeat(100), 280, false).unwrap();
     other.save(&dir).unwrap();
-    let data = Trainer::corpus_for_run(&dir, Some(&corpus)).unwrap();
     drop(r);
+    let data = Trainer::corpus_for_run(&dir, Some(&corpus)).unwrap();
     let e = Trainer::resume(&dir, data).err().unwrap().to_string();
     assert!(e.contains("tokenizer"), "{e}");
 }

@@ -125,5 +125,5 @@ pub fn plot_words(kv: &KeyedVectors, words: &[String], path: &Path) -> Result<()
         return Err(Word2VecError::Config("plot needs at least one word".into()));
     }
     let doc = svg(&pca_2d(&rows, kv.dim()), words);
-    std::fs::write(path, doc).map_err(io_err(path))
+    ferrolab_data::write_atomic(path, doc.as_bytes()).map_err(io_err(path))
 }
