@@ -70,6 +70,20 @@ pub fn run(a: ExportArgs) -> Result<()> {
         );
     }
     let mut notes = Vec::new();
+    // temporary files of an export killed before it could remove them (`kill -9`; Ctrl-C
+    // removes its own): this export replaces those files anyway
+    if let Ok(entries) = std::fs::read_dir(&a.out) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = EXPORT_FILES
+                .iter()
+                .any(|f| name.starts_with(&format!(".{f}.tmp-")));
+            if ours && ferrolab_data::is_temp_name(&name) {
+                let _ = std::fs::remove_file(e.path());
+                notes.push(format!("removed {name}, left by an interrupted export"));
+            }
+        }
+    }
     std::fs::create_dir_all(&a.out)
         .map_err(|e| anyhow::anyhow!("--out {}: {e}", a.out.display()))?;
     let mut files = match &cfg.model {

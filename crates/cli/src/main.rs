@@ -64,6 +64,18 @@ fn main() -> std::process::ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    // `train` and `experiment` stop at a snapshot; `bench` interleaves processes of its own.
+    // The others end at once, removing the temporary files of writes in progress (vectors,
+    // vocabularies, exports), whose destinations keep what they held.
+    if !matches!(
+        cli.command,
+        Command::Bench(_) | Command::Train(_) | Command::Experiment(_)
+    ) {
+        let _ = ctrlc::set_handler(|| {
+            ferrolab_data::remove_temporaries();
+            std::process::exit(train::INTERRUPTED);
+        });
+    }
     let res = match cli.command {
         Command::Train(a) => train::run(a),
         Command::Generate(a) => generate::run(a),

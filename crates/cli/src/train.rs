@@ -101,6 +101,7 @@ pub fn on_stop(
             Some(t) if t.elapsed() < SAME_REQUEST => {}
             Some(_) => {
                 again();
+                ferrolab_data::remove_temporaries();
                 std::process::exit(INTERRUPTED);
             }
         }
@@ -122,23 +123,35 @@ pub fn run(a: TrainArgs) -> Result<()> {
     start_threads(threads)?;
     ferrolab_tensor::on_pool(move || -> Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
-        // false once training is over (then a stop request only ends the samples)
-        let training = Arc::new(AtomicBool::new(true));
+        // what a stop request does: PREPARING (reading and encoding the text, nothing written
+        // yet) ends at once; TRAINING (from setting up the run) finishes the step and writes a
+        // snapshot; SAMPLES (training is over) ends the samples
+        const PREPARING: u8 = 0;
+        const TRAINING: u8 = 1;
+        const SAMPLES: u8 = 2;
+        let phase = Arc::new(std::sync::atomic::AtomicU8::new(PREPARING));
         {
-            let (t1, t2) = (training.clone(), training.clone());
+            let (p1, p2) = (phase.clone(), phase.clone());
             on_stop(
                 stop.clone(),
-                move || {
-                    if t1.load(Ordering::SeqCst) {
+                move || match p1.load(Ordering::SeqCst) {
+                    PREPARING => {
+                        ferrolab_train::note!(
+                            "\nstop requested before training began: nothing to save, quitting"
+                        );
+                        std::process::exit(INTERRUPTED);
+                    }
+                    TRAINING => {
                         ferrolab_train::note!("\nstop requested (Ctrl-C or SIGTERM): finishing this step and writing a snapshot (Ctrl-C again to quit at once)");
-                    } else {
+                    }
+                    _ => {
                         ferrolab_train::note!(
                             "\nstop requested: no more samples (the run is saved)"
                         );
                     }
                 },
                 move || {
-                    if t2.load(Ordering::SeqCst) {
+                    if p2.load(Ordering::SeqCst) == TRAINING {
                         ferrolab_train::note!("\nsecond stop request: quitting at once (`--resume` goes on from the last complete snapshot)");
                     }
                 },
@@ -147,6 +160,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         let mut trainer = match &a.resume {
             Some(dir) => {
                 let data = Trainer::corpus_for_run(dir, a.corpus.as_deref())?;
+                phase.store(TRAINING, Ordering::SeqCst);
                 let t = Trainer::resume(dir, data)?;
                 if t.step() >= t.cfg.steps {
                     ferrolab_train::note!(
@@ -194,6 +208,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                         tok.vocab_size()
                     );
                 }
+                phase.store(TRAINING, Ordering::SeqCst);
                 let t = Trainer::create(&dir, cfg, tok, data)?;
                 describe(&t, &dir, threads);
                 t
@@ -201,7 +216,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         };
         let start = trainer.step();
         let out = trainer.train(&stop)?;
-        training.store(false, Ordering::SeqCst);
+        phase.store(SAMPLES, Ordering::SeqCst);
         let dir = trainer.run.path.clone();
         if out.interrupted {
             ferrolab_train::note!(

@@ -431,8 +431,25 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
             .output()
             .unwrap()
     };
+    // (a temporary file that a killed export left is removed, with a note; a link in the
+    // folder is replaced, not written through)
+    let left = hf.join(".model.safetensors.tmp-999999-0");
+    std::fs::write(&left, b"half").unwrap();
+    #[cfg(unix)]
+    {
+        std::fs::rename(hf.join("config.json"), d.join("elsewhere.json")).unwrap();
+        std::os::unix::fs::symlink(d.join("elsewhere.json"), hf.join("config.json")).unwrap();
+    }
     let e = export(&hf, &["--no-mtp"]);
-    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    let se = String::from_utf8_lossy(&e.stderr);
+    assert!(e.status.success(), "{se}");
+    assert!(!left.exists() && se.contains("interrupted export"), "{se}");
+    #[cfg(unix)]
+    {
+        assert!(!hf.join("config.json").is_symlink());
+        let kept = std::fs::read_to_string(d.join("elsewhere.json")).unwrap();
+        assert!(kept.contains("\"num_nextn_predict_layers\": 1"), "{kept}");
+    }
     assert!(names(&hf).iter().all(|n| !n.starts_with(&mtp_prefix)));
     let no_mtp: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
@@ -734,6 +751,41 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
             serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap())
                 .unwrap();
         assert!(state["step"].as_u64().unwrap() >= 1, "{signal}: {state}");
+    }
+    // before training begins (the text being read: here a pipe nobody writes to, which
+    // blocked for ever) a stop request ends the command at once, and no run is left
+    let fifo = d.join("corpus.fifo");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    if made {
+        let run = d.join("run-fifo");
+        let mut child = train_cmd(&fifo, &run, "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let t0 = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if t0.elapsed() > Duration::from_secs(20) {
+                child.kill().unwrap();
+                panic!("still blocked after a stop request");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{err}");
+        assert!(err.contains("before training began"), "{err}");
+        assert!(!run.exists());
     }
     // a log pipe that has gone away (`2>&1 | head -3`) neither ends the run nor panics: it
     // trains to the end and saves

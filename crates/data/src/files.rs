@@ -43,61 +43,126 @@ fn folder(dest: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// The temporary files being written now, for [`remove_temporaries`].
+static LIVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes the temporary files that writes in progress have made, for a process about to
+/// exit at a stop request (Ctrl-C): their destinations keep what they held, and no hidden
+/// temporary file stays behind. (A kill that cannot be handled, `kill -9`, leaves them: see
+/// [`is_temp_name`].)
+pub fn remove_temporaries() {
+    for p in live().drain(..) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// How [`AtomicFile`] treats a destination that is a symbolic link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Links {
+    /// The link is replaced by the new file (what a rename does).
+    Replace,
+    /// A link to a regular file has that file replaced, and the link stays (for files a user
+    /// names on the command line, which may be links they keep on purpose).
+    Follow,
+}
+
 /// A file being written atomically: write to it (it is buffered), then [`AtomicFile::commit`].
 /// Dropped without a commit (an error on the way), it removes its temporary file and the
 /// destination is left as it was.
+///
+/// A destination that is not a regular file or a folder (`/dev/null`, a terminal, a pipe) is
+/// written directly: it cannot be replaced, and is not replaced.
 pub struct AtomicFile {
     dest: PathBuf,
+    /// Empty when writing directly (a device) or once renamed.
     tmp: PathBuf,
     out: Option<BufWriter<File>>,
 }
 
 impl AtomicFile {
-    /// Starts writing `dest` (nothing at `dest` changes until the commit). A `dest` that is a
-    /// symbolic link to a regular file has that file replaced (the link stays); a link to
-    /// nothing or to something else is replaced by the file.
+    /// Starts writing `dest` (nothing at `dest` changes until the commit); a link at `dest` is
+    /// replaced ([`Links::Replace`]).
     ///
     /// The new file takes the permissions of the one it replaces (a hard link to the old file
     /// keeps the old contents, as with any rename). A `dest` that is a folder is refused
     /// before anything is written.
     pub fn create(dest: &Path) -> std::io::Result<AtomicFile> {
+        AtomicFile::create_with(dest, Links::Replace)
+    }
+
+    /// [`AtomicFile::create`], with the given treatment of a link at `dest`. With
+    /// [`Links::Follow`], a regular file in a folder this process cannot write to (so no
+    /// temporary file can be made beside it) is written in place, as a plain write would.
+    pub fn create_with(dest: &Path, links: Links) -> std::io::Result<AtomicFile> {
         let dest = match std::fs::canonicalize(dest) {
-            // (only to a regular file: a link to /dev/null replaces the link, not the device)
-            Ok(real) if dest.is_symlink() && real.is_file() => real,
+            // (only to a regular file: a link to a device is written through below)
+            Ok(real) if links == Links::Follow && dest.is_symlink() && real.is_file() => real,
             _ => dest.to_path_buf(),
         };
-        if dest.is_dir() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::IsADirectory,
-                "is a folder, where a file is to be written",
-            ));
+        let direct = |dest: PathBuf| -> std::io::Result<AtomicFile> {
+            let f = File::options().write(true).truncate(true).open(&dest)?;
+            Ok(AtomicFile {
+                dest,
+                tmp: PathBuf::new(),
+                out: Some(BufWriter::with_capacity(1 << 20, f)),
+            })
+        };
+        match std::fs::metadata(&dest) {
+            Ok(m) if m.is_dir() => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::IsADirectory,
+                    "is a folder, where a file is to be written",
+                ))
+            }
+            Ok(m) if !m.is_file() => return direct(dest),
+            _ => {}
         }
         let tmp = temp_path(&dest);
-        let f = File::options().write(true).create_new(true).open(&tmp)?;
-        if let Ok(old) = std::fs::metadata(&dest) {
-            if let Err(e) = f.set_permissions(old.permissions()) {
-                drop(f);
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
+        let f = match File::options().write(true).create_new(true).open(&tmp) {
+            Ok(f) => f,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::PermissionDenied
+                    && links == Links::Follow
+                    && dest.is_file() =>
+            {
+                return direct(dest)
             }
-        }
-        Ok(AtomicFile {
+            Err(e) => return Err(e),
+        };
+        live().push(tmp.clone());
+        let file = AtomicFile {
             dest,
             tmp,
             out: Some(BufWriter::with_capacity(1 << 20, f)),
-        })
+        };
+        if let Ok(old) = std::fs::metadata(&file.dest) {
+            let f = file.out.as_ref().expect("just made").get_ref();
+            f.set_permissions(old.permissions())?; // (dropped: the temporary is removed)
+        }
+        Ok(file)
     }
 
     /// Flushes and fsyncs the file without renaming it (the first half of a commit).
     fn finish(&mut self) -> std::io::Result<()> {
         let out = self.out.take().expect("finished once");
         let f = out.into_inner().map_err(|e| e.into_error())?;
+        if self.tmp.as_os_str().is_empty() {
+            return Ok(()); // a device: nothing to sync
+        }
         f.sync_all()
     }
 
     /// Moves the complete file into place.
     fn rename(mut self) -> std::io::Result<()> {
+        if self.tmp.as_os_str().is_empty() {
+            return Ok(()); // written directly
+        }
         std::fs::rename(&self.tmp, &self.dest)?;
+        live().retain(|p| p != &self.tmp);
         self.tmp = PathBuf::new(); // nothing left to remove
         if let Ok(d) = File::open(folder(&self.dest)) {
             let _ = d.sync_all(); // best effort: not every platform can fsync a folder
@@ -126,6 +191,7 @@ impl Drop for AtomicFile {
         if !self.tmp.as_os_str().is_empty() {
             drop(self.out.take());
             let _ = std::fs::remove_file(&self.tmp);
+            live().retain(|p| p != &self.tmp);
         }
     }
 }
@@ -133,7 +199,12 @@ impl Drop for AtomicFile {
 /// Writes `bytes` to `dest` atomically. The error is the first that happened (the
 /// destination is unchanged then).
 pub fn write_atomic(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = AtomicFile::create(dest)?;
+    write_atomic_with(dest, bytes, Links::Replace)
+}
+
+/// [`write_atomic`] with the given treatment of a link at `dest`.
+pub fn write_atomic_with(dest: &Path, bytes: &[u8], links: Links) -> std::io::Result<()> {
+    let mut f = AtomicFile::create_with(dest, links)?;
     f.write_all(bytes)?;
     f.commit()
 }
@@ -212,18 +283,34 @@ mod tests {
         assert!(write_atomic(&d.join("no/such.txt"), b"x").is_err());
         #[cfg(unix)]
         {
-            // through a link to a file, which is replaced; a link to nothing is replaced
+            // Follow: through a link to a file, which is replaced; a link to nothing is
+            // replaced by the file
             let (real, link, dangling) = (d.join("real"), d.join("link"), d.join("dangling"));
             std::fs::write(&real, b"old").unwrap();
             std::os::unix::fs::symlink(&real, &link).unwrap();
             std::os::unix::fs::symlink(d.join("gone/x"), &dangling).unwrap();
-            write_atomic(&link, b"new").unwrap();
+            write_atomic_with(&link, b"new", Links::Follow).unwrap();
             assert!(link.is_symlink());
             assert_eq!(std::fs::read(&real).unwrap(), b"new");
-            write_atomic(&dangling, b"file").unwrap();
+            write_atomic_with(&dangling, b"file", Links::Follow).unwrap();
             assert!(!dangling.is_symlink());
             assert_eq!(std::fs::read(&dangling).unwrap(), b"file");
+            // Replace: the link becomes the file, what it pointed to is untouched
+            write_atomic(&link, b"own").unwrap();
+            assert!(!link.is_symlink());
+            assert_eq!(std::fs::read(&link).unwrap(), b"own");
+            assert_eq!(std::fs::read(&real).unwrap(), b"new");
+            // a device (here /dev/null through a link) is written, never replaced
+            let null = d.join("null");
+            std::os::unix::fs::symlink("/dev/null", &null).unwrap();
+            for links in [Links::Replace, Links::Follow] {
+                write_atomic_with(&null, b"gone", links).unwrap();
+                assert!(null.is_symlink());
+                let m = std::fs::metadata("/dev/null").unwrap();
+                assert!(!m.is_file() && !m.is_dir());
+            }
         }
+
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -22,7 +22,10 @@ mod sets;
 
 #[cfg(feature = "fetch")]
 pub use error::{DataError, Result};
-pub use files::{is_temp_name, write_all_atomic, write_atomic, AtomicFile};
+pub use files::{
+    is_temp_name, remove_temporaries, write_all_atomic, write_atomic, write_atomic_with,
+    AtomicFile, Links,
+};
 #[cfg(feature = "fetch")]
 pub use sets::{
     cache_root, check_cached, check_root, dataset, dataset_dir, fetch, fetch_into, sha256_hex,

@@ -241,6 +241,14 @@ impl RunDir {
             return Ok(());
         }
         let p = self.file(".lock");
+        if p.exists() && !p.is_file() {
+            // (a pipe would block the open below)
+            return Err(TrainError::snapshot(
+                &p,
+                "is not a regular file (a folder, a pipe or a device): a run's files are plain \
+                 files",
+            ));
+        }
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)

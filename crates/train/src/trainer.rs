@@ -177,8 +177,9 @@ impl Trainer {
         })
     }
 
-    /// Starts a new run in `dir` (config files and the tokenizer are written before step 0);
-    /// `data` was encoded with `tokenizer`.
+    /// Starts a new run in `dir`: its config files, tokenizer, text record and the snapshot of
+    /// step 0 are written; `data` was encoded with `tokenizer`. A run that cannot be set up (a
+    /// full disk) is removed again.
     pub fn create(
         dir: &std::path::Path,
         cfg: RunConfig,
@@ -207,7 +208,11 @@ impl Trainer {
         let made = (|| {
             tokenizer.save(&run.path)?;
             run.write_corpus(&data.source)?;
-            Trainer::build(cfg, run.clone(), tokenizer, data)
+            let t = Trainer::build(cfg, run.clone(), tokenizer, data)?;
+            // the snapshot of step 0 (the largest write of the set-up): a run always has one
+            // to resume from
+            t.snapshot()?;
+            Ok(t)
         })();
         if made.is_err() {
             RunDir::discard_new(dir, existed);

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 
-use ferrolab_data::AtomicFile;
+use ferrolab_data::{AtomicFile, Links};
 
 use crate::error::{io_err, Result, Word2VecError};
 use crate::vectors::KeyedVectors;
@@ -48,7 +48,7 @@ fn parse_header(path: &Path, header: &str) -> Result<(usize, usize)> {
 /// Writes `kv` in the word2vec text format (atomically: a failed write leaves the file that
 /// was there).
 pub fn write_text(kv: &KeyedVectors, path: &Path) -> Result<()> {
-    let mut w = AtomicFile::create(path).map_err(io_err(path))?;
+    let mut w = AtomicFile::create_with(path, Links::Follow).map_err(io_err(path))?;
     let mut go = || -> std::io::Result<()> {
         writeln!(w, "{} {}", kv.len(), kv.dim())?;
         for (i, word) in kv.words().iter().enumerate() {
@@ -143,7 +143,7 @@ pub fn read_text(path: &Path) -> Result<KeyedVectors> {
 /// Writes `kv` in the word2vec binary format; `newline` appends `\n` after each vector
 /// (word2vec.c does, gensim does not; both read either).
 pub fn write_binary(kv: &KeyedVectors, path: &Path, newline: bool) -> Result<()> {
-    let mut w = AtomicFile::create(path).map_err(io_err(path))?;
+    let mut w = AtomicFile::create_with(path, Links::Follow).map_err(io_err(path))?;
     let mut go = || -> std::io::Result<()> {
         writeln!(w, "{} {}", kv.len(), kv.dim())?;
         for (i, word) in kv.words().iter().enumerate() {

@@ -1,5 +1,6 @@
 //! 2-D PCA projection of chosen word vectors, written as a standalone SVG.
 
+use ferrolab_data::Links;
 use std::path::Path;
 
 use crate::error::{io_err, Result, Word2VecError};
@@ -125,5 +126,5 @@ pub fn plot_words(kv: &KeyedVectors, words: &[String], path: &Path) -> Result<()
         return Err(Word2VecError::Config("plot needs at least one word".into()));
     }
     let doc = svg(&pca_2d(&rows, kv.dim()), words);
-    ferrolab_data::write_atomic(path, doc.as_bytes()).map_err(io_err(path))
+    ferrolab_data::write_atomic_with(path, doc.as_bytes(), Links::Follow).map_err(io_err(path))
 }

@@ -19,9 +19,11 @@ pub(crate) fn read_to_string(path: &Path) -> Result<String> {
 
 /// Writes a vocabulary file atomically (a failed write leaves the file that was there).
 pub(crate) fn write(path: &Path, data: &[u8]) -> Result<()> {
-    ferrolab_data::write_atomic(path, data).map_err(|source| TokenizerError::Io {
-        path: path.to_path_buf(),
-        source,
+    ferrolab_data::write_atomic_with(path, data, ferrolab_data::Links::Follow).map_err(|source| {
+        TokenizerError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 
