@@ -78,7 +78,11 @@ pub fn run(a: ExportArgs) -> Result<()> {
             let ours = EXPORT_FILES
                 .iter()
                 .any(|f| name.starts_with(&format!(".{f}.tmp-")));
-            if ours && ferrolab_data::is_temp_name(&name) {
+            // (not another export's that is running: where /proc tells)
+            let proc = Path::new("/proc");
+            let dead = ferrolab_data::temp_name_pid(&name)
+                .is_some_and(|pid| proc.is_dir() && !proc.join(pid.to_string()).exists());
+            if ours && dead {
                 let _ = std::fs::remove_file(e.path());
                 notes.push(format!("removed {name}, left by an interrupted export"));
             }

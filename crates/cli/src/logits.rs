@@ -136,7 +136,11 @@ pub fn run(a: LogitsArgs) -> Result<()> {
     let bad = logits.to_vec().iter().filter(|x| !x.is_finite()).count();
     // written even when some are not finite (a parity check wants to see them), but then not
     // as a success
-    io::save_safetensors(&a.out, &[("logits".to_string(), logits)], DType::F32, None)?;
+    // a file the user names: a link to one is written through
+    let bytes =
+        io::encode_safetensors(&a.out, &[("logits".to_string(), logits)], DType::F32, None)?;
+    ferrolab_data::write_atomic_with(&a.out, &bytes, ferrolab_data::Links::Follow)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.out.display()))?;
     if bad > 0 {
         bail!(
             "{bad} of the {} logits are not finite (NaN or infinite): the weights of {} hold \

@@ -73,6 +73,13 @@ fn main() -> std::process::ExitCode {
     ) {
         let _ = ctrlc::set_handler(|| {
             ferrolab_data::remove_temporaries();
+            // ended by the signal, as without a handler, so that a shell loop stops too
+            #[cfg(unix)]
+            // SAFETY: restores the default action of SIGINT and raises it in this process.
+            unsafe {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::raise(libc::SIGINT);
+            }
             std::process::exit(train::INTERRUPTED);
         });
     }

@@ -129,26 +129,45 @@ pub fn run(a: TrainArgs) -> Result<()> {
         const PREPARING: u8 = 0;
         const TRAINING: u8 = 1;
         const SAMPLES: u8 = 2;
+        const EXITING: u8 = 3;
+        // leaves PREPARING unless a stop request has just ended it (the process is exiting)
+        let begin_training = |phase: &std::sync::atomic::AtomicU8| {
+            if phase
+                .compare_exchange(PREPARING, TRAINING, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                loop {
+                    std::thread::park();
+                }
+            }
+        };
         let phase = Arc::new(std::sync::atomic::AtomicU8::new(PREPARING));
         {
             let (p1, p2) = (phase.clone(), phase.clone());
             on_stop(
                 stop.clone(),
-                move || match p1.load(Ordering::SeqCst) {
-                    PREPARING => {
+                move || match p1.compare_exchange(
+                    PREPARING,
+                    EXITING,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => {
                         ferrolab_train::note!(
                             "\nstop requested before training began: nothing to save, quitting"
                         );
                         std::process::exit(INTERRUPTED);
                     }
-                    TRAINING => {
-                        ferrolab_train::note!("\nstop requested (Ctrl-C or SIGTERM): finishing this step and writing a snapshot (Ctrl-C again to quit at once)");
-                    }
-                    _ => {
-                        ferrolab_train::note!(
-                            "\nstop requested: no more samples (the run is saved)"
-                        );
-                    }
+                    Err(phase) => match phase {
+                        TRAINING => {
+                            ferrolab_train::note!("\nstop requested (Ctrl-C or SIGTERM): finishing this step and writing a snapshot (Ctrl-C again to quit at once)");
+                        }
+                        _ => {
+                            ferrolab_train::note!(
+                                "\nstop requested: no more samples (the run is saved)"
+                            );
+                        }
+                    },
                 },
                 move || {
                     if p2.load(Ordering::SeqCst) == TRAINING {
@@ -160,7 +179,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         let mut trainer = match &a.resume {
             Some(dir) => {
                 let data = Trainer::corpus_for_run(dir, a.corpus.as_deref())?;
-                phase.store(TRAINING, Ordering::SeqCst);
+                begin_training(&phase);
                 let t = Trainer::resume(dir, data)?;
                 if t.step() >= t.cfg.steps {
                     ferrolab_train::note!(
@@ -208,7 +227,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                         tok.vocab_size()
                     );
                 }
-                phase.store(TRAINING, Ordering::SeqCst);
+                begin_training(&phase);
                 let t = Trainer::create(&dir, cfg, tok, data)?;
                 describe(&t, &dir, threads);
                 t

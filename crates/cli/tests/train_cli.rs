@@ -752,40 +752,60 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
                 .unwrap();
         assert!(state["step"].as_u64().unwrap() >= 1, "{signal}: {state}");
     }
-    // before training begins (the text being read: here a pipe nobody writes to, which
-    // blocked for ever) a stop request ends the command at once, and no run is left
-    let fifo = d.join("corpus.fifo");
-    let made = Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .is_ok_and(|s| s.success());
-    if made {
-        let run = d.join("run-fifo");
-        let mut child = train_cmd(&fifo, &run, "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        let pid = child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
+    #[cfg(unix)]
+    {
+        // before training begins (the text being read: here a pipe nobody writes to, which
+        // blocked for ever) a stop request ends the command at once, and no run is left
+        let fifo = d.join("corpus.fifo");
+        let made = Command::new("mkfifo")
+            .arg(&fifo)
             .status()
-            .unwrap()
-            .success());
-        let t0 = std::time::Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if t0.elapsed() > Duration::from_secs(20) {
-                child.kill().unwrap();
-                panic!("still blocked after a stop request");
+            .is_ok_and(|s| s.success());
+        if made {
+            let run = d.join("run-fifo");
+            let mut child = train_cmd(&fifo, &run, "0")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // once it has the pipe open for reading (its handler is installed before that), keep
+            // a writer on it that writes nothing, and ask it to stop
+            let t0 = std::time::Instant::now();
+            let _writer = loop {
+                use std::os::unix::fs::OpenOptionsExt;
+                let w = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&fifo);
+                if let Ok(w) = w {
+                    break w;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(60),
+                    "never opened the pipe"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let pid = child.id().to_string();
+            assert!(Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success());
+            let t0 = std::time::Instant::now();
+            while child.try_wait().unwrap().is_none() {
+                if t0.elapsed() > Duration::from_secs(20) {
+                    child.kill().unwrap();
+                    panic!("still blocked after a stop request");
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(130), "{err}");
+            assert!(err.contains("before training began"), "{err}");
+            assert!(!run.exists());
         }
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(130), "{err}");
-        assert!(err.contains("before training began"), "{err}");
-        assert!(!run.exists());
     }
     // a log pipe that has gone away (`2>&1 | head -3`) neither ends the run nor panics: it
     // trains to the end and saves

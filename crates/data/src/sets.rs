@@ -226,7 +226,7 @@ pub fn fetch_into(root: &Path, ds: &Dataset) -> Result<PathBuf> {
     // held while this fetch runs: a later fetch tells a live scratch folder from a dead one
     let lock =
         std::fs::File::create(scratch.join(".lock")).map_err(|e| DataError::io(&scratch, e))?;
-    let _ = lock.try_lock();
+    let _ = lock.lock(); // (waits out another fetch's look at it)
     let res = fetch_to_scratch(ds, &scratch).and_then(|()| {
         let out = scratch.join("out");
         std::fs::rename(&out, &dest).map_err(|e| DataError::io(&dest, e))
@@ -237,9 +237,9 @@ pub fn fetch_into(root: &Path, ds: &Dataset) -> Result<PathBuf> {
 }
 
 /// Removes the scratch folders (`.NAME.partial-PID`) that fetches of `ds` killed before they
-/// could clean up left in `root`: those whose `.lock` nobody holds (its fetch is gone, however
-/// it ended); for a folder without one (a fetch just starting, or one by an older ferrolab),
-/// those whose process is not in `/proc`. Where neither can be told, none is removed.
+/// could clean up left in `root`: those whose process is not in `/proc` and whose `.lock`, if
+/// they have one, nobody holds (a fetch in another PID namespace holds its lock). Without a
+/// `/proc`, only the lock tells, and a folder without one is kept.
 fn remove_dead_scratch(root: &Path, ds: &Dataset) {
     let prefix = format!(".{}.partial-", ds.name);
     let Ok(entries) = std::fs::read_dir(root) else {
@@ -256,12 +256,18 @@ fn remove_dead_scratch(root: &Path, ds: &Dataset) {
         if pid == std::process::id() {
             continue;
         }
-        let dead = match std::fs::File::open(e.path().join(".lock")) {
-            Ok(f) => f.try_lock().is_ok(),
-            Err(_) => {
-                let proc = Path::new("/proc");
-                proc.is_dir() && !proc.join(pid.to_string()).exists()
-            }
+        let proc = Path::new("/proc");
+        let gone = if proc.is_dir() {
+            Some(!proc.join(pid.to_string()).exists())
+        } else {
+            None
+        };
+        let unlocked = std::fs::File::open(e.path().join(".lock")).map(|f| f.try_lock().is_ok());
+        let dead = match (gone, unlocked) {
+            (Some(gone), Ok(free)) => gone && free,
+            (Some(gone), Err(_)) => gone,
+            (None, Ok(free)) => free,
+            (None, Err(_)) => false,
         };
         if dead {
             let _ = std::fs::remove_dir_all(e.path());
@@ -820,26 +826,28 @@ mod tests {
             "#!/bin/sh\necho 'OSError: [Errno 28] No space left on device' >&2\nexit 1\n",
         )
         .unwrap();
-        // the scratch folders of fetches killed before they could clean up are removed: one
-        // whose lock nobody holds, and one without a lock whose process is gone; one whose
-        // lock is held (a fetch still running) is not
+        // the scratch folders of fetches killed before they could clean up are removed (a
+        // process that is gone, and a lock nobody holds or none); a folder is kept while its
+        // process runs (pid 1 here) or its lock is held (a fetch in another PID namespace)
         #[cfg(unix)]
-        let (stale, unlocked, live, _held) = {
+        let (removed, kept, _held) = {
             let dead = {
                 let mut c = std::process::Command::new("true").spawn().unwrap();
                 c.wait().unwrap();
                 c.id()
             };
-            let stale = cache.join(format!(".{}.partial-{dead}", ds.name));
-            let unlocked = cache.join(format!(".{}.partial-1234567", ds.name));
-            let live = cache.join(format!(".{}.partial-1", ds.name));
-            for d in [&stale, &unlocked, &live] {
+            let no_lock = cache.join(format!(".{}.partial-{dead}", ds.name));
+            let free_lock = cache.join(format!(".{}.partial-4194000", ds.name));
+            let live_pid = cache.join(format!(".{}.partial-1", ds.name));
+            let held_lock = cache.join(format!(".{}.partial-4194001", ds.name));
+            for d in [&no_lock, &free_lock, &live_pid, &held_lock] {
                 std::fs::create_dir_all(d.join("out")).unwrap();
             }
-            std::fs::write(unlocked.join(".lock"), b"").unwrap();
-            let held = std::fs::File::create(live.join(".lock")).unwrap();
+            std::fs::write(free_lock.join(".lock"), b"").unwrap();
+            std::fs::write(live_pid.join(".lock"), b"").unwrap();
+            let held = std::fs::File::create(held_lock.join(".lock")).unwrap();
             held.try_lock().unwrap();
-            (stale, unlocked, live, held)
+            (vec![no_lock, free_lock], vec![live_pid, held_lock], held)
         };
         let msg = fetch_into(&cache, &ds).unwrap_err().to_string();
         assert!(
@@ -847,10 +855,12 @@ mod tests {
             "{msg}"
         );
         #[cfg(unix)]
-        {
-            assert!(!unlocked.exists() && live.exists());
-            if Path::new("/proc").is_dir() {
-                assert!(!stale.exists());
+        if Path::new("/proc/1").is_dir() {
+            for d in &removed {
+                assert!(!d.exists(), "{}", d.display());
+            }
+            for d in &kept {
+                assert!(d.exists(), "{}", d.display());
             }
         }
     }

@@ -274,7 +274,11 @@ impl RunDir {
     /// Refuses at once a run that another process is training ([`TrainError::Busy`]), before
     /// work that takes a while (reading and encoding its text). Takes no lock.
     pub fn check_not_busy(path: &Path) -> Result<()> {
-        let Ok(f) = std::fs::File::open(path.join(".lock")) else {
+        let p = path.join(".lock");
+        if !p.is_file() {
+            return Ok(()); // none (or not a file: refused when the run is opened)
+        }
+        let Ok(f) = std::fs::File::open(&p) else {
             return Ok(()); // no lock file: nobody has trained it since locks were taken
         };
         match f.try_lock_shared() {
