@@ -115,11 +115,16 @@ pub fn run(a: LogitsArgs) -> Result<()> {
         }
     });
     if a.out.exists() {
-        if let (Some(Ok(dir)), Ok(model)) = (
-            parent.map(std::fs::canonicalize),
-            std::fs::canonicalize(&a.model),
-        ) {
-            if dir == model {
+        if let Ok(model) = std::fs::canonicalize(&a.model) {
+            // the folder --out is in, and the one of the file it links to (written through)
+            let real = std::fs::canonicalize(&a.out).ok();
+            let folders = [
+                parent.and_then(|p| std::fs::canonicalize(p).ok()),
+                real.as_deref()
+                    .and_then(std::path::Path::parent)
+                    .map(std::path::Path::to_path_buf),
+            ];
+            if folders.iter().flatten().any(|d| d == &model) {
                 bail!(
                     "--out {} is a file of the model directory {}: write the logits elsewhere",
                     a.out.display(),

@@ -80,9 +80,44 @@ fn renaming() -> std::sync::RwLockReadGuard<'static, ()> {
 /// `kill -9`, leaves the temporaries: see [`is_temp_name`].)
 pub fn remove_temporaries() {
     let _no_renames = RENAMING.write().unwrap_or_else(|e| e.into_inner());
+    let mut live = live();
     CLOSING.store(true, std::sync::atomic::Ordering::SeqCst);
-    for p in live().drain(..) {
+    for p in live.drain(..) {
         let _ = std::fs::remove_file(p);
+    }
+    for d in LIVE_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+    {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Scratch folders in use, removed by [`remove_temporaries`].
+static LIVE_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// A scratch folder that a stop request removes ([`remove_temporaries`]) while this guard
+/// lives (the folder itself is made and removed by its owner).
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// Registers `path`.
+    pub fn track(path: &Path) -> ScratchDir {
+        LIVE_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(path.to_path_buf());
+        ScratchDir(path.to_path_buf())
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        LIVE_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| p != &self.0);
     }
 }
 
@@ -103,6 +138,8 @@ enum Sink {
     Temp(PathBuf, BufWriter<File>),
     /// A device, a terminal or a pipe, written as the bytes come (nothing to replace).
     Device(BufWriter<File>),
+    /// This process's standard output or error.
+    Stream(BufWriter<Box<dyn Write + Send>>),
     /// Memory, written over the destination at the commit: a regular file in a folder where
     /// no temporary file can be made ([`Links::Follow`] only).
     InPlace(Vec<u8>),
@@ -138,17 +175,35 @@ impl AtomicFile {
     /// bytes are held in memory until then; a failure of that last write can leave it cut
     /// short, as any plain write).
     pub fn create_with(dest: &Path, links: Links) -> std::io::Result<AtomicFile> {
-        if CLOSING.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Interrupted,
-                "the process is stopping",
-            ));
+        // this process's own standard output or error, named by path: written through the
+        // descriptor it has (a file the shell redirected it to is neither replaced nor
+        // written from its start)
+        let given = dest.to_string_lossy();
+        let stream: Option<Box<dyn Write + Send>> = match given.as_ref() {
+            "/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1" => Some(Box::new(std::io::stdout())),
+            "/dev/stderr" | "/dev/fd/2" | "/proc/self/fd/2" => Some(Box::new(std::io::stderr())),
+            _ => None,
+        };
+        if let Some(w) = stream {
+            return Ok(AtomicFile {
+                dest: dest.to_path_buf(),
+                sink: Sink::Stream(BufWriter::new(w)),
+            });
         }
+        // (a name under /dev or /proc is a device or a descriptor, never a file to replace)
+        let special = given.starts_with("/dev/") || given.starts_with("/proc/");
         let dest = match std::fs::canonicalize(dest) {
             // (only to a regular file: a link to a device is written through below)
             Ok(real) if links == Links::Follow && dest.is_symlink() && real.is_file() => real,
             _ => dest.to_path_buf(),
         };
+        if special && dest.exists() {
+            let f = File::options().append(true).open(&dest)?;
+            return Ok(AtomicFile {
+                dest,
+                sink: Sink::Device(BufWriter::new(f)),
+            });
+        }
         match std::fs::metadata(&dest) {
             Ok(m) if m.is_dir() => {
                 return Err(std::io::Error::new(
@@ -169,6 +224,12 @@ impl AtomicFile {
         // made and registered at once, so that a stop request cannot miss it
         let made = {
             let mut live = live();
+            if CLOSING.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "the process is stopping",
+                ));
+            }
             let f = File::options().write(true).create_new(true).open(&tmp);
             if f.is_ok() {
                 live.push(tmp.clone());
@@ -178,8 +239,10 @@ impl AtomicFile {
         let f = match made {
             Ok(f) => f,
             Err(e)
-                if e.kind() == std::io::ErrorKind::PermissionDenied
-                    && links == Links::Follow
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) && links == Links::Follow
                     && dest.is_file() =>
             {
                 return Ok(AtomicFile {
@@ -208,6 +271,7 @@ impl AtomicFile {
                 out.get_ref().sync_all()
             }
             Sink::Device(out) => out.flush(),
+            Sink::Stream(out) => out.flush(),
             Sink::InPlace(bytes) => {
                 let mut f = File::options()
                     .write(true)
@@ -257,6 +321,7 @@ impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match &mut self.sink {
             Sink::Temp(_, out) | Sink::Device(out) => out.write(buf),
+            Sink::Stream(out) => out.write(buf),
             Sink::InPlace(bytes) => bytes.write(buf),
             Sink::Done => Err(std::io::Error::other("written after its commit")),
         }
@@ -264,6 +329,7 @@ impl Write for AtomicFile {
     fn flush(&mut self) -> std::io::Result<()> {
         match &mut self.sink {
             Sink::Temp(_, out) | Sink::Device(out) => out.flush(),
+            Sink::Stream(out) => out.flush(),
             _ => Ok(()),
         }
     }

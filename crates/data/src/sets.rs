@@ -223,6 +223,8 @@ pub fn fetch_into(root: &Path, ds: &Dataset) -> Result<PathBuf> {
     let scratch = root.join(format!(".{}.partial-{}", ds.name, std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).map_err(|e| DataError::io(&scratch, e))?;
+    // (removed by a stop request, Ctrl-C, too)
+    let _tracked = crate::files::ScratchDir::track(&scratch);
     // held while this fetch runs: a later fetch tells a live scratch folder from a dead one
     let lock =
         std::fs::File::create(scratch.join(".lock")).map_err(|e| DataError::io(&scratch, e))?;

@@ -24,11 +24,23 @@ fn a_stop_request_removes_the_temporaries_of_writes_in_progress() {
     let during = names();
     assert_eq!(during.len(), 2, "{during:?}");
     assert!(during.iter().any(|n| ferrolab_data::is_temp_name(n)));
+    // a scratch folder in use (a data set being fetched) goes too
+    let scratch = std::env::temp_dir().join(format!(
+        ".ferrolab-temporaries-scratch-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(scratch.join("download")).unwrap();
+    let _tracked = ferrolab_data::ScratchDir::track(&scratch);
     ferrolab_data::remove_temporaries();
+    assert!(!scratch.exists());
     assert_eq!(names(), ["vectors.txt"]);
     assert_eq!(std::fs::read(&dest).unwrap(), b"old");
-    // the write cannot be committed any more; the destination keeps what it held
+    // the write cannot be committed any more, and no new one starts; the destination keeps
+    // what it held
     assert!(open.commit().is_err());
     assert_eq!(std::fs::read(&dest).unwrap(), b"old");
+    let e = ferrolab_data::write_atomic(&dest, b"new").unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::Interrupted);
+    assert_eq!(names(), ["vectors.txt"]);
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -345,6 +345,8 @@ impl RunDir {
             ));
         }
         if path.join("train.json").exists() {
+            // (one that another process is training says so)
+            RunDir::check_not_busy(path)?;
             return Err(TrainError::snapshot(
                 path,
                 "already holds a run; continue it with --resume or choose another --run",
@@ -557,6 +559,24 @@ impl RunDir {
 
     /// Writes a snapshot (see the module docs).
     pub fn save_snapshot(
+        &self,
+        vars: &Vars,
+        opt: &dyn Optimizer,
+        state: State,
+        crash: Option<CrashPoint>,
+    ) -> Result<()> {
+        let next = |n: &str| self.file(&format!("{n}.next"));
+        let written = self.write_snapshot_files(vars, opt, state, crash);
+        if written.is_err() && !self.file(COMMIT).exists() {
+            // (a full disk, say: the half-written files of this snapshot are not kept)
+            for n in FILES {
+                let _ = std::fs::remove_file(next(n));
+            }
+        }
+        written
+    }
+
+    fn write_snapshot_files(
         &self,
         vars: &Vars,
         opt: &dyn Optimizer,

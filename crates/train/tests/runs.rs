@@ -494,7 +494,13 @@ fn corrupt_or_truncated_snapshot_is_a_clear_error() {
 fn a_new_run_refuses_an_existing_run_directory() {
     let c = cfg(1);
     let a = dir("twice");
-    let _t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
+    let t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
+    // while it is being trained, that is what is said; then, to resume it
+    let e = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c))
+        .err()
+        .unwrap();
+    assert!(matches!(e, TrainError::Busy { .. }), "{e}");
+    drop(t);
     let e = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c))
         .err()
         .unwrap()
