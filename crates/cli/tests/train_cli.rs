@@ -83,6 +83,16 @@ fn train_cmd(corpus: &Path, run: &Path, samples: &str) -> Command {
     c
 }
 
+/// Sends `signal` (`-TERM`, `-INT`) to `child` with `kill`.
+fn signal(child: &std::process::Child, signal: &str) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     let (o, e) = (
@@ -716,7 +726,7 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
     let c = corpus(&d);
     // `timeout` sends SIGTERM to the process and then to its group: two at once are one
     // request (it took the second as "Ctrl-C again" and quit without a snapshot)
-    for (i, signal) in ["-INT", "-TERM", "twice"].iter().enumerate() {
+    for (i, sig) in ["-INT", "-TERM", "twice"].iter().enumerate() {
         let run = d.join(format!("run{i}"));
         let child = train_cmd(&c, &run, "0")
             .args(["--set", "steps=100000", "--set", "snapshot_every=100000"])
@@ -731,26 +741,28 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
             assert!(t0.elapsed() < Duration::from_secs(120), "never started");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let pid = child.id().to_string();
-        let kill = if *signal == "twice" {
-            Command::new("sh")
-                .args(["-c", &format!("kill -TERM {pid}; kill -TERM {pid}")])
+        if *sig == "twice" {
+            let pid = child.id();
+            let both = format!("kill -TERM {pid}; kill -TERM {pid}");
+            assert!(Command::new("sh")
+                .args(["-c", &both])
                 .status()
+                .unwrap()
+                .success());
         } else {
-            Command::new("kill").args([*signal, &pid]).status()
-        };
-        assert!(kill.unwrap().success());
+            signal(&child, sig);
+        }
         let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(130), "{signal}: {err}");
+        assert_eq!(out.status.code(), Some(130), "{sig}: {err}");
         // this small text gives fewer tokens than the model's 2048 ids, and train says so
         assert!(err.contains("fewer than the model's 2048"), "{err}");
-        assert!(err.contains("--resume"), "{signal}: {err}");
+        assert!(err.contains("--resume"), "{sig}: {err}");
         // the snapshot was written although snapshot_every never came
         let state: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap())
                 .unwrap();
-        assert!(state["step"].as_u64().unwrap() >= 1, "{signal}: {state}");
+        assert!(state["step"].as_u64().unwrap() >= 1, "{sig}: {state}");
     }
     #[cfg(unix)]
     {
@@ -786,12 +798,7 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
                 );
                 std::thread::sleep(Duration::from_millis(20));
             };
-            let pid = child.id().to_string();
-            assert!(Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success());
+            signal(&child, "-TERM");
             let t0 = std::time::Instant::now();
             while child.try_wait().unwrap().is_none() {
                 if t0.elapsed() > Duration::from_secs(20) {
@@ -841,12 +848,7 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
         .unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
     assert!(lines.any(|l| l.unwrap().starts_with("--- sample 2 ---")));
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    signal(&child, "-TERM");
     let rest = lines.count();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
