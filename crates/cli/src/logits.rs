@@ -124,7 +124,18 @@ pub fn run(a: LogitsArgs) -> Result<()> {
                     .and_then(std::path::Path::parent)
                     .map(std::path::Path::to_path_buf),
             ];
-            if folders.iter().flatten().any(|d| d == &model) {
+            // and the files the model folder's own files are, through links (an HF cache
+            // keeps the weights elsewhere and links them in)
+            let targets: Vec<std::path::PathBuf> = std::fs::read_dir(&model)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter_map(|e| std::fs::canonicalize(e.path()).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let is_target = real.as_ref().is_some_and(|r| targets.contains(r));
+            if is_target || folders.iter().flatten().any(|d| d == &model) {
                 bail!(
                     "--out {} is a file of the model directory {}: write the logits elsewhere",
                     a.out.display(),

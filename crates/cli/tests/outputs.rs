@@ -63,6 +63,22 @@ fn standard_output_named_as_a_path_is_written_through_its_descriptor() {
     assert_eq!(lines.next(), Some("PREV"));
     assert!(lines.next().unwrap().ends_with(" 4"), "{text}"); // "<words> <dim>"
     assert!(text.contains("union "), "{text}");
+    // another name for the same standard output (a link to it): the same
+    let other_name = d.join("out-link");
+    std::os::unix::fs::symlink("/dev/stdout", &other_name).unwrap();
+    let appending = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let out = word2vec(&input, other_name.to_str().unwrap())
+        .stdout(Stdio::from(appending))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = std::fs::read_to_string(&log).unwrap();
+    assert!(again.starts_with(&text) && again.len() > text.len());
+    assert!(other_name.is_symlink());
     // a link to a file is written through; the link stays
     let real = d.join("real.txt");
     std::fs::write(&real, "old").unwrap();
@@ -100,5 +116,19 @@ fn logits_never_write_through_a_link_into_the_model_folder() {
     assert_eq!(out.status.code(), Some(1), "{se}");
     assert!(se.contains("is a file of the model directory"), "{se}");
     assert_eq!(std::fs::read(&weights).unwrap(), b"the weights");
+    // the weights kept elsewhere and linked into the folder (an HF cache), named directly
+    let blob = d.join("blob");
+    std::fs::rename(&weights, &blob).unwrap();
+    std::os::unix::fs::symlink(&blob, &weights).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+        .args(["logits", "--model"])
+        .arg(&model)
+        .args(["--ids", "1", "--out"])
+        .arg(&blob)
+        .output()
+        .unwrap();
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{se}");
+    assert_eq!(std::fs::read(&blob).unwrap(), b"the weights");
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -50,6 +50,55 @@ pub fn temp_name_pid(name: &str) -> Option<u32> {
     tail.split_once('-')?.0.parse().ok()
 }
 
+/// A copy of this process's standard output or error descriptor when `dest` names one of
+/// them: `/dev/stdout` and the like, or any path to the same file (compared by device and
+/// inode). An error when the name is one of them but the descriptor is closed.
+fn own_stream(dest: &Path) -> std::io::Result<Option<File>> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let named = match dest.to_string_lossy().as_ref() {
+            "/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1" => Some(1),
+            "/dev/stderr" | "/dev/fd/2" | "/proc/self/fd/2" => Some(2),
+            _ => None,
+        };
+        let streams = [
+            (1, std::io::stdout().as_fd().try_clone_to_owned()),
+            (2, std::io::stderr().as_fd().try_clone_to_owned()),
+        ];
+        let target = std::fs::metadata(dest).ok();
+        for (n, fd) in streams {
+            let fd = match fd {
+                Ok(fd) => File::from(fd),
+                Err(e) if named == Some(n) => {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "standard {} is closed",
+                            if n == 1 { "output" } else { "error" }
+                        ),
+                    ))
+                }
+                Err(_) => continue,
+            };
+            let same = match (&target, fd.metadata()) {
+                (Some(t), Ok(m)) => t.dev() == m.dev() && t.ino() == m.ino(),
+                _ => false,
+            };
+            if named == Some(n) || same {
+                return Ok(Some(fd));
+            }
+        }
+        Ok(None)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dest;
+        Ok(None)
+    }
+}
+
 /// The folder `dest` is in (`.` for a bare file name).
 fn folder(dest: &Path) -> &Path {
     dest.parent()
@@ -138,8 +187,8 @@ enum Sink {
     Temp(PathBuf, BufWriter<File>),
     /// A device, a terminal or a pipe, written as the bytes come (nothing to replace).
     Device(BufWriter<File>),
-    /// This process's standard output or error.
-    Stream(BufWriter<Box<dyn Write + Send>>),
+    /// This process's standard output or error (a copy of its descriptor).
+    Stream(BufWriter<File>),
     /// Memory, written over the destination at the commit: a regular file in a folder where
     /// no temporary file can be made ([`Links::Follow`] only).
     InPlace(Vec<u8>),
@@ -175,30 +224,24 @@ impl AtomicFile {
     /// bytes are held in memory until then; a failure of that last write can leave it cut
     /// short, as any plain write).
     pub fn create_with(dest: &Path, links: Links) -> std::io::Result<AtomicFile> {
-        // this process's own standard output or error, named by path: written through the
-        // descriptor it has (a file the shell redirected it to is neither replaced nor
-        // written from its start)
-        let given = dest.to_string_lossy();
-        let stream: Option<Box<dyn Write + Send>> = match given.as_ref() {
-            "/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1" => Some(Box::new(std::io::stdout())),
-            "/dev/stderr" | "/dev/fd/2" | "/proc/self/fd/2" => Some(Box::new(std::io::stderr())),
-            _ => None,
-        };
-        if let Some(w) = stream {
+        // this process's own standard output or error, by any name (`/dev/stdout`, a link to
+        // it, ...): written through the descriptor it has, so that a file the shell redirected
+        // it to is neither replaced nor written from its start
+        if let Some(stream) = own_stream(dest)? {
             return Ok(AtomicFile {
                 dest: dest.to_path_buf(),
-                sink: Sink::Stream(BufWriter::new(w)),
+                sink: Sink::Stream(BufWriter::new(stream)),
             });
         }
-        // (a name under /dev or /proc is a device or a descriptor, never a file to replace)
-        let special = given.starts_with("/dev/") || given.starts_with("/proc/");
         let dest = match std::fs::canonicalize(dest) {
             // (only to a regular file: a link to a device is written through below)
             Ok(real) if links == Links::Follow && dest.is_symlink() && real.is_file() => real,
             _ => dest.to_path_buf(),
         };
-        if special && dest.exists() {
-            let f = File::options().append(true).open(&dest)?;
+        // another open descriptor (`/dev/fd/3`): written through, never replaced
+        let given = dest.to_string_lossy();
+        if given.starts_with("/dev/fd/") || given.starts_with("/proc/") {
+            let f = File::options().write(true).truncate(true).open(&dest)?;
             return Ok(AtomicFile {
                 dest,
                 sink: Sink::Device(BufWriter::new(f)),
