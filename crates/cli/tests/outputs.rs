@@ -22,6 +22,16 @@ fn corpus(d: &std::path::Path) -> std::path::PathBuf {
     p
 }
 
+/// Runs `cmd`, which must succeed.
+fn ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn word2vec(input: &std::path::Path, output: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ferrolab"));
     c.args(["word2vec", "train", "--input"]).arg(input);
@@ -49,15 +59,7 @@ fn standard_output_named_as_a_path_is_written_through_its_descriptor() {
     let log = d.join("log.txt");
     std::fs::write(&log, "PREV\n").unwrap();
     let appending = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-    let out = word2vec(&input, "/dev/stdout")
-        .stdout(Stdio::from(appending))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(word2vec(&input, "/dev/stdout").stdout(Stdio::from(appending)));
     let text = std::fs::read_to_string(&log).unwrap();
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("PREV"));
@@ -67,15 +69,7 @@ fn standard_output_named_as_a_path_is_written_through_its_descriptor() {
     let other_name = d.join("out-link");
     std::os::unix::fs::symlink("/dev/stdout", &other_name).unwrap();
     let appending = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-    let out = word2vec(&input, other_name.to_str().unwrap())
-        .stdout(Stdio::from(appending))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(word2vec(&input, other_name.to_str().unwrap()).stdout(Stdio::from(appending)));
     let again = std::fs::read_to_string(&log).unwrap();
     assert!(again.starts_with(&text) && again.len() > text.len());
     assert!(other_name.is_symlink());
@@ -84,12 +78,7 @@ fn standard_output_named_as_a_path_is_written_through_its_descriptor() {
     std::fs::write(&real, "old").unwrap();
     let link = d.join("vectors.txt");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    let out = word2vec(&input, link.to_str().unwrap()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&mut word2vec(&input, link.to_str().unwrap()));
     assert!(link.is_symlink());
     assert!(std::fs::read_to_string(&real).unwrap().contains("union "));
     let _ = std::fs::remove_dir_all(&d);
@@ -105,30 +94,27 @@ fn logits_never_write_through_a_link_into_the_model_folder() {
     std::fs::write(&weights, b"the weights").unwrap();
     let link = d.join("logits.safetensors");
     std::os::unix::fs::symlink(&weights, &link).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
-        .args(["logits", "--model"])
-        .arg(&model)
-        .args(["--ids", "1", "--out"])
-        .arg(&link)
-        .output()
-        .unwrap();
-    let se = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{se}");
+    // the stderr of `logits --out OUT`, which must fail with status 1
+    let refused = |out: &std::path::Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+            .args(["logits", "--model"])
+            .arg(&model)
+            .args(["--ids", "1", "--out"])
+            .arg(out)
+            .output()
+            .unwrap();
+        let se = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{se}");
+        se
+    };
+    let se = refused(&link);
     assert!(se.contains("is a file of the model directory"), "{se}");
     assert_eq!(std::fs::read(&weights).unwrap(), b"the weights");
     // the weights kept elsewhere and linked into the folder (an HF cache), named directly
     let blob = d.join("blob");
     std::fs::rename(&weights, &blob).unwrap();
     std::os::unix::fs::symlink(&blob, &weights).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
-        .args(["logits", "--model"])
-        .arg(&model)
-        .args(["--ids", "1", "--out"])
-        .arg(&blob)
-        .output()
-        .unwrap();
-    let se = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{se}");
+    refused(&blob);
     assert_eq!(std::fs::read(&blob).unwrap(), b"the weights");
     let _ = std::fs::remove_dir_all(&d);
 }
