@@ -98,8 +98,7 @@ fn fake_python(dir: &Path) -> String {
 
 #[test]
 fn peer_steps_are_interleaved_and_paired() {
-    let dir = std::env::temp_dir().join(format!("ferrolab-bench-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ferrolab_data::TempFolder::new("bench-cli").unwrap();
     let py = fake_python(&dir);
     // the peer's contract: 3 warm-up + 20 steps, each after a line on stdin; a step "takes"
     // 1000 ms, far longer than our 1-layer step, so every pair has ours faster
@@ -163,7 +162,6 @@ fn peer_steps_are_interleaved_and_paired() {
     assert!(!out.status.success());
     let se = String::from_utf8_lossy(&out.stderr);
     assert!(se.contains("peer failed"), "{se}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -210,8 +208,7 @@ fn ferrolab_can_be_its_own_peer_through_a_peer_command() {
 
 #[test]
 fn a_bad_run_configuration_is_named() {
-    let dir = std::env::temp_dir().join(format!("ferrolab-bench-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ferrolab_data::TempFolder::new("bench-cfg").unwrap();
     let p = dir.join("run.json");
     std::fs::write(&p, "{\"preset\": 3}").unwrap();
     let out = bench(
@@ -222,7 +219,6 @@ fn a_bad_run_configuration_is_named() {
     assert!(!out.status.success());
     let se = String::from_utf8_lossy(&out.stderr);
     assert!(se.contains("is not a run configuration"), "{se}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -252,8 +248,7 @@ fn the_training_step_benchmark_takes_a_peer_command_too() {
 
 #[test]
 fn a_side_by_side_lm_run_with_few_warm_up_steps_is_warned_about() {
-    let dir = std::env::temp_dir().join(format!("ferrolab-bench-warm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ferrolab_data::TempFolder::new("bench-warm").unwrap();
     let py = fake_python(&dir);
     // a peer that stops at once: the run fails, after the warning (or its absence) is printed
     let peer = dir.join("peer.sh");
@@ -293,7 +288,6 @@ fn a_side_by_side_lm_run_with_few_warm_up_steps_is_warned_about() {
     assert!(se.contains("peer failed"), "{se}");
     let se = run("3");
     assert!(!se.contains("warning:"), "{se}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

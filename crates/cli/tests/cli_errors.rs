@@ -1,7 +1,7 @@
 //! Inputs that used to be accepted with a wrong or empty result now stop with an error that
 //! names the problem (found by trying to break the CLI from outside).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn ferrolab(args: &[&str]) -> Output {
@@ -12,11 +12,9 @@ fn ferrolab(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ferrolab-cli-err-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch folder, removed when the test ends.
+fn dir(name: &str) -> ferrolab_data::TempFolder {
+    ferrolab_data::TempFolder::new(&format!("cli-err-{name}")).unwrap()
 }
 
 /// `ferrolab word2vec train --input INPUT --output OUTPUT EXTRA...`.
@@ -194,7 +192,6 @@ fn word2vec_evaluations_with_nothing_to_evaluate_are_errors() {
         so.contains("section royals: accuracy=0.0000 correct=0 incorrect=1"),
         "{so}"
     );
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// DeepSeek-V3's own `config.json` (its sizes, YaRN RoPE scaling, one MTP module): counted,
@@ -246,7 +243,6 @@ fn plan_counts_deepseek_v3s_own_config() {
         "{so}"
     );
     assert!(so.contains("RoPE scaling"), "{so}");
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -328,7 +324,6 @@ fn plan_refuses_model_types_it_does_not_count() {
         so.contains("= 0.0") && !so.contains("= 0 sequences"),
         "{so}"
     );
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -356,7 +351,8 @@ fn a_closed_stdout_ends_the_process_quietly() {
     // more output than a pipe buffers (64 KB), so a write meets the closed pipe whenever the
     // reader goes away
     let text = "hello ".repeat(15_000); // 90 KB: under the 128 KB limit of one argument
-    let file = dir("pipe").join("text.txt");
+    let d = dir("pipe");
+    let file = d.join("text.txt");
     std::fs::write(&file, &text).unwrap();
     for args in [
         vec![
@@ -407,7 +403,8 @@ fn a_data_cache_that_is_a_file_is_named() {
             .output()
             .unwrap()
     };
-    let file = dir("data-file").join("cache.txt");
+    let d = dir("data-file");
+    let file = d.join("cache.txt");
     std::fs::write(&file, "not a folder").unwrap();
     for args in [&["data", "list"][..], &["data", "fetch", "mnist"][..]] {
         let out = data(&file, args);
@@ -508,5 +505,4 @@ fn logits_names_what_its_model_folder_lacks() {
     assert!(se.contains("is a file"), "{se}");
     let se = args(d.to_str().unwrap());
     assert!(se.contains("no model_type"), "{se}");
-    let _ = std::fs::remove_dir_all(&d);
 }

@@ -3,11 +3,9 @@
 
 use std::process::{Command, Stdio};
 
-fn dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("ferrolab-out-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch folder, removed when the test ends.
+fn dir(name: &str) -> ferrolab_data::TempFolder {
+    ferrolab_data::TempFolder::new(&format!("out-{name}")).unwrap()
 }
 
 fn corpus(d: &std::path::Path) -> std::path::PathBuf {
@@ -81,7 +79,6 @@ fn standard_output_named_as_a_path_is_written_through_its_descriptor() {
     ok(&mut word2vec(&input, link.to_str().unwrap()));
     assert!(link.is_symlink());
     assert!(std::fs::read_to_string(&real).unwrap().contains("union "));
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[cfg(unix)]
@@ -116,5 +113,4 @@ fn logits_never_write_through_a_link_into_the_model_folder() {
     std::os::unix::fs::symlink(&blob, &weights).unwrap();
     refused(&blob);
     assert_eq!(std::fs::read(&blob).unwrap(), b"the weights");
-    let _ = std::fs::remove_dir_all(&d);
 }

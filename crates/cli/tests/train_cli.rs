@@ -9,11 +9,9 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ferrolab"))
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ferrolab-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch folder, removed when the test ends.
+fn scratch(name: &str) -> ferrolab_data::TempFolder {
+    ferrolab_data::TempFolder::new(&format!("cli-{name}")).unwrap()
 }
 
 fn corpus(dir: &Path) -> PathBuf {

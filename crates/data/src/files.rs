@@ -170,6 +170,73 @@ impl Drop for ScratchDir {
     }
 }
 
+/// A new, empty folder under the system's temporary folder, removed with everything in it
+/// when dropped: scratch space for tests, examples and probes, so that runs of them do not
+/// pile up folders there. It reads as its path (`Deref<Target = Path>`).
+///
+/// Dropped while its thread panics (a failing test), the folder is kept and its path printed
+/// on standard error, so what the test left can be looked at.
+#[derive(Debug)]
+pub struct TempFolder(PathBuf);
+
+impl TempFolder {
+    /// Makes `TMP/ferrolab-LABEL-PID-N`, where `N` counts this process's folders (so two
+    /// folders with one label never meet) and `TMP` is [`std::env::temp_dir`]. A folder left
+    /// at that path by an earlier process with the same PID is emptied first.
+    pub fn new(label: &str) -> std::io::Result<TempFolder> {
+        static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("ferrolab-{label}-{}-{n}", std::process::id()));
+        match std::fs::remove_dir_all(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::fs::create_dir_all(&path)?;
+        Ok(TempFolder(path))
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Gives up the removal: the folder stays, and its path is returned.
+    pub fn keep(self) -> PathBuf {
+        let me = std::mem::ManuallyDrop::new(self);
+        me.0.clone()
+    }
+}
+
+impl std::ops::Deref for TempFolder {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempFolder {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempFolder {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempFolder {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept for inspection: {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// How [`AtomicFile`] treats a destination that is a symbolic link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Links {
@@ -429,11 +496,42 @@ pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<(), (PathBuf, std::i
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("ferrolab-files-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn scratch(name: &str) -> TempFolder {
+        TempFolder::new(&format!("files-{name}")).unwrap()
+    }
+
+    #[test]
+    fn temp_folders_are_removed_when_dropped_and_kept_after_a_panic() {
+        let (a, b) = (scratch("same"), scratch("same"));
+        assert_ne!(a.path(), b.path());
+        std::fs::create_dir_all(a.join("inner")).unwrap();
+        std::fs::write(a.join("inner/file"), b"x").unwrap();
+        let (pa, pb) = (a.to_path_buf(), b.to_path_buf());
+        assert!(pa.starts_with(std::env::temp_dir()) && pa.is_dir() && pb.is_dir());
+        drop(a);
+        assert!(
+            !pa.exists(),
+            "a dropped folder and its contents are removed"
+        );
+        // kept on request
+        let kept = b.keep();
+        assert!(kept.is_dir());
+        std::fs::remove_dir_all(&kept).unwrap();
+        // kept when the thread that owns it panics (a failing test)
+        let held = std::thread::spawn(|| {
+            let c = scratch("panicking");
+            let p = c.to_path_buf();
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                let _c = c;
+                panic!("a failing test");
+            }))
+            .unwrap_err();
+            p
+        })
+        .join()
+        .unwrap();
+        assert!(held.is_dir());
+        std::fs::remove_dir_all(&held).unwrap();
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod sets;
 pub use error::{DataError, Result};
 pub use files::{
     is_temp_name, remove_temporaries, temp_name_pid, write_all_atomic, write_atomic,
-    write_atomic_with, AtomicFile, Links, ScratchDir,
+    write_atomic_with, AtomicFile, Links, ScratchDir, TempFolder,
 };
 #[cfg(feature = "fetch")]
 pub use sets::{

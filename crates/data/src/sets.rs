@@ -570,11 +570,8 @@ pub fn speeches_in(dir: &Path) -> Result<Vec<(String, String)>> {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("ferrolab-data-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn scratch(name: &str) -> crate::TempFolder {
+        crate::TempFolder::new(&format!("data-{name}")).unwrap()
     }
 
     #[test]
@@ -715,7 +712,8 @@ mod tests {
         // a manifest that names a path outside the folder, is empty, or is not a file
         let good = std::fs::read_to_string(out2.join(MANIFEST)).unwrap();
         let hash_of_b = good.lines().find(|l| l.ends_with("b.txt")).unwrap()[..64].to_string();
-        let outside = scratch("outside").join("b.txt");
+        let outside_dir = scratch("outside");
+        let outside = outside_dir.join("b.txt");
         std::fs::write(&outside, "two").unwrap();
         for name in [
             outside.display().to_string(),
@@ -756,7 +754,8 @@ mod tests {
 
     #[test]
     fn a_cache_root_that_is_a_file_is_named() {
-        let root = scratch("root-file").join("corpus.txt");
+        let folder = scratch("root-file");
+        let root = folder.join("corpus.txt");
         std::fs::write(&root, "text").unwrap();
         let e = fetch_into(&root, &TEST_SET).unwrap_err().to_string();
         assert!(

@@ -5,9 +5,7 @@ use std::io::Write;
 
 #[test]
 fn a_stop_request_removes_the_temporaries_of_writes_in_progress() {
-    let d = std::env::temp_dir().join(format!("ferrolab-temporaries-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+    let d = ferrolab_data::TempFolder::new("temporaries").unwrap();
     let dest = d.join("vectors.txt");
     std::fs::write(&dest, b"old").unwrap();
     let mut open = ferrolab_data::AtomicFile::create(&dest).unwrap();
@@ -25,10 +23,8 @@ fn a_stop_request_removes_the_temporaries_of_writes_in_progress() {
     assert_eq!(during.len(), 2, "{during:?}");
     assert!(during.iter().any(|n| ferrolab_data::is_temp_name(n)));
     // a scratch folder in use (a data set being fetched) goes too
-    let scratch = std::env::temp_dir().join(format!(
-        ".ferrolab-temporaries-scratch-{}",
-        std::process::id()
-    ));
+    let held = ferrolab_data::TempFolder::new("temporaries-held").unwrap();
+    let scratch = held.join(".scratch");
     std::fs::create_dir_all(scratch.join("download")).unwrap();
     let _tracked = ferrolab_data::ScratchDir::track(&scratch);
     ferrolab_data::remove_temporaries();
@@ -42,5 +38,4 @@ fn a_stop_request_removes_the_temporaries_of_writes_in_progress() {
     let e = ferrolab_data::write_atomic(&dest, b"new").unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::Interrupted);
     assert_eq!(names(), ["vectors.txt"]);
-    std::fs::remove_dir_all(&d).unwrap();
 }

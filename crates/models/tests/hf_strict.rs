@@ -2,18 +2,16 @@
 //! implement are refused by name, weights must match the config exactly, and sharded `llama`
 //! directories load like single-file ones.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ferrolab_models::{hf, LmConfig, V3Config};
 use ferrolab_nn::Vars;
 use ferrolab_tensor::{io, no_grad, DType, Tensor};
 use serde_json::{json, Value};
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ferrolab-hf-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch folder, removed when the test ends.
+fn dir(name: &str) -> ferrolab_data::TempFolder {
+    ferrolab_data::TempFolder::new(&format!("hf-{name}")).unwrap()
 }
 
 fn llama_cfg() -> LmConfig {
@@ -82,7 +80,6 @@ fn llama_settings_ferrolab_does_not_compute_are_refused_by_name() {
         let e = hf::load_llama(&d).err().unwrap().to_string();
         assert!(e.contains(key), "{key}: {e}");
     }
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// Keys that `transformers` reads its own way: a `tie_word_embeddings` contradicted by a stored
@@ -120,7 +117,6 @@ fn keys_transformers_reads_its_own_way_are_read_the_same() {
     assert_eq!(V3Config::from_hf(&v3).unwrap().q_lora_rank, 0);
     v3.as_object_mut().unwrap().remove("q_lora_rank");
     assert_eq!(V3Config::from_hf(&v3).unwrap().q_lora_rank, 1536);
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -192,7 +188,6 @@ fn weights_must_match_the_config_exactly_and_shards_load() {
     .unwrap();
     let (_, m) = hf::load_llama(&d).unwrap();
     assert_eq!(logits_of(&m), want);
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -267,7 +262,6 @@ fn a_tied_models_stored_head_copy_is_passed_over() {
     io::save_safetensors(&d.join("model.safetensors"), &all, DType::F32, None).unwrap();
     let e = hf::load_llama(&d).err().unwrap().to_string();
     assert!(e.contains("lm_head.bias"), "{e}");
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// As `transformers` 5.24 reads them: a non-empty `rope_scaling` wins whole over
@@ -409,7 +403,6 @@ fn v3_stored_heads_and_empty_tensors_load_as_in_transformers() {
     let (_, back) = ferrolab_models::deepseek_v3::load_hf(&d).unwrap();
     assert!(!back.cfg.tie_word_embeddings);
     assert_ne!(logits(&back), want);
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 fn close(a: &[f32], b: &[f32]) {
@@ -459,5 +452,4 @@ fn sequences_past_max_positions_load_with_the_for_loaders() {
         .unwrap()
         .to_vec();
     close(&all[..head.len()], &head);
-    let _ = std::fs::remove_dir_all(&d);
 }

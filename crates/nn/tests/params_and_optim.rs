@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 use ferrolab_nn::{clip_grad_norm, AdamW, AdamWConfig, Init, Optimizer, Sgd, SgdConfig, Vars};
 use ferrolab_tensor::{Error, Tensor};
 
-fn tmpdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("ferrolab-nn-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch folder, removed when the test ends.
+fn tmpdir(name: &str) -> ferrolab_data::TempFolder {
+    ferrolab_data::TempFolder::new(&format!("nn-{name}")).unwrap()
 }
 
 fn model(vars: &Vars, width: usize) {

@@ -2,10 +2,9 @@
 
 use ferrolab_tensor::{dtype, io, DType, Tensor};
 
-fn dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("ferrolab-io-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch folder, removed when the test ends.
+fn dir(name: &str) -> ferrolab_data::TempFolder {
+    ferrolab_data::TempFolder::new(&format!("io-{name}")).unwrap()
 }
 
 #[test]

@@ -18,10 +18,9 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ferrolab-tok-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+/// A scratch folder, removed when the test ends.
+fn scratch() -> ferrolab_data::TempFolder {
+    ferrolab_data::TempFolder::new("tok").unwrap()
 }
 
 /// HF's ids and texts for the fixtures (`make_hf_fixture.py`).
@@ -277,7 +276,8 @@ fn hf_write_read_round_trip() {
 fn derived_merges_reproduce_tiktoken() {
     let r50k = builtin("r50k_base").unwrap();
     let oracle = tiktoken_rs::r50k_base_singleton();
-    let (enc, bpe) = (tmp("encoder.json"), tmp("vocab.bpe"));
+    let d = scratch();
+    let (enc, bpe) = (d.join("encoder.json"), d.join("vocab.bpe"));
     let specials: Vec<(String, u32)> = r50k
         .special_tokens()
         .map(|(n, i)| (n.to_string(), i))
@@ -313,7 +313,8 @@ fn tiktoken_file_round_trip() {
 /// not as a `.tiktoken` file.
 #[test]
 fn a_tokenizer_json_under_another_name_is_read_as_one() {
-    let renamed = tmp("my-tokenizer");
+    let d = scratch();
+    let renamed = d.join("my-tokenizer");
     std::fs::copy(fixture("hf_added.json"), &renamed).unwrap();
     let by_name = ferrolab_tokenizer::load(renamed.to_str().unwrap(), None).unwrap();
     let direct = read_hf(&fixture("hf_added.json")).unwrap();
@@ -323,7 +324,7 @@ fn a_tokenizer_json_under_another_name_is_read_as_one() {
         direct.encode(text, &SpecialSet::None).unwrap()
     );
     // a rank file under a name without extension is still read as one
-    let ranks = tmp("ranks");
+    let ranks = d.join("ranks");
     let r50k = builtin("r50k_base").unwrap();
     std::fs::write(&ranks, tiktoken_string(r50k.bpe()).unwrap()).unwrap();
     let t = ferrolab_tokenizer::load(ranks.to_str().unwrap(), None).unwrap();
@@ -451,7 +452,8 @@ fn malformed_tokenizer_json_names_the_key() {
 
 #[test]
 fn malformed_gpt2_files_name_the_line() {
-    let (enc, bpe) = (tmp("e2.json"), tmp("v2.bpe"));
+    let d = scratch();
+    let (enc, bpe) = (d.join("e2.json"), d.join("v2.bpe"));
     let tok = read_hf(&fixture("hf_gpt2.json")).unwrap();
     write_gpt2(tok.bpe(), &[], &enc, &bpe).unwrap();
     assert!(read_gpt2(&enc, &bpe).is_ok());

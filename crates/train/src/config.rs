@@ -468,7 +468,8 @@ mod tests {
                 .to_string();
             assert!(e.contains("max_lr") && e.contains("finite number"), "{e}");
         }
-        let toml = std::env::temp_dir().join(format!("ferrolab-cfg-{}.toml", std::process::id()));
+        let folder = ferrolab_data::TempFolder::new("cfg-nan").unwrap();
+        let toml = folder.join("run.toml");
         std::fs::write(&toml, "steps = 5\n[model]\nrope_theta = nan\n").unwrap();
         let e = c.clone().merge_toml_file(&toml).unwrap_err().to_string();
         assert!(
@@ -478,7 +479,6 @@ mod tests {
         std::fs::write(&toml, "steps = 5\n[model]\nrope_theta = 5e4\n").unwrap();
         let ok = c.clone().merge_toml_file(&toml).unwrap();
         assert_eq!(ok.steps, 5);
-        std::fs::remove_file(&toml).unwrap();
         // the model family comes from the preset; naming the same one is fine
         let e = c
             .clone()
@@ -534,8 +534,7 @@ mod tests {
 
     #[test]
     fn toml_file_merges_over_the_preset() {
-        let dir = std::env::temp_dir().join(format!("ferrolab-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = ferrolab_data::TempFolder::new("cfg").unwrap();
         let p = dir.join("run.toml");
         std::fs::write(
             &p,
@@ -572,8 +571,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("preset") && e.contains("--preset"), "{e}");
-        let dir = std::env::temp_dir().join(format!("ferrolab-cfg-preset-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = ferrolab_data::TempFolder::new("cfg-preset").unwrap();
         let p = dir.join("run.toml");
         std::fs::write(&p, "preset = \"nope\"\n").unwrap();
         let e = RunConfig::preset("tiny")
@@ -582,7 +580,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("preset"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
     #[test]
     fn a_warm_up_past_the_first_decay_is_refused() {
@@ -635,8 +632,7 @@ mod tests {
         // untouched steps keep the preset's warm-up; a TOML file counts as given
         let (c, was) = RunConfig::resolve("tiny", None, &sets(&["max_lr=1e-3"])).unwrap();
         assert_eq!((c.warmup_steps, was), (50, None));
-        let dir = std::env::temp_dir().join(format!("ferrolab-cfg-warm-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = ferrolab_data::TempFolder::new("cfg-warm").unwrap();
         let p = dir.join("run.toml");
         std::fs::write(&p, "steps = 30\nwarmup_steps = 6\n").unwrap();
         let (c, was) = RunConfig::resolve("tiny", Some(&p), &[]).unwrap();
@@ -644,6 +640,5 @@ mod tests {
         std::fs::write(&p, "steps = 30\n").unwrap();
         let (c, was) = RunConfig::resolve("tiny", Some(&p), &sets(&["max_lr=1e-3"])).unwrap();
         assert_eq!((c.steps, c.warmup_steps, was), (30, 3, Some(50)));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

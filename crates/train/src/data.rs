@@ -348,8 +348,7 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("empty.txt") && e.to_string().contains("too short"));
-        let dir = std::env::temp_dir().join(format!("ferrolab-data-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = ferrolab_data::TempFolder::new("data").unwrap();
         let p = dir.join("latin1.txt");
         std::fs::write(&p, b"caf\xe9 au lait").unwrap();
         let e = TokenData::read_text(&p).unwrap_err().to_string();

@@ -522,8 +522,8 @@ mod tests {
 
     #[test]
     fn an_out_holding_another_configs_arm_is_refused_before_any_work() {
-        let out = std::env::temp_dir().join(format!("ferrolab-exp-out-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
+        let out = ferrolab_data::TempFolder::new("exp-out").unwrap();
+        std::fs::remove_dir(&out).unwrap();
         let base = RunConfig::preset("tiny").unwrap();
         // nothing there yet, then an arm written with this base's config: both taken
         check_out("mtp", &base, &out).unwrap();
@@ -547,7 +547,6 @@ mod tests {
         std::fs::write(out.join(&other_arm).join("notes.txt"), "mine").unwrap();
         let e = check_out("mtp", &base, &out).unwrap_err().to_string();
         assert!(e.contains("is not empty") && e.contains("notes.txt"), "{e}");
-        std::fs::remove_dir_all(&out).unwrap();
     }
 
     #[test]

@@ -4,14 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+use ferrolab_data::TempFolder;
 use ferrolab_nn::Vars;
 use ferrolab_train::{
     CrashPoint, RunConfig, TokenData, Tokenizer, TokenizerKind, TrainError, Trainer,
 };
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ferrolab-run-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+/// A path for a new run (nothing is there yet), removed with what is in it when the test
+/// ends.
+fn dir(name: &str) -> TempFolder {
+    let d = TempFolder::new(&format!("run-{name}")).unwrap();
+    std::fs::remove_dir(&d).unwrap();
     d
 }
 
@@ -757,10 +760,10 @@ fn bpe_run_stores_its_vocabulary_and_resumes_with_it() {
     let mut c = cfg(4);
     c.tokenizer = TokenizerKind::Bpe;
     let c = c.set("model.vocab_size=300").unwrap();
-    let dir = std::env::temp_dir().join(format!("ferrolab-run-bpe-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = self::dir("bpe");
+    let files = TempFolder::new("run-bpe-corpus").unwrap();
     let text = "the union is strong and we shall prosper together ".repeat(400);
-    let corpus = dir.with_extension("txt");
+    let corpus = files.join("corpus.txt");
     std::fs::write(&corpus, &text).unwrap();
     let (tok, data) = Trainer::prepare(&c, Some(&corpus), false).unwrap();
     assert!(tok.vocab_size() > 256 && tok.vocab_size() <= 300);
@@ -1012,8 +1015,6 @@ fn a_run_resumes_on_the_text_it_recorded_and_refuses_another() {
         msg.contains("mine.txt") && msg.contains("cannot be read") && msg.contains("--corpus"),
         "{msg}"
     );
-    let _ = std::fs::remove_dir_all(&run);
-    let _ = std::fs::remove_dir_all(&work);
 }
 
 #[test]
@@ -1149,5 +1150,4 @@ fn an_experiment_on_another_text_names_the_arm_and_the_way_on() {
         e.contains(&arm) && e.contains("--corpus it started with") && !e.contains("resume"),
         "{e}"
     );
-    let _ = std::fs::remove_dir_all(&out);
 }

@@ -2,8 +2,7 @@
 
 mod common;
 
-use common::temp_path;
-use std::path::PathBuf;
+use common::{temp_path, TempPath};
 
 use ferrolab_word2vec::{
     keep_probabilities, train, train_file, Architecture, CbowCombine, Corpus, KeyedVectors, Lcg,
@@ -24,7 +23,7 @@ fn synthetic(n: usize, name: &str) -> (Vocab, Corpus) {
 }
 
 /// [`synthetic`], also returning the file it wrote.
-fn synthetic_file(n: usize, name: &str) -> (Vocab, Corpus, PathBuf) {
+fn synthetic_file(n: usize, name: &str) -> (Vocab, Corpus, TempPath) {
     let mut rng = Lcg::new(2024);
     let mut text = String::new();
     for _ in 0..n {
@@ -245,7 +244,7 @@ fn streaming_splits_long_lines_and_reports_file_errors() {
 
     std::fs::remove_file(&path).unwrap();
     match train_file(&path, &vocab, &cfg) {
-        Err(Word2VecError::Io { path: p, .. }) => assert_eq!(p, path),
+        Err(Word2VecError::Io { path: p, .. }) => assert_eq!(p, *path),
         other => panic!("expected an I/O error, got {:?}", other.map(|r| r.1)),
     }
     let mut zero = cfg.clone();

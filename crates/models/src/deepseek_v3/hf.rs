@@ -235,11 +235,11 @@ mod tests {
         let m = DeepseekV3::new(&vars, cfg.clone()).unwrap();
         m.update_bias(&[vec![5, 0, 1, 1, 1, 1, 1, 6], vec![1; 8]])
             .unwrap();
-        let dir = std::env::temp_dir().join(format!("ferrolab-hf-{}", std::process::id()));
+        let dir = ferrolab_data::TempFolder::new("hf").unwrap();
         save_hf(&dir, &cfg, &vars, true).unwrap();
-        let text = std::fs::read_to_string(dir.as_path().join("config.json")).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
         assert!(text.contains("\"model_type\": \"deepseek_v3\""), "{text}");
-        let (_, back) = load_hf(dir.as_path()).unwrap();
+        let (_, back) = load_hf(dir.path()).unwrap();
         assert_eq!(back.cfg.num_nextn_predict_layers, 1);
         assert_eq!(back.biases(), m.biases());
         let ids = [1, 5, 7, 39, 0, 3];
@@ -250,12 +250,12 @@ mod tests {
         // without the MTP module: no tensor of layer 2 (the MTP layer), a config that says
         // so, and the same main-model logits
         save_hf(&dir, &cfg, &vars, false).unwrap();
-        let names = crate::hf::read_tensors(dir.as_path()).unwrap();
+        let names = crate::hf::read_tensors(dir.path()).unwrap();
         assert!(!names.is_empty());
         assert!(names.keys().all(|n| !n.starts_with("model.layers.2.")));
-        let text = std::fs::read_to_string(dir.as_path().join("config.json")).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
         assert!(text.contains("\"num_nextn_predict_layers\": 0"), "{text}");
-        let (_, back) = load_hf(dir.as_path()).unwrap();
+        let (_, back) = load_hf(dir.path()).unwrap();
         assert_eq!(back.cfg.num_nextn_predict_layers, 0);
         assert_eq!(
             back.forward(&ids, 1, 6).unwrap().to_vec(),
@@ -269,13 +269,13 @@ mod tests {
             .filter(|(n, _)| n != "model.layers.1.mlp.experts.3.up_proj.weight")
             .collect();
         io::save_safetensors(
-            &dir.as_path().join("model.safetensors"),
+            &dir.path().join("model.safetensors"),
             &all,
             DType::F32,
             None,
         )
         .unwrap();
-        let e = load_hf(dir.as_path()).err().unwrap().to_string();
+        let e = load_hf(dir.path()).err().unwrap().to_string();
         assert!(e.contains("experts.3.up_proj"), "{e}");
         // the released checkpoint's copies of the shared embedding and head in the MTP layer
         // (model.layers.2 here) are passed over; another leftover tensor is not
@@ -286,16 +286,16 @@ mod tests {
                 ferrolab_tensor::Tensor::zeros(&[40, 32]),
             ));
         }
-        let path = dir.as_path().join("model.safetensors");
+        let path = dir.path().join("model.safetensors");
         io::save_safetensors(&path, &with_copies, DType::F32, None).unwrap();
-        let (_, back) = load_hf(dir.as_path()).unwrap();
+        let (_, back) = load_hf(dir.path()).unwrap();
         assert_eq!(back.cfg.num_nextn_predict_layers, 1);
         with_copies.push((
             "model.layers.1.embed_tokens.weight".into(),
             ferrolab_tensor::Tensor::zeros(&[40, 32]),
         ));
         io::save_safetensors(&path, &with_copies, DType::F32, None).unwrap();
-        let e = load_hf(dir.as_path()).err().unwrap().to_string();
+        let e = load_hf(dir.path()).err().unwrap().to_string();
         assert!(e.contains("model.layers.1.embed_tokens.weight"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -1,10 +1,32 @@
 //! Shared helpers of the integration tests (included with `mod common;`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// A fresh path in the temp directory, unique per process and name.
-pub fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ferrolab_w2v_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir.join(name)
+/// A path for a file named `name` in a fresh scratch folder; the folder and what is in it are
+/// removed when this is dropped.
+pub struct TempPath {
+    path: PathBuf,
+    _folder: ferrolab_data::TempFolder,
+}
+
+impl std::ops::Deref for TempPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for TempPath {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A fresh path in a scratch folder of its own (see [`TempPath`]).
+pub fn temp_path(name: &str) -> TempPath {
+    let folder = ferrolab_data::TempFolder::new("w2v").expect("create a scratch folder");
+    TempPath {
+        path: folder.join(name),
+        _folder: folder,
+    }
 }
