@@ -81,6 +81,17 @@ impl TrainConfig {
                     message: format!("{s:?} is empty or repeated"),
                 });
             }
+            // a byte token's own name in tokenizer.json: "a", or "Ġ" for a space
+            if let Some(b) = crate::files::gpt2::text_to_bytes(s).filter(|b| b.len() == 1) {
+                return Err(TokenizerError::BadTrainConfig {
+                    field: "special_tokens",
+                    message: format!(
+                        "{s:?} is the name of the byte token {} in tokenizer.json; a special \
+                         token needs a name no ordinary token has, such as \"<|{s}|>\"",
+                        b[0]
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -286,6 +297,10 @@ pub fn train(words: &WordCounts, cfg: &TrainConfig) -> Result<Tokenizer> {
         n_merges as u64,
         "merges {bar:40} {pos}/{len} {per_sec} eta {eta}",
     );
+    // a merge whose token would have a special token's name in tokenizer.json (a special
+    // "the"): never made, so that each name there is one token
+    let reserved: FxHashSet<&str> = cfg.special_tokens.iter().map(String::as_str).collect();
+    let mut blocked: FxHashSet<u64> = FxHashSet::default();
     let mut stamp = vec![u32::MAX; syms.len()];
     let mut touched: FxHashSet<u64> = FxHashSet::default();
     let min_freq = cfg.min_frequency.max(1) as i64;
@@ -304,9 +319,18 @@ pub fn train(words: &WordCounts, cfg: &TrainConfig) -> Result<Tokenizer> {
         if c < min_freq {
             break;
         }
+        if blocked.contains(&k) {
+            continue;
+        }
         let (a, b) = ((k >> 32) as u32, k as u32);
         let mut joined = tokens[a as usize].clone();
         joined.extend_from_slice(&tokens[b as usize]);
+        if !reserved.is_empty()
+            && reserved.contains(crate::files::gpt2::bytes_to_text(&joined).as_str())
+        {
+            blocked.insert(k);
+            continue;
+        }
         // two different pairs can make the same bytes (a+bc, ab+c): they share one token
         let new = match ids.get(&joined) {
             Some(&id) => id,

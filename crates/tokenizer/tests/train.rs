@@ -159,3 +159,69 @@ fn a_vocabulary_size_above_the_id_limit_is_refused() {
     let e = cfg.validate().unwrap_err().to_string();
     assert!(e.contains("vocab_size") && e.contains("limit"), "{e}");
 }
+
+/// A special token named like a token the merges would make ("the") is never made as an
+/// ordinary token, so that `tokenizer.json`, where a name maps to one id, holds every token
+/// (the merge's entry was overwritten by the special token's, leaving an id without a name).
+/// One named like a byte token is refused; a tokenizer that has such a pair anyway cannot be
+/// written as `tokenizer.json`.
+#[test]
+fn special_tokens_named_like_ordinary_tokens() {
+    let text = "the cat sat on the mat with the hat and the bat\n".repeat(50);
+    let plain = train_texts([&text], &cfg(300, Preset::Cl100k)).unwrap();
+    assert!(
+        plain.bpe().token_id(b"the").is_some(),
+        "the test needs the merge"
+    );
+    let mut c = cfg(300, Preset::Cl100k);
+    c.special_tokens = vec!["the".into(), "<|end|>".into()];
+    let tok = train_texts([&text], &c).unwrap();
+    assert_eq!(tok.bpe().token_id(b"the"), None);
+    assert_eq!(tok.vocab_end(), tok.bpe().len() + 2);
+    let json = ferrolab_tokenizer::hf_string(&tok).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut ids: Vec<u64> = v["model"]["vocab"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..tok.vocab_end() as u64).collect::<Vec<_>>());
+    let back = ferrolab_tokenizer::parse_hf_str(&json).unwrap();
+    for t in ["the cat", "bathe them", "<|end|>the"] {
+        assert_eq!(
+            back.encode(t, &SpecialSet::All).unwrap(),
+            tok.encode(t, &SpecialSet::All).unwrap(),
+            "{t}"
+        );
+    }
+    assert_eq!(
+        tok.encode("the", &SpecialSet::All).unwrap(),
+        [tok.special_id("the").unwrap()]
+    );
+    // the names of byte tokens: a letter, and the space's "Ġ"
+    for name in ["a", "\u{120}"] {
+        let mut c = cfg(300, Preset::Cl100k);
+        c.special_tokens = vec![name.into()];
+        let e = train_texts([&text], &c).unwrap_err().to_string();
+        assert!(
+            e.contains("special_tokens") && e.contains("byte token"),
+            "{e}"
+        );
+    }
+    // a special token "the" added to a vocabulary that has "the"
+    let pair = ferrolab_tokenizer::Tokenizer::new(
+        plain.bpe().clone(),
+        plain.pre_tokenizer().clone(),
+        vec![("the".to_string(), plain.vocab_end() as u32)],
+    )
+    .unwrap();
+    let e = ferrolab_tokenizer::hf_string(&pair)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("\"the\"") && e.contains("ordinary token") && e.contains("another name"),
+        "{e}"
+    );
+}

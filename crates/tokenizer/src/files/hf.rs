@@ -578,6 +578,18 @@ pub fn hf_string(tok: &Tokenizer) -> Result<String> {
     let mut added: Vec<(&str, Rank)> = tok.special_tokens().collect();
     added.sort_by_key(|&(_, id)| id);
     for (name, id) in &added {
+        // one name, one id: a special token named like an ordinary token with another id
+        // (a special "the") would overwrite that token's entry, and HF would give the
+        // special token the ordinary token's id
+        if let Some(other) = vocab.get(*name).and_then(Value::as_u64) {
+            if other != u64::from(*id) {
+                return Err(TokenizerError::BadVocab(format!(
+                    "the special token {name:?} (id {id}) has the name of the ordinary token \
+                     {other} in tokenizer.json, which can hold only one of them; give the \
+                     special token another name"
+                )));
+            }
+        }
         vocab.insert(name.to_string(), (*id).into());
     }
     let added: Vec<Value> = added
