@@ -77,20 +77,17 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| PathBuf::from("runs/experiments").join(&a.name));
         let stop = Arc::new(AtomicBool::new(false));
-        crate::train::on_stop(
+        let phases = crate::train::Phases::install(
             stop.clone(),
-            || {
-                ferrolab_train::note!(
-                    "\nstop requested: finishing the step and writing a snapshot (Ctrl-C again \
-                     to quit now)"
-                )
-            },
-            || {
-                ferrolab_train::note!("\nsecond stop request: quitting at once (the same command goes on from the last complete snapshot)")
-            },
+            "stop requested: finishing the step and writing a snapshot (Ctrl-C again to quit \
+             now)",
+            "second stop request: quitting at once (the same command goes on from the last \
+             complete snapshot)",
+            "stop requested: the arms are trained and saved",
         )?;
         experiment::check_out(&a.name, &base, &out)?;
         let (tok, data) = Trainer::prepare(&base, a.corpus.as_deref(), true)?;
+        phases.begin_training();
         let results =
             match experiment::run_experiment(&a.name, &base, &out, &tok, &data, &stop, true) {
                 Err(e @ ferrolab_train::TrainError::Interrupted { .. }) => {
@@ -100,6 +97,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
                 }
                 r => r?,
             };
+        phases.end_training();
         let text = format!(
             "\nexperiment {} ({} steps x {} tokens per arm, {} threads; runs in {})\n\n{}",
             a.name,

@@ -2,7 +2,7 @@
 //! and `--resume`; then print samples.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -109,6 +109,75 @@ pub fn on_stop(
     .context("installing the Ctrl-C handler")
 }
 
+/// What a stop request does in each phase of a training command (`train`, `experiment`):
+/// while the text is read and encoded (nothing written yet) it ends the command at once; while
+/// training (from setting up a run) it lets the step finish and a snapshot be written; after
+/// training it ends what is left (the samples).
+pub struct Phases(Arc<AtomicU8>);
+
+const PREPARING: u8 = 0;
+const TRAINING: u8 = 1;
+const AFTER: u8 = 2;
+const EXITING: u8 = 3;
+
+impl Phases {
+    /// Installs the stop handler ([`on_stop`]) in the preparing phase: `training` is said at a
+    /// first stop request while training, `again` at a second one, `after` at one after
+    /// training.
+    pub fn install(
+        stop: Arc<AtomicBool>,
+        training: &'static str,
+        again: &'static str,
+        after: &'static str,
+    ) -> Result<Phases> {
+        let phase = Arc::new(AtomicU8::new(PREPARING));
+        let (p1, p2) = (phase.clone(), phase.clone());
+        on_stop(
+            stop,
+            move || match p1.compare_exchange(
+                PREPARING,
+                EXITING,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => {
+                    ferrolab_train::note!(
+                        "\nstop requested before training began: nothing to save, quitting"
+                    );
+                    std::process::exit(INTERRUPTED);
+                }
+                Err(TRAINING) => ferrolab_train::note!("\n{training}"),
+                Err(_) => ferrolab_train::note!("\n{after}"),
+            },
+            move || {
+                if p2.load(Ordering::SeqCst) == TRAINING {
+                    ferrolab_train::note!("\n{again}");
+                }
+            },
+        )?;
+        Ok(Phases(phase))
+    }
+
+    /// Leaves the preparing phase, before anything is written. If a stop request has just
+    /// ended it (the process is exiting), this never returns.
+    pub fn begin_training(&self) {
+        if self
+            .0
+            .compare_exchange(PREPARING, TRAINING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            loop {
+                std::thread::park();
+            }
+        }
+    }
+
+    /// Training is over (the run is saved).
+    pub fn end_training(&self) {
+        self.0.store(AFTER, Ordering::SeqCst);
+    }
+}
+
 /// `--threads`, or every core the machine has.
 pub fn threads_or_all(threads: Option<usize>) -> usize {
     threads.unwrap_or_else(|| {
@@ -123,63 +192,18 @@ pub fn run(a: TrainArgs) -> Result<()> {
     start_threads(threads)?;
     ferrolab_tensor::on_pool(move || -> Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
-        // what a stop request does: PREPARING (reading and encoding the text, nothing written
-        // yet) ends at once; TRAINING (from setting up the run) finishes the step and writes a
-        // snapshot; SAMPLES (training is over) ends the samples
-        const PREPARING: u8 = 0;
-        const TRAINING: u8 = 1;
-        const SAMPLES: u8 = 2;
-        const EXITING: u8 = 3;
-        // leaves PREPARING unless a stop request has just ended it (the process is exiting)
-        let begin_training = |phase: &std::sync::atomic::AtomicU8| {
-            if phase
-                .compare_exchange(PREPARING, TRAINING, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
-            {
-                loop {
-                    std::thread::park();
-                }
-            }
-        };
-        let phase = Arc::new(std::sync::atomic::AtomicU8::new(PREPARING));
-        {
-            let (p1, p2) = (phase.clone(), phase.clone());
-            on_stop(
-                stop.clone(),
-                move || match p1.compare_exchange(
-                    PREPARING,
-                    EXITING,
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
-                ) {
-                    Ok(_) => {
-                        ferrolab_train::note!(
-                            "\nstop requested before training began: nothing to save, quitting"
-                        );
-                        std::process::exit(INTERRUPTED);
-                    }
-                    Err(phase) => match phase {
-                        TRAINING => {
-                            ferrolab_train::note!("\nstop requested (Ctrl-C or SIGTERM): finishing this step and writing a snapshot (Ctrl-C again to quit at once)");
-                        }
-                        _ => {
-                            ferrolab_train::note!(
-                                "\nstop requested: no more samples (the run is saved)"
-                            );
-                        }
-                    },
-                },
-                move || {
-                    if p2.load(Ordering::SeqCst) == TRAINING {
-                        ferrolab_train::note!("\nsecond stop request: quitting at once (`--resume` goes on from the last complete snapshot)");
-                    }
-                },
-            )?;
-        }
+        let phases = Phases::install(
+            stop.clone(),
+            "stop requested (Ctrl-C or SIGTERM): finishing this step and writing a snapshot \
+             (Ctrl-C again to quit at once)",
+            "second stop request: quitting at once (`--resume` goes on from the last complete \
+             snapshot)",
+            "stop requested: no more samples (the run is saved)",
+        )?;
         let mut trainer = match &a.resume {
             Some(dir) => {
                 let data = Trainer::corpus_for_run(dir, a.corpus.as_deref())?;
-                begin_training(&phase);
+                phases.begin_training();
                 let t = Trainer::resume(dir, data)?;
                 if t.step() >= t.cfg.steps {
                     ferrolab_train::note!(
@@ -227,7 +251,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                         tok.vocab_size()
                     );
                 }
-                begin_training(&phase);
+                phases.begin_training();
                 let t = Trainer::create(&dir, cfg, tok, data)?;
                 describe(&t, &dir, threads);
                 t
@@ -235,7 +259,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         };
         let start = trainer.step();
         let out = trainer.train(&stop)?;
-        phase.store(SAMPLES, Ordering::SeqCst);
+        phases.end_training();
         let dir = trainer.run.path.clone();
         if out.interrupted {
             ferrolab_train::note!(

@@ -762,56 +762,10 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
                 .unwrap();
         assert!(state["step"].as_u64().unwrap() >= 1, "{sig}: {state}");
     }
+    // before training begins (the text being read: here a pipe nobody writes to, which
+    // blocked for ever) a stop request ends the command at once, and no run is left
     #[cfg(unix)]
-    {
-        // before training begins (the text being read: here a pipe nobody writes to, which
-        // blocked for ever) a stop request ends the command at once, and no run is left
-        let fifo = d.join("corpus.fifo");
-        let made = Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .is_ok_and(|s| s.success());
-        if made {
-            let run = d.join("run-fifo");
-            let mut child = train_cmd(&fifo, &run, "0")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            // once it has the pipe open for reading (its handler is installed before that), keep
-            // a writer on it that writes nothing, and ask it to stop
-            let t0 = std::time::Instant::now();
-            let _writer = loop {
-                use std::os::unix::fs::OpenOptionsExt;
-                let w = std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_NONBLOCK)
-                    .open(&fifo);
-                if let Ok(w) = w {
-                    break w;
-                }
-                assert!(
-                    t0.elapsed() < Duration::from_secs(60),
-                    "never opened the pipe"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            signal(&child, "-TERM");
-            let t0 = std::time::Instant::now();
-            while child.try_wait().unwrap().is_none() {
-                if t0.elapsed() > Duration::from_secs(20) {
-                    child.kill().unwrap();
-                    panic!("still blocked after a stop request");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let out = child.wait_with_output().unwrap();
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(130), "{err}");
-            assert!(err.contains("before training began"), "{err}");
-            assert!(!run.exists());
-        }
-    }
+    stop_while_reading_a_pipe(&d, |fifo, run| train_cmd(fifo, run, "0"));
     // a log pipe that has gone away (`2>&1 | head -3`) neither ends the run nor panics: it
     // trains to the end and saves
     let run = d.join("run-closed-stderr");
@@ -890,4 +844,82 @@ fn ctrl_c_or_sigterm_writes_a_snapshot_and_exits_130() {
     let se = String::from_utf8_lossy(&out.stderr);
     assert!(!se.contains("panicked"), "{se}");
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Starts `cmd(corpus, out)` on a corpus that is a pipe nobody writes to (reading it blocks
+/// for ever), asks it to stop once it reads, and checks that it ends at once (130), saying so,
+/// with nothing at `out`.
+#[cfg(unix)]
+fn stop_while_reading_a_pipe(d: &Path, cmd: impl Fn(&Path, &Path) -> Command) {
+    let fifo = d.join("corpus.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made {
+        return;
+    }
+    let run = d.join("run-fifo");
+    let mut child = cmd(&fifo, &run)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // once it has the pipe open for reading (its handler is installed before that), keep a
+    // writer on it that writes nothing, and ask it to stop
+    let t0 = std::time::Instant::now();
+    let _writer = loop {
+        use std::os::unix::fs::OpenOptionsExt;
+        let w = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        if let Ok(w) = w {
+            break w;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "never opened the pipe"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    signal(&child, "-TERM");
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("still blocked after a stop request");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("before training began"), "{err}");
+    assert!(!run.exists());
+}
+
+/// `experiment` quits at once too when asked to stop while it reads its text (it went on to
+/// set up its first arm, and stopped only after that arm's first step).
+#[cfg(unix)]
+#[test]
+fn an_experiment_stopped_while_reading_its_text_quits_at_once() {
+    let d = scratch("exp-stop");
+    stop_while_reading_a_pipe(&d, |fifo, out| {
+        let mut c = bin();
+        c.args([
+            "experiment",
+            "mtp",
+            "--threads",
+            "1",
+            "--steps",
+            "2",
+            "--corpus",
+        ])
+        .arg(fifo)
+        .arg("--out")
+        .arg(out);
+        c
+    });
 }
