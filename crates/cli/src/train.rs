@@ -194,7 +194,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
         let phases = Phases::install(
             stop.clone(),
-            "stop requested (Ctrl-C or SIGTERM): finishing this step and writing a snapshot \
+            "stop requested (Ctrl-C, SIGTERM or SIGHUP): finishing this step and writing a snapshot \
              (Ctrl-C again to quit at once)",
             "second stop request: quitting at once (`--resume` goes on from the last complete \
              snapshot)",

@@ -303,7 +303,7 @@ pub fn train(words: &WordCounts, cfg: &TrainConfig) -> Result<Tokenizer> {
     let mut blocked: FxHashSet<u64> = FxHashSet::default();
     let mut stamp = vec![u32::MAX; syms.len()];
     let mut touched: FxHashSet<u64> = FxHashSet::default();
-    let min_freq = cfg.min_frequency.max(1) as i64;
+    let min_freq = i64::try_from(cfg.min_frequency.max(1)).unwrap_or(i64::MAX);
     let mut n_tokens = 256usize;
     while n_tokens < 256 + n_merges {
         let Some((c, std::cmp::Reverse(k))) = heap.pop() else {

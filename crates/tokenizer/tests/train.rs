@@ -85,6 +85,15 @@ fn min_frequency_stops_early() {
         .filter(|w| *w == last.as_slice())
         .count();
     assert!(n >= 5, "{n}");
+    // a minimum above every count learns nothing, up to the largest one can give (those at
+    // 2^63 and above were taken as no minimum)
+    for min in [1u64 << 40, 1 << 63, u64::MAX] {
+        c.min_frequency = min;
+        match train_texts([&text], &c) {
+            Ok(t) => assert_eq!(t.vocab_end(), 256, "{min}"),
+            Err(e) => assert!(e.to_string().contains("no merge"), "{min}: {e}"),
+        }
+    }
 }
 
 #[test]

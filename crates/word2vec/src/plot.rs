@@ -9,7 +9,8 @@ use crate::vectors::KeyedVectors;
 
 /// Projects `rows` (each of length `dim`) on their first two principal components, found by
 /// power iteration with deflation on the covariance of the centred rows. Returns one `(x, y)`
-/// per row.
+/// per row; a component along which the rows do not spread (rows on one line: `y`; all rows
+/// equal: both) is 0.
 pub fn pca_2d(rows: &[Vec<f32>], dim: usize) -> Vec<(f64, f64)> {
     let n = rows.len();
     if n == 0 || dim == 0 {
@@ -35,12 +36,19 @@ pub fn pca_2d(rows: &[Vec<f32>], dim: usize) -> Vec<(f64, f64)> {
     }
     let mut rng = Lcg::new(12345);
     let mut components: Vec<Vec<f64>> = Vec::new();
-    for _ in 0..2 {
+    let mut first_lambda = 0.0f64;
+    for k in 0..2 {
         let mut v: Vec<f64> = (0..dim).map(|_| rng.uniform() - 0.5).collect();
         for _ in 0..500 {
             let mut w: Vec<f64> = (0..dim)
                 .map(|i| (0..dim).map(|j| cov[i * dim + j] * v[j]).sum())
                 .collect();
+            // orthogonal to the components found: what deflation leaves is rounding noise,
+            // mostly along them
+            for c in &components {
+                let d: f64 = w.iter().zip(c).map(|(a, b)| a * b).sum();
+                w.iter_mut().zip(c).for_each(|(a, b)| *a -= d * b);
+            }
             let norm = w.iter().map(|x| x * x).sum::<f64>().sqrt();
             if norm < 1e-300 {
                 break;
@@ -51,6 +59,15 @@ pub fn pca_2d(rows: &[Vec<f32>], dim: usize) -> Vec<(f64, f64)> {
         let lambda: f64 = (0..dim)
             .map(|i| v[i] * (0..dim).map(|j| cov[i * dim + j] * v[j]).sum::<f64>())
             .sum();
+        // a direction without spread (points on a line, two points, one point) projects to 0:
+        // power iteration on what is left would return a noise direction
+        if k == 0 {
+            first_lambda = lambda;
+        }
+        if !(lambda > 1e-12 * first_lambda && lambda > 0.0) {
+            components.push(vec![0.0; dim]);
+            continue;
+        }
         for i in 0..dim {
             for j in 0..dim {
                 cov[i * dim + j] -= lambda * v[i] * v[j];
@@ -124,6 +141,13 @@ pub fn plot_words(kv: &KeyedVectors, words: &[String], path: &Path) -> Result<()
         .collect::<Result<Vec<_>>>()?;
     if rows.is_empty() {
         return Err(Word2VecError::Config("plot needs at least one word".into()));
+    }
+    for (i, w) in words.iter().enumerate() {
+        if words[..i].contains(w) {
+            return Err(Word2VecError::Config(format!(
+                "the word {w:?} is given twice: each word is one point"
+            )));
+        }
     }
     let doc = svg(&pca_2d(&rows, kv.dim()), words);
     ferrolab_data::write_atomic_with(path, doc.as_bytes(), Links::Follow).map_err(io_err(path))

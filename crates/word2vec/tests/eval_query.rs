@@ -171,6 +171,32 @@ fn pca_recovers_the_dominant_directions_and_svg_is_written() {
     assert!(plot_words(&kv, &["zebra".to_string()], &out).is_err());
 }
 
+/// Rows that span fewer than two directions: the missing coordinates are 0 (the second
+/// component was a noise direction, and points on a line came out on a diagonal).
+#[test]
+fn pca_of_rows_on_a_line_has_no_second_coordinate() {
+    let line: Vec<Vec<f32>> = (0..4).map(|i| vec![i as f32, i as f32, 0.0]).collect();
+    let p = pca_2d(&line, 3);
+    let step = 2f64.sqrt();
+    for (i, &(x, y)) in p.iter().enumerate() {
+        assert!(y == 0.0, "{p:?}");
+        assert!(((x - p[0].0).abs() - i as f64 * step).abs() < 1e-9, "{p:?}");
+    }
+    let two = pca_2d(&[vec![1.0, 0.0, 0.0], vec![-1.0, 0.0, 0.0]], 3);
+    assert_eq!((two[0].1, two[1].1), (0.0, 0.0), "{two:?}");
+    assert!((two[0].0 - two[1].0).abs() > 1.99, "{two:?}");
+    let same = pca_2d(&[vec![0.5, 2.0], vec![0.5, 2.0]], 2);
+    assert_eq!(same, [(0.0, 0.0), (0.0, 0.0)]);
+    // a word given twice is refused
+    let kv = toy();
+    let out = temp_path("twice.svg");
+    let e = plot_words(&kv, &["man".to_string(), "man".to_string()], &out)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"man\"") && e.contains("twice"), "{e}");
+    assert!(!out.exists());
+}
+
 #[test]
 fn svg_uses_one_scale_for_both_axes() {
     // the second coordinate is rounding noise: it must not be stretched to the full height
