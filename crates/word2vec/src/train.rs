@@ -359,6 +359,8 @@ fn train_source<S: BatchSource>(
     });
     let n = config.threads;
     let mut effective = 0u64;
+    // (input, target) updates over all epochs
+    let mut trained = 0u64;
     let mut last = WorkerStats::default();
     for epoch in 0..config.epochs {
         {
@@ -394,6 +396,7 @@ fn train_source<S: BatchSource>(
         last = WorkerStats::default();
         for r in results {
             effective += r.effective;
+            trained += r.groups;
             last.loglik += r.loglik;
             last.groups += r.groups;
         }
@@ -405,6 +408,14 @@ fn train_source<S: BatchSource>(
         ));
     }
     bar.finish_and_clear();
+    if trained == 0 {
+        return Err(Word2VecError::Config(format!(
+            "nothing was trained: no word kept had another kept word in its sentence ({effective} \
+             words kept of {} read, after --min-count and --sample), so every vector would be \
+             its random start; give a longer text, a lower --min-count, or --sample 0",
+            job.processed.load(Ordering::Relaxed)
+        )));
+    }
     let seconds = start.elapsed().as_secs_f64();
     let words = job.processed.load(Ordering::Relaxed);
     let stats = TrainStats {

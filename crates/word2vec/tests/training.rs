@@ -222,6 +222,38 @@ fn streaming_from_file_matches_in_memory_training() {
     }
 }
 
+/// A text in which no word has a neighbour (one word per line, or subsampling that keeps one
+/// word of each sentence) trains nothing: an error, not vectors that are their random start.
+#[test]
+fn a_text_that_gives_no_training_pair_is_refused() {
+    let vocab_cfg = VocabConfig {
+        min_count: 1,
+        ..VocabConfig::default()
+    };
+    for (text, sample) in [("hello\n", 0.0), ("a\nb\na\n", 0.0), ("a b\n", 0.0)] {
+        let path = temp_path("lonely.txt");
+        std::fs::write(&path, text).unwrap();
+        let vocab = Vocab::build(&path, &vocab_cfg).unwrap();
+        let corpus = Corpus::load(&path, &vocab).unwrap();
+        for arch in [Architecture::SkipGram, Architecture::Cbow] {
+            let mut cfg = config(arch, Loss::NegativeSampling(2), 1);
+            cfg.sample = sample;
+            let r = train(&corpus, &vocab, &cfg);
+            if text == "a b\n" {
+                // one pair: trained
+                let (k, _) = r.unwrap();
+                assert!(k.vectors().iter().all(|x| x.is_finite()));
+            } else {
+                let e = r.err().unwrap().to_string();
+                assert!(
+                    e.contains("nothing was trained") && e.contains("--sample 0"),
+                    "{e}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn streaming_splits_long_lines_and_reports_file_errors() {
     // one 25,000-token line: trained as sentences of 10,000, 10,000 and 5,000 words, so the
