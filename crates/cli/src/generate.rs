@@ -165,6 +165,15 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         if a.speculative || a.naive_cache {
             return v3_greedy(&a, &model, &tok, &prompt);
         }
+        let ctx = model.config().max_position_embeddings();
+        if prompt.len() >= ctx {
+            eprintln!(
+                "note: the prompt is {} tokens and the model's context {ctx} \
+                 (max_position_embeddings): it continues from the last {} of them",
+                prompt.len(),
+                ctx - 1
+            );
+        }
         let mut stdout = std::io::stdout().lock();
         write!(stdout, "{}", a.prompt)?;
         // a token can end inside a character: print only complete UTF-8

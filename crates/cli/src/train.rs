@@ -287,6 +287,17 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 .map(|(l, b)| format!(", val loss {l:.4}, val bits/byte {b:.4}"))
                 .unwrap_or_default()
         );
+        // finite but exploding losses are not caught as divergence: a model worse than a
+        // uniform guess over its vocabulary has learned nothing
+        let uniform = (trainer.cfg.model.vocab_size() as f64).ln();
+        if let Some((l, _)) = out.val.filter(|&(l, _)| l > uniform + 0.5) {
+            ferrolab_train::note!(
+                "warning: the held-out loss {l:.4} is above {uniform:.4}, the loss of a uniform \
+                 guess over {} tokens: training diverged; try a lower max_lr (this run: {})",
+                trainer.cfg.model.vocab_size(),
+                trainer.cfg.max_lr
+            );
+        }
         print_samples(&trainer, a.samples, &stop)?;
         ferrolab_train::note!(
             "run directory: {}  (generate: ferrolab generate --run {} --prompt \"...\")",

@@ -157,6 +157,16 @@ fn train_generate_and_resume_from_the_command_line() {
     ));
     assert_eq!(g.lines().next(), g2.lines().next());
     assert!(!g.contains("note:"), "{g}");
+    // a prompt longer than the context (64) is continued from its end, and that is said
+    let long = "fellow citizens ".repeat(40);
+    let g4 = run_ok(&mut generate(
+        &run,
+        &["--prompt", &long, "--max-tokens", "5", "--greedy"],
+    ));
+    assert!(
+        g4.contains("note: the prompt is") && g4.contains("context 64") && g4.contains("last 63"),
+        "{g4}"
+    );
     // an edited config.json is named (ferrolab reads train.json): same tokens, and a note
     let cj = run.join("config.json");
     let original = std::fs::read_to_string(&cj).unwrap();
@@ -922,4 +932,29 @@ fn an_experiment_stopped_while_reading_its_text_quits_at_once() {
         .arg(out);
         c
     });
+}
+
+/// A run whose losses explode without becoming NaN (too high a rate) ends with a warning that
+/// it diverged; a sound run has none.
+#[test]
+fn a_run_that_ends_worse_than_a_uniform_guess_is_said_to_have_diverged() {
+    let d = scratch("high-rate");
+    let c = corpus(&d);
+    let run = |name: &str, lr: &str| {
+        run_ok(train_cmd(&c, &d.join(name), "0").args([
+            "--set",
+            "steps=8",
+            "--set",
+            "warmup_steps=0",
+            "--set",
+            &format!("max_lr={lr}"),
+        ]))
+    };
+    let bad = run("hot", "9.9");
+    assert!(
+        bad.contains("training diverged") && bad.contains("max_lr (this run: 9.9)"),
+        "{bad}"
+    );
+    let fine = run("sound", "0.003");
+    assert!(!fine.contains("training diverged"), "{fine}");
 }
