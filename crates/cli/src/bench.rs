@@ -249,8 +249,19 @@ impl Drop for TempFile {
 }
 
 fn train_step(a: &TrainStepArgs) -> Result<()> {
-    if a.steps == 0 || a.batch == 0 || a.threads == 0 || a.seq == 0 || a.layers == 0 {
-        bail!("--steps, --batch, --seq, --layers and --threads must be at least 1");
+    let zero: Vec<&str> = [
+        ("--steps", a.steps),
+        ("--batch", a.batch),
+        ("--seq", a.seq),
+        ("--layers", a.layers),
+        ("--threads", a.threads),
+    ]
+    .iter()
+    .filter(|&&(_, v)| v == 0)
+    .map(|&(name, _)| name)
+    .collect();
+    if !zero.is_empty() {
+        bail!("{} must be at least 1", zero.join(" and "));
     }
     {
         // at least the weights, gradients and AdamW moments (16 bytes a parameter) and the
@@ -455,14 +466,20 @@ fn side_by_side(a: &TrainStepArgs) -> Result<()> {
             a.python
         );
     }
+    // a --peer-cmd is held to the script's contract: it is given only the layer count
+    let peer_what = if a.peer_cmd.is_some() {
+        "the peer command (--peer-cmd, given only the layer count, as the PyTorch script)"
+    } else {
+        "the PyTorch peer script"
+    };
     if torch_ok && (a.batch != 8 || a.seq != 128) {
-        bail!("the PyTorch peer script runs batch 8 and seq 128 only");
+        bail!("{peer_what} runs batch 8 and seq 128 only");
     }
     if torch_ok && !a.sequential {
         if a.warmup != 3 || a.steps != 20 {
             bail!(
-                "the PyTorch peer script runs 3 warm-up and 20 timed steps: keep --warmup 3 \
-                 --steps 20 (the defaults) or add --sequential"
+                "{peer_what} runs 3 warm-up and 20 timed steps: keep --warmup 3 --steps 20 (the \
+                 defaults) or add --sequential"
             );
         }
         let (st, orss, prss) = interleaved_rounds(
@@ -562,10 +579,8 @@ fn lm_config(a: &LmArgs) -> Result<ferrolab_train::RunConfig> {
         cfg.validate()?;
         return Ok(cfg);
     }
-    let mut cfg = ferrolab_train::RunConfig::preset(&a.preset)?;
-    for s in &a.sets {
-        cfg = cfg.set(s)?;
-    }
+    // as `ferrolab train` reads them (a new `steps` scales the preset's warm-up)
+    let (cfg, _) = ferrolab_train::RunConfig::resolve(&a.preset, None, &a.sets)?;
     cfg.validate()?;
     ferrolab_train::check_memory(&cfg)?;
     Ok(cfg)

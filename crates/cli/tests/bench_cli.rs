@@ -311,6 +311,40 @@ fn zero_steps_and_impossible_thread_counts_are_refused() {
             "{args:?}: {se}"
         );
     }
+    // each zero is named, and only those
+    let out = bench(&["train-step", "--layers", "0", "--seq", "0"], &[], b"");
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        se.contains("--seq and --layers must be at least 1") && !se.contains("--steps"),
+        "{se}"
+    );
+    // a new `steps` scales the preset's warm-up as `train` does (a warm-up of 50 past 80% of
+    // 7 steps was refused)
+    let out = bench(
+        &[
+            "lm",
+            "--ours-only",
+            "--preset",
+            "llama-tiny",
+            "--set",
+            "steps=7",
+            "--set",
+            "model.num_hidden_layers=1",
+            "--set",
+            "batch_size=1",
+            "--set",
+            "seq_len=16",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+        ],
+        &[],
+        b"",
+    );
+    stdout_of_success(&out);
     // --rounds 0 is a usage error that says what is wanted
     for sub in ["lm", "train-step"] {
         let out = bench(&[sub, "--rounds", "0"], &[], b"");
