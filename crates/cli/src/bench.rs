@@ -657,6 +657,8 @@ fn lm_ours_body(a: &LmArgs) -> Result<()> {
 }
 
 fn lm_side_by_side(a: &LmArgs) -> Result<()> {
+    // before the peer is looked for (ours would fail with the message inside its own)
+    crate::train::check_threads(a.threads)?;
     let cfg = lm_config(a)?;
     let peer_script = a.peer_script.clone().unwrap_or_else(|| {
         PathBuf::from(match cfg.model.model_type() {

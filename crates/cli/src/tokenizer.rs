@@ -216,7 +216,13 @@ fn decode(a: DecodeArgs) -> Result<()> {
     let bytes = if a.bytes {
         tok.decode_bytes(&ids)?
     } else {
-        tok.decode(&ids)?.into_bytes()
+        match tok.decode(&ids) {
+            Ok(text) => text.into_bytes(),
+            Err(e @ ferrolab_tokenizer::TokenizerError::InvalidUtf8 { .. }) => {
+                anyhow::bail!("{e} (--bytes writes them as they are)")
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
     let mut out = std::io::stdout().lock();
     out.write_all(&bytes)?;

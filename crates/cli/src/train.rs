@@ -57,6 +57,16 @@ fn free_run_dir(preset: &str) -> PathBuf {
 /// threads on 2 cores made one small step take over 20 s). More than one per core is allowed
 /// with a warning.
 pub fn start_threads(n: usize) -> Result<()> {
+    let cores = check_threads(n)?;
+    if n > cores {
+        ferrolab_train::note!("warning: {n} threads on {cores} cores: ops will wait on each other");
+    }
+    ferrolab_tensor::set_num_threads(n)?;
+    Ok(())
+}
+
+/// Refuses a `--threads n` that [`start_threads`] would refuse; returns the number of cores.
+pub fn check_threads(n: usize) -> Result<usize> {
     let cores = std::thread::available_parallelism()
         .map(|c| c.get())
         .unwrap_or(1);
@@ -66,11 +76,7 @@ pub fn start_threads(n: usize) -> Result<()> {
     if n > 4 * cores {
         bail!("--threads {n} is more than 4 per core on this machine's {cores} cores");
     }
-    if n > cores {
-        ferrolab_train::note!("warning: {n} threads on {cores} cores: ops will wait on each other");
-    }
-    ferrolab_tensor::set_num_threads(n)?;
-    Ok(())
+    Ok(cores)
 }
 
 /// Exit status of a run stopped by Ctrl-C or SIGTERM after writing its snapshot (128 + SIGINT,

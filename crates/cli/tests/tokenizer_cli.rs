@@ -79,6 +79,13 @@ fn invalid_utf8_is_an_error_unless_bytes() {
     assert!(out.status.success());
     let back = run(&["decode", "--tokenizer", tok, "--bytes"], &out.stdout);
     assert_eq!(back.stdout, input);
+    // decoding them as text is refused, and the option that writes them is named
+    let text = run(&["decode", "--tokenizer", tok], &out.stdout);
+    let se = String::from_utf8_lossy(&text.stderr);
+    assert!(
+        !text.status.success() && se.contains("not valid UTF-8") && se.contains("--bytes"),
+        "{se}"
+    );
 }
 
 #[test]

@@ -105,20 +105,27 @@ impl TrainConfig {
         }
         if !(self.sample.is_finite() && self.sample >= 0.0) {
             return Err(Word2VecError::Config(format!(
-                "sample (the subsampling threshold) must be a number >= 0, got {}",
+                "sample (the subsampling threshold) must be a finite number >= 0, got {}",
                 self.sample
             )));
         }
         let alpha = self.start_alpha();
-        if !(alpha.is_finite() && alpha >= 0.0) {
+        if !(alpha.is_finite() && alpha > 0.0) {
+            // 0 would leave every vector at its random start
             return Err(Word2VecError::Config(format!(
-                "the learning rate alpha must be a number >= 0, got {alpha}"
+                "the learning rate alpha must be a finite number > 0, got {alpha}"
             )));
         }
-        if !(self.min_alpha.is_finite() && self.min_alpha >= 0.0 && self.min_alpha <= alpha) {
-            // (alpha 0, which only keeps the initial vectors, needs min_alpha 0 too)
+        if !(self.min_alpha.is_finite() && self.min_alpha >= 0.0) {
             return Err(Word2VecError::Config(format!(
-                "min_alpha (the final learning rate) must be in [0, alpha = {alpha}], got {}",
+                "min_alpha (the final learning rate) must be a finite number >= 0, got {}",
+                self.min_alpha
+            )));
+        }
+        if self.min_alpha > alpha {
+            return Err(Word2VecError::Config(format!(
+                "min_alpha (the final learning rate) {} is above alpha (the first) {alpha}: give \
+                 a min_alpha of at most {alpha}, or a larger alpha",
                 self.min_alpha
             )));
         }
@@ -623,7 +630,21 @@ mod tests {
             alpha: Some(-1.0),
             ..TrainConfig::default()
         });
-        assert!(e.contains("alpha must be a number >= 0"), "{e}");
+        assert!(e.contains("alpha must be a finite number > 0"), "{e}");
+        // 0 is refused too, and naming alpha, not min_alpha (which was blamed)
+        let e = err(TrainConfig {
+            alpha: Some(0.0),
+            ..TrainConfig::default()
+        });
+        assert!(
+            e.contains("alpha must be a finite number > 0, got 0"),
+            "{e}"
+        );
+        let e = err(TrainConfig {
+            sample: f64::INFINITY,
+            ..TrainConfig::default()
+        });
+        assert!(e.contains("sample") && e.contains("finite"), "{e}");
         let e = err(TrainConfig {
             window: 0,
             ..TrainConfig::default()
@@ -633,6 +654,9 @@ mod tests {
             min_alpha: 1.0,
             ..TrainConfig::default()
         });
-        assert!(e.contains("min_alpha"), "{e}");
+        assert!(
+            e.contains("min_alpha") && e.contains("is above alpha"),
+            "{e}"
+        );
     }
 }
