@@ -20,7 +20,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 200)]
     max_tokens: usize,
     /// Softmax temperature (0: greedy).
-    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true, value_parser = f32_in_range)]
     temperature: f32,
     /// Greedy decoding (same as --temperature 0; the sampling options do not apply).
     #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p", "seed"])]
@@ -30,7 +30,7 @@ pub struct GenerateArgs {
     top_k: Option<usize>,
     /// Nucleus sampling: keep the most likely tokens up to this probability (1: all)
     /// [default: 0.95]
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = f32_in_range)]
     top_p: Option<f32>,
     /// Sampler seed [default: 0]
     #[arg(long)]
@@ -47,6 +47,26 @@ pub struct GenerateArgs {
     /// of the absorbed latent cache, for comparison. Greedy within one context window.
     #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p", "seed"])]
     naive_cache: bool,
+}
+
+/// A 32-bit float as given: a number past that range (1e300, 1e-320) was read as inf or 0 and
+/// then refused, or taken, as that.
+fn f32_in_range(s: &str) -> Result<f32, String> {
+    let x: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if x.is_finite()
+        && x != 0.0
+        && (x.abs() > f32::MAX as f64 || x.abs() < f32::MIN_POSITIVE as f64)
+    {
+        return Err(format!(
+            "{s} is beyond the range of a 32-bit float ({:e} to {:e} in size)",
+            f32::MIN_POSITIVE,
+            f32::MAX
+        ));
+    }
+    Ok(x as f32)
 }
 
 /// `--speculative` and `--naive-cache`: greedy decoding of a DeepSeek-V3 run.

@@ -699,6 +699,21 @@ fn v3_run_exports_to_hf_gives_logits_and_decodes_speculatively() {
         .unwrap();
     let se = String::from_utf8_lossy(&e.stderr);
     assert!(se.contains("finite number >= 0"), "{se}");
+    // numbers past a 32-bit float's range are named as given (they were read as inf or 0)
+    for (flag, v) in [
+        ("--temperature", "1e300"),
+        ("--temperature", "1e-320"),
+        ("--top-p", "1e-46"),
+    ] {
+        let e = generate(&run, &["--prompt", "fellow ", flag, v])
+            .output()
+            .unwrap();
+        let se = String::from_utf8_lossy(&e.stderr);
+        assert!(
+            !e.status.success() && se.contains(&format!("{v} is beyond the range")),
+            "{flag} {v}: {se}"
+        );
+    }
     // a train.json edited after training (same shapes, other maths): export and generate
     // refuse it rather than write or decode a model the weights were not trained as
     let tj = run.join("train.json");

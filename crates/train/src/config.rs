@@ -174,6 +174,7 @@ impl RunConfig {
                         msg: format!("{x} is not a usable value: a finite number is needed"),
                     });
                 }
+                check_f32_range(&key, &value.to_string(), x)?;
             }
             let value = serde_json::to_value(&value).map_err(|e| TrainError::Config {
                 key: key.clone(),
@@ -199,6 +200,9 @@ impl RunConfig {
                 key: key.into(),
                 msg: format!("{raw} is not a usable value: a finite number is needed"),
             });
+        }
+        if let Ok(x) = raw.parse::<f64>() {
+            check_f32_range(key, raw, x)?;
         }
         // numbers and booleans as such, anything else as a string
         let value = serde_json::from_str::<serde_json::Value>(raw)
@@ -406,6 +410,23 @@ impl RunConfig {
     }
 }
 
+/// Settings are 32-bit floats: a number past their range (`shown` as the user wrote it) was
+/// read as inf or 0, and then refused as that ("inf must be > 1" for 1e39).
+fn check_f32_range(key: &str, shown: &str, x: f64) -> Result<()> {
+    if x != 0.0 && (x.abs() > f32::MAX as f64 || x.abs() < f32::MIN_POSITIVE as f64) {
+        return Err(TrainError::Config {
+            key: key.to_string(),
+            msg: format!(
+                "{shown} is beyond the range of the 32-bit numbers settings are held in ({:e} \
+                 to {:e} in size)",
+                f32::MIN_POSITIVE,
+                f32::MAX
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// `(dotted key, value)` for every leaf of a TOML value.
 fn flatten(prefix: &str, v: &toml::Value) -> Vec<(String, toml::Value)> {
     match v {
@@ -499,6 +520,36 @@ mod tests {
         assert!(e.to_string().contains("0.5 is outside (0, 0.5)"), "{e}");
         let e = c.set("beta1=1").unwrap().validate().unwrap_err();
         assert!(e.to_string().contains("1 is outside [0, 1)"), "{e}");
+    }
+
+    #[test]
+    fn numbers_past_the_range_of_a_32_bit_float_are_named_as_given() {
+        let c = RunConfig::preset("llama-tiny").unwrap();
+        for (set, shown) in [
+            ("model.rope_theta=1e39", "1e39"),
+            ("model.rms_norm_eps=1e-50", "1e-50"),
+            ("max_lr=-1e-45", "-1e-45"),
+        ] {
+            let e = c.clone().set(set).unwrap_err().to_string();
+            assert!(
+                e.contains(shown) && e.contains("beyond the range") && !e.contains("inf"),
+                "{set}: {e}"
+            );
+        }
+        let ok = c.clone().set("model.rms_norm_eps=1e-30").unwrap();
+        let json = serde_json::to_value(&ok).unwrap();
+        assert_eq!(
+            json["model"]["rms_norm_eps"].as_f64().unwrap() as f32,
+            1e-30
+        );
+        let dir = ferrolab_data::TempFolder::new("cfg-range").unwrap();
+        let p = dir.join("run.toml");
+        std::fs::write(&p, "max_lr = 5e-324\n").unwrap();
+        let e = c.merge_toml_file(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("max_lr") && e.contains("beyond the range"),
+            "{e}"
+        );
     }
 
     #[test]
