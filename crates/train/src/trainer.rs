@@ -809,7 +809,8 @@ fn config_edits(
 pub fn eval_cost_warning(cfg: &RunConfig, val_tokens: usize) -> Option<String> {
     let read = cfg.eval_batches as f64 * cfg.batch_size as f64 * cfg.seq_len as f64;
     let mut why = Vec::new();
-    if read > 2.0 * val_tokens as f64 {
+    // (with one batch there is no smaller eval_batches to advise)
+    if read > 2.0 * val_tokens as f64 && cfg.eval_batches > 1 {
         why.push(format!(
             "it reads {read:.0} tokens, {:.1} times the {val_tokens} held-out tokens (its \
              windows overlap, so a smaller eval_batches gives nearly the same figure)",

@@ -1112,6 +1112,13 @@ fn a_validation_that_costs_more_than_it_tells_is_warned_about() {
         w.contains("held-out") && !w.contains("forward passes"),
         "{w}"
     );
+    // ... unless there is one batch: no smaller eval_batches can be advised
+    let one = RunConfig {
+        eval_batches: 1,
+        eval_every: 0,
+        ..c.clone()
+    };
+    assert_eq!(eval_cost_warning(&one, 10), None);
 }
 
 /// An experiment continued on another text than its arms were trained on says to rerun it with
