@@ -268,8 +268,18 @@ pub fn run(a: TrainArgs) -> Result<()> {
         phases.end_training();
         let dir = trainer.run.path.clone();
         if out.interrupted {
+            let dropped = if out.dropped_micro_batches > 0 {
+                format!(
+                    " (step {} was dropped after {} of its {} micro-batches)",
+                    out.step + 1,
+                    out.dropped_micro_batches,
+                    trainer.cfg.grad_accum
+                )
+            } else {
+                String::new()
+            };
             ferrolab_train::note!(
-                "stopped at step {}; continue with: ferrolab train --resume {}",
+                "stopped at step {}{dropped}; continue with: ferrolab train --resume {}",
                 out.step,
                 dir.display()
             );

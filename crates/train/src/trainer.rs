@@ -112,6 +112,8 @@ pub struct Outcome {
     pub tokens_per_s: f64,
     /// Wall time of this call in seconds.
     pub seconds: f64,
+    /// Micro-batches done of the step a stop request dropped (0: it stopped between steps).
+    pub dropped_micro_batches: usize,
 }
 
 /// A run in progress.
@@ -497,7 +499,25 @@ impl Trainer {
             let mut mtp_sum: Vec<f32> = Vec::new();
             let mut loads: Vec<Vec<u64>> = Vec::new();
             let mut max_vio_batch: Vec<f64> = Vec::new();
+            // a stop request between micro-batches drops the step (nothing is updated before
+            // its end): with many micro-batches a step can take minutes
+            let rng_at_start = rng::get_state();
             for micro in 0..cfg.grad_accum {
+                if micro > 0 && stop.load(Ordering::SeqCst) {
+                    self.opt.zero_grad();
+                    rng::set_state(rng_at_start);
+                    self.snapshot()?;
+                    pb.abandon_with_message(format!(
+                        "stopped; step {} dropped after {micro} of its {} micro-batches; \
+                         snapshot at step {}",
+                        self.step + 1,
+                        cfg.grad_accum,
+                        self.step
+                    ));
+                    let mut out = self.outcome(true, val, start, start_step);
+                    out.dropped_micro_batches = micro;
+                    return Ok(out);
+                }
                 let (ids, tg) = self.data.train_batch(cfg.seed, self.step, micro, b, t);
                 let parts = self.model.loss(&ids, &tg, b, t)?;
                 let loss = parts.total;
@@ -646,6 +666,7 @@ impl Trainer {
             val,
             tokens_per_s: tokens as f64 / seconds.max(1e-9),
             seconds,
+            dropped_micro_batches: 0,
         }
     }
 }
