@@ -115,23 +115,23 @@ struct TrainStepArgs {
     #[arg(long)]
     peer: bool,
     /// Rounds of (ours, peer) with --peer: fresh processes each round.
-    #[arg(long, default_value_t = 2, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 2, value_parser = at_least_one, requires = "peer")]
     rounds: usize,
     /// With --peer: run our process and the peer's one after the other instead of
     /// interleaving their steps.
-    #[arg(long)]
+    #[arg(long, requires = "peer")]
     sequential: bool,
     /// Python interpreter with torch, for --peer.
     #[arg(long, env = "FERROLAB_PYTHON", default_value = "python3")]
     python: String,
     /// The peer script.
-    #[arg(long, default_value = "bench/gpt_step_torch.py")]
+    #[arg(long, default_value = "bench/gpt_step_torch.py", requires = "peer")]
     peer_script: PathBuf,
     /// Any other peer instead of the PyTorch script: a shell command, run as `sh -c "CMD"
     /// peer LAYERS`, that runs 3 + 20 steps of the interleaving protocol. With
     /// `bench/self_peer.sh` it is ferrolab itself (an A/B run of two builds or of an environment
     /// switch).
-    #[arg(long)]
+    #[arg(long, requires = "peer")]
     peer_cmd: Option<String>,
 }
 
@@ -176,7 +176,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Parses a count that must be at least 1 (clap's own range check printed the type's maximum).
-fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+pub(crate) fn at_least_one(s: &str) -> std::result::Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),

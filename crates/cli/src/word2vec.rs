@@ -141,7 +141,7 @@ struct SimilarArgs {
     /// The query word.
     word: String,
     /// How many neighbours.
-    #[arg(short, default_value_t = 10)]
+    #[arg(short, default_value_t = 10, value_parser = crate::bench::at_least_one)]
     n: usize,
 }
 
@@ -156,7 +156,7 @@ struct AnalogyArgs {
     /// C in A : B :: C : ?
     c: String,
     /// How many answers.
-    #[arg(short, default_value_t = 5)]
+    #[arg(short, default_value_t = 5, value_parser = crate::bench::at_least_one)]
     n: usize,
     /// Use 3CosMul instead of 3CosAdd.
     #[arg(long)]

@@ -346,6 +346,18 @@ fn zero_steps_and_impossible_thread_counts_are_refused() {
         b"",
     );
     stdout_of_success(&out);
+    // options of the side-by-side run without --peer did nothing without a word
+    for opt in [
+        &["--rounds", "5"][..],
+        &["--sequential"][..],
+        &["--peer-cmd", "true"][..],
+    ] {
+        let args: Vec<&str> = ["train-step"].iter().chain(opt).copied().collect();
+        let out = bench(&args, &[], b"");
+        let se = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{opt:?}: {se}");
+        assert!(se.contains("--peer"), "{opt:?}: {se}");
+    }
     // --rounds 0 is a usage error that says what is wanted
     for sub in ["lm", "train-step"] {
         let out = bench(&[sub, "--rounds", "0"], &[], b"");

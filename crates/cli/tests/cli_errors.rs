@@ -156,6 +156,22 @@ fn word2vec_evaluations_with_nothing_to_evaluate_are_errors() {
         "ab",
     ]);
     assert!(se.contains("pass --binary"), "{se}");
+    // no neighbours asked for printed nothing, with exit 0
+    for q in [&["similar", "ab"][..], &["analogy", "ab", "ab", "ab"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferrolab"))
+            .arg("word2vec")
+            .args(&q[..1])
+            .args(["--vectors", "x.txt", "-n", "0"])
+            .args(&q[1..])
+            .output()
+            .unwrap();
+        let se = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{q:?}: {se}");
+        assert!(
+            se.contains("-n") && se.contains("at least 1"),
+            "{q:?}: {se}"
+        );
+    }
     // a gold score that is not a finite number names its line
     let nan = d.join("nan.txt");
     std::fs::write(&nan, "king queen 9.0\nking man NaN\nqueen man 2.0\n").unwrap();
