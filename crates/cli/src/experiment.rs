@@ -18,7 +18,7 @@ pub struct ExperimentArgs {
     #[arg(long, default_value = "tiny")]
     preset: String,
     /// Optimizer steps of every arm.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = crate::bench::at_least_one)]
     steps: usize,
     /// Override one setting of every arm, as `ferrolab train --set` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]

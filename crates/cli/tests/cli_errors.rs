@@ -498,6 +498,11 @@ fn experiment_refuses_settings_its_arms_override() {
         "/nonexistent/text.txt",
     ]);
     assert!(se.contains("nonexistent"), "{se}");
+    // --steps 0 is named as the option given (it was a config key)
+    let out = ferrolab(&["experiment", "mtp", "--steps", "0"]);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{se}");
+    assert!(se.contains("--steps") && se.contains("at least 1"), "{se}");
 }
 
 /// `logits --model` that is a file, or a config without a model type, is named as such.

@@ -40,7 +40,14 @@ fn parse_header(path: &Path, header: &str) -> Result<(usize, usize)> {
     let v = parts[0].parse::<usize>().map_err(|_| bad())?;
     let d = parts[1].parse::<usize>().map_err(|_| bad())?;
     if d == 0 {
-        return Err(bad());
+        return Err(parse_err(
+            path,
+            1,
+            format!(
+                "bad header {:?}: the dimension must be at least 1",
+                header.trim_end()
+            ),
+        ));
     }
     Ok((v, d))
 }

@@ -218,6 +218,7 @@ fn binary_round_trip_with_and_without_newlines() {
 fn malformed_text_files_name_the_line() {
     let cases = [
         ("bad_header.txt", "3 x\na 1 2\n", ":1:"),
+        ("no_dim.txt", "1 0\na\n", "dimension must be at least 1"),
         ("short_line.txt", "2 3\na 1 2 3\nb 1 2\n", ":3:"),
         ("bad_value.txt", "2 2\na 1 2\nb 1 zz\n", ":3:"),
         ("too_few.txt", "3 2\na 1 2\nb 1 2\n", "header announced 3"),
