@@ -11,8 +11,9 @@ LOCKSTEP = os.environ.get("FERROLAB_LOCKSTEP") == "1"
 
 def wait():
     """Blocks until `ferrolab bench` lets this step start (no-op without lockstep)."""
-    if LOCKSTEP:
-        sys.stdin.readline()
+    if LOCKSTEP and not sys.stdin.readline():
+        # the driver has gone (stopped with Ctrl-C): so does this peer
+        sys.exit(3)
 
 
 def report(ms):

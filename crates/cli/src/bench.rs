@@ -24,6 +24,16 @@ use crate::interleave::{self, Lockstep};
 /// Pause before each interleaved step, so that the other engine's threads have gone idle.
 const GAP: Duration = Duration::from_millis(50);
 
+/// The longest wait for one step of a side-by-side run (the first includes starting Python
+/// and importing torch): `FERROLAB_STEP_LIMIT_SECS`, or 15 minutes.
+fn step_limit() -> Duration {
+    let secs = std::env::var("FERROLAB_STEP_LIMIT_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(900);
+    Duration::from_secs(secs.max(1))
+}
+
 /// Warm-up steps below which PyTorch's first, slower steps fall into the timed ones.
 const MIN_PEER_WARMUP: usize = 3;
 
@@ -228,7 +238,12 @@ fn interleaved_rounds(
     let mut pairs = Vec::new();
     let (mut orss, mut prss) = (0f64, 0f64);
     for round in 0..rounds.max(1) {
-        let (o, p) = interleave::run(Command::new(me).args(ours_args), &mut peer(), GAP)?;
+        let (o, p) = interleave::run(
+            Command::new(me).args(ours_args),
+            &mut peer(),
+            GAP,
+            step_limit(),
+        )?;
         print!("[round {round}] {}[round {round}] {}", o.text, p.text);
         orss = orss.max(field(&o.text, "peak_rss_mib=").unwrap_or(f64::NAN));
         prss = prss.max(peer_rss(&p.text));

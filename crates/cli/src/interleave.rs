@@ -12,8 +12,9 @@
 //! the PyTorch scripts in `bench/` carry the same few lines.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -57,20 +58,30 @@ impl Lockstep {
     }
 }
 
+/// How often a wait for a step that takes long is reported.
+const WAIT_NOTICE: Duration = Duration::from_secs(60);
+
 /// A process driven step by step.
 struct Driven {
     name: String,
     child: Child,
     stdin: Option<ChildStdin>,
-    out: BufReader<ChildStdout>,
+    /// Its output, line by line, from a reader thread (so that a wait can time out).
+    lines: Receiver<std::io::Result<String>>,
     times: Vec<f64>,
     text: String,
     done: bool,
     reaped: bool,
+    /// The longest wait for one step's time before the process is given up.
+    limit: Duration,
 }
 
 impl Driven {
-    fn spawn(name: &str, cmd: &mut Command) -> Result<Driven> {
+    fn spawn(name: &str, cmd: &mut Command, limit: Duration) -> Result<Driven> {
+        // a process group of its own: a peer given up (or left by an error) is stopped with
+        // whatever its shell started, which would keep the output pipes open
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(cmd, 0);
         let mut child = cmd
             .env(ENV, "1")
             .stdin(Stdio::piped())
@@ -79,17 +90,60 @@ impl Driven {
             .spawn()
             .with_context(|| format!("starting {name}"))?;
         let stdin = child.stdin.take();
-        let out = BufReader::new(child.stdout.take().context("no stdout pipe")?);
+        let mut out = BufReader::new(child.stdout.take().context("no stdout pipe")?);
+        let (send, lines) = std::sync::mpsc::channel();
+        // ends at the end of the output (the process exited or was killed)
+        std::thread::spawn(move || loop {
+            let mut line = String::new();
+            match out.read_line(&mut line) {
+                Ok(0) => break,
+                r => {
+                    if send.send(r.map(|_| line)).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
         Ok(Driven {
             name: name.into(),
             child,
             stdin,
-            out,
+            lines,
             times: Vec::new(),
             text: String::new(),
             done: false,
             reaped: false,
+            limit,
         })
+    }
+
+    /// The next line of output (`None` at its end), waiting at most `limit` in all and saying
+    /// every minute that it is waiting.
+    fn next_line(&mut self) -> Result<Option<String>> {
+        let t0 = Instant::now();
+        loop {
+            let left = self.limit.saturating_sub(t0.elapsed());
+            match self.lines.recv_timeout(left.min(WAIT_NOTICE)) {
+                Ok(r) => {
+                    return r
+                        .map(Some)
+                        .with_context(|| format!("reading {}'s output", self.name))
+                }
+                Err(RecvTimeoutError::Disconnected) => return Ok(None),
+                Err(RecvTimeoutError::Timeout) if t0.elapsed() >= self.limit => bail!(
+                    "{} gave no step time for {} s (step {}): it is stopped",
+                    self.name,
+                    self.limit.as_secs(),
+                    self.times.len() + 1
+                ),
+                Err(RecvTimeoutError::Timeout) => eprintln!(
+                    "waiting for {}'s step {}: {:.0} s so far",
+                    self.name,
+                    self.times.len() + 1,
+                    t0.elapsed().as_secs_f64()
+                ),
+            }
+        }
     }
 
     /// Lets the process run its next step and returns whether it did (false once it has
@@ -105,17 +159,11 @@ impl Driven {
                 self.stdin = None;
             }
         }
-        let mut line = String::new();
         loop {
-            line.clear();
-            let n = self
-                .out
-                .read_line(&mut line)
-                .with_context(|| format!("reading {}'s output", self.name))?;
-            if n == 0 {
+            let Some(line) = self.next_line()? else {
                 self.done = true;
                 return Ok(false);
-            }
+            };
             if let Some(v) = line.trim().strip_prefix("lockstep_ms=") {
                 let ms: f64 = v
                     .parse()
@@ -152,6 +200,11 @@ impl Drop for Driven {
     /// A process left behind by an error is stopped, not left waiting on its stdin.
     fn drop(&mut self) {
         if !self.reaped {
+            #[cfg(unix)]
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                // SAFETY: a plain kill(2) of the group this process made for its child
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
@@ -169,11 +222,17 @@ pub struct Run {
 
 /// Runs `ours` and `peer` step by step in turn until both have finished, pausing `gap` before
 /// each step so that the other process's threads have gone idle. The first step of each pair
-/// alternates between the two.
-pub fn run(ours: &mut Command, peer: &mut Command, gap: Duration) -> Result<(Run, Run)> {
+/// alternates between the two. A process that gives no step time for `limit` (a peer that
+/// hangs) is stopped, and that is an error naming it.
+pub fn run(
+    ours: &mut Command,
+    peer: &mut Command,
+    gap: Duration,
+    limit: Duration,
+) -> Result<(Run, Run)> {
     let mut d = [
-        Driven::spawn("ferrolab", ours)?,
-        Driven::spawn("peer", peer)?,
+        Driven::spawn("ferrolab", ours, limit)?,
+        Driven::spawn("peer", peer, limit)?,
     ];
     let mut i = 0usize;
     loop {
@@ -219,7 +278,13 @@ mod tests {
 
     #[test]
     fn drives_both_to_the_end_and_keeps_their_output() {
-        let (o, p) = run(&mut fake(5, "2.5"), &mut fake(3, "4"), Duration::ZERO).unwrap();
+        let (o, p) = run(
+            &mut fake(5, "2.5"),
+            &mut fake(3, "4"),
+            Duration::ZERO,
+            LIMIT,
+        )
+        .unwrap();
         assert_eq!(o.times, vec![2.5; 5]);
         assert_eq!(p.times, vec![4.0; 3]);
         assert_eq!(o.text, "start\nsummary=1\n");
@@ -227,18 +292,43 @@ mod tests {
         assert_eq!(timed_pairs(&o, &p, 1), vec![(2.5, 4.0); 2]);
     }
 
+    const LIMIT: Duration = Duration::from_secs(60);
+
+    /// A peer that never reports a step (it hung) is stopped after the limit, and named.
+    #[test]
+    fn a_process_that_hangs_is_given_up_after_the_limit() {
+        // (a child of the shell that would keep the output open is stopped too)
+        let mut hung = Command::new("sh");
+        hung.arg("-c").arg("read x; sleep 1000; echo lockstep_ms=1");
+        let t0 = Instant::now();
+        let e = run(
+            &mut fake(3, "1"),
+            &mut hung,
+            Duration::ZERO,
+            Duration::from_millis(300),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("peer gave no step time") && e.contains("step 1"),
+            "{e}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    }
+
     #[test]
     fn a_failing_process_is_an_error_naming_it() {
         let mut bad = Command::new("sh");
         bad.arg("-c").arg("read x; echo lockstep_ms=1; exit 7");
-        let e = run(&mut fake(2, "1"), &mut bad, Duration::ZERO)
+        let e = run(&mut fake(2, "1"), &mut bad, Duration::ZERO, LIMIT)
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("peer failed"), "{e}");
         let mut junk = Command::new("sh");
         junk.arg("-c").arg("read x; echo lockstep_ms=fast");
-        let e = run(&mut junk, &mut fake(1, "1"), Duration::ZERO)
+        let e = run(&mut junk, &mut fake(1, "1"), Duration::ZERO, LIMIT)
             .err()
             .unwrap()
             .to_string();
