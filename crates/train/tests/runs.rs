@@ -1174,22 +1174,26 @@ fn a_stop_between_micro_batches_drops_the_step_and_resumes_exactly() {
 fn stop_inside_a_step(c: RunConfig) {
     let a = dir("accum-straight");
     let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
-    train(&mut t);
+    t.progress = false;
+    let step_time = t.train(&AtomicBool::new(false)).unwrap().seconds / 6.0;
     let (want, want_losses) = (params(&t), losses(&a));
     drop(t);
     let mut dropped = false;
-    // the stop lands where it lands: a few tries for one inside a step
-    for _ in 0..5 {
+    // the stop lands where it lands (other tests share the cores): tries at several points
+    // into step 3 until one is inside it
+    for attempt in 0..10 {
+        let delay = std::time::Duration::from_secs_f64(step_time * (0.2 + 0.1 * attempt as f64));
         let b = dir("accum-stopped");
         let mut t = Trainer::create(&b, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
         t.progress = false;
         let stop = std::sync::Arc::new(AtomicBool::new(false));
-        // asks to stop once step 2 is logged: most of the time, inside step 3
+        // asks to stop a while after step 2 is logged: most of the time, inside step 3
         let watcher = {
             let (stop, metrics) = (stop.clone(), b.join("metrics.jsonl"));
             std::thread::spawn(move || loop {
                 let lines = std::fs::read_to_string(&metrics).map_or(0, |s| s.lines().count());
                 if lines >= 2 {
+                    std::thread::sleep(delay);
                     stop.store(true, std::sync::atomic::Ordering::SeqCst);
                     break;
                 }

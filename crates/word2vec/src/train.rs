@@ -110,10 +110,10 @@ impl TrainConfig {
             )));
         }
         let alpha = self.start_alpha();
-        if !(alpha.is_finite() && alpha > 0.0) {
-            // 0 would leave every vector at its random start
+        if !(alpha.is_finite() && alpha >= 0.0) {
+            // (0 keeps every vector at its random start, with min_alpha 0 too)
             return Err(Word2VecError::Config(format!(
-                "the learning rate alpha must be a finite number > 0, got {alpha}"
+                "the learning rate alpha must be a finite number >= 0, got {alpha}"
             )));
         }
         if !(self.min_alpha.is_finite() && self.min_alpha >= 0.0) {
@@ -630,14 +630,15 @@ mod tests {
             alpha: Some(-1.0),
             ..TrainConfig::default()
         });
-        assert!(e.contains("alpha must be a finite number > 0"), "{e}");
-        // 0 is refused too, and naming alpha, not min_alpha (which was blamed)
+        assert!(e.contains("alpha must be a finite number >= 0"), "{e}");
+        // alpha 0 under the default min_alpha: both are named, and what to change (it blamed
+        // min_alpha alone)
         let e = err(TrainConfig {
             alpha: Some(0.0),
             ..TrainConfig::default()
         });
         assert!(
-            e.contains("alpha must be a finite number > 0, got 0"),
+            e.contains("is above alpha (the first) 0") && e.contains("or a larger alpha"),
             "{e}"
         );
         let e = err(TrainConfig {
