@@ -27,11 +27,20 @@ const GAP: Duration = Duration::from_millis(50);
 /// The longest wait for one step of a side-by-side run (the first includes starting Python
 /// and importing torch): `FERROLAB_STEP_LIMIT_SECS`, or 15 minutes.
 fn step_limit() -> Duration {
-    let secs = std::env::var("FERROLAB_STEP_LIMIT_SECS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(900);
-    Duration::from_secs(secs.max(1))
+    let secs = match std::env::var("FERROLAB_STEP_LIMIT_SECS") {
+        Err(_) => 900,
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(s) if s > 0 => s,
+            _ => {
+                eprintln!(
+                    "warning: FERROLAB_STEP_LIMIT_SECS={v:?} is not a whole number of seconds \
+                     above 0; waiting at most 900 s for a step"
+                );
+                900
+            }
+        },
+    };
+    Duration::from_secs(secs)
 }
 
 /// Warm-up steps below which PyTorch's first, slower steps fall into the timed ones.
@@ -276,7 +285,13 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
     .map(|&(name, _)| name)
     .collect();
     if !zero.is_empty() {
-        bail!("{} must be at least 1", zero.join(" and "));
+        let (last, rest) = zero.split_last().unwrap_or((&"", &[]));
+        let names = if rest.is_empty() {
+            last.to_string()
+        } else {
+            format!("{} and {last}", rest.join(", "))
+        };
+        bail!("{names} must be at least 1");
     }
     {
         // at least the weights, gradients and AdamW moments (16 bytes a parameter) and the
@@ -595,7 +610,14 @@ fn lm_config(a: &LmArgs) -> Result<ferrolab_train::RunConfig> {
         return Ok(cfg);
     }
     // as `ferrolab train` reads them (a new `steps` scales the preset's warm-up)
-    let (cfg, _) = ferrolab_train::RunConfig::resolve(&a.preset, None, &a.sets)?;
+    let (cfg, scaled) = ferrolab_train::RunConfig::resolve(&a.preset, None, &a.sets)?;
+    if let (Some(was), false) = (scaled, a.ours_only) {
+        eprintln!(
+            "warmup_steps: {} (the preset's {was} of its steps, scaled to steps = {}; set \
+             warmup_steps to choose)",
+            cfg.warmup_steps, cfg.steps
+        );
+    }
     cfg.validate()?;
     ferrolab_train::check_memory(&cfg)?;
     Ok(cfg)

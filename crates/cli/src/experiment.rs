@@ -79,8 +79,8 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
         let phases = crate::train::Phases::install(
             stop.clone(),
-            "stop requested: finishing the step and writing a snapshot (Ctrl-C again to quit \
-             now)",
+            "stop requested: writing a snapshot at the end of this step, or at its next \
+             micro-batch, dropping it (Ctrl-C again to quit now)",
             "second stop request: quitting at once (the same command goes on from the last \
              complete snapshot)",
             "stop requested: the arms are trained and saved",

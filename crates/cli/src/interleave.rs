@@ -78,10 +78,7 @@ struct Driven {
 
 impl Driven {
     fn spawn(name: &str, cmd: &mut Command, limit: Duration) -> Result<Driven> {
-        // a process group of its own: a peer given up (or left by an error) is stopped with
-        // whatever its shell started, which would keep the output pipes open
-        #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(cmd, 0);
+        // (it stays in this process's group, so that a Ctrl-C or `timeout` reaches it too)
         let mut child = cmd
             .env(ENV, "1")
             .stdin(Stdio::piped())
@@ -117,12 +114,11 @@ impl Driven {
         })
     }
 
-    /// The next line of output (`None` at its end), waiting at most `limit` in all and saying
-    /// every minute that it is waiting.
-    fn next_line(&mut self) -> Result<Option<String>> {
-        let t0 = Instant::now();
+    /// The next line of output (`None` at its end), waiting until `deadline` (the end of the
+    /// step's limit, which began at `since`) and saying every minute that it is waiting.
+    fn next_line(&mut self, since: Instant, deadline: Instant) -> Result<Option<String>> {
         loop {
-            let left = self.limit.saturating_sub(t0.elapsed());
+            let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left.min(WAIT_NOTICE)) {
                 Ok(r) => {
                     return r
@@ -130,17 +126,17 @@ impl Driven {
                         .with_context(|| format!("reading {}'s output", self.name))
                 }
                 Err(RecvTimeoutError::Disconnected) => return Ok(None),
-                Err(RecvTimeoutError::Timeout) if t0.elapsed() >= self.limit => bail!(
-                    "{} gave no step time for {} s (step {}): it is stopped",
+                Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => bail!(
+                    "{} gave no step time for {:.1} s (step {}): it is stopped",
                     self.name,
-                    self.limit.as_secs(),
+                    self.limit.as_secs_f64(),
                     self.times.len() + 1
                 ),
                 Err(RecvTimeoutError::Timeout) => eprintln!(
                     "waiting for {}'s step {}: {:.0} s so far",
                     self.name,
                     self.times.len() + 1,
-                    t0.elapsed().as_secs_f64()
+                    since.elapsed().as_secs_f64()
                 ),
             }
         }
@@ -159,8 +155,11 @@ impl Driven {
                 self.stdin = None;
             }
         }
+        // one limit for the whole step, whatever else the process prints meanwhile
+        let since = Instant::now();
+        let deadline = since + self.limit;
         loop {
-            let Some(line) = self.next_line()? else {
+            let Some(line) = self.next_line(since, deadline)? else {
                 self.done = true;
                 return Ok(false);
             };
@@ -200,11 +199,6 @@ impl Drop for Driven {
     /// A process left behind by an error is stopped, not left waiting on its stdin.
     fn drop(&mut self) {
         if !self.reaped {
-            #[cfg(unix)]
-            if let Ok(pid) = i32::try_from(self.child.id()) {
-                // SAFETY: a plain kill(2) of the group this process made for its child
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
-            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
@@ -294,27 +288,45 @@ mod tests {
 
     const LIMIT: Duration = Duration::from_secs(60);
 
-    /// A peer that never reports a step (it hung) is stopped after the limit, and named.
+    /// A peer that never reports a step (it hung, printing now and then) is stopped after the
+    /// limit, and named.
     #[test]
     fn a_process_that_hangs_is_given_up_after_the_limit() {
-        // (a child of the shell that would keep the output open is stopped too)
         let mut hung = Command::new("sh");
-        hung.arg("-c").arg("read x; sleep 1000; echo lockstep_ms=1");
+        hung.arg("-c").arg(
+            "read x; echo warming up; echo $$ > \"$0\"; \
+             exec sh -c 'while true; do echo still here; sleep 0.2; done'",
+        );
+        let scratch = ferrolab_data::TempFolder::new("hung").unwrap();
+        let pid_file = scratch.join("pid");
+        hung.arg(&pid_file);
         let t0 = Instant::now();
         let e = run(
             &mut fake(3, "1"),
             &mut hung,
             Duration::ZERO,
-            Duration::from_millis(300),
+            Duration::from_secs(2),
         )
         .err()
         .unwrap()
         .to_string();
         assert!(
-            e.contains("peer gave no step time") && e.contains("step 1"),
+            e.contains("peer gave no step time for 2.0 s (step 1)"),
             "{e}"
         );
-        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+        assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+        // the process was stopped
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: kill(2) with signal 0 only asks whether the process exists
+        assert_eq!(
+            unsafe { libc::kill(pid, 0) },
+            -1,
+            "process {pid} still runs"
+        );
     }
 
     #[test]

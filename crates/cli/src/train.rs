@@ -200,8 +200,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
         let phases = Phases::install(
             stop.clone(),
-            "stop requested (Ctrl-C, SIGTERM or SIGHUP): finishing this step and writing a snapshot \
-             (Ctrl-C again to quit at once)",
+            "stop requested (Ctrl-C, SIGTERM or SIGHUP): writing a snapshot at the end of this \
+             step, or at its next micro-batch, dropping it (Ctrl-C again to quit at once)",
             "second stop request: quitting at once (`--resume` goes on from the last complete \
              snapshot)",
             "stop requested: no more samples (the run is saved)",
@@ -305,12 +305,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
         );
         // finite but exploding losses are not caught as divergence: a model worse than a
         // uniform guess over its vocabulary has learned nothing
-        let uniform = (trainer.cfg.model.vocab_size() as f64).ln();
-        if let Some((l, _)) = out.val.filter(|&(l, _)| l > uniform + 0.5) {
+        // (over the model's ids, where a run starts: a short sound run on a text whose
+        // vocabulary is smaller than the head is still above a guess over the text's ids)
+        let ids = trainer.cfg.model.vocab_size();
+        let uniform = (ids as f64).ln();
+        if let Some((l, _)) = out.val.filter(|&(l, _)| l.is_nan() || l > uniform + 0.5) {
             ferrolab_train::note!(
                 "warning: the held-out loss {l:.4} is above {uniform:.4}, the loss of a uniform \
-                 guess over {} tokens: training diverged; try a lower max_lr (this run: {})",
-                trainer.cfg.model.vocab_size(),
+                 guess over {ids} tokens: training diverged; try a lower max_lr (this run: {})",
                 trainer.cfg.max_lr
             );
         }

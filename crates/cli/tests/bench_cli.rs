@@ -313,10 +313,14 @@ fn zero_steps_and_impossible_thread_counts_are_refused() {
         );
     }
     // each zero is named, and only those
-    let out = bench(&["train-step", "--layers", "0", "--seq", "0"], &[], b"");
+    let out = bench(
+        &["train-step", "--layers", "0", "--seq", "0", "--batch", "0"],
+        &[],
+        b"",
+    );
     let se = String::from_utf8_lossy(&out.stderr);
     assert!(
-        se.contains("--seq and --layers must be at least 1") && !se.contains("--steps"),
+        se.contains("--batch, --seq and --layers must be at least 1") && !se.contains("--steps"),
         "{se}"
     );
     // a new `steps` scales the preset's warm-up as `train` does (a warm-up of 50 past 80% of

@@ -90,7 +90,8 @@ fn invalid_utf8_is_an_error_unless_bytes() {
 
 #[test]
 fn train_writes_a_loadable_tokenizer_and_inspect_shows_it() {
-    let out_path = std::env::temp_dir().join(format!("ferrolab-cli-{}.json", std::process::id()));
+    let scratch = ferrolab_data::TempFolder::new("tok-cli").unwrap();
+    let out_path = scratch.join("tokenizer.json");
     let corpus = fixture("corpus.txt");
     let out = run(
         &[

@@ -175,7 +175,8 @@ impl Drop for ScratchDir {
 /// pile up folders there. It reads as its path (`Deref<Target = Path>`).
 ///
 /// Dropped while its thread panics (a failing test), the folder is kept and its path printed
-/// on standard error, so what the test left can be looked at.
+/// on standard error, so what the test left can be looked at (a panic that is caught on
+/// purpose keeps it too).
 #[derive(Debug)]
 pub struct TempFolder(PathBuf);
 
@@ -192,7 +193,7 @@ impl TempFolder {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        std::fs::create_dir_all(&path)?;
+        std::fs::create_dir(&path)?;
         Ok(TempFolder(path))
     }
 
@@ -203,8 +204,8 @@ impl TempFolder {
 
     /// Gives up the removal: the folder stays, and its path is returned.
     pub fn keep(self) -> PathBuf {
-        let me = std::mem::ManuallyDrop::new(self);
-        me.0.clone()
+        let mut me = std::mem::ManuallyDrop::new(self);
+        std::mem::take(&mut me.0)
     }
 }
 

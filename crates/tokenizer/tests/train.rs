@@ -105,7 +105,8 @@ fn streamed_file_counts_equal_whole_text_counts() {
         text.push_str(&random_text(&mut rng, 40));
         text.push_str(["\n", "x\nY", "  \n\n", "a\nb"][rng.below(4)]);
     }
-    let path = std::env::temp_dir().join(format!("ferrolab-train-{}.txt", std::process::id()));
+    let scratch = ferrolab_data::TempFolder::new("tok-train").unwrap();
+    let path = scratch.join("text.txt");
     std::fs::write(&path, &text).unwrap();
     for preset in [Preset::Cl100k, Preset::Gpt2, Preset::O200k] {
         let mut whole = WordCounts::new(preset);
@@ -120,7 +121,6 @@ fn streamed_file_counts_equal_whole_text_counts() {
     let a = train_files(&[&path], &cfg(600, Preset::Cl100k)).unwrap();
     let b = train_texts([&text], &cfg(600, Preset::Cl100k)).unwrap();
     assert_eq!(a.bpe().merges().unwrap(), b.bpe().merges().unwrap());
-    std::fs::remove_file(&path).unwrap();
 }
 
 /// Same corpus, same size, same pre-tokenizer: the vocabulary learnt here and HF's overlap

@@ -174,7 +174,7 @@ impl RunConfig {
                         msg: format!("{x} is not a usable value: a finite number is needed"),
                     });
                 }
-                check_f32_range(&key, &value.to_string(), x)?;
+                check_f32_range(&key, &format!("{x:e}"), x)?;
             }
             let value = serde_json::to_value(&value).map_err(|e| TrainError::Config {
                 key: key.clone(),
@@ -547,7 +547,7 @@ mod tests {
         std::fs::write(&p, "max_lr = 5e-324\n").unwrap();
         let e = c.merge_toml_file(&p).unwrap_err().to_string();
         assert!(
-            e.contains("max_lr") && e.contains("beyond the range"),
+            e.contains("max_lr") && e.contains("5e-324 is beyond the range"),
             "{e}"
         );
     }

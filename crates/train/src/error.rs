@@ -53,12 +53,14 @@ pub enum TrainError {
         snapshot_step: usize,
     },
     /// Stopped (Ctrl-C) before the end; the snapshot in `dir` continues it.
-    #[error("stopped at step {step}; the snapshot in {} continues it", dir.display())]
+    #[error("stopped at step {step}{}; the snapshot in {} continues it", if *dropped_micro_batches > 0 { format!(" (step {} was dropped after {dropped_micro_batches} micro-batches)", step + 1) } else { String::new() }, dir.display())]
     Interrupted {
         /// Steps done.
         step: usize,
         /// The run directory.
         dir: std::path::PathBuf,
+        /// Micro-batches done of the step the stop dropped (0: stopped between steps).
+        dropped_micro_batches: usize,
     },
     /// Generation cannot go on: bad sampling settings, or a model whose outputs are not finite.
     #[error("generate: {0}")]

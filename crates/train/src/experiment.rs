@@ -265,6 +265,7 @@ pub fn run_experiment(
             return Err(TrainError::Interrupted {
                 step: 0,
                 dir: out.to_path_buf(),
+                dropped_micro_batches: 0,
             });
         }
         crate::note!("== {name}: arm {arm} ({})", dir.display());
@@ -293,6 +294,7 @@ pub fn run_experiment(
                 return Err(TrainError::Interrupted {
                     step: o.step,
                     dir: dir.clone(),
+                    dropped_micro_batches: o.dropped_micro_batches,
                 });
             }
             o.tokens_per_s

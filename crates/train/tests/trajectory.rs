@@ -106,9 +106,9 @@ fn corpus(c: &RunConfig) -> TokenData {
     .unwrap()
 }
 
-fn trainer(name: &str, c: &RunConfig) -> (Trainer, PathBuf) {
-    let d = std::env::temp_dir().join(format!("ferrolab-traj-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+/// A trainer of `c` in a new run folder, removed when the returned folder is dropped.
+fn trainer(name: &str, c: &RunConfig) -> (Trainer, ferrolab_data::TempFolder) {
+    let d = ferrolab_data::TempFolder::new(&format!("traj-{name}")).unwrap();
     let mut t = Trainer::create(&d, c.clone(), Tokenizer::bytes(), corpus(c)).unwrap();
     t.progress = false;
     (t, d)
@@ -220,7 +220,6 @@ fn training_follows_pytorch_step_by_step() {
             }
         }
         assert!(got.last().unwrap().0 < 0.8 * got[0].0, "{name}: {got:?}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
     // steps with and without clipping
     assert!(clipped > 0 && unclipped > 0, "{clipped} {unclipped}");
@@ -236,7 +235,7 @@ fn write_inputs_for_the_fixture_script() {
     );
     for (name, sets) in CASES {
         let c = config(sets);
-        let (t, dir) = trainer(name, &c);
+        let (t, _dir) = trainer(name, &c);
         let d = out.join(name);
         std::fs::create_dir_all(&d).unwrap();
         let mut hf = ferrolab_models::json_value(&c.model).unwrap();
@@ -259,6 +258,5 @@ fn write_inputs_for_the_fixture_script() {
             "batches": b,
         });
         std::fs::write(d.join("run.json"), run.to_string()).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

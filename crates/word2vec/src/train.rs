@@ -374,7 +374,7 @@ fn train_source<S: BatchSource>(
             let mut f = lock(&feed);
             f.source.rewind()?;
         }
-        let results: Vec<WorkerStats> = std::thread::scope(|s| {
+        let results: Vec<Option<WorkerStats>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..n)
                 .map(|t| {
                     let (job, s0, s1, bar, feed) = (&job, &shared0, &shared1, &bar, &feed);
@@ -391,11 +391,19 @@ fn train_source<S: BatchSource>(
                     })
                 })
                 .collect();
+            // a worker that panicked is an error, not an epoch with nothing trained
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_default())
-                .collect()
+                .map(|h| h.join().ok())
+                .collect::<Vec<_>>()
         });
+        if results.iter().any(Option::is_none) {
+            bar.abandon();
+            return Err(Word2VecError::Config(
+                "a training thread failed (panicked); the vectors are not written".into(),
+            ));
+        }
+        let results = results.into_iter().flatten();
         if let Some(e) = lock(&feed).error.take() {
             bar.abandon();
             return Err(e);
@@ -418,9 +426,14 @@ fn train_source<S: BatchSource>(
     if trained == 0 {
         return Err(Word2VecError::Config(format!(
             "nothing was trained: no word kept had another kept word in its sentence ({effective} \
-             words kept of {} read, after --min-count and --sample), so every vector would be \
-             its random start; give a longer text, a lower --min-count, or --sample 0",
-            job.processed.load(Ordering::Relaxed)
+             words kept of {} read, after min_count and sample), so every vector would be its \
+             random start; give a longer text or a lower min_count{}",
+            job.processed.load(Ordering::Relaxed),
+            if config.sample > 0.0 {
+                ", or sample 0 (no subsampling)"
+            } else {
+                ""
+            }
         )));
     }
     let seconds = start.elapsed().as_secs_f64();
