@@ -178,6 +178,14 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             seed: a.seed.unwrap_or(d.seed),
         };
         opts.check()?; // before the prompt is printed
+        if opts.top_k >= tok.vocab_size() {
+            eprintln!(
+                "note: --top-k {} is not below the vocabulary's {} tokens: it keeps them all, as \
+                 --top-k 0 does",
+                opts.top_k,
+                tok.vocab_size()
+            );
+        }
         let prompt = tok.encode(&a.prompt)?;
         if prompt.is_empty() {
             anyhow::bail!("--prompt is empty: give at least one character");

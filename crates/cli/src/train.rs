@@ -242,6 +242,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
                     );
                 }
                 cfg.validate()?;
+                if let ferrolab_models::ModelConfig::DeepseekV3(v3) = &cfg.model {
+                    if v3.n_routed_experts > 0 && v3.first_k_dense_replace >= v3.num_hidden_layers {
+                        ferrolab_train::note!(
+                            "note: model.first_k_dense_replace {} covers all {} layers: no layer \
+                             has routed experts, so the MoE settings do nothing",
+                            v3.first_k_dense_replace,
+                            v3.num_hidden_layers
+                        );
+                    }
+                }
                 ferrolab_train::check_memory(&cfg)?;
                 let dir = a.run.clone().unwrap_or_else(|| free_run_dir(&cfg.preset));
                 // before the text is read and a vocabulary trained on it

@@ -157,6 +157,19 @@ fn train_generate_and_resume_from_the_command_line() {
     ));
     assert_eq!(g.lines().next(), g2.lines().next());
     assert!(!g.contains("note:"), "{g}");
+    // a top-k that keeps the whole vocabulary is said to
+    let k = run_ok(&mut generate(
+        &run,
+        &[
+            "--prompt",
+            "fellow ",
+            "--max-tokens",
+            "3",
+            "--top-k",
+            "100000",
+        ],
+    ));
+    assert!(k.contains("note: --top-k 100000 is not below"), "{k}");
     // a prompt longer than the context (64) is continued from its end, and that is said
     let long = "fellow citizens ".repeat(40);
     let g4 = run_ok(&mut generate(
@@ -972,4 +985,26 @@ fn a_run_that_ends_worse_than_a_uniform_guess_is_said_to_have_diverged() {
     );
     let fine = run("sound", "0.003");
     assert!(!fine.contains("training diverged"), "{fine}");
+}
+
+/// A DeepSeek-V3-style run whose dense layers cover every layer has no routed experts: said.
+#[test]
+fn a_moe_run_without_an_moe_layer_is_noted() {
+    let d = scratch("no-moe");
+    let c = corpus(&d);
+    let note = "no layer has routed experts";
+    let out = run_ok(train_cmd(&c, &d.join("all-dense"), "0").args([
+        "--set",
+        "steps=2",
+        "--set",
+        "model.first_k_dense_replace=2",
+    ]));
+    assert!(out.contains(note), "{out}");
+    let out = run_ok(train_cmd(&c, &d.join("one-moe"), "0").args([
+        "--set",
+        "steps=2",
+        "--set",
+        "model.first_k_dense_replace=1",
+    ]));
+    assert!(!out.contains(note), "{out}");
 }
