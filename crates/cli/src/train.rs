@@ -313,6 +313,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 .map(|(l, b)| format!(", val loss {l:.4}, val bits/byte {b:.4}"))
                 .unwrap_or_default()
         );
+        if out.skipped_steps > 0 {
+            ferrolab_train::note!(
+                "warning: {} of these steps were skipped for a non-finite loss or gradient \
+                 (see metrics.jsonl); a lower max_lr may help",
+                out.skipped_steps
+            );
+        }
         // finite but exploding losses are not caught as divergence: a model worse than a
         // uniform guess over its vocabulary has learned nothing
         // (over the model's ids, where a run starts: a short sound run on a text whose

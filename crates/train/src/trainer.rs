@@ -114,6 +114,8 @@ pub struct Outcome {
     pub seconds: f64,
     /// Micro-batches done of the step a stop request dropped (0: it stopped between steps).
     pub dropped_micro_batches: usize,
+    /// Steps of this call skipped for a non-finite loss or gradient.
+    pub skipped_steps: usize,
 }
 
 /// A run in progress.
@@ -482,6 +484,8 @@ impl Trainer {
         let plain_progress = self.progress && pb.is_hidden();
         let mut last_plain = Instant::now();
         let mut bad_streak = 0usize;
+        let mut skipped = 0usize;
+        let mut last_bad = (f32::NAN, None);
         let mut last_snapshot = self.step;
         let mut val = None;
         while self.step < cfg.steps {
@@ -551,6 +555,8 @@ impl Trainer {
             self.step += 1;
             if !(loss.is_finite() && gnorm.is_finite()) {
                 bad_streak += 1;
+                skipped += 1;
+                last_bad = (loss, loss.is_finite().then_some(gnorm));
                 self.opt.zero_grad();
                 say(&pb, format!(
                     "warning: step {}: loss {loss}, gradient norm {gnorm}: step skipped ({bad_streak} in a row)",
@@ -647,8 +653,32 @@ impl Trainer {
                 last_snapshot = self.step;
             }
         }
+        // the last steps were skipped (non-finite), so no snapshot came at the end ("done"
+        // was said with the run left at an earlier step): with finite weights (a bad batch)
+        // the snapshot moves to the end, as one after a later good step would; weights that
+        // are not finite are not saved over the last good snapshot
+        if last_snapshot != self.step {
+            let finite = self
+                .vars
+                .tensors()
+                .iter()
+                .all(|p| p.to_vec().iter().all(|v| v.is_finite()));
+            if !finite {
+                pb.abandon();
+                return Err(TrainError::Diverged {
+                    step: self.step,
+                    count: bad_streak,
+                    loss: last_bad.0,
+                    grad_norm: last_bad.1,
+                    snapshot_step: last_snapshot,
+                });
+            }
+            self.snapshot()?;
+        }
         pb.finish();
-        Ok(self.outcome(false, val, start, start_step))
+        let mut out = self.outcome(false, val, start, start_step);
+        out.skipped_steps = skipped;
+        Ok(out)
     }
 
     fn outcome(
@@ -667,6 +697,7 @@ impl Trainer {
             tokens_per_s: tokens as f64 / seconds.max(1e-9),
             seconds,
             dropped_micro_batches: 0,
+            skipped_steps: 0,
         }
     }
 }

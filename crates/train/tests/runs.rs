@@ -699,6 +699,63 @@ fn diverging_run_skips_steps_then_stops_keeping_its_snapshot() {
         .iter()
         .all(|p| p.to_vec().iter().all(|v| v.is_finite()));
     assert!(finite, "the kept snapshot holds finite weights");
+    // the run's last steps skipped, fewer than max_bad_steps: not "done" with the snapshot
+    // left behind; weights that are not finite are not saved (the error names the snapshot)
+    let mut r = r;
+    r.progress = false;
+    r.cfg.steps = 6;
+    let (_, norm) = r
+        .vars
+        .all()
+        .into_iter()
+        .find(|(n, _)| n == "model.norm.weight")
+        .unwrap();
+    norm.update_data(|w| w[0] = f32::NAN).unwrap();
+    let e = r.train(&AtomicBool::new(false)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TrainError::Diverged {
+                count: 2,
+                step: 6,
+                snapshot_step: 4,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    drop(r);
+    assert_eq!(Trainer::resume(&a, corpus(&c)).unwrap().step(), 4);
+}
+
+/// Steps skipped for a bad batch at the end of a run, with the weights still finite: the
+/// snapshot moves to the end (the run said "done" and was left at an earlier step).
+#[test]
+fn a_run_whose_last_steps_are_skipped_still_ends_with_a_snapshot() {
+    ferrolab_tensor::set_num_threads(1).unwrap();
+    let mut c = cfg(6);
+    c.max_bad_steps = 3;
+    let a = dir("skipped-end");
+    let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
+    t.progress = false;
+    t.cfg.steps = 4;
+    t.train(&AtomicBool::new(false)).unwrap();
+    // a huge (finite) weight makes the logits overflow: the steps are skipped, and the
+    // weights are not touched
+    t.cfg.steps = 6;
+    let (_, norm) = t
+        .vars
+        .all()
+        .into_iter()
+        .find(|(n, _)| n == "model.norm.weight")
+        .unwrap();
+    norm.update_data(|w| w[0] = 3e38).unwrap();
+    let before = params(&t);
+    let out = t.train(&AtomicBool::new(false)).unwrap();
+    assert_eq!((out.step, out.skipped_steps), (6, 2), "{out:?}");
+    assert_eq!(params(&t), before);
+    drop(t);
+    assert_eq!(Trainer::resume(&a, corpus(&c)).unwrap().step(), 6);
 }
 
 #[test]
