@@ -150,7 +150,8 @@ pub fn generate_within(
     let mut logits = model.forward_cached(&all[start..], &mut cache)?;
     let mut out = Vec::with_capacity(opts.max_tokens.min(CAPACITY_HINT));
     for i in 0..opts.max_tokens {
-        if let Some(bad) = logits.iter().find(|x| x.is_nan()) {
+        // (an infinite logit too: greedy decoding picked it, sampling never drew it)
+        if let Some(bad) = logits.iter().find(|x| !x.is_finite()) {
             return Err(TrainError::Generate(format!(
                 "the model's logits for generated token {i} hold {bad}: its weights are not \
                  finite (a diverged or damaged run?)"
@@ -327,6 +328,30 @@ mod tests {
             .unwrap();
         let e = run(ok).unwrap_err().to_string();
         assert!(e.contains("NaN") && e.contains("not finite"), "{name}: {e}");
+        // an infinite weight of one output row: an infinite logit, an error too
+        w.copy_from(&ferrolab_tensor::Tensor::full(w.shape(), 1.0))
+            .unwrap();
+        let (_, head) = vars
+            .all()
+            .into_iter()
+            .find(|(n, _)| n == "lm_head.weight")
+            .unwrap();
+        head.update_data(|h| h[0] = f32::INFINITY).unwrap();
+        for greedy in [true, false] {
+            let opts = if greedy {
+                SampleOpts {
+                    temperature: 0.0,
+                    ..ok
+                }
+            } else {
+                ok
+            };
+            let e = run(opts).unwrap_err().to_string();
+            assert!(
+                e.contains("inf") && e.contains("not finite"),
+                "{greedy}: {e}"
+            );
+        }
     }
 
     #[test]
