@@ -215,8 +215,12 @@ impl LmConfig {
             ("attention_bias", Value::from(false)),
             ("mlp_bias", Value::from(false)),
         ];
-        if let Some(d) = hidden.zip(heads).and_then(|(c, h)| c.checked_div(h)) {
-            rules.push(("head_dim", Value::from(d)));
+        // (a hidden_size that heads do not divide is named by `validate` below)
+        if let Some((c, h)) = hidden
+            .zip(heads)
+            .filter(|&(c, h)| h > 0 && c > 0 && c % h == 0)
+        {
+            rules.push(("head_dim", Value::from(c / h)));
         }
         require(&Value::Object(o.clone()), &rules)?;
         let cfg: LmConfig =
@@ -224,6 +228,29 @@ impl LmConfig {
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// Refuses a config that describes far more parameters (`need`) than the weight files hold
+/// values, before the model is built: a config far larger than its weights would allocate what
+/// it describes first (or abort the process trying) and only then find the shapes wrong. (A
+/// smaller gap, a tensor or two missing, is named tensor by tensor when the weights are
+/// placed.)
+pub(crate) fn check_weights_hold(
+    dir: &Path,
+    need: usize,
+    tensors: &BTreeMap<String, Tensor>,
+) -> Result<()> {
+    let have = tensors
+        .values()
+        .fold(0usize, |n, t| n.saturating_add(t.numel()));
+    if need > have.saturating_mul(2).saturating_add(1 << 20) {
+        return Err(invalid(format!(
+            "{}: config.json describes {need} parameters, far more than the {have} values the \
+             weight files hold: the config does not match the weights",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Whether a checkpoint stores an `lm_head.weight` that differs from its embedding. A tied
@@ -257,6 +284,7 @@ pub fn load_llama_for(dir: &Path, positions: usize) -> Result<(Vars, Lm)> {
     if cfg.tie_word_embeddings && stored_head_differs(&tensors) {
         cfg.tie_word_embeddings = false;
     }
+    check_weights_hold(dir, cfg.num_params().0, &tensors)?;
     let vars = Vars::new();
     let tied = cfg.tie_word_embeddings;
     let model = Lm::new(&vars, cfg)?;

@@ -204,12 +204,63 @@ fn v3_scoring_routing_and_activation_settings_are_refused_by_name() {
         ("hidden_act", json!("gelu")),
         ("attention_bias", json!(true)),
         ("moe_layer_freq", json!(2)),
+        // `transformers` reads these as the RoPE width and a key/value head count (they were
+        // passed over, and its logits differed)
+        ("head_dim", json!(3)),
+        ("num_key_value_heads", json!(1)),
+        ("q_lora_rank", json!(0)),
     ] {
         let mut v = base.clone();
         v[key] = value;
         let e = V3Config::from_hf(&v).err().unwrap().to_string();
         assert!(e.contains(key), "{key}: {e}");
     }
+    // the values `transformers` derives itself are taken
+    let mut same = base.clone();
+    same["head_dim"] = base["qk_rope_head_dim"].clone();
+    same["num_key_value_heads"] = base["num_attention_heads"].clone();
+    V3Config::from_hf(&same).unwrap();
+}
+
+/// A config far larger than its weights is refused before the model is built (one with a
+/// 4M-token vocabulary and 4096 wide aborted the process allocating 64 GiB); a hidden_size
+/// of 0 is named as such (the message blamed head_dim).
+#[test]
+fn a_config_far_larger_than_its_weights_is_refused_before_building() {
+    let d = dir("llama-huge");
+    write_llama(&d);
+    let original = std::fs::read_to_string(d.join("config.json")).unwrap();
+    edit_config(&d, |v| {
+        v["vocab_size"] = json!(4_194_304);
+        v["hidden_size"] = json!(4096);
+        v["num_attention_heads"] = json!(512);
+        v["num_key_value_heads"] = json!(512);
+        v["head_dim"] = json!(8);
+    });
+    let e = hf::load_llama(&d).err().unwrap().to_string();
+    assert!(
+        e.contains("far more than") && e.contains("config.json"),
+        "{e}"
+    );
+    std::fs::write(d.join("config.json"), &original).unwrap();
+    edit_config(&d, |v| v["hidden_size"] = json!(0));
+    let e = hf::load_llama(&d).err().unwrap().to_string();
+    assert!(e.contains("hidden_size") && !e.contains("head_dim"), "{e}");
+    // the same for a DeepSeek-V3 folder
+    let v3 = dir("v3-huge");
+    let cfg = V3Config::tiny(40);
+    let vars = Vars::new();
+    let _m = ferrolab_models::DeepseekV3::new(&vars, cfg.clone()).unwrap();
+    ferrolab_models::deepseek_v3::save_hf(&v3, &cfg, &vars, true).unwrap();
+    edit_config(&v3, |v| {
+        v["vocab_size"] = json!(4_194_304);
+        v["hidden_size"] = json!(4096);
+    });
+    let e = ferrolab_models::deepseek_v3::load_hf(&v3)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("far more than"), "{e}");
 }
 
 /// ferrolab's dense V3 variant (no routed experts) is exported as all-dense layers, which

@@ -773,6 +773,22 @@ pub fn load_run(dir: &std::path::Path) -> Result<(Vars, Model, RunConfig, Tokeni
         crate::run::ConfigChange::is_model,
         "the snapshot's weights were trained with the recorded values",
     )?;
+    // before the model is built: a config far larger than the weights (an edited snapshot)
+    // would allocate what it describes first, or abort the process trying
+    let weights = dir.join("model.safetensors");
+    if let Ok(meta) = std::fs::metadata(&weights) {
+        let need = cfg.model.num_params().0 as u64;
+        if need > meta.len() {
+            return Err(TrainError::Snapshot {
+                path: dir.display().to_string(),
+                msg: format!(
+                    "the config describes {need} parameters, and model.safetensors is only {} \
+                     bytes: the config does not belong to these weights",
+                    meta.len()
+                ),
+            });
+        }
+    }
     let vars = Vars::new();
     let model = Model::new(&vars, &cfg.model)?;
     let tok = Tokenizer::load(dir, cfg.tokenizer)?;

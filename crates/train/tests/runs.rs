@@ -1279,3 +1279,33 @@ fn stop_inside_a_step(c: RunConfig) {
     }
     assert!(dropped, "no stop request landed inside a step");
 }
+
+/// A run whose recorded config was edited to a model far larger than its weights (in
+/// `train.json` and `state.json` alike) is refused before the model is built: `generate`
+/// aborted the process allocating what the config described.
+#[test]
+fn a_run_config_far_larger_than_its_weights_is_refused_before_building() {
+    let c = cfg(1);
+    let a = dir("huge-config");
+    let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
+    train(&mut t);
+    drop(t);
+    let edit = |v: &mut serde_json::Value| {
+        v["vocab_size"] = 4_194_304.into();
+        v["hidden_size"] = 4096.into();
+        v["num_attention_heads"] = 512.into();
+        v["num_key_value_heads"] = 256.into();
+    };
+    let tj = a.join("train.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tj).unwrap()).unwrap();
+    edit(&mut v["model"]);
+    std::fs::write(&tj, v.to_string()).unwrap();
+    let sj = a.join("state.json");
+    let mut s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sj).unwrap()).unwrap();
+    edit(&mut s["config"]["model"]);
+    std::fs::write(&sj, s.to_string()).unwrap();
+    let e = ferrolab_train::load_model(&a).err().unwrap().to_string();
+    assert!(e.contains("does not belong to these weights"), "{e}");
+}

@@ -66,6 +66,10 @@ impl V3Config {
                 ("max_position_embeddings", 4096.into()),
             ],
         );
+        // `transformers` takes `head_dim` as the RoPE width and every head as a key/value
+        // head; ferrolab computes MLA with qk_rope_head_dim and no key/value head count
+        let rope = o.get("qk_rope_head_dim").cloned().unwrap_or(Value::Null);
+        let heads = o.get("num_attention_heads").cloned().unwrap_or(Value::Null);
         crate::hf::require(
             &Value::Object(o.clone()),
             &[
@@ -75,8 +79,18 @@ impl V3Config {
                 ("attention_bias", Value::from(false)),
                 // every layer from first_k_dense_replace on is MoE
                 ("moe_layer_freq", Value::from(1)),
+                ("head_dim", rope),
+                ("num_key_value_heads", heads),
             ],
         )?;
+        // null is no low-rank query; `transformers` builds a rank-0 one for 0
+        if o.get("q_lora_rank").and_then(Value::as_u64) == Some(0) {
+            return Err(invalid(
+                "config.json `q_lora_rank` is 0: give null for no low-rank query, or a rank \
+                 above 0"
+                    .into(),
+            ));
+        }
         let cfg: V3Config =
             serde_json::from_value(v).map_err(|e| invalid(format!("config.json: {e}")))?;
         cfg.validate()?;
@@ -150,6 +164,7 @@ pub fn load_hf_for(dir: &Path, positions: usize) -> Result<(Vars, DeepseekV3)> {
     if cfg.tie_word_embeddings && crate::hf::stored_head_differs(&tensors) {
         cfg.tie_word_embeddings = false;
     }
+    crate::hf::check_weights_hold(dir, cfg.num_params().0, &tensors)?;
     let tied = cfg.tie_word_embeddings;
     let vars = Vars::new();
     let model = DeepseekV3::new(&vars, cfg)?;
