@@ -101,13 +101,22 @@ pub fn run(a: PlanArgs) -> Result<()> {
             Ok(())
         }
         (None, Some(path)) => {
-            // a run or HF model folder: its config.json
-            let dir_config = path.join("config.json");
-            let path = if path.is_dir() { &dir_config } else { path };
+            // a run folder: its train.json (what every other command reads; its config.json
+            // is a copy for HF); an HF model folder: its config.json
+            let (run_config, dir_config) = (path.join("train.json"), path.join("config.json"));
+            let path = match path.is_dir() {
+                true if run_config.is_file() => &run_config,
+                true => &dir_config,
+                false => path,
+            };
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let v: serde_json::Value = serde_json::from_str(&text)
+            let mut v: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not JSON", path.display()))?;
+            // a run's train.json holds the model's config under `model`
+            if v.get("model_type").is_none() && v.get("model").is_some_and(|m| m.is_object()) {
+                v = v["model"].take();
+            }
             if v.get("model_type").and_then(|t| t.as_str()) == Some("deepseek_v3") {
                 // RoPE scaling (DeepSeek-V3's own config has YaRN) changes no count
                 let mut shapes = v.clone();

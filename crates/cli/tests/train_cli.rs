@@ -157,6 +157,13 @@ fn train_generate_and_resume_from_the_command_line() {
     ));
     assert_eq!(g.lines().next(), g2.lines().next());
     assert!(!g.contains("note:"), "{g}");
+    // plan reads a run's train.json, as every other command does: config.json (a copy for HF)
+    // can go
+    let planned = run_ok(bin().args(["plan", "--model"]).arg(&run));
+    let cj_copy = std::fs::read(run.join("config.json")).unwrap();
+    std::fs::remove_file(run.join("config.json")).unwrap();
+    assert_eq!(run_ok(bin().args(["plan", "--model"]).arg(&run)), planned);
+    std::fs::write(run.join("config.json"), cj_copy).unwrap();
     // a top-k that keeps the whole vocabulary is said to
     let k = run_ok(&mut generate(
         &run,
