@@ -73,7 +73,7 @@ fn load(dir: &std::path::Path, positions: usize) -> Result<Model> {
             dir.display()
         );
     }
-    let text = std::fs::read_to_string(&cfg_path)
+    let text = ferrolab_data::read_regular_to_string(&cfg_path)
         .with_context(|| format!("reading {}", cfg_path.display()))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: not JSON", cfg_path.display()))?;

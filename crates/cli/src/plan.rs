@@ -109,7 +109,7 @@ pub fn run(a: PlanArgs) -> Result<()> {
                 true => &dir_config,
                 false => path,
             };
-            let text = std::fs::read_to_string(path)
+            let text = ferrolab_data::read_regular_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
             let mut v: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not JSON", path.display()))?;

@@ -526,4 +526,30 @@ fn logits_names_what_its_model_folder_lacks() {
     assert!(se.contains("is a file"), "{se}");
     let se = args(d.to_str().unwrap());
     assert!(se.contains("no model_type"), "{se}");
+    // files that are devices or pipes are not read (/dev/zero filled the memory, a pipe
+    // blocked for ever): a config.json, a model.safetensors, a tokenizer
+    #[cfg(unix)]
+    {
+        let m = dir("logits-devices");
+        std::os::unix::fs::symlink("/dev/zero", m.join("config.json")).unwrap();
+        let se = args(m.to_str().unwrap());
+        assert!(se.contains("not a regular file"), "{se}");
+        std::fs::remove_file(m.join("config.json")).unwrap();
+        std::fs::write(
+            m.join("config.json"),
+            r#"{"model_type": "llama", "vocab_size": 8, "hidden_size": 8,
+                "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2}"#,
+        )
+        .unwrap();
+        let made = Command::new("mkfifo")
+            .arg(m.join("model.safetensors"))
+            .status()
+            .is_ok_and(|s| s.success());
+        if made {
+            let se = args(m.to_str().unwrap());
+            assert!(se.contains("not a regular file"), "{se}");
+        }
+        let se = failure(&["tokenizer", "encode", "--tokenizer", "/dev/zero"]);
+        assert!(se.contains("not a regular file"), "{se}");
+    }
 }

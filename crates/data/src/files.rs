@@ -238,6 +238,37 @@ impl Drop for TempFolder {
     }
 }
 
+/// Refuses to read `path` unless it is a regular file (through links): a device such as
+/// `/dev/zero` would be read until memory runs out, and a pipe nobody writes to would block
+/// for ever. The error's kind is `InvalidInput`.
+pub fn check_regular(path: &Path) -> std::io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            if meta.is_dir() {
+                "is a folder, not a file"
+            } else {
+                "is not a regular file (a device or a pipe): it is not read"
+            },
+        ))
+    }
+}
+
+/// [`std::fs::read`] of a regular file only ([`check_regular`]).
+pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    check_regular(path)?;
+    std::fs::read(path)
+}
+
+/// [`std::fs::read_to_string`] of a regular file only ([`check_regular`]).
+pub fn read_regular_to_string(path: &Path) -> std::io::Result<String> {
+    check_regular(path)?;
+    std::fs::read_to_string(path)
+}
+
 /// How [`AtomicFile`] treats a destination that is a symbolic link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Links {

@@ -27,7 +27,7 @@ pub fn read_tensors(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
         return io::load_safetensors(&single);
     }
     let index = dir.join("model.safetensors.index.json");
-    let text = std::fs::read_to_string(&index).map_err(|e| {
+    let text = ferrolab_data::read_regular_to_string(&index).map_err(|e| {
         invalid(format!(
             "{}: no model.safetensors or model.safetensors.index.json ({e})",
             dir.display()
@@ -274,7 +274,7 @@ pub fn load_llama(dir: &Path) -> Result<(Vars, Lm)> {
 /// computes such sequences.
 pub fn load_llama_for(dir: &Path, positions: usize) -> Result<(Vars, Lm)> {
     let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path)
+    let text = ferrolab_data::read_regular_to_string(&cfg_path)
         .map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;
     let v: Value =
         serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;

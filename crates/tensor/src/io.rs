@@ -6,7 +6,6 @@
 //! old file or the new one, never half of one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
 use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
@@ -91,7 +90,7 @@ pub fn encode_safetensors(
 
 /// Loads every tensor of a safetensors file as f32, by name.
 pub fn load_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let bytes = fs::read(path).map_err(|e| io_err(path, e))?;
+    let bytes = ferrolab_data::read_regular(path).map_err(|e| io_err(path, e))?;
     parse_safetensors(&bytes, &path.display().to_string())
 }
 

@@ -105,7 +105,9 @@ pub fn builtin(name: &str) -> Result<Tokenizer> {
 fn starts_like_json(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 256];
-    let n = std::fs::File::open(path)
+    // (a pipe is not opened: it would block; reading it is refused by name later)
+    let n = ferrolab_data::check_regular(path)
+        .and_then(|()| std::fs::File::open(path))
         .and_then(|mut f| f.read(&mut head))
         .unwrap_or(0);
     head[..n]

@@ -144,7 +144,7 @@ pub fn load_hf(dir: &Path) -> Result<(Vars, DeepseekV3)> {
 /// `max_position_embeddings` if need be (as `crate::hf::load_llama_for`).
 pub fn load_hf_for(dir: &Path, positions: usize) -> Result<(Vars, DeepseekV3)> {
     let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path)
+    let text = ferrolab_data::read_regular_to_string(&cfg_path)
         .map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;
     let v: Value =
         serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", cfg_path.display())))?;

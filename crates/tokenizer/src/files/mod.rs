@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Result, TokenizerError};
 
 pub(crate) fn read_to_string(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| TokenizerError::Io {
+    ferrolab_data::read_regular_to_string(path).map_err(|source| TokenizerError::Io {
         path: path.to_path_buf(),
         source,
     })
