@@ -119,7 +119,15 @@ pub fn run(a: ExportArgs) -> Result<()> {
     // the run's vocabulary, for `AutoTokenizer` (a byte-token run has none)
     let tok_src = a.run.join("tokenizer.json");
     let tok_dst = a.out.join("tokenizer.json");
-    let with_tok = tok_src.is_file();
+    // (by the run's recorded kind, not by what the folder holds: a tokenizer.json left in a
+    // byte-token run's folder is not its vocabulary)
+    let with_tok = !matches!(cfg.tokenizer, ferrolab_train::TokenizerKind::Bytes);
+    if !with_tok && tok_src.exists() {
+        notes.push(format!(
+            "{} is not this byte-token run's vocabulary: not exported",
+            tok_src.display()
+        ));
+    }
     if with_tok {
         let bytes =
             std::fs::read(&tok_src).map_err(|e| anyhow::anyhow!("{}: {e}", tok_src.display()))?;

@@ -1015,3 +1015,36 @@ fn a_moe_run_without_an_moe_layer_is_noted() {
     ]));
     assert!(!out.contains(note), "{out}");
 }
+
+/// A byte-token run exports no `tokenizer.json`, even when one lies in its folder (it was
+/// copied out as the model's vocabulary).
+#[test]
+fn a_byte_token_run_exports_no_stray_tokenizer() {
+    let d = scratch("byte-export");
+    let c = corpus(&d);
+    let run = d.join("bytes");
+    run_ok(train_cmd(&c, &run, "0").args([
+        "--set",
+        "steps=2",
+        "--set",
+        "tokenizer=bytes",
+        "--set",
+        "model.vocab_size=256",
+    ]));
+    assert!(!run.join("tokenizer.json").exists());
+    std::fs::write(run.join("tokenizer.json"), b"{\"model\": {}}").unwrap();
+    let out = d.join("hf");
+    let said = run_ok(
+        bin()
+            .args(["export", "--run"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(!out.join("tokenizer.json").exists(), "{said}");
+    assert!(
+        said.contains("not this byte-token run's vocabulary"),
+        "{said}"
+    );
+    assert!(out.join("model.safetensors").is_file());
+}

@@ -38,21 +38,23 @@ fn grad_ref(p: &Tensor) -> Option<ferrolab_tensor::Contig> {
     p.grad().map(|g| g.contig())
 }
 
+/// The state `name`, which must have `shape` (a parameter's moments have the parameter's: a
+/// transposed moment has the right number of elements in the wrong places).
 fn get_state(
     state: &std::collections::BTreeMap<String, Tensor>,
     name: &str,
-    n: usize,
+    shape: &[usize],
 ) -> Result<Vec<f32>> {
     let t = state.get(name).ok_or_else(|| Error::Invalid {
         op: "load_state",
         msg: format!("optimizer state `{name}` is missing"),
     })?;
-    if t.numel() != n {
+    if t.shape() != shape {
         return Err(Error::Invalid {
             op: "load_state",
             msg: format!(
-                "optimizer state `{name}` has {} elements, expected {n}",
-                t.numel()
+                "optimizer state `{name}` has shape {:?}, expected {shape:?}",
+                t.shape()
             ),
         });
     }
@@ -204,17 +206,17 @@ impl Optimizer for AdamW {
     }
 
     fn load_state(&mut self, state: &std::collections::BTreeMap<String, Tensor>) -> Result<()> {
-        let t = get_state(state, "step", 1)?[0] as u64;
+        let t = get_state(state, "step", &[1])?[0] as u64;
         let mut m = Vec::new();
         let mut v = Vec::new();
         let mut steps = Vec::new();
         for (n, p) in &self.params {
-            m.push(get_state(state, &format!("{n}.exp_avg"), p.numel())?);
-            v.push(get_state(state, &format!("{n}.exp_avg_sq"), p.numel())?);
+            m.push(get_state(state, &format!("{n}.exp_avg"), p.shape())?);
+            v.push(get_state(state, &format!("{n}.exp_avg_sq"), p.shape())?);
             // states written before per-parameter counts hold only the global one
             let key = format!("{n}.step");
             steps.push(if state.contains_key(&key) {
-                get_state(state, &key, 1)?[0] as u64
+                get_state(state, &key, &[1])?[0] as u64
             } else {
                 t
             });
@@ -321,7 +323,7 @@ impl Optimizer for Sgd {
         for (n, p) in &self.params {
             let key = format!("{n}.momentum_buffer");
             bufs.push(if state.contains_key(&key) {
-                Some(get_state(state, &key, p.numel())?)
+                Some(get_state(state, &key, p.shape())?)
             } else {
                 None
             });

@@ -360,6 +360,26 @@ fn optimizer_state_round_trips() {
         .unwrap_err()
         .to_string()
         .contains("p.exp_avg"));
+    // a moment of the right size in another shape (transposed) is refused too: it was taken,
+    // each element applied to another weight
+    let w = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])
+        .unwrap()
+        .into_var();
+    let mut m = AdamW::new(vec![("w".into(), w.clone())], AdamWConfig::default());
+    w.set_grad(Some(Tensor::from_vec(vec![0.1; 6], &[2, 3]).unwrap()))
+        .unwrap();
+    m.step().unwrap();
+    let mut flipped: BTreeMap<String, Tensor> = m.state().into_iter().collect();
+    let moment = flipped["w.exp_avg"].to_vec();
+    flipped.insert(
+        "w.exp_avg".into(),
+        Tensor::from_vec(moment, &[3, 2]).unwrap(),
+    );
+    let e = m.load_state(&flipped).unwrap_err().to_string();
+    assert!(
+        e.contains("w.exp_avg") && e.contains("[3, 2]") && e.contains("[2, 3]"),
+        "{e}"
+    );
 }
 
 #[test]
