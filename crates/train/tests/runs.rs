@@ -82,6 +82,17 @@ fn losses(run: &Path) -> Vec<(u64, u32)> {
         .collect()
 }
 
+/// A new run of `c` (in [`dir`]`(name)`, byte tokens), trained to step `steps` with no
+/// progress bar.
+fn trained_to(name: &str, c: &RunConfig, steps: usize) -> (Trainer, TempFolder) {
+    let a = dir(name);
+    let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(c)).unwrap();
+    t.progress = false;
+    t.cfg.steps = steps;
+    t.train(&AtomicBool::new(false)).unwrap();
+    (t, a)
+}
+
 /// Resumes `run` on the text of `corpus`, read as `train --resume --corpus` does.
 fn resume_on(run: &Path, corpus: &Path) -> ferrolab_train::Result<Trainer> {
     Trainer::resume(run, Trainer::corpus_for_run(run, Some(corpus))?)
@@ -577,11 +588,7 @@ fn a_new_run_refuses_an_existing_run_directory() {
 fn a_run_is_trained_by_one_process_at_a_time() {
     ferrolab_tensor::set_num_threads(1).unwrap();
     let c = cfg(4);
-    let a = dir("locked");
-    let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
-    t.progress = false;
-    t.cfg.steps = 2;
-    t.train(&AtomicBool::new(false)).unwrap();
+    let (t, a) = trained_to("locked", &c, 2);
     // while this trainer lives, another (here: another open of the lock file, as another
     // process would make) is refused before it writes anything
     let before = std::fs::read(a.join("metrics.jsonl")).unwrap();
@@ -629,11 +636,7 @@ fn a_run_that_cannot_be_set_up_leaves_nothing_behind() {
 fn resume_keeps_the_metrics_around_a_damaged_line() {
     ferrolab_tensor::set_num_threads(1).unwrap();
     let c = cfg(6);
-    let a = dir("damaged-metrics");
-    let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
-    t.progress = false;
-    t.cfg.steps = 4;
-    t.train(&AtomicBool::new(false)).unwrap();
+    let (t, a) = trained_to("damaged-metrics", &c, 4);
     drop(t);
     let want = losses(&a);
     assert_eq!(want.len(), 4);
@@ -660,12 +663,8 @@ fn diverging_run_skips_steps_then_stops_keeping_its_snapshot() {
     ferrolab_tensor::set_num_threads(1).unwrap();
     let mut c = cfg(30);
     c.max_bad_steps = 3;
-    let a = dir("diverge");
-    let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
-    t.progress = false;
-    t.cfg.steps = 4;
-    t.train(&AtomicBool::new(false)).unwrap(); // snapshot at step 4
-                                               // a weight goes NaN (as after an overflow): every loss from now on is NaN
+    let (mut t, a) = trained_to("diverge", &c, 4); // snapshot at step 4
+                                                   // a weight goes NaN (as after an overflow): every loss from now on is NaN
     let (_, norm) = t
         .vars
         .all()
@@ -735,11 +734,7 @@ fn a_run_whose_last_steps_are_skipped_still_ends_with_a_snapshot() {
     ferrolab_tensor::set_num_threads(1).unwrap();
     let mut c = cfg(6);
     c.max_bad_steps = 3;
-    let a = dir("skipped-end");
-    let mut t = Trainer::create(&a, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
-    t.progress = false;
-    t.cfg.steps = 4;
-    t.train(&AtomicBool::new(false)).unwrap();
+    let (mut t, a) = trained_to("skipped-end", &c, 4);
     // a huge (finite) weight makes the logits overflow: the steps are skipped, and the
     // weights are not touched
     t.cfg.steps = 6;
@@ -924,11 +919,7 @@ fn v3_run_resumes_bitwise_with_its_routing_bias_and_logs_balance() {
     assert_eq!(step1["mtp_loss"].as_array().unwrap().len(), 1);
     assert!(m.iter().any(|l| l.get("val_max_vio_global").is_some()));
 
-    let b = dir("v3-resumed");
-    let mut t = Trainer::create(&b, c.clone(), Tokenizer::bytes(), corpus(&c)).unwrap();
-    t.progress = false;
-    t.cfg.steps = 6;
-    t.train(&AtomicBool::new(false)).unwrap();
+    let (t, b) = trained_to("v3-resumed", &c, 6);
     drop(t);
     let mut t = Trainer::resume(&b, corpus(&c)).unwrap();
     assert_eq!(t.step(), 6);
