@@ -63,6 +63,19 @@ pub fn run(a: ExportArgs) -> Result<()> {
     // read only (the run may be training): the last committed snapshot's weights, checked
     // against its sha256 and the run's vocabulary
     let (vars, _model, cfg, _tok) = ferrolab_train::load_run(&a.run)?;
+    // a model for others to load is not written with weights that are not finite (it was,
+    // as they were)
+    for (name, t) in vars.all() {
+        let bad = t.to_vec().iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            anyhow::bail!(
+                "{}: {bad} of the {} values of `{name}` are not finite (a diverged or damaged \
+                 run?): nothing is exported",
+                a.run.display(),
+                t.numel()
+            );
+        }
+    }
     if a.no_mtp && !matches!(cfg.model, ModelConfig::DeepseekV3(_)) {
         anyhow::bail!(
             "--no-mtp: {} runs have no MTP module",

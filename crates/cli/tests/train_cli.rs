@@ -1047,4 +1047,32 @@ fn a_byte_token_run_exports_no_stray_tokenizer() {
         "{said}"
     );
     assert!(out.join("model.safetensors").is_file());
+    // weights that are not finite (a damaged run whose hashes were made to match) are not
+    // exported
+    let mp = run.join("model.safetensors");
+    let all: Vec<(String, ferrolab_tensor::Tensor)> = ferrolab_tensor::io::load_safetensors(&mp)
+        .unwrap()
+        .into_iter()
+        .collect();
+    all[0].1.update_data(|w| w[0] = f32::NAN).unwrap();
+    ferrolab_tensor::io::save_safetensors(&mp, &all, ferrolab_tensor::DType::F32, None).unwrap();
+    let sp = run.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sp).unwrap()).unwrap();
+    state["model_sha256"] = ferrolab_data::sha256_hex(&std::fs::read(&mp).unwrap()).into();
+    std::fs::write(&sp, state.to_string()).unwrap();
+    let nan_out = d.join("hf-nan");
+    let e = bin()
+        .args(["export", "--run"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&nan_out)
+        .output()
+        .unwrap();
+    let se = String::from_utf8_lossy(&e.stderr);
+    assert!(
+        !e.status.success() && se.contains("not finite") && se.contains(&all[0].0),
+        "{se}"
+    );
+    assert!(!nan_out.join("model.safetensors").exists());
 }
