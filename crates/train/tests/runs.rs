@@ -93,6 +93,17 @@ fn trained_to(name: &str, c: &RunConfig, steps: usize) -> (Trainer, TempFolder) 
     (t, a)
 }
 
+/// Sets the first element of the final norm's weight of `t`'s model (a damaged weight).
+fn set_final_norm(t: &Trainer, v: f32) {
+    let (_, norm) = t
+        .vars
+        .all()
+        .into_iter()
+        .find(|(n, _)| n == "model.norm.weight")
+        .unwrap();
+    norm.update_data(|w| w[0] = v).unwrap();
+}
+
 /// Resumes `run` on the text of `corpus`, read as `train --resume --corpus` does.
 fn resume_on(run: &Path, corpus: &Path) -> ferrolab_train::Result<Trainer> {
     Trainer::resume(run, Trainer::corpus_for_run(run, Some(corpus))?)
@@ -665,13 +676,7 @@ fn diverging_run_skips_steps_then_stops_keeping_its_snapshot() {
     c.max_bad_steps = 3;
     let (mut t, a) = trained_to("diverge", &c, 4); // snapshot at step 4
                                                    // a weight goes NaN (as after an overflow): every loss from now on is NaN
-    let (_, norm) = t
-        .vars
-        .all()
-        .into_iter()
-        .find(|(n, _)| n == "model.norm.weight")
-        .unwrap();
-    norm.update_data(|w| w[0] = f32::NAN).unwrap();
+    set_final_norm(&t, f32::NAN);
     t.cfg.steps = 30;
     let e = t.train(&AtomicBool::new(false)).unwrap_err();
     let TrainError::Diverged {
@@ -703,13 +708,7 @@ fn diverging_run_skips_steps_then_stops_keeping_its_snapshot() {
     let mut r = r;
     r.progress = false;
     r.cfg.steps = 6;
-    let (_, norm) = r
-        .vars
-        .all()
-        .into_iter()
-        .find(|(n, _)| n == "model.norm.weight")
-        .unwrap();
-    norm.update_data(|w| w[0] = f32::NAN).unwrap();
+    set_final_norm(&r, f32::NAN);
     let e = r.train(&AtomicBool::new(false)).unwrap_err();
     assert!(
         matches!(
@@ -738,13 +737,7 @@ fn a_run_whose_last_steps_are_skipped_still_ends_with_a_snapshot() {
     // a huge (finite) weight makes the logits overflow: the steps are skipped, and the
     // weights are not touched
     t.cfg.steps = 6;
-    let (_, norm) = t
-        .vars
-        .all()
-        .into_iter()
-        .find(|(n, _)| n == "model.norm.weight")
-        .unwrap();
-    norm.update_data(|w| w[0] = 3e38).unwrap();
+    set_final_norm(&t, 3e38);
     let before = params(&t);
     let out = t.train(&AtomicBool::new(false)).unwrap();
     assert_eq!((out.step, out.skipped_steps), (6, 2), "{out:?}");
