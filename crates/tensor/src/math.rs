@@ -3,6 +3,24 @@
 //! `libm`'s `erff` and the system `expf` are scalar calls (they were 15% of a training step);
 //! these are inlined polynomials with selects instead of branches. Accuracy (checked in the
 //! tests against f64): `exp` within 2 ulp-ish (relative 3e-7), `erf` within 5e-7 absolute.
+//! The polynomials are evaluated with fused multiply-adds where the target has them ([`fma`]):
+//! written as a multiply and an add, LLVM may not fuse them, and `exp` ran at 0.81 ns per
+//! element against 0.51 with them (`examples/math_probe.rs`; `erf` 0.53 -> 0.40, GELU's
+//! derivative 1.6 -> 1.2).
+
+/// `a * b + c`: one fused instruction where the target has FMA (`target-cpu=native` on any
+/// recent x86-64), else a multiply and an add (`mul_add` without FMA is a slow library call).
+#[inline(always)]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(target_feature = "fma")]
+    {
+        a.mul_add(b, c)
+    }
+    #[cfg(not(target_feature = "fma"))]
+    {
+        a * b + c
+    }
+}
 
 /// `e^x`: Cody-Waite range reduction to `[-ln2/2, ln2/2]`, Cephes' degree-6 polynomial, and
 /// scaling by `2^k` through the exponent bits. `-inf` and anything below -87.3 give 0, above
@@ -15,16 +33,16 @@ pub fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer (ties even)
     let xc = if x < -87.3 { -87.3 } else { x };
     let xc = if xc > 88.7 { 88.7 } else { xc };
-    let kf = xc * LOG2E + ROUND;
+    let kf = fma(xc, LOG2E, ROUND);
     let k = kf - ROUND;
-    let r = xc - k * LN2_HI - k * LN2_LO;
+    let r = fma(-k, LN2_LO, fma(-k, LN2_HI, xc));
     let mut p = 1.987_569_2e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let y = p * r * r + r + 1.0;
+    p = fma(p, r, 1.398_199_9e-3);
+    p = fma(p, r, 8.333_452e-3);
+    p = fma(p, r, 4.166_579_6e-2);
+    p = fma(p, r, 1.666_666_5e-1);
+    p = fma(p, r, 0.5);
+    let y = fma(p, r * r, r + 1.0);
     // kf's low mantissa bits hold k (ROUND's mantissa is 0x400000): adding the bias and
     // shifting into the exponent field gives 2^k without a float-to-int conversion, which
     // would keep the loop from vectorising.
@@ -47,17 +65,17 @@ pub fn erf(x: f32) -> f32 {
     let x = if x > 4.0 { 4.0 } else { x };
     let x2 = x * x;
     let mut p = -2.726_142_3e-10f32;
-    p = p * x2 + 2.770_681_4e-8;
-    p = p * x2 + -2.101_024e-6;
-    p = p * x2 + -5.692_506_4e-5;
-    p = p * x2 + -7.349_906_3e-4;
-    p = p * x2 + -2.954_6e-3;
-    p = p * x2 + -1.609_603_3e-2;
+    p = fma(p, x2, 2.770_681_4e-8);
+    p = fma(p, x2, -2.101_024e-6);
+    p = fma(p, x2, -5.692_506_4e-5);
+    p = fma(p, x2, -7.349_906_3e-4);
+    p = fma(p, x2, -2.954_6e-3);
+    p = fma(p, x2, -1.609_603_3e-2);
     let mut q = -1.456_607_2e-5f32;
-    q = q * x2 + -2.133_740_6e-4;
-    q = q * x2 + -1.682_827e-3;
-    q = q * x2 + -7.373_329e-3;
-    q = q * x2 + -1.426_474e-2;
+    q = fma(q, x2, -2.133_740_6e-4);
+    q = fma(q, x2, -1.682_827e-3);
+    q = fma(q, x2, -7.373_329e-3);
+    q = fma(q, x2, -1.426_474e-2);
     x * p / q
 }
 
@@ -81,7 +99,7 @@ pub fn normal_cdf_pdf(x: f32) -> (f32, f32) {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
     let z = x.abs() * INV_SQRT_2;
     let t = 1.0 / (1.0 + P * z);
-    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let poly = t * fma(t, fma(t, fma(t, fma(t, A[4], A[3]), A[2]), A[1]), A[0]);
     let e = exp(-0.5 * x * x); // = exp(-z^2)
     let tail = 0.5 * poly * e; // P(N > |x|)
     let cdf = if x < 0.0 { tail } else { 1.0 - tail };
