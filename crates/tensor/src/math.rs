@@ -289,6 +289,26 @@ pub fn exp_into_self(x: &mut [f32], m: f32) -> f32 {
     sum(x)
 }
 
+/// `x_i = exp(x_i - m)` in place, returning the sum: one pass, split accumulators.
+#[inline]
+pub fn exp_sum_in_place(x: &mut [f32], m: f32) -> f32 {
+    let mut acc = [0f32; L];
+    let mut it = x.chunks_exact_mut(L);
+    for c in &mut it {
+        for i in 0..L {
+            let e = exp(c[i] - m);
+            c[i] = e;
+            acc[i] += e;
+        }
+    }
+    let mut rest = 0.0;
+    for v in it.into_remainder() {
+        *v = exp(*v - m);
+        rest += *v;
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
 /// `y_i = exp(x_i - m)`, returning `sum_i y_i`.
 #[inline]
 pub fn exp_into(x: &[f32], m: f32, y: &mut [f32]) -> f32 {
@@ -317,6 +337,15 @@ mod reduce_tests {
             assert_eq!(max(&x), m);
             let se: f64 = x.iter().map(|&v| ((v - 0.5) as f64).exp()).sum();
             assert!((sum_exp(&x, 0.5) as f64 - se).abs() < 1e-4 * se.max(1.0));
+            let mut e = x.clone();
+            let s_e = exp_sum_in_place(&mut e, 0.5);
+            assert!((s_e as f64 - se).abs() < 1e-4 * se.max(1.0));
+            for (&ev, &xv) in e.iter().zip(&x) {
+                assert!(
+                    (ev - exp(xv - 0.5)).abs() <= 1e-7 * ev.abs(),
+                    "{ev} at {xv}"
+                );
+            }
         }
     }
 }

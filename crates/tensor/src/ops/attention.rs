@@ -13,19 +13,31 @@
 //!   `transpose(1, 2).reshape(B, T, H * Dv)` costs no copy either. [`packed_qkv_attention`]
 //!   goes further for multi-head attention over a fused `(B, T, 3C)` projection: its gradient
 //!   is written straight into the `(B, T, 3C)` layout, with no split/transpose copies.
-//! - Causal masks skip work: queries are processed in blocks of [`ROW_BLOCK`] rows and each
-//!   block only multiplies against the keys it can see (3/4 of the products at T = 128; blocks
-//!   of 32 skip more but the smaller products ran slower).
+//! - Causal masks skip work. On x86-64 with AVX2 and FMA the products run on register tiles of
+//!   6 x 16 ([`attn_kernel`](super::attn_kernel)): each head's keys and values are packed once,
+//!   and every tile of 6 query rows stops at the diagonal (at T = 256 ~53% of the score square
+//!   is computed). Elsewhere, and when decoding one or two rows, `gemm` runs the products: queries
+//!   in blocks of [`ROW_BLOCK`] rows, each multiplying against the keys it can see (3/4 of the
+//!   products at T = 128). `FERROLAB_PLAIN_ATTENTION=1` forces the `gemm` path (for A/B runs);
+//!   a test compares the two paths.
 
 use std::sync::Arc;
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::attn_kernel::{self, Dst, Lhs, Panels, MR, NR};
 use super::matmul::{gemm_into, MatRef};
 use crate::error::{invalid, Error, Result};
 use crate::shape::broadcast_strides;
 use crate::tensor::{Contig, Tensor};
+
+/// Whether the `gemm` path is forced (`FERROLAB_PLAIN_ATTENTION=1`, read once): for A/B runs
+/// against the register-tile kernels.
+fn plain_attention() -> bool {
+    static PLAIN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PLAIN.get_or_init(|| std::env::var("FERROLAB_PLAIN_ATTENTION").is_ok_and(|v| v == "1"))
+}
 
 /// Query rows per block when a causal mask lets blocks skip keys.
 pub const ROW_BLOCK: usize = 64;
@@ -135,6 +147,8 @@ struct Geometry {
     causal: bool,
     shift: isize,
     mask: Option<(Contig, Vec<usize>)>,
+    /// Whether the register-tile kernels run the products ([`attn_kernel`]).
+    fast: bool,
 }
 
 impl Geometry {
@@ -152,10 +166,31 @@ impl Geometry {
             })
             .collect()
     }
+
+    /// The keys `0..lim(i)` query row `i` sees.
+    fn lim(&self, i: usize) -> usize {
+        if self.causal {
+            (i as isize + self.shift + 1).clamp(0, self.s as isize) as usize
+        } else {
+            self.s
+        }
+    }
+
+    /// The first of the rows `r0..r1` that sees key `j` (`r1` when none does).
+    fn first_row_seeing(&self, j: usize, r0: usize, r1: usize) -> usize {
+        if self.causal {
+            (j as isize - self.shift).clamp(r0 as isize, r1 as isize) as usize
+        } else {
+            r0
+        }
+    }
 }
 
 /// Forward: fills `out` (laid out by `ol`) and returns the probabilities `(B*H, T, S)`.
 fn forward(g: &Geometry, q: &Src, k: &Src, v: &Src, out: SendPtr, ol: Layout) -> Vec<f32> {
+    if g.fast {
+        return forward_fast(g, q, k, v, out, ol);
+    }
     let (t, s) = (g.t, g.s);
     let group = g.h / g.hkv;
     let blocks = g.blocks();
@@ -266,6 +301,9 @@ struct Dest {
 
 #[allow(clippy::too_many_arguments)]
 fn backward(g: &Geometry, p: &[f32], go: &Src, q: &Src, k: &Src, v: &Src, d: &Dest) {
+    if g.fast {
+        return backward_fast(g, p, go, q, k, v, d);
+    }
     let (t, s) = (g.t, g.s);
     let group = g.h / g.hkv;
     let blocks = g.blocks();
@@ -351,6 +389,283 @@ fn backward(g: &Geometry, p: &[f32], go: &Src, q: &Src, k: &Src, v: &Src, d: &De
     });
 }
 
+/// Query rows per block of the register-tile backward (eight tiles of [`MR`] rows).
+const FAST_BLOCK: usize = 8 * MR;
+
+/// The row stride of the probabilities on the register-tile path: `s` rounded up to whole
+/// tiles (so a tile's 16 columns are always inside the row) and to an odd number of
+/// 64-byte lines. Rows 1 KB apart (`s = 256`) fall into 4 of the first-level cache's 64 sets,
+/// and the backward reads columns of P down 48 rows.
+fn fast_stride(s: usize) -> usize {
+    let sp = s.next_multiple_of(NR);
+    if (sp / NR).is_multiple_of(2) {
+        sp + NR
+    } else {
+        sp
+    }
+}
+
+/// Softmax of row `i` of the (already scaled) scores in place over its visible keys `0..lim`,
+/// zeros after. The scores are there up to `lim` rounded up to a whole tile: the hidden ones
+/// among them are set to `-inf` first, so the loops run over whole chunks.
+fn softmax_scores(g: &Geometry, row: &mut [f32], bi: usize, hi: usize, i: usize) {
+    let lim = g.lim(i);
+    let n = lim.next_multiple_of(NR).min(row.len());
+    if let Some((m, ms)) = &g.mask {
+        let base = bi * ms[0] + hi * ms[1] + i * ms[2];
+        for (j, x) in row[..lim].iter_mut().enumerate() {
+            *x += m[base + j * ms[3]];
+        }
+    }
+    row[lim..n].fill(f32::NEG_INFINITY);
+    let m = crate::math::max(&row[..n]);
+    // all hidden (or -inf): zeros, as `softmax_row`; a NaN goes on to give NaN
+    if m == f32::NEG_INFINITY && !row[..n].iter().any(|v| v.is_nan()) {
+        row.fill(0.0);
+        return;
+    }
+    let inv = 1.0 / crate::math::exp_sum_in_place(&mut row[..n], m);
+    for x in row[..lim].iter_mut() {
+        *x *= inv;
+    }
+    row[n..].fill(0.0);
+}
+
+/// [`forward`] with the register-tile kernels. Per head, K^T and V are packed once; then one
+/// tile of query rows at a time: its scores up to the diagonal, their softmax and its output,
+/// while its rows of P are in the first-level cache. P rows are [`fast_stride`] apart.
+fn forward_fast(g: &Geometry, q: &Src, k: &Src, v: &Src, out: SendPtr, ol: Layout) -> Vec<f32> {
+    let (t, s, sp) = (g.t, g.s, fast_stride(g.s));
+    let group = g.h / g.hkv;
+    let mut p = super::alloc_out(g.b * g.h * t * sp); // every row is written below
+    p.par_chunks_mut((t * sp).max(1)).enumerate().for_each_init(
+        || (Panels::default(), Panels::default()),
+        |(kt, vp), (bh, pb)| {
+            let (bi, hi) = (bh / g.h, bh % g.h);
+            let kh = hi / group;
+            let q_at = q.l.head_off(bi, hi);
+            // SAFETY (all blocks below): q, k and v hold the (B, H|Hkv, T|S, D) elements their
+            // layouts index; pb holds t rows of sp; this task alone writes head (bi, hi) of the
+            // output (rows ol.st apart, unit column stride); every tile stays inside those.
+            unsafe {
+                // K^T (dk x s) and V (s x dv) in panels of 16 columns
+                let ko = k.l.head_off(bi, kh);
+                kt.pack(k.buf.as_ptr().add(ko), k.l.sd, k.l.st, g.dk, s);
+                let vo = v.l.head_off(bi, kh);
+                vp.pack(v.buf.as_ptr().add(vo), v.l.st, v.l.sd, s, g.dv);
+            }
+            for i0 in (0..t).step_by(MR) {
+                let mr = MR.min(t - i0);
+                let kv = g.lim(i0 + mr - 1);
+                // scores = Q K^T * scale, the tiles with at least one visible key
+                let a = Lhs {
+                    ptr: unsafe { q.buf.as_ptr().add(q_at + i0 * q.l.st) },
+                    rs: q.l.st,
+                    ks: q.l.sd,
+                };
+                for pnl in 0..kv.div_ceil(NR) {
+                    let c = Dst {
+                        ptr: pb[i0 * sp + pnl * NR..].as_mut_ptr(),
+                        ld: sp,
+                        cols: NR,
+                        add: false,
+                        scale: g.scale,
+                    };
+                    unsafe { attn_kernel::tile(mr, g.dk, a, kt.rhs(pnl, 0), c) };
+                }
+                for i in i0..i0 + mr {
+                    softmax_scores(g, &mut pb[i * sp..(i + 1) * sp], bi, hi, i);
+                }
+                // out = P V over the tile's visible keys (P is zero past each row's own)
+                let a = Lhs {
+                    ptr: pb[i0 * sp..].as_ptr(),
+                    rs: sp,
+                    ks: 1,
+                };
+                for pnl in 0..g.dv.div_ceil(NR) {
+                    let c0 = pnl * NR;
+                    let c = Dst {
+                        ptr: unsafe { out.get().add(ol.head_off(bi, hi) + i0 * ol.st + c0) },
+                        ld: ol.st,
+                        cols: NR.min(g.dv - c0),
+                        add: false,
+                        scale: 1.0,
+                    };
+                    unsafe { attn_kernel::tile(mr, kv, a, vp.rhs(pnl, 0), c) };
+                }
+            }
+        },
+    );
+    p
+}
+
+/// `C[0..kv] += A[r0..r1, 0..kv]^T Y[r0..r1]` for the backward's `dK` and `dV`: `a` points at
+/// row `r0` of `A` (rows `sp` apart), `y` holds rows `r0..r1` of `Y` (`n` columns) in panels,
+/// `c` is row 0 of `C` (rows `ldc` apart, unit column stride). Each tile of keys starts at the
+/// first row that sees it.
+///
+/// # Safety
+/// As [`attn_kernel::tile`] for every tile: `A` and `C` must hold the rows and columns named.
+#[allow(clippy::too_many_arguments)]
+unsafe fn add_transposed_product(
+    g: &Geometry,
+    (r0, r1, kv): (usize, usize, usize),
+    a: *const f32,
+    y: &Panels,
+    n: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    let sp = fast_stride(g.s);
+    for j0 in (0..kv).step_by(MR) {
+        let mr = MR.min(kv - j0);
+        let i_lo = g.first_row_seeing(j0, r0, r1);
+        if i_lo == r1 {
+            continue;
+        }
+        let lhs = Lhs {
+            ptr: a.add((i_lo - r0) * sp + j0),
+            rs: 1,
+            ks: sp,
+        };
+        for pnl in 0..n.div_ceil(NR) {
+            let c0 = pnl * NR;
+            let dst = Dst {
+                ptr: c.add(j0 * ldc + c0),
+                ld: ldc,
+                cols: NR.min(n - c0),
+                add: true,
+                scale: 1.0,
+            };
+            attn_kernel::tile(mr, r1 - i_lo, lhs, y.rhs(pnl, i_lo - r0), dst);
+        }
+    }
+}
+
+/// [`backward`] with the register-tile kernels. Per key/value head, V^T and K are packed
+/// once, and dK and dV are accumulated transposed (so that P and dS are read along their
+/// rows) and written out at the end; per block of [`FAST_BLOCK`] query rows, the rows of dO and
+/// Q are packed.
+fn backward_fast(g: &Geometry, p: &[f32], go: &Src, q: &Src, k: &Src, v: &Src, d: &Dest) {
+    let (t, s, sp) = (g.t, g.s, fast_stride(g.s));
+    let group = g.h / g.hkv;
+    (0..g.b * g.hkv).into_par_iter().for_each(|bk| {
+        let (bi, kh) = (bk / g.hkv, bk % g.hkv);
+        let (mut vt, mut kp, mut dop, mut qp) = <(Panels, Panels, Panels, Panels)>::default();
+        let mut dp = vec![0f32; FAST_BLOCK * sp];
+        // SAFETY (all blocks below): sources hold the (B, H|Hkv, T|S, D) elements their layouts
+        // index; destinations are sized by the caller for their layouts (unit column
+        // stride); this task alone writes head (bi, kh) of dk/dv and the heads of its group
+        // in dq; p holds (B*H, T) rows of sp and dp FAST_BLOCK of them; every tile stays
+        // inside those.
+        unsafe {
+            // V^T (dv x s) and K (s x dk) in panels of 16 columns
+            vt.pack(
+                v.buf.as_ptr().add(v.l.head_off(bi, kh)),
+                v.l.sd,
+                v.l.st,
+                g.dv,
+                s,
+            );
+            kp.pack(
+                k.buf.as_ptr().add(k.l.head_off(bi, kh)),
+                k.l.st,
+                k.l.sd,
+                s,
+                g.dk,
+            );
+        }
+        for hi in kh * group..(kh + 1) * group {
+            let pb = &p[(bi * g.h + hi) * t * sp..(bi * g.h + hi + 1) * t * sp];
+            let dq_at = d.dq.1.head_off(bi, hi);
+            let (go_at, q_at) = (go.l.head_off(bi, hi), q.l.head_off(bi, hi));
+            for r0 in (0..t).step_by(FAST_BLOCK) {
+                let r1 = (r0 + FAST_BLOCK).min(t);
+                let nb = r1 - r0;
+                let kv = g.lim(r1 - 1);
+                unsafe {
+                    let gp = go.buf.as_ptr().add(go_at + r0 * go.l.st);
+                    dop.pack(gp, go.l.st, go.l.sd, nb, g.dv);
+                    let qr = q.buf.as_ptr().add(q_at + r0 * q.l.st);
+                    qp.pack(qr, q.l.st, q.l.sd, nb, g.dk);
+                }
+                let rows = (r0, r1, kv);
+                // dV[:kv] += P[r0..r1, :kv]^T dO[r0..r1]
+                unsafe {
+                    let c = d.dv.0.get().add(d.dv.1.head_off(bi, kh));
+                    add_transposed_product(
+                        g,
+                        rows,
+                        pb[r0 * sp..].as_ptr(),
+                        &dop,
+                        g.dv,
+                        c,
+                        d.dv.1.st,
+                    );
+                }
+                // dP = dO V^T, the tiles with at least one visible key
+                for i0 in (r0..r1).step_by(MR) {
+                    let mr = MR.min(r1 - i0);
+                    let a = Lhs {
+                        ptr: unsafe { go.buf.as_ptr().add(go_at + i0 * go.l.st) },
+                        rs: go.l.st,
+                        ks: go.l.sd,
+                    };
+                    for pnl in 0..g.lim(i0 + mr - 1).div_ceil(NR) {
+                        let c = Dst {
+                            ptr: dp[(i0 - r0) * sp + pnl * NR..].as_mut_ptr(),
+                            ld: sp,
+                            cols: NR,
+                            add: false,
+                            scale: 1.0,
+                        };
+                        unsafe { attn_kernel::tile(mr, g.dv, a, vt.rhs(pnl, 0), c) };
+                    }
+                }
+                // dS = P * (dP - rowsum(P * dP)) * scale over each row's keys, zeros after (up
+                // to kv rounded up to a tile)
+                let kv16 = kv.next_multiple_of(NR).min(sp);
+                for i in r0..r1 {
+                    let l = g.lim(i);
+                    let pr = &pb[i * sp..i * sp + l];
+                    let dr = &mut dp[(i - r0) * sp..(i - r0) * sp + kv16];
+                    let dd = crate::math::dot(pr, &dr[..l]);
+                    for (x, &pv) in dr[..l].iter_mut().zip(pr) {
+                        *x = pv * (*x - dd) * g.scale;
+                    }
+                    dr[l..].fill(0.0);
+                }
+                // dQ[r0..r1] = dS K over each tile's visible keys
+                for i0 in (r0..r1).step_by(MR) {
+                    let mr = MR.min(r1 - i0);
+                    let a = Lhs {
+                        ptr: dp[(i0 - r0) * sp..].as_ptr(),
+                        rs: sp,
+                        ks: 1,
+                    };
+                    let kc = g.lim(i0 + mr - 1);
+                    for pnl in 0..g.dk.div_ceil(NR) {
+                        let c0 = pnl * NR;
+                        let c = Dst {
+                            ptr: unsafe { d.dq.0.get().add(dq_at + i0 * d.dq.1.st + c0) },
+                            ld: d.dq.1.st,
+                            cols: NR.min(g.dk - c0),
+                            add: false,
+                            scale: 1.0,
+                        };
+                        unsafe { attn_kernel::tile(mr, kc, a, kp.rhs(pnl, 0), c) };
+                    }
+                }
+                // dK[:kv] += dS[r0..r1, :kv]^T Q[r0..r1]
+                unsafe {
+                    let c = d.dk.0.get().add(d.dk.1.head_off(bi, kh));
+                    add_transposed_product(g, rows, dp.as_ptr(), &qp, g.dk, c, d.dk.1.st);
+                }
+            }
+        }
+    });
+}
+
 fn geometry(
     op: &'static str,
     dims: [usize; 7],
@@ -385,6 +700,8 @@ fn geometry(
         causal: matches!(mask, AttnMask::Causal),
         shift: s as isize - t as isize,
         mask: mask_data,
+        // decoding (a query row or two) keeps the direct dot products
+        fast: t > DIRECT_ROWS && attn_kernel::available() && !plain_attention(),
     })
 }
 
@@ -600,4 +917,83 @@ pub fn packed_gqa_attention(
             Ok(vec![Some(gqkv)])
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rand(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = crate::rng::Rng::new(seed);
+        (0..n).map(|_| r.uniform() * 4.0 - 2.0).collect()
+    }
+
+    /// The output, dq, dk and dv of one path.
+    fn run(g: &Geometry, bthd: bool, seed: u64) -> [Vec<f32>; 4] {
+        let (b, h, hkv, t, s, dk, dv) = (g.b, g.h, g.hkv, g.t, g.s, g.dk, g.dv);
+        let src = |n_h: usize, n_t: usize, d: usize, seed: u64| Src {
+            buf: Arc::new(rand(b * n_h * n_t * d, seed)),
+            l: Layout::dense(n_h, n_t, d, bthd),
+        };
+        let (q, k, v) = (
+            src(h, t, dk, seed),
+            src(hkv, s, dk, seed + 1),
+            src(hkv, s, dv, seed + 2),
+        );
+        let mut out = vec![f32::NAN; b * t * h * dv];
+        let ol = Layout::dense(h, t, dv, true);
+        let p = forward(g, &q, &k, &v, SendPtr(out.as_mut_ptr()), ol);
+        let go = src(h, t, dv, seed + 3);
+        let (mut dq, mut dkk, mut dvv) = (
+            vec![f32::NAN; b * h * t * dk],
+            vec![0f32; b * hkv * s * dk],
+            vec![0f32; b * hkv * s * dv],
+        );
+        let d = Dest {
+            dq: (SendPtr(dq.as_mut_ptr()), Layout::dense(h, t, dk, bthd)),
+            dk: (SendPtr(dkk.as_mut_ptr()), Layout::dense(hkv, s, dk, bthd)),
+            dv: (SendPtr(dvv.as_mut_ptr()), Layout::dense(hkv, s, dv, bthd)),
+        };
+        backward(g, &p, &go, &q, &k, &v, &d);
+        [out, dq, dkk, dvv]
+    }
+
+    /// The register-tile path against the `gemm` one: ragged tiles (T not a multiple of 6, S
+    /// and the head dims not multiples of 16), several blocks of rows, grouped queries, a
+    /// cached prefix (S > T), queries that see no key (S < T), token-major operands, an
+    /// additive mask and none.
+    #[test]
+    fn register_tiles_match_gemm_path() {
+        if !attn_kernel::available() {
+            eprintln!("no AVX2/FMA here: the register-tile path is not used on this machine");
+            return;
+        }
+        let mask = crate::Tensor::from_vec(rand(2 * 53 * 61, 9), &[2, 1, 53, 61]).unwrap();
+        let cases: [([usize; 7], AttnMask, bool); 8] = [
+            ([2, 4, 2, 100, 100, 24, 40], AttnMask::Causal, false),
+            ([1, 2, 1, 97, 130, 33, 20], AttnMask::Causal, true),
+            ([1, 2, 2, 60, 45, 16, 17], AttnMask::Causal, false),
+            ([2, 2, 2, 53, 61, 8, 8], AttnMask::None, true),
+            ([2, 2, 1, 53, 61, 20, 12], AttnMask::Additive(&mask), false),
+            ([1, 4, 4, 256, 256, 64, 64], AttnMask::Causal, true),
+            ([1, 1, 1, 3, 3, 1, 1], AttnMask::Causal, false),
+            ([1, 3, 1, 49, 49, 5, 3], AttnMask::Causal, false),
+        ];
+        for (i, (dims, m, bthd)) in cases.into_iter().enumerate() {
+            let mut g = geometry("test", dims, m, None).unwrap();
+            g.fast = false;
+            let want = run(&g, bthd, 100 + i as u64);
+            g.fast = true;
+            let got = run(&g, bthd, 100 + i as u64);
+            for (name, (w, x)) in ["out", "dq", "dk", "dv"].iter().zip(want.iter().zip(&got)) {
+                let scale = w.iter().fold(0f32, |a, v| a.max(v.abs())).max(1.0);
+                for (j, (a, b)) in w.iter().zip(x).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * scale,
+                        "case {i} {dims:?}: {name}[{j}] {b} vs {a} on the gemm path"
+                    );
+                }
+            }
+        }
+    }
 }

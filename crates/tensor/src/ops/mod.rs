@@ -2,6 +2,7 @@
 //! [`Tensor`](crate::Tensor) or a free function re-exported from the crate root.
 
 pub(crate) mod attention;
+mod attn_kernel;
 pub(crate) mod binary;
 pub(crate) mod conv;
 pub(crate) mod fused_ce;

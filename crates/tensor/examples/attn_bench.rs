@@ -1,0 +1,51 @@
+//! Probe: causal packed attention forward and backward at the `llama-tiny` shapes
+//! (batch 16, 256 tokens, 4 heads of 64), two threads.
+//! `cargo run --release -p ferrolab-tensor --example attn_bench [T] [heads] [batch]`
+use ferrolab_tensor::{packed_qkv_attention, AttnMask, Tensor};
+use std::time::Instant;
+fn main() {
+    let arg = |i: usize, d: usize| {
+        std::env::args()
+            .nth(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let (t, h, b) = (arg(1, 256), arg(2, 4), arg(3, 16));
+    let d = 64;
+    ferrolab_tensor::set_num_threads(std::env::var("THREADS").map_or(2, |v| v.parse().unwrap()))
+        .unwrap();
+    ferrolab_tensor::on_pool(|| {
+        let qkv = Tensor::randn(&[b, t, 3 * h * d], 0.0, 1.0).into_var();
+        let go = Tensor::randn(&[b, t, h * d], 0.0, 1.0);
+        let flops = |frac: f64| 2.0 * (b * h * t * t * d) as f64 * frac;
+        let mut fw = Vec::new();
+        let mut bw = Vec::new();
+        for _ in 0..30 {
+            let t0 = Instant::now();
+            let y = packed_qkv_attention(&qkv, h, AttnMask::Causal, None).unwrap();
+            let t1 = Instant::now();
+            let l = y.mul(&go).unwrap().sum_all();
+            let t2 = Instant::now();
+            if std::env::var("FWD_ONLY").is_err() {
+                l.backward().unwrap();
+            }
+            let t3 = Instant::now();
+            fw.push((t1 - t0).as_secs_f64());
+            bw.push((t3 - t2).as_secs_f64());
+            qkv.zero_grad();
+        }
+        fw.sort_by(f64::total_cmp);
+        bw.sort_by(f64::total_cmp);
+        let (f, g) = (fw[fw.len() / 2], bw[bw.len() / 2]);
+        // causal: half the square (products over the full square would be 2 forward, 4 backward)
+        println!(
+            "T={t} H={h} B={b}: fwd {:.2} ms ({:.0} GFLOP/s of the causal half), bwd {:.2} ms ({:.0}); min {:.2} / {:.2}",
+            f * 1e3,
+            flops(1.0) / f / 1e9,
+            g * 1e3,
+            flops(2.0) / g / 1e9,
+            fw[0] * 1e3,
+            bw[0] * 1e3
+        );
+    });
+}
