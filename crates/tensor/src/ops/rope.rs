@@ -46,17 +46,35 @@ pub fn rope_tables(positions: &[usize], dim: usize, theta: f32) -> Result<(Tenso
 /// Rotates the channel pairs of one head `x` (length D) into `out` by the angles whose cosines
 /// and sines are `c`, `s` (length D/2); `sign` -1 rotates backwards (the backward pass).
 #[inline]
-fn rotate_head(x: &[f32], out: &mut [f32], c: &[f32], s: &[f32], layout: RopeLayout, sign: f32) {
+pub(crate) fn rotate_head(
+    x: &[f32],
+    out: &mut [f32],
+    c: &[f32],
+    s: &[f32],
+    layout: RopeLayout,
+    sign: f32,
+) {
     let half = c.len();
-    for i in 0..half {
-        let (ia, ib) = match layout {
-            RopeLayout::Interleaved => (2 * i, 2 * i + 1),
-            RopeLayout::HalfSplit => (i, i + half),
-        };
-        let (a, b) = (x[ia], x[ib]);
-        let sn = sign * s[i];
-        out[ia] = a * c[i] - b * sn;
-        out[ib] = a * sn + b * c[i];
+    let s = &s[..half];
+    // one loop per layout, every slice cut to the loop's length: the loops vectorise
+    match layout {
+        RopeLayout::HalfSplit => {
+            let (xa, xb) = x[..2 * half].split_at(half);
+            let (oa, ob) = out[..2 * half].split_at_mut(half);
+            for i in 0..half {
+                let (a, b, sn) = (xa[i], xb[i], sign * s[i]);
+                oa[i] = a * c[i] - b * sn;
+                ob[i] = a * sn + b * c[i];
+            }
+        }
+        RopeLayout::Interleaved => {
+            let pairs = out[..2 * half].chunks_exact_mut(2).zip(x[..2 * half].chunks_exact(2));
+            for ((o, xp), (&ci, &si)) in pairs.zip(c.iter().zip(s)) {
+                let sn = sign * si;
+                o[0] = xp[0] * ci - xp[1] * sn;
+                o[1] = xp[0] * sn + xp[1] * ci;
+            }
+        }
     }
 }
 
