@@ -3,9 +3,9 @@
 //! backward.
 
 use ferrolab_tensor::{
-    cat, conv2d, cross_entropy, embedding, layer_norm, linear, linear_cross_entropy, max_pool2d,
-    one_hot, rms_norm, rope, rope_tables, scaled_dot_product_attention, swiglu, AttnMask,
-    Conv2dOpts, Result, RopeLayout, Tensor,
+    attention_bthd, cat, conv2d, cross_entropy, embedding, layer_norm, linear,
+    linear_cross_entropy, max_pool2d, one_hot, rms_norm, rope, rope_tables,
+    scaled_dot_product_attention, swiglu, AttnMask, Conv2dOpts, Result, RopeLayout, Tensor,
 };
 
 fn z(shape: &[usize]) -> Tensor {
@@ -170,6 +170,26 @@ fn zero_size_inputs_give_empty_results() {
         vec![0.0; 4],
         "no key: no query gradient"
     );
+    // more query rows than decoding takes, both entry points, both masks (the gemm path's
+    // backward indexed the empty keys here)
+    for mask in [AttnMask::None, AttnMask::Causal] {
+        let q = Tensor::ones(&[2, 2, 5, 4]).into_var();
+        let (s, v) = run(
+            "attention with S = 0 and T = 5",
+            &[q.clone(), z(&[2, 1, 0, 4]), z(&[2, 1, 0, 3])],
+            |x| scaled_dot_product_attention(&x[0], &x[1], &x[2], mask, None),
+        );
+        assert_eq!((s, v), (vec![2, 2, 5, 3], vec![0.0; 60]));
+        assert_eq!(q.grad().unwrap().to_vec(), vec![0.0; 80]);
+        let q = Tensor::ones(&[2, 5, 2, 4]).into_var(); // (B, T, H, D)
+        let (s, v) = run(
+            "token-major attention with S = 0 and T = 5",
+            &[q.clone(), z(&[2, 0, 2, 4]), z(&[2, 0, 2, 3])],
+            |x| attention_bthd(&x[0], &x[1], &x[2], mask, None),
+        );
+        assert_eq!((s, v), (vec![2, 5, 2, 3], vec![0.0; 60]));
+        assert_eq!(q.grad().unwrap().to_vec(), vec![0.0; 80]);
+    }
     let (s, _) = run(
         "attention with T = 0",
         &[z(&[1, 1, 0, 2]), z(&[1, 1, 3, 2]), z(&[1, 1, 3, 2])],

@@ -155,6 +155,10 @@ fn packed_qkv_attention_matches_split_views() {
         (1, 40, 2, 8, Mask::Causal),
         (2, 70, 4, 4, Mask::Causal),
         (2, 6, 2, 4, Mask::Additive(&[2, 1, 6, 6])),
+        // whole 16-wide tiles of neighbouring heads in the packed gradient, several blocks
+        (1, 60, 2, 16, Mask::Causal),
+        (1, 50, 3, 24, Mask::Causal),
+        (1, 49, 2, 64, Mask::None),
     ];
     for &(b, tt, heads, hd, mask) in cases {
         let c = case(b, heads, heads, tt, tt, hd, hd, mask);

@@ -5,8 +5,11 @@
 //! free to differ from `Dv` (MLA uses 192 and 128).
 //!
 //! - Memory: the probabilities `(B, H, T, S)` are the only `T x S` buffer kept (once per
-//!   head); scores are computed into it and normalised in place, and the backward rebuilds
-//!   everything else from it.
+//!   head; on the register-tile path rows are `S` rounded up to a whole, odd number of
+//!   16-float tiles, so 6% more at S = 256); scores are computed into it and normalised in
+//!   place, and the backward rebuilds everything else from it. A row whose visible scores
+//!   hold a NaN gives NaN probabilities on both paths; on the register-tile path its hidden
+//!   ones stay 0, so the NaN does not reach the gradients of keys that row cannot see.
 //! - Layout: q, k and v are read through their strides, so the usual
 //!   `view(B, T, H, D).transpose(1, 2)` costs no copy, and the output is written in
 //!   `(B, T, H, Dv)` order and returned as a `(B, H, T, Dv)` view, so the usual
@@ -186,8 +189,12 @@ impl Geometry {
     }
 }
 
-/// Forward: fills `out` (laid out by `ol`) and returns the probabilities `(B*H, T, S)`.
+/// Forward: fills `out` (laid out by `ol`) and returns the probabilities `(B*H, T, S)` (rows
+/// [`fast_stride`]`(S)` apart on the register-tile path).
 fn forward(g: &Geometry, q: &Src, k: &Src, v: &Src, out: SendPtr, ol: Layout) -> Vec<f32> {
+    if g.s == 0 {
+        return Vec::new(); // no key: the caller's output is zeros
+    }
     if g.fast {
         return forward_fast(g, q, k, v, out, ol);
     }
@@ -301,6 +308,10 @@ struct Dest {
 
 #[allow(clippy::too_many_arguments)]
 fn backward(g: &Geometry, p: &[f32], go: &Src, q: &Src, k: &Src, v: &Src, d: &Dest) {
+    if g.s == 0 {
+        // no key: dq stays the caller's zeros (the gemm path would index the empty k and v)
+        return;
+    }
     if g.fast {
         return backward_fast(g, p, go, q, k, v, d);
     }
@@ -450,9 +461,9 @@ fn forward_fast(g: &Geometry, q: &Src, k: &Src, v: &Src, out: SendPtr, ol: Layou
             unsafe {
                 // K^T (dk x s) and V (s x dv) in panels of 16 columns
                 let ko = k.l.head_off(bi, kh);
-                kt.pack(k.buf.as_ptr().add(ko), k.l.sd, k.l.st, g.dk, s);
+                kt.pack(k.buf.as_ptr().wrapping_add(ko), k.l.sd, k.l.st, g.dk, s);
                 let vo = v.l.head_off(bi, kh);
-                vp.pack(v.buf.as_ptr().add(vo), v.l.st, v.l.sd, s, g.dv);
+                vp.pack(v.buf.as_ptr().wrapping_add(vo), v.l.st, v.l.sd, s, g.dv);
             }
             for i0 in (0..t).step_by(MR) {
                 let mr = MR.min(t - i0);
@@ -561,14 +572,14 @@ fn backward_fast(g: &Geometry, p: &[f32], go: &Src, q: &Src, k: &Src, v: &Src, d
         unsafe {
             // V^T (dv x s) and K (s x dk) in panels of 16 columns
             vt.pack(
-                v.buf.as_ptr().add(v.l.head_off(bi, kh)),
+                v.buf.as_ptr().wrapping_add(v.l.head_off(bi, kh)),
                 v.l.sd,
                 v.l.st,
                 g.dv,
                 s,
             );
             kp.pack(
-                k.buf.as_ptr().add(k.l.head_off(bi, kh)),
+                k.buf.as_ptr().wrapping_add(k.l.head_off(bi, kh)),
                 k.l.st,
                 k.l.sd,
                 s,
@@ -592,7 +603,7 @@ fn backward_fast(g: &Geometry, p: &[f32], go: &Src, q: &Src, k: &Src, v: &Src, d
                 let rows = (r0, r1, kv);
                 // dV[:kv] += P[r0..r1, :kv]^T dO[r0..r1]
                 unsafe {
-                    let c = d.dv.0.get().add(d.dv.1.head_off(bi, kh));
+                    let c = d.dv.0.get().wrapping_add(d.dv.1.head_off(bi, kh));
                     add_transposed_product(
                         g,
                         rows,
@@ -658,7 +669,7 @@ fn backward_fast(g: &Geometry, p: &[f32], go: &Src, q: &Src, k: &Src, v: &Src, d
                 }
                 // dK[:kv] += dS[r0..r1, :kv]^T Q[r0..r1]
                 unsafe {
-                    let c = d.dk.0.get().add(d.dk.1.head_off(bi, kh));
+                    let c = d.dk.0.get().wrapping_add(d.dk.1.head_off(bi, kh));
                     add_transposed_product(g, rows, dp.as_ptr(), &qp, g.dk, c, d.dk.1.st);
                 }
             }
@@ -928,24 +939,65 @@ mod tests {
         (0..n).map(|_| r.uniform() * 4.0 - 2.0).collect()
     }
 
+    /// How a test lays its operands out.
+    #[derive(Clone, Copy, Debug)]
+    enum Operands {
+        /// `(B, H, T, D)`, dense.
+        Bhtd,
+        /// `(B, T, H, D)`, dense (token-major, as `attention_bthd` reads them).
+        Bthd,
+        /// `(B, H, D, T)`: channels `T` apart.
+        ChannelsApart,
+        /// Keys and values one row broadcast over all positions (stride 0).
+        BroadcastKv,
+    }
+
     /// The output, dq, dk and dv of one path.
-    fn run(g: &Geometry, bthd: bool, seed: u64) -> [Vec<f32>; 4] {
+    fn run(g: &Geometry, ops: Operands, seed: u64) -> [Vec<f32>; 4] {
         let (b, h, hkv, t, s, dk, dv) = (g.b, g.h, g.hkv, g.t, g.s, g.dk, g.dv);
-        let src = |n_h: usize, n_t: usize, d: usize, seed: u64| Src {
-            buf: Arc::new(rand(b * n_h * n_t * d, seed)),
-            l: Layout::dense(n_h, n_t, d, bthd),
+        let bthd = matches!(ops, Operands::Bthd);
+        let src = |n_h: usize, n_t: usize, d: usize, kv: bool, seed: u64| match ops {
+            Operands::ChannelsApart => Src {
+                buf: Arc::new(rand(b * n_h * n_t * d, seed)),
+                l: Layout {
+                    off: 0,
+                    sb: n_h * d * n_t,
+                    sh: d * n_t,
+                    st: 1,
+                    sd: n_t,
+                },
+            },
+            Operands::BroadcastKv if kv => Src {
+                buf: Arc::new(rand(b * n_h * d, seed)),
+                l: Layout {
+                    off: 0,
+                    sb: n_h * d,
+                    sh: d,
+                    st: 0,
+                    sd: 1,
+                },
+            },
+            _ => Src {
+                buf: Arc::new(rand(b * n_h * n_t * d, seed)),
+                l: Layout::dense(n_h, n_t, d, bthd),
+            },
         };
-        let (q, k, v) = (
-            src(h, t, dk, seed),
-            src(hkv, s, dk, seed + 1),
-            src(hkv, s, dv, seed + 2),
+        let q = src(h, t, dk, false, seed);
+        let (k, v) = (
+            src(hkv, s, dk, true, seed + 1),
+            src(hkv, s, dv, true, seed + 2),
         );
-        let mut out = vec![f32::NAN; b * t * h * dv];
+        // as `attend`: with no key the output and dq are zeros, not written by every path
+        let unset = if s == 0 { 0.0 } else { f32::NAN };
+        let mut out = vec![unset; b * t * h * dv];
         let ol = Layout::dense(h, t, dv, true);
         let p = forward(g, &q, &k, &v, SendPtr(out.as_mut_ptr()), ol);
-        let go = src(h, t, dv, seed + 3);
+        let go = Src {
+            buf: Arc::new(rand(b * h * t * dv, seed + 3)),
+            l: Layout::dense(h, t, dv, bthd),
+        };
         let (mut dq, mut dkk, mut dvv) = (
-            vec![f32::NAN; b * h * t * dk],
+            vec![unset; b * h * t * dk],
             vec![0f32; b * hkv * s * dk],
             vec![0f32; b * hkv * s * dv],
         );
@@ -959,38 +1011,54 @@ mod tests {
     }
 
     /// The register-tile path against the `gemm` one: ragged tiles (T not a multiple of 6, S
-    /// and the head dims not multiples of 16), several blocks of rows, grouped queries, a
-    /// cached prefix (S > T), queries that see no key (S < T), token-major operands, an
-    /// additive mask and none.
+    /// and the head dims not multiples of 16), several blocks of rows and the block edge
+    /// (48), grouped queries, a cached prefix (S > T), queries that see no key (S < T, whole
+    /// blocks of them; S = 0), rows of an additive mask that hide every key, no mask, and
+    /// operands token-major, with channels apart, or broadcast over positions.
     #[test]
     fn register_tiles_match_gemm_path() {
+        use Operands::*;
         if !attn_kernel::available() {
             eprintln!("no AVX2/FMA here: the register-tile path is not used on this machine");
             return;
         }
-        let mask = crate::Tensor::from_vec(rand(2 * 53 * 61, 9), &[2, 1, 53, 61]).unwrap();
-        let cases: [([usize; 7], AttnMask, bool); 8] = [
-            ([2, 4, 2, 100, 100, 24, 40], AttnMask::Causal, false),
-            ([1, 2, 1, 97, 130, 33, 20], AttnMask::Causal, true),
-            ([1, 2, 2, 60, 45, 16, 17], AttnMask::Causal, false),
-            ([2, 2, 2, 53, 61, 8, 8], AttnMask::None, true),
-            ([2, 2, 1, 53, 61, 20, 12], AttnMask::Additive(&mask), false),
-            ([1, 4, 4, 256, 256, 64, 64], AttnMask::Causal, true),
-            ([1, 1, 1, 3, 3, 1, 1], AttnMask::Causal, false),
-            ([1, 3, 1, 49, 49, 5, 3], AttnMask::Causal, false),
+        let mut m = rand(2 * 53 * 61, 9);
+        for row in [3, 10, 53 + 20] {
+            m[row * 61..(row + 1) * 61].fill(f32::NEG_INFINITY);
+        }
+        let mask = crate::Tensor::from_vec(m, &[2, 1, 53, 61]).unwrap();
+        let (c, n) = (AttnMask::Causal, AttnMask::None);
+        let cases: &[([usize; 7], AttnMask, Operands)] = &[
+            ([2, 4, 2, 100, 100, 24, 40], c, Bhtd),
+            ([1, 2, 1, 97, 130, 33, 20], c, Bthd),
+            ([1, 2, 2, 60, 45, 16, 17], c, Bhtd),
+            ([1, 2, 1, 100, 20, 16, 16], c, Bhtd),
+            ([1, 1, 1, 60, 5, 8, 8], c, ChannelsApart),
+            ([1, 2, 2, 7, 0, 4, 4], c, Bhtd),
+            ([1, 2, 2, 5, 0, 4, 4], n, Bthd),
+            ([2, 2, 2, 53, 61, 8, 8], n, Bthd),
+            ([2, 2, 1, 53, 61, 20, 12], AttnMask::Additive(&mask), Bhtd),
+            ([2, 2, 1, 49, 64, 16, 16], n, BroadcastKv),
+            ([1, 1, 1, 48, 1, 4, 4], n, Bhtd),
+            ([1, 1, 1, 6, 16, 4, 4], c, ChannelsApart),
+            ([1, 2, 2, 48, 48, 64, 64], c, Bthd),
+            ([1, 2, 2, 49, 49, 64, 64], c, BroadcastKv),
+            ([1, 4, 4, 256, 256, 64, 64], c, Bthd),
+            ([1, 1, 1, 3, 3, 1, 1], c, Bhtd),
+            ([1, 3, 1, 49, 49, 5, 3], c, ChannelsApart),
         ];
-        for (i, (dims, m, bthd)) in cases.into_iter().enumerate() {
+        for (i, &(dims, m, ops)) in cases.iter().enumerate() {
             let mut g = geometry("test", dims, m, None).unwrap();
             g.fast = false;
-            let want = run(&g, bthd, 100 + i as u64);
+            let want = run(&g, ops, 100 + i as u64);
             g.fast = true;
-            let got = run(&g, bthd, 100 + i as u64);
+            let got = run(&g, ops, 100 + i as u64);
             for (name, (w, x)) in ["out", "dq", "dk", "dv"].iter().zip(want.iter().zip(&got)) {
                 let scale = w.iter().fold(0f32, |a, v| a.max(v.abs())).max(1.0);
                 for (j, (a, b)) in w.iter().zip(x).enumerate() {
                     assert!(
                         (a - b).abs() <= 1e-5 * scale,
-                        "case {i} {dims:?}: {name}[{j}] {b} vs {a} on the gemm path"
+                        "case {i} {dims:?} {ops:?}: {name}[{j}] {b} vs {a} on the gemm path"
                     );
                 }
             }

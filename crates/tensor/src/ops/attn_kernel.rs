@@ -97,15 +97,17 @@ impl Panels {
 
 /// The left operand of a tile: element `(r, k)` at `ptr + r * rs + k * ks`.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // read by the x86-64 kernel only
 pub(super) struct Lhs {
     pub ptr: *const f32,
     pub rs: usize,
     pub ks: usize,
 }
 
-/// The right operand of a tile: row `k` is the 16 floats at `ptr + k * ks` (a panel: `ks`
-/// 16; or the rows of a matrix whose rows hold at least 16 floats from the tile's column on).
+/// The right operand of a tile: row `k` is the 16 floats at `ptr + k * ks` (a row of
+/// [`Panels`]).
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // read by the x86-64 kernel only
 pub(super) struct Rhs {
     pub ptr: *const f32,
     pub ks: usize,
@@ -114,6 +116,7 @@ pub(super) struct Rhs {
 /// The destination of a tile: rows `ld` apart, unit column stride; `cols <= 16` of them are
 /// written (stored, or added to when `add`), times `scale`.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // read by the x86-64 kernel only
 pub(super) struct Dst {
     pub ptr: *mut f32,
     pub ld: usize,
@@ -171,9 +174,10 @@ mod x86 {
                 let av = _mm256_broadcast_ss(&*rows[r]);
                 lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
                 hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
-                rows[r] = rows[r].add(a.ks);
+                // (wrapping: after the last k the pointers may point past their buffer)
+                rows[r] = rows[r].wrapping_add(a.ks);
             }
-            bp = bp.add(b.ks);
+            bp = bp.wrapping_add(b.ks);
         }
         if c.scale != 1.0 {
             let f = _mm256_set1_ps(c.scale);

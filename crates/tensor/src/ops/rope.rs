@@ -68,7 +68,9 @@ pub(crate) fn rotate_head(
             }
         }
         RopeLayout::Interleaved => {
-            let pairs = out[..2 * half].chunks_exact_mut(2).zip(x[..2 * half].chunks_exact(2));
+            let pairs = out[..2 * half]
+                .chunks_exact_mut(2)
+                .zip(x[..2 * half].chunks_exact(2));
             for ((o, xp), (&ci, &si)) in pairs.zip(c.iter().zip(s)) {
                 let sn = sign * si;
                 o[0] = xp[0] * ci - xp[1] * sn;
