@@ -35,16 +35,59 @@ pub fn read_tensors(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
     })?;
     let v: Value =
         serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", index.display())))?;
-    let files: std::collections::BTreeSet<&str> = v
+    let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())
-        .ok_or_else(|| invalid(format!("{}: no weight_map", index.display())))?
-        .values()
-        .filter_map(|f| f.as_str())
-        .collect();
+        .ok_or_else(|| invalid(format!("{}: no weight_map", index.display())))?;
+    // every entry names a shard in this folder (a path could point anywhere)
+    let mut files = std::collections::BTreeSet::new();
+    for (name, f) in map {
+        let shard = f.as_str().filter(|f| {
+            let mut parts = Path::new(f).components();
+            matches!(
+                (parts.next(), parts.next()),
+                (Some(std::path::Component::Normal(_)), None)
+            )
+        });
+        let Some(shard) = shard else {
+            return Err(invalid(format!(
+                "{}: weight_map maps `{name}` to {f}, not the name of a file in this folder",
+                index.display()
+            )));
+        };
+        files.insert(shard);
+    }
     let mut all = BTreeMap::new();
+    let mut from: BTreeMap<String, &str> = BTreeMap::new();
     for f in files {
-        all.extend(io::load_safetensors(&dir.join(f))?);
+        for (name, t) in io::load_safetensors(&dir.join(f))? {
+            if let Some(other) = from.insert(name.clone(), f) {
+                return Err(invalid(format!(
+                    "{}: tensor `{name}` is in two shards, {other} and {f}",
+                    dir.display()
+                )));
+            }
+            all.insert(name, t);
+        }
+    }
+    // the index and the shards agree on where each tensor is
+    for (name, f) in map {
+        let listed = f.as_str().unwrap_or_default();
+        match from.get(name) {
+            Some(&found) if found == listed => {}
+            Some(&found) => {
+                return Err(invalid(format!(
+                    "{}: weight_map puts `{name}` in {listed}, but it is in {found}",
+                    index.display()
+                )))
+            }
+            None => {
+                return Err(invalid(format!(
+                    "{}: weight_map lists `{name}` in {listed}, which does not hold it",
+                    index.display()
+                )))
+            }
+        }
     }
     Ok(all)
 }

@@ -188,6 +188,48 @@ fn weights_must_match_the_config_exactly_and_shards_load() {
     .unwrap();
     let (_, m) = hf::load_llama(&d).unwrap();
     assert_eq!(logits_of(&m), want);
+
+    // an index that does not describe its shards, or points outside the folder, is refused
+    let write_index = |map: &serde_json::Map<String, Value>| {
+        let index = json!({"metadata": {}, "weight_map": map}).to_string();
+        std::fs::write(d.join("model.safetensors.index.json"), index).unwrap();
+    };
+    let (first, second) = (
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    );
+    let name = a[0].0.clone();
+    for (value, says) in [
+        (
+            json!("../model-00001-of-00002.safetensors"),
+            "not the name of a file in this folder",
+        ),
+        (
+            json!("/tmp/model-00001-of-00002.safetensors"),
+            "not the name of a file in this folder",
+        ),
+        (json!(7), "not the name of a file in this folder"),
+        (json!(second), "but it is in"),
+    ] {
+        let mut bad = map.clone();
+        bad.insert(name.clone(), value.clone());
+        write_index(&bad);
+        let e = hf::load_llama(&d).err().unwrap().to_string();
+        assert!(e.contains(&name) && e.contains(says), "{value}: {e}");
+    }
+    // a tensor listed that no shard holds
+    let mut extra = map.clone();
+    extra.insert("model.layers.9.mlp.up_proj.weight".into(), first.into());
+    write_index(&extra);
+    let e = hf::load_llama(&d).err().unwrap().to_string();
+    assert!(e.contains("does not hold it"), "{e}");
+    // a tensor in two shards
+    write_index(&map);
+    let mut b_and_one = b.to_vec();
+    b_and_one.push(a[0].clone());
+    io::save_safetensors(&d.join(second), &b_and_one, DType::F32, None).unwrap();
+    let e = hf::load_llama(&d).err().unwrap().to_string();
+    assert!(e.contains(&name) && e.contains("two shards"), "{e}");
 }
 
 #[test]
