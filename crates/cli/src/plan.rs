@@ -44,6 +44,32 @@ fn model_seq_len(
     }
 }
 
+/// A note naming the sizes the config leaves out, counted with `transformers`' defaults
+/// (`plan --model` on a config without `hidden_size` counted a 4096-wide model silently).
+fn defaults_note(
+    v: &serde_json::Value,
+    defaults: &[(&'static str, serde_json::Value)],
+    class: &str,
+) {
+    let missing: Vec<String> = ferrolab_models::hf::defaulted(v, defaults)
+        .iter()
+        .map(|k| {
+            let d = &defaults
+                .iter()
+                .find(|(n, _)| n == k)
+                .expect("a listed key")
+                .1;
+            format!("{k} = {d}")
+        })
+        .collect();
+    if !missing.is_empty() {
+        println!(
+            "note               the config leaves out {}: counted with transformers' {class} defaults",
+            missing.join(", ")
+        );
+    }
+}
+
 pub fn run(a: PlanArgs) -> Result<()> {
     if a.seq_len == Some(0) {
         bail!("--seq-len must be > 0");
@@ -166,6 +192,11 @@ pub fn run(a: PlanArgs) -> Result<()> {
                 if scaled {
                     println!("note               RoPE scaling is not computed by ferrolab; it changes no count");
                 }
+                defaults_note(
+                    &v,
+                    &ferrolab_models::deepseek_v3::hf::v3_defaults(),
+                    "DeepseekV3Config",
+                );
                 println!(
                     "M                  {m:.4e} non-embedding FLOPs/token at sequence {l} ({from}; active experts only, attention included, MTP excluded)"
                 );
@@ -199,6 +230,7 @@ pub fn run(a: PlanArgs) -> Result<()> {
             println!(
                 "parameters         {total} total, {non_emb} non-embedding (all active: dense)"
             );
+            defaults_note(&v, &ferrolab_models::hf::llama_defaults(), "LlamaConfig");
             println!(
                 "M                  {m:.4e} non-embedding FLOPs/token at sequence {l} ({from}; attention included)"
             );

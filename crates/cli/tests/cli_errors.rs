@@ -295,6 +295,18 @@ fn plan_refuses_model_types_it_does_not_count() {
     // the folder that holds it gives the same
     let by_dir = ferrolab(&["plan", "--model", d.to_str().unwrap()]);
     assert_eq!(by_dir.stdout, out.stdout);
+    // a config naming every size gets no note; one leaving hidden_size out is counted with
+    // transformers' default, and says so
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("leaves out"));
+    let full = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, full.replace(r#""hidden_size": 64, "#, "")).unwrap();
+    let out = ferrolab(&["plan", "--model", cfg.to_str().unwrap()]);
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && so.contains("leaves out hidden_size = 4096"),
+        "{so}"
+    );
+    std::fs::write(&cfg, full).unwrap();
     // a llama config that does not validate is named by its file
     let text = std::fs::read_to_string(&cfg)
         .unwrap()

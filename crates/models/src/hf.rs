@@ -209,6 +209,27 @@ pub fn take_rope(o: &mut serde_json::Map<String, Value>) -> Result<()> {
     Ok(())
 }
 
+/// `transformers`' `LlamaConfig` defaults for the sizes a `config.json` may leave out.
+pub fn llama_defaults() -> Vec<(&'static str, Value)> {
+    vec![
+        ("vocab_size", 32000.into()),
+        ("hidden_size", 4096.into()),
+        ("intermediate_size", 11008.into()),
+        ("num_hidden_layers", 32.into()),
+        ("num_attention_heads", 32.into()),
+        ("max_position_embeddings", 2048.into()),
+    ]
+}
+
+/// The keys of `defaults` that `config` leaves out (so `transformers` would take its default).
+pub fn defaulted<'a>(config: &Value, defaults: &'a [(&'static str, Value)]) -> Vec<&'a str> {
+    defaults
+        .iter()
+        .filter(|(k, _)| config.get(k).is_none())
+        .map(|(k, _)| *k)
+        .collect()
+}
+
 /// Puts `transformers`' default in for each of these keys that the config leaves out.
 pub fn fill_defaults(o: &mut serde_json::Map<String, Value>, defaults: &[(&str, Value)]) {
     for (key, v) in defaults {
@@ -235,17 +256,7 @@ impl LmConfig {
         take_rope(o)?;
         act_alias(o);
         // `LlamaConfig`'s defaults; no `num_key_value_heads` (or null) is multi-head attention
-        fill_defaults(
-            o,
-            &[
-                ("vocab_size", 32000.into()),
-                ("hidden_size", 4096.into()),
-                ("intermediate_size", 11008.into()),
-                ("num_hidden_layers", 32.into()),
-                ("num_attention_heads", 32.into()),
-                ("max_position_embeddings", 2048.into()),
-            ],
-        );
+        fill_defaults(o, &llama_defaults());
         if o.get("num_key_value_heads").is_none_or(Value::is_null) {
             let heads = o["num_attention_heads"].clone();
             o.insert("num_key_value_heads".into(), heads);

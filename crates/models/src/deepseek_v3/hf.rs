@@ -23,6 +23,32 @@ fn invalid(msg: String) -> Error {
     }
 }
 
+/// `transformers`' `DeepseekV3Config` defaults (DeepSeek-V3's own sizes) for the keys a
+/// `config.json` may leave out; ferrolab's own files name every key.
+pub fn v3_defaults() -> Vec<(&'static str, Value)> {
+    vec![
+        ("vocab_size", 129280.into()),
+        ("hidden_size", 7168.into()),
+        ("intermediate_size", 18432.into()),
+        ("moe_intermediate_size", 2048.into()),
+        ("num_hidden_layers", 61.into()),
+        ("num_attention_heads", 128.into()),
+        ("n_shared_experts", 1.into()),
+        ("n_routed_experts", 256.into()),
+        ("routed_scaling_factor", 2.5.into()),
+        ("kv_lora_rank", 512.into()),
+        ("q_lora_rank", 1536.into()),
+        ("qk_rope_head_dim", 64.into()),
+        ("v_head_dim", 128.into()),
+        ("qk_nope_head_dim", 128.into()),
+        ("n_group", 8.into()),
+        ("topk_group", 4.into()),
+        ("num_experts_per_tok", 8.into()),
+        ("first_k_dense_replace", 3.into()),
+        ("max_position_embeddings", 4096.into()),
+    ]
+}
+
 impl V3Config {
     /// Reads an HF `config.json` value: `rope_theta` may sit inside `rope_parameters`
     /// (newer `transformers`); RoPE scaling (YaRN) is not supported and is refused by name.
@@ -42,30 +68,7 @@ impl V3Config {
         crate::hf::act_alias(o);
         // `DeepseekV3Config`'s defaults (DeepSeek-V3's own sizes); ferrolab's own files name
         // every key
-        crate::hf::fill_defaults(
-            o,
-            &[
-                ("vocab_size", 129280.into()),
-                ("hidden_size", 7168.into()),
-                ("intermediate_size", 18432.into()),
-                ("moe_intermediate_size", 2048.into()),
-                ("num_hidden_layers", 61.into()),
-                ("num_attention_heads", 128.into()),
-                ("n_shared_experts", 1.into()),
-                ("n_routed_experts", 256.into()),
-                ("routed_scaling_factor", 2.5.into()),
-                ("kv_lora_rank", 512.into()),
-                ("q_lora_rank", 1536.into()),
-                ("qk_rope_head_dim", 64.into()),
-                ("v_head_dim", 128.into()),
-                ("qk_nope_head_dim", 128.into()),
-                ("n_group", 8.into()),
-                ("topk_group", 4.into()),
-                ("num_experts_per_tok", 8.into()),
-                ("first_k_dense_replace", 3.into()),
-                ("max_position_embeddings", 4096.into()),
-            ],
-        );
+        crate::hf::fill_defaults(o, &v3_defaults());
         // `transformers` takes `head_dim` as the RoPE width and every head as a key/value
         // head; ferrolab computes MLA with qk_rope_head_dim and no key/value head count
         let rope = o.get("qk_rope_head_dim").cloned().unwrap_or(Value::Null);
