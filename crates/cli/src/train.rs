@@ -332,6 +332,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
                  guess over {ids} tokens: training diverged; try a lower max_lr (this run: {})",
                 trainer.cfg.max_lr
             );
+        } else if let Some((l, _)) = out.val.filter(|&(l, _)| l > uniform - 0.02) {
+            // settings that cannot train (a vanishing initializer_range or max_lr) leave the
+            // loss at a uniform guess, finite: no divergence to report, but nothing learned
+            ferrolab_train::note!(
+                "warning: the held-out loss {l:.4} is no better than {uniform:.4}, a uniform \
+                 guess over {ids} tokens: the model has learned nothing (too few steps, or \
+                 settings that cannot train: max_lr {}, initializer_range {})",
+                trainer.cfg.max_lr,
+                trainer.cfg.model.initializer_range()
+            );
         }
         print_samples(&trainer, a.samples, &stop)?;
         ferrolab_train::note!(

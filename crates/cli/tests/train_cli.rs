@@ -991,7 +991,16 @@ fn a_run_that_ends_worse_than_a_uniform_guess_is_said_to_have_diverged() {
         "{bad}"
     );
     let fine = run("sound", "0.003");
-    assert!(!fine.contains("training diverged"), "{fine}");
+    assert!(
+        !fine.contains("training diverged") && !fine.contains("learned nothing"),
+        "{fine}"
+    );
+    // a rate that cannot move the weights leaves the loss at a uniform guess: said too
+    let frozen = run("frozen", "1e-30");
+    assert!(
+        frozen.contains("learned nothing") && frozen.contains("max_lr 0.000000"),
+        "{frozen}"
+    );
 }
 
 /// A DeepSeek-V3-style run whose dense layers cover every layer has no routed experts: said.

@@ -81,6 +81,14 @@ impl ModelConfig {
         }
     }
 
+    /// Standard deviation of the initial weights.
+    pub fn initializer_range(&self) -> f32 {
+        match self {
+            ModelConfig::Llama(c) => c.initializer_range,
+            ModelConfig::DeepseekV3(c) => c.initializer_range,
+        }
+    }
+
     /// Decoder layers.
     pub fn num_hidden_layers(&self) -> usize {
         match self {
