@@ -1,6 +1,8 @@
 //! Probe: causal packed attention forward and backward at the `llama-tiny` shapes
 //! (batch 16, 256 tokens, 4 heads of 64), two threads.
 //! `cargo run --release -p ferrolab-tensor --example attn_bench [T] [heads] [batch]`
+//! (`THREADS=1` for one thread, `FWD_ONLY=1` to skip the backward; `FERROLAB_PLAIN_ATTENTION=1`
+//! times the `gemm` path instead of the register tiles).
 use ferrolab_tensor::{packed_qkv_attention, AttnMask, Tensor};
 use std::time::Instant;
 fn main() {
