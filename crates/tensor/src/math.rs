@@ -280,18 +280,10 @@ pub fn sum_exp(x: &[f32], m: f32) -> f32 {
     acc.iter().sum::<f32>() + it.remainder().iter().map(|&v| exp(v - m)).sum::<f32>()
 }
 
-/// `x_i = exp(x_i - m)` in place, returning the sum.
+/// `x_i = exp(x_i - m)` in place, returning the sum: one pass, split accumulators (the same
+/// sum, in the same order, as [`sum`] of the result).
 #[inline]
 pub fn exp_into_self(x: &mut [f32], m: f32) -> f32 {
-    for v in x.iter_mut() {
-        *v = exp(*v - m);
-    }
-    sum(x)
-}
-
-/// `x_i = exp(x_i - m)` in place, returning the sum: one pass, split accumulators.
-#[inline]
-pub fn exp_sum_in_place(x: &mut [f32], m: f32) -> f32 {
     let mut acc = [0f32; L];
     let mut it = x.chunks_exact_mut(L);
     for c in &mut it {
@@ -338,7 +330,7 @@ mod reduce_tests {
             let se: f64 = x.iter().map(|&v| ((v - 0.5) as f64).exp()).sum();
             assert!((sum_exp(&x, 0.5) as f64 - se).abs() < 1e-4 * se.max(1.0));
             let mut e = x.clone();
-            let s_e = exp_sum_in_place(&mut e, 0.5);
+            let s_e = exp_into_self(&mut e, 0.5);
             assert!((s_e as f64 - se).abs() < 1e-4 * se.max(1.0));
             for (&ev, &xv) in e.iter().zip(&x) {
                 assert!(

@@ -436,7 +436,7 @@ fn softmax_scores(g: &Geometry, row: &mut [f32], bi: usize, hi: usize, i: usize)
         row.fill(0.0);
         return;
     }
-    let inv = 1.0 / crate::math::exp_sum_in_place(&mut row[..n], m);
+    let inv = 1.0 / crate::math::exp_into_self(&mut row[..n], m);
     for x in row[..lim].iter_mut() {
         *x *= inv;
     }
@@ -555,9 +555,8 @@ unsafe fn add_transposed_product(
 }
 
 /// [`backward`] with the register-tile kernels. Per key/value head, V^T and K are packed
-/// once, and dK and dV are accumulated transposed (so that P and dS are read along their
-/// rows) and written out at the end; per block of [`FAST_BLOCK`] query rows, the rows of dO and
-/// Q are packed.
+/// once; per block of [`FAST_BLOCK`] query rows, the rows of dO and Q are packed, and the
+/// block's share of dK and dV is added into them ([`add_transposed_product`]).
 fn backward_fast(g: &Geometry, p: &[f32], go: &Src, q: &Src, k: &Src, v: &Src, d: &Dest) {
     let (t, s, sp) = (g.t, g.s, fast_stride(g.s));
     let group = g.h / g.hkv;
@@ -634,13 +633,12 @@ fn backward_fast(g: &Geometry, p: &[f32], go: &Src, q: &Src, k: &Src, v: &Src, d
                         unsafe { attn_kernel::tile(mr, g.dv, a, vt.rhs(pnl, 0), c) };
                     }
                 }
-                // dS = P * (dP - rowsum(P * dP)) * scale over each row's keys, zeros after (up
-                // to kv rounded up to a tile)
-                let kv16 = kv.next_multiple_of(NR).min(sp);
+                // dS = P * (dP - rowsum(P * dP)) * scale over each row's keys, zeros after up
+                // to the block's kv (the products below read no further)
                 for i in r0..r1 {
                     let l = g.lim(i);
                     let pr = &pb[i * sp..i * sp + l];
-                    let dr = &mut dp[(i - r0) * sp..(i - r0) * sp + kv16];
+                    let dr = &mut dp[(i - r0) * sp..(i - r0) * sp + kv];
                     let dd = crate::math::dot(pr, &dr[..l]);
                     for (x, &pv) in dr[..l].iter_mut().zip(pr) {
                         *x = pv * (*x - dd) * g.scale;
