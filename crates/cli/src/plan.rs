@@ -51,16 +51,10 @@ fn defaults_note(
     defaults: &[(&'static str, serde_json::Value)],
     class: &str,
 ) {
-    let missing: Vec<String> = ferrolab_models::hf::defaulted(v, defaults)
+    let missing: Vec<String> = defaults
         .iter()
-        .map(|k| {
-            let d = &defaults
-                .iter()
-                .find(|(n, _)| n == k)
-                .expect("a listed key")
-                .1;
-            format!("{k} = {d}")
-        })
+        .filter(|(k, _)| v.get(k).is_none())
+        .map(|(k, d)| format!("{k} = {d}"))
         .collect();
     if !missing.is_empty() {
         println!(

@@ -221,15 +221,6 @@ pub fn llama_defaults() -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// The keys of `defaults` that `config` leaves out (so `transformers` would take its default).
-pub fn defaulted<'a>(config: &Value, defaults: &'a [(&'static str, Value)]) -> Vec<&'a str> {
-    defaults
-        .iter()
-        .filter(|(k, _)| config.get(k).is_none())
-        .map(|(k, _)| *k)
-        .collect()
-}
-
 /// Puts `transformers`' default in for each of these keys that the config leaves out.
 pub fn fill_defaults(o: &mut serde_json::Map<String, Value>, defaults: &[(&str, Value)]) {
     for (key, v) in defaults {
