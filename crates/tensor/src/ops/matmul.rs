@@ -142,6 +142,15 @@ pub(crate) fn transpose_copy(src: &[f32], rows: usize, cols: usize) -> Vec<f32> 
         let r0 = band * R;
         let rh = (rows - r0).min(R);
         let mut c0 = 0;
+        if rh == R && super::attn_kernel::available() {
+            #[cfg(target_arch = "x86_64")]
+            {
+                // SAFETY: AVX2 is present; rows r0..r0+16 and columns 0..cols/8*8 of the
+                // source are in bounds, and this band alone writes output columns r0..r0+16.
+                unsafe { transpose_band_avx2(src, dst.get(), r0, rows, cols) };
+                c0 = cols / C * C;
+            }
+        }
         if rh == R {
             while c0 + C <= cols {
                 let mut blk = [[0f32; C]; R];
@@ -180,6 +189,71 @@ pub(crate) fn transpose_copy(src: &[f32], rows: usize, cols: usize) -> Vec<f32> 
         (0..bands).for_each(work);
     }
     out
+}
+
+/// The 8 x 8 transpose of the rows `a[0..8]` (8 floats each) in registers.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn transpose8x8(
+    a: [std::arch::x86_64::__m256; 8],
+) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::*;
+    let t0 = _mm256_unpacklo_ps(a[0], a[1]);
+    let t1 = _mm256_unpackhi_ps(a[0], a[1]);
+    let t2 = _mm256_unpacklo_ps(a[2], a[3]);
+    let t3 = _mm256_unpackhi_ps(a[2], a[3]);
+    let t4 = _mm256_unpacklo_ps(a[4], a[5]);
+    let t5 = _mm256_unpackhi_ps(a[4], a[5]);
+    let t6 = _mm256_unpacklo_ps(a[6], a[7]);
+    let t7 = _mm256_unpackhi_ps(a[6], a[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
+}
+
+/// One band of [`transpose_copy`]: source rows `r0..r0 + 16`, every whole group of 8
+/// columns, as two 8 x 8 blocks transposed in registers and written as 8 output runs of 16
+/// floats (whole cache lines).
+///
+/// # Safety
+/// The CPU must have AVX2; `src` is `rows x cols` with `r0 + 16 <= rows`, `dst` is
+/// `cols x rows`, and no other thread writes output columns `r0..r0 + 16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_band_avx2(src: &[f32], dst: *mut f32, r0: usize, rows: usize, cols: usize) {
+    use std::arch::x86_64::*;
+    let base = src.as_ptr().add(r0 * cols);
+    let load = |r: usize, c: usize| _mm256_loadu_ps(base.add(r * cols + c));
+    let mut c0 = 0;
+    while c0 + 8 <= cols {
+        let lo = transpose8x8(std::array::from_fn(|r| load(r, c0)));
+        let hi = transpose8x8(std::array::from_fn(|r| load(r + 8, c0)));
+        for (c, (l, h)) in lo.iter().zip(&hi).enumerate() {
+            let out = dst.add((c0 + c) * rows + r0);
+            _mm256_storeu_ps(out, *l);
+            _mm256_storeu_ps(out.add(8), *h);
+        }
+        c0 += 8;
+    }
 }
 
 struct Operand {
