@@ -475,16 +475,15 @@ fn forward_fast(g: &Geometry, q: &Src, k: &Src, v: &Src, out: SendPtr, ol: Layou
                     rs: q.l.st,
                     ks: q.l.sd,
                 };
-                for pnl in 0..kv.div_ceil(NR) {
-                    let c = Dst {
-                        ptr: pb[i0 * sp + pnl * NR..].as_mut_ptr(),
-                        ld: sp,
-                        cols: NR,
-                        add: false,
-                        scale: g.scale,
-                    };
-                    unsafe { attn_kernel::tile(mr, g.dk, a, kt.rhs(pnl, 0), c) };
-                }
+                let np = kv.div_ceil(NR);
+                let c = Dst {
+                    ptr: pb[i0 * sp..].as_mut_ptr(),
+                    ld: sp,
+                    cols: np * NR,
+                    add: false,
+                    scale: g.scale,
+                };
+                unsafe { attn_kernel::tiles(mr, g.dk, a, kt, 0, np, c) };
                 for i in i0..i0 + mr {
                     softmax_scores(g, &mut pb[i * sp..(i + 1) * sp], bi, hi, i);
                 }
@@ -494,17 +493,14 @@ fn forward_fast(g: &Geometry, q: &Src, k: &Src, v: &Src, out: SendPtr, ol: Layou
                     rs: sp,
                     ks: 1,
                 };
-                for pnl in 0..g.dv.div_ceil(NR) {
-                    let c0 = pnl * NR;
-                    let c = Dst {
-                        ptr: unsafe { out.get().add(ol.head_off(bi, hi) + i0 * ol.st + c0) },
-                        ld: ol.st,
-                        cols: NR.min(g.dv - c0),
-                        add: false,
-                        scale: 1.0,
-                    };
-                    unsafe { attn_kernel::tile(mr, kv, a, vp.rhs(pnl, 0), c) };
-                }
+                let c = Dst {
+                    ptr: unsafe { out.get().add(ol.head_off(bi, hi) + i0 * ol.st) },
+                    ld: ol.st,
+                    cols: g.dv,
+                    add: false,
+                    scale: 1.0,
+                };
+                unsafe { attn_kernel::tiles(mr, kv, a, vp, 0, g.dv.div_ceil(NR), c) };
             }
         },
     );
@@ -540,17 +536,14 @@ unsafe fn add_transposed_product(
             rs: 1,
             ks: sp,
         };
-        for pnl in 0..n.div_ceil(NR) {
-            let c0 = pnl * NR;
-            let dst = Dst {
-                ptr: c.add(j0 * ldc + c0),
-                ld: ldc,
-                cols: NR.min(n - c0),
-                add: true,
-                scale: 1.0,
-            };
-            attn_kernel::tile(mr, r1 - i_lo, lhs, y.rhs(pnl, i_lo - r0), dst);
-        }
+        let dst = Dst {
+            ptr: c.add(j0 * ldc),
+            ld: ldc,
+            cols: n,
+            add: true,
+            scale: 1.0,
+        };
+        attn_kernel::tiles(mr, r1 - i_lo, lhs, y, i_lo - r0, n.div_ceil(NR), dst);
     }
 }
 
@@ -622,16 +615,15 @@ fn backward_fast(g: &Geometry, p: &[f32], go: &Src, q: &Src, k: &Src, v: &Src, d
                         rs: go.l.st,
                         ks: go.l.sd,
                     };
-                    for pnl in 0..g.lim(i0 + mr - 1).div_ceil(NR) {
-                        let c = Dst {
-                            ptr: dp[(i0 - r0) * sp + pnl * NR..].as_mut_ptr(),
-                            ld: sp,
-                            cols: NR,
-                            add: false,
-                            scale: 1.0,
-                        };
-                        unsafe { attn_kernel::tile(mr, g.dv, a, vt.rhs(pnl, 0), c) };
-                    }
+                    let np = g.lim(i0 + mr - 1).div_ceil(NR);
+                    let c = Dst {
+                        ptr: dp[(i0 - r0) * sp..].as_mut_ptr(),
+                        ld: sp,
+                        cols: np * NR,
+                        add: false,
+                        scale: 1.0,
+                    };
+                    unsafe { attn_kernel::tiles(mr, g.dv, a, &vt, 0, np, c) };
                 }
                 // dS = P * (dP - rowsum(P * dP)) * scale over each row's keys, zeros after up
                 // to the block's kv (the products below read no further)
@@ -654,17 +646,14 @@ fn backward_fast(g: &Geometry, p: &[f32], go: &Src, q: &Src, k: &Src, v: &Src, d
                         ks: 1,
                     };
                     let kc = g.lim(i0 + mr - 1);
-                    for pnl in 0..g.dk.div_ceil(NR) {
-                        let c0 = pnl * NR;
-                        let c = Dst {
-                            ptr: unsafe { d.dq.0.get().add(dq_at + i0 * d.dq.1.st + c0) },
-                            ld: d.dq.1.st,
-                            cols: NR.min(g.dk - c0),
-                            add: false,
-                            scale: 1.0,
-                        };
-                        unsafe { attn_kernel::tile(mr, kc, a, kp.rhs(pnl, 0), c) };
-                    }
+                    let c = Dst {
+                        ptr: unsafe { d.dq.0.get().add(dq_at + i0 * d.dq.1.st) },
+                        ld: d.dq.1.st,
+                        cols: g.dk,
+                        add: false,
+                        scale: 1.0,
+                    };
+                    unsafe { attn_kernel::tiles(mr, kc, a, &kp, 0, g.dk.div_ceil(NR), c) };
                 }
                 // dK[:kv] += dS[r0..r1, :kv]^T Q[r0..r1]
                 unsafe {
