@@ -46,6 +46,22 @@ pub(super) fn available() -> bool {
     }
 }
 
+/// Calls the kernel `$f::<M>` for the tile height `$mr` (1 to [`MR`]) with the given arguments.
+macro_rules! by_rows {
+    ($mr:expr, $f:path, ($($arg:expr),*)) => {{
+        use $f as kernel;
+        match $mr {
+            1 => kernel::<1>($($arg),*),
+            2 => kernel::<2>($($arg),*),
+            3 => kernel::<3>($($arg),*),
+            4 => kernel::<4>($($arg),*),
+            5 => kernel::<5>($($arg),*),
+            6 => kernel::<6>($($arg),*),
+            mr => unreachable!("tile rows {mr} > {MR}"),
+        }
+    }};
+}
+
 /// Whether the tiles run on 512-bit registers (AVX-512F, checked once; `FERROLAB_NO_AVX512=1`
 /// keeps them on AVX2, to compare the two).
 #[cfg(target_arch = "x86_64")]
@@ -160,26 +176,10 @@ pub(super) unsafe fn tile(mr: usize, kc: usize, a: Lhs, b: Rhs, c: Dst) {
     #[cfg(target_arch = "x86_64")]
     {
         if avx512() {
-            match mr {
-                1 => x86::tile512::<1>(kc, a, b, c),
-                2 => x86::tile512::<2>(kc, a, b, c),
-                3 => x86::tile512::<3>(kc, a, b, c),
-                4 => x86::tile512::<4>(kc, a, b, c),
-                5 => x86::tile512::<5>(kc, a, b, c),
-                6 => x86::tile512::<6>(kc, a, b, c),
-                _ => unreachable!("tile rows {mr} > {MR}"),
-            }
+            by_rows!(mr, x86::tile512, (kc, a, b, c));
             return;
         }
-        match mr {
-            1 => x86::tile::<1>(kc, a, b, c),
-            2 => x86::tile::<2>(kc, a, b, c),
-            3 => x86::tile::<3>(kc, a, b, c),
-            4 => x86::tile::<4>(kc, a, b, c),
-            5 => x86::tile::<5>(kc, a, b, c),
-            6 => x86::tile::<6>(kc, a, b, c),
-            _ => unreachable!("tile rows {mr} > {MR}"),
-        }
+        by_rows!(mr, x86::tile, (kc, a, b, c))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -209,15 +209,7 @@ pub(super) unsafe fn tiles(mr: usize, kc: usize, a: Lhs, b: &Panels, r: usize, n
                 ..c
             };
             let (b0, b1) = (b.rhs(p, r), b.rhs(p + 1, r));
-            match mr {
-                1 => x86::pair512::<1>(kc, a, b0, b1, d),
-                2 => x86::pair512::<2>(kc, a, b0, b1, d),
-                3 => x86::pair512::<3>(kc, a, b0, b1, d),
-                4 => x86::pair512::<4>(kc, a, b0, b1, d),
-                5 => x86::pair512::<5>(kc, a, b0, b1, d),
-                6 => x86::pair512::<6>(kc, a, b0, b1, d),
-                _ => unreachable!("tile rows {mr} > {MR}"),
-            }
+            by_rows!(mr, x86::pair512, (kc, a, b0, b1, d));
             p += 2;
             continue;
         }
@@ -235,6 +227,31 @@ pub(super) unsafe fn tiles(mr: usize, kc: usize, a: Lhs, b: &Panels, r: usize, n
 mod x86 {
     use super::{Dst, Lhs, Rhs, NR};
     use std::arch::x86_64::*;
+
+    /// The tile's `M` row pointers into `a`.
+    #[inline(always)]
+    fn row_ptrs<const M: usize>(a: Lhs) -> [*const f32; M] {
+        std::array::from_fn(|r| a.ptr.wrapping_add(r * a.rs))
+    }
+
+    /// `x * c.scale` stored into (or, with `c.add`, added to) the first `cols` (at most 16; none
+    /// when 0) floats at `d`; the others are not touched.
+    ///
+    /// # Safety
+    /// Those floats must be writable; the machine must have AVX-512F.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store512(x: __m512, d: *mut f32, cols: usize, c: &Dst) {
+        let m: __mmask16 = if cols >= NR { !0 } else { (1u16 << cols) - 1 };
+        let mut x = x;
+        if c.scale != 1.0 {
+            x = _mm512_mul_ps(x, _mm512_set1_ps(c.scale));
+        }
+        if c.add {
+            x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, d));
+        }
+        _mm512_mask_storeu_ps(d, m, x);
+    }
 
     /// Rows `0..rows / 8 * 8` of a panel whose column `c` is the `rows` consecutive floats
     /// at `src + c * cs` (`c < 16`), written as rows of 16 floats into `dst`; returns the
@@ -285,10 +302,7 @@ mod x86 {
     pub(super) unsafe fn tile512<const M: usize>(kc: usize, a: Lhs, b: Rhs, c: Dst) {
         let mut even = [_mm512_setzero_ps(); M];
         let mut odd = [_mm512_setzero_ps(); M];
-        let mut rows = [a.ptr; M];
-        for (r, p) in rows.iter_mut().enumerate() {
-            *p = a.ptr.add(r * a.rs);
-        }
+        let mut rows = row_ptrs::<M>(a);
         let mut bp = b.ptr;
         for _ in 0..kc / 2 {
             let b0 = _mm512_loadu_ps(bp);
@@ -307,22 +321,13 @@ mod x86 {
                 even[r] = _mm512_fmadd_ps(_mm512_set1_ps(*rows[r]), b0, even[r]);
             }
         }
-        let f = _mm512_set1_ps(c.scale);
-        let mask: __mmask16 = if c.cols >= NR {
-            !0
-        } else {
-            (1u16 << c.cols) - 1
-        };
         for r in 0..M {
-            let mut x = _mm512_add_ps(even[r], odd[r]);
-            if c.scale != 1.0 {
-                x = _mm512_mul_ps(x, f);
-            }
-            let d = c.ptr.add(r * c.ld);
-            if c.add {
-                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, d));
-            }
-            _mm512_mask_storeu_ps(d, mask, x);
+            store512(
+                _mm512_add_ps(even[r], odd[r]),
+                c.ptr.add(r * c.ld),
+                c.cols,
+                &c,
+            );
         }
     }
 
@@ -332,10 +337,7 @@ mod x86 {
     pub(super) unsafe fn pair512<const M: usize>(kc: usize, a: Lhs, b0: Rhs, b1: Rhs, c: Dst) {
         let mut lo = [_mm512_setzero_ps(); M];
         let mut hi = [_mm512_setzero_ps(); M];
-        let mut rows = [a.ptr; M];
-        for (r, p) in rows.iter_mut().enumerate() {
-            *p = a.ptr.add(r * a.rs);
-        }
+        let mut rows = row_ptrs::<M>(a);
         let (mut p0, mut p1) = (b0.ptr, b1.ptr);
         for _ in 0..kc {
             let x0 = _mm512_loadu_ps(p0);
@@ -350,27 +352,10 @@ mod x86 {
             p0 = p0.wrapping_add(b0.ks);
             p1 = p1.wrapping_add(b1.ks);
         }
-        let f = _mm512_set1_ps(c.scale);
-        let mask = |w: usize| -> __mmask16 {
-            if w >= NR {
-                !0
-            } else {
-                (1u16 << w) - 1
-            }
-        };
-        let (m0, m1) = (mask(c.cols), mask(c.cols.saturating_sub(NR)));
         for r in 0..M {
             let d = c.ptr.add(r * c.ld);
-            for (x, m, d) in [(lo[r], m0, d), (hi[r], m1, d.wrapping_add(NR))] {
-                let mut x = x;
-                if c.scale != 1.0 {
-                    x = _mm512_mul_ps(x, f);
-                }
-                if c.add {
-                    x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, d));
-                }
-                _mm512_mask_storeu_ps(d, m, x);
-            }
+            store512(lo[r], d, c.cols, &c);
+            store512(hi[r], d.wrapping_add(NR), c.cols.saturating_sub(NR), &c);
         }
     }
 
@@ -378,10 +363,7 @@ mod x86 {
     pub(super) unsafe fn tile<const M: usize>(kc: usize, a: Lhs, b: Rhs, c: Dst) {
         let mut lo = [_mm256_setzero_ps(); M];
         let mut hi = [_mm256_setzero_ps(); M];
-        let mut rows = [a.ptr; M];
-        for (r, p) in rows.iter_mut().enumerate() {
-            *p = a.ptr.add(r * a.rs);
-        }
+        let mut rows = row_ptrs::<M>(a);
         let mut bp = b.ptr;
         for _ in 0..kc {
             let b0 = _mm256_loadu_ps(bp);
@@ -450,25 +432,11 @@ mod tests {
         }
         let widths: Vec<(&str, TileFn)> = {
             let mut w: Vec<(&str, TileFn)> = vec![("avx2", |mr, kc, a, b, c| unsafe {
-                match mr {
-                    1 => x86::tile::<1>(kc, a, b, c),
-                    2 => x86::tile::<2>(kc, a, b, c),
-                    3 => x86::tile::<3>(kc, a, b, c),
-                    4 => x86::tile::<4>(kc, a, b, c),
-                    5 => x86::tile::<5>(kc, a, b, c),
-                    _ => x86::tile::<6>(kc, a, b, c),
-                }
+                by_rows!(mr, x86::tile, (kc, a, b, c))
             })];
             if std::arch::is_x86_feature_detected!("avx512f") {
                 w.push(("avx512", |mr, kc, a, b, c| unsafe {
-                    match mr {
-                        1 => x86::tile512::<1>(kc, a, b, c),
-                        2 => x86::tile512::<2>(kc, a, b, c),
-                        3 => x86::tile512::<3>(kc, a, b, c),
-                        4 => x86::tile512::<4>(kc, a, b, c),
-                        5 => x86::tile512::<5>(kc, a, b, c),
-                        _ => x86::tile512::<6>(kc, a, b, c),
-                    }
+                    by_rows!(mr, x86::tile512, (kc, a, b, c))
                 }));
             }
             w
