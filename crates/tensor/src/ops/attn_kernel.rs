@@ -510,8 +510,9 @@ mod tests {
             unsafe { b.pack(src.as_ptr(), n, 1, rows, n) };
             for mr in 1..=MR {
                 for (r0, kc) in [(0usize, 0usize), (0, 1), (3, 17), (1, 39)] {
-                    for cols in [n, np * NR - 8, 1] {
-                        for add in [false, true] {
+                    // (the fourth: a pair whose second panel has no column to write)
+                    for cols in [n, np * NR - 8, 1, NR.min(n)] {
+                        for (add, scale) in [(false, 0.5f32), (true, 0.5), (false, 1.0)] {
                             let a = data(MR + ks * kc + 1, mr + kc);
                             let ld = np * NR + 5;
                             let init = data(MR * ld, 3);
@@ -521,7 +522,7 @@ mod tests {
                                 ld,
                                 cols,
                                 add,
-                                scale: 0.5,
+                                scale,
                             };
                             let lhs = Lhs {
                                 ptr: a.as_ptr(),
@@ -539,13 +540,13 @@ mod tests {
                                             a[r + k * ks] as f64 * y as f64
                                         })
                                         .sum();
-                                    0.5 * s + if add { was as f64 } else { 0.0 }
+                                    scale as f64 * s + if add { was as f64 } else { 0.0 }
                                 } else {
                                     was as f64
                                 };
                                 assert!(
                                     (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                                    "np {np} mr {mr} r0 {r0} kc {kc} cols {cols} add {add}: \
+                                    "np {np} mr {mr} r0 {r0} kc {kc} cols {cols} add {add} scale {scale}: \
                                      ({r}, {j}) = {got}, want {want}"
                                 );
                             }

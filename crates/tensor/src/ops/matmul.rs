@@ -120,8 +120,20 @@ pub(crate) fn gemm_new(m: usize, n: usize, k: usize, lhs: MatRef, rhs: MatRef) -
 /// of single 8 x 8 blocks wrote half lines that were evicted and fetched again before the other
 /// half came, at power-of-two row strides: 2.5 GB/s on 1024 x 4096.)
 pub(crate) fn transpose_copy(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    transpose_copy_on(src, rows, cols, super::attn_kernel::available())
+}
+
+/// [`transpose_copy`], with the AVX2 register blocks or without them (`simd`; the machine
+/// must have AVX2 for `true`).
+fn transpose_copy_on(src: &[f32], rows: usize, cols: usize, simd: bool) -> Vec<f32> {
     const R: usize = 16;
     const C: usize = 8;
+    // the register blocks read through raw pointers: a short source must not get that far
+    assert!(
+        src.len() >= rows * cols,
+        "transpose_copy: {} elements for {rows} x {cols}",
+        src.len()
+    );
     let mut out = super::alloc_out(rows * cols); // every element is written below
     if rows == 0 || cols == 0 {
         return out;
@@ -142,7 +154,7 @@ pub(crate) fn transpose_copy(src: &[f32], rows: usize, cols: usize) -> Vec<f32> 
         let r0 = band * R;
         let rh = (rows - r0).min(R);
         let mut c0 = 0;
-        if rh == R && super::attn_kernel::available() {
+        if rh == R && simd {
             #[cfg(target_arch = "x86_64")]
             {
                 // SAFETY: AVX2 is present; rows r0..r0+16 and columns 0..cols/8*8 of the
@@ -614,4 +626,42 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         let gw = needs[1].then(|| gemm_new(o, i, rows, gm.t(), MatRef::new(&xc, 0, i, 1)));
         (gx, gw)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ways of the transpose (register blocks where the machine has AVX2, plain bands
+    /// everywhere) against index arithmetic, on whole and ragged bands and column groups.
+    #[test]
+    fn transposes_with_and_without_register_blocks_match_indexing() {
+        let ways: &[bool] = if super::super::attn_kernel::available() {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &simd in ways {
+            for (r, c) in [
+                (16usize, 8usize),
+                (32, 24),
+                (48, 7),
+                (17, 9),
+                (64, 300),
+                (5, 3),
+            ] {
+                let src: Vec<f32> = (0..r * c).map(|i| i as f32).collect();
+                let t = transpose_copy_on(&src, r, c, simd);
+                for i in 0..c {
+                    for j in 0..r {
+                        assert_eq!(
+                            t[i * r + j],
+                            src[j * c + i],
+                            "simd {simd} {r}x{c} ({i}, {j})"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
