@@ -422,6 +422,43 @@ mod tests {
 
     type TileFn = unsafe fn(usize, usize, Lhs, Rhs, Dst);
 
+    /// Runs `run` on an `MR x ld` destination (filled with `data`) through a [`Dst`] of `cols`
+    /// columns, `add` and `scale`, and checks every element: rows `< mr` and columns `< cols`
+    /// must be `scale * sum(r, j)` (plus the old value when adding), all others untouched.
+    #[allow(clippy::too_many_arguments)]
+    fn check_tile(
+        mr: usize,
+        ld: usize,
+        cols: usize,
+        add: bool,
+        scale: f32,
+        run: impl FnOnce(Dst),
+        sum: impl Fn(usize, usize) -> f64,
+        label: &str,
+    ) {
+        let init = data(MR * ld, 7);
+        let mut c = init.clone();
+        run(Dst {
+            ptr: c.as_mut_ptr(),
+            ld,
+            cols,
+            add,
+            scale,
+        });
+        for (i, (&got, &was)) in c.iter().zip(&init).enumerate() {
+            let (r, j) = (i / ld, i % ld);
+            let want = if r < mr && j < cols {
+                scale as f64 * sum(r, j) + if add { was as f64 } else { 0.0 }
+            } else {
+                was as f64 // outside the tile: untouched
+            };
+            assert!(
+                (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "{label} cols {cols} add {add} scale {scale}: ({r}, {j}) = {got}, want {want}"
+            );
+        }
+    }
+
     /// Both register widths against the sum in f64, on every tile height, odd and even
     /// depths (the 512-bit tile splits even and odd `k`), partial columns, store and add,
     /// scaled and not.
@@ -449,15 +486,6 @@ mod tests {
                     let b = data(NR * kc + 1, kc + 1);
                     for cols in [NR, 5, 1] {
                         for (add, scale) in [(false, 1.0f32), (true, 1.0), (false, 0.125)] {
-                            let init = data(MR * ld, 7);
-                            let mut c = init.clone();
-                            let dst = Dst {
-                                ptr: c.as_mut_ptr(),
-                                ld,
-                                cols,
-                                add,
-                                scale,
-                            };
                             let lhs = Lhs {
                                 ptr: a.as_ptr(),
                                 rs,
@@ -467,25 +495,21 @@ mod tests {
                                 ptr: b.as_ptr(),
                                 ks: NR,
                             };
-                            // SAFETY: every operand read and written is inside its vector.
-                            unsafe { f(mr, kc, lhs, rhs, dst) };
-                            for (i, (&got, &was)) in c.iter().zip(&init).enumerate() {
-                                let (r, j) = (i / ld, i % ld);
-                                let want = if r < mr && j < cols {
-                                    let s: f64 = (0..kc)
+                            check_tile(
+                                mr,
+                                ld,
+                                cols,
+                                add,
+                                scale,
+                                // SAFETY: every operand read and written is inside its vector.
+                                |dst| unsafe { f(mr, kc, lhs, rhs, dst) },
+                                |r, j| {
+                                    (0..kc)
                                         .map(|k| a[r * rs + k * ks] as f64 * b[k * NR + j] as f64)
                                         .sum::<f64>()
-                                        * scale as f64;
-                                    s + if add { was as f64 } else { 0.0 }
-                                } else {
-                                    was as f64 // outside the tile: untouched
-                                };
-                                assert!(
-                                    (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                                    "{name} mr {mr} kc {kc} cols {cols} add {add} scale \
-                                     {scale}: ({r}, {j}) = {got}, want {want}"
-                                );
-                            }
+                                },
+                                &format!("{name} mr {mr} kc {kc}"),
+                            );
                         }
                     }
                 }
@@ -514,42 +538,29 @@ mod tests {
                     for cols in [n, np * NR - 8, 1, NR.min(n)] {
                         for (add, scale) in [(false, 0.5f32), (true, 0.5), (false, 1.0)] {
                             let a = data(MR + ks * kc + 1, mr + kc);
-                            let ld = np * NR + 5;
-                            let init = data(MR * ld, 3);
-                            let mut c = init.clone();
-                            let dst = Dst {
-                                ptr: c.as_mut_ptr(),
-                                ld,
-                                cols,
-                                add,
-                                scale,
-                            };
                             let lhs = Lhs {
                                 ptr: a.as_ptr(),
                                 rs: 1,
                                 ks,
                             };
-                            // SAFETY: operands inside their vectors; rows r0..r0 + kc of b.
-                            unsafe { tiles(mr, kc, lhs, &b, r0, np, dst) };
-                            for (i, (&got, &was)) in c.iter().zip(&init).enumerate() {
-                                let (r, j) = (i / ld, i % ld);
-                                let want = if r < mr && j < cols {
-                                    let s: f64 = (0..kc)
+                            check_tile(
+                                mr,
+                                np * NR + 5,
+                                cols,
+                                add,
+                                scale,
+                                // SAFETY: operands inside their vectors; rows r0..r0 + kc of b.
+                                |dst| unsafe { tiles(mr, kc, lhs, &b, r0, np, dst) },
+                                |r, j| {
+                                    (0..kc)
                                         .map(|k| {
                                             let y = if j < n { src[(r0 + k) * n + j] } else { 0.0 };
                                             a[r + k * ks] as f64 * y as f64
                                         })
-                                        .sum();
-                                    scale as f64 * s + if add { was as f64 } else { 0.0 }
-                                } else {
-                                    was as f64
-                                };
-                                assert!(
-                                    (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                                    "np {np} mr {mr} r0 {r0} kc {kc} cols {cols} add {add} scale {scale}: \
-                                     ({r}, {j}) = {got}, want {want}"
-                                );
-                            }
+                                        .sum()
+                                },
+                                &format!("np {np} mr {mr} r0 {r0} kc {kc}"),
+                            );
                         }
                     }
                 }
