@@ -166,6 +166,18 @@ impl Moe {
             route(&sv, e, k, self.n_group, self.topk_group)
         } else {
             let bias = self.gate.e_score_correction_bias.to_vec();
+            let bad = bias.iter().filter(|b| !b.is_finite()).count();
+            if bad > 0 {
+                // the logits would stay finite while the experts were chosen arbitrarily
+                return Err(Error::Invalid {
+                    op: "Moe",
+                    msg: format!(
+                        "gate.e_score_correction_bias (the routing bias) holds {bad} NaN or \
+                         infinite value(s) of {e}: the experts cannot be chosen; the weights \
+                         were damaged"
+                    ),
+                });
+            }
             let sel: Vec<f32> = sv
                 .chunks_exact(e)
                 .flat_map(|r| r.iter().zip(&bias).map(|(s, b)| s + b))
@@ -314,6 +326,29 @@ mod tests {
         assert_eq!(route(&sel, 8, 2, 4, 2), vec![4, 0]);
         // without groups expert 6 ties expert 4 and the lower index comes first
         assert_eq!(route(&sel, 8, 3, 1, 1), vec![4, 6, 0]);
+    }
+
+    #[test]
+    fn a_routing_bias_that_is_not_finite_is_refused() {
+        rng::manual_seed(5);
+        let vars = Vars::new();
+        let m = Moe::new(&vars, &cfg(Balance::AuxFree), RANDOM).unwrap();
+        let x = Tensor::randn(&[1, 3, 16], 0.0, 1.0);
+        assert!(m.forward(&x).is_ok());
+        for v in [f32::NAN, f32::INFINITY] {
+            m.gate
+                .e_score_correction_bias
+                .update_data(|b| b[3] = v)
+                .unwrap();
+            let err = match m.forward(&x) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("a routing bias of {v} was taken"),
+            };
+            assert!(
+                err.contains("e_score_correction_bias") && err.contains("1 NaN or infinite"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
