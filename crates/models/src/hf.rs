@@ -269,7 +269,7 @@ impl LmConfig {
         }
         require(&Value::Object(o.clone()), &rules)?;
         let cfg: LmConfig =
-            serde_json::from_value(v).map_err(|e| invalid(format!("config.json: {e}")))?;
+            crate::from_json_named(v).map_err(|e| invalid(format!("config.json: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }

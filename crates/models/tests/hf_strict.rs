@@ -264,6 +264,34 @@ fn v3_scoring_routing_and_activation_settings_are_refused_by_name() {
     V3Config::from_hf(&same).unwrap();
 }
 
+/// A value of the wrong type is refused with its key: `serde_json` alone said only "invalid
+/// type: string \"64\", expected usize", leaving the user to search the file.
+#[test]
+fn values_of_the_wrong_type_are_refused_by_key() {
+    let llama = serde_json::to_value(llama_cfg()).unwrap();
+    let v3 = V3Config::tiny(40).to_hf();
+    for (key, value) in [
+        ("hidden_size", json!("16")),
+        ("num_hidden_layers", json!(1.5)),
+        ("rms_norm_eps", json!("small")),
+        ("tie_word_embeddings", json!("no")),
+    ] {
+        let mut v = llama.clone();
+        v[key] = value.clone();
+        let e = LmConfig::from_hf(&v).err().unwrap().to_string();
+        assert!(e.contains(&format!("`{key}`")), "llama {key}: {e}");
+        assert!(e.contains("invalid type"), "llama {key}: {e}");
+        let mut v = v3.clone();
+        v[key] = value;
+        let e = V3Config::from_hf(&v).err().unwrap().to_string();
+        assert!(e.contains(&format!("`{key}`")), "v3 {key}: {e}");
+    }
+    let mut v = v3.clone();
+    v["n_routed_experts"] = json!([4]);
+    let e = V3Config::from_hf(&v).err().unwrap().to_string();
+    assert!(e.contains("`n_routed_experts`"), "{e}");
+}
+
 /// A config far larger than its weights is refused before the model is built (one with a
 /// 4M-token vocabulary and 4096 wide aborted the process allocating 64 GiB); a hidden_size
 /// of 0 is named as such (the message blamed head_dim).

@@ -95,7 +95,7 @@ impl V3Config {
             ));
         }
         let cfg: V3Config =
-            serde_json::from_value(v).map_err(|e| invalid(format!("config.json: {e}")))?;
+            crate::from_json_named(v).map_err(|e| invalid(format!("config.json: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
