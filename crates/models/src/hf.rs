@@ -298,6 +298,52 @@ pub(crate) fn check_weights_hold(
     Ok(())
 }
 
+/// Refuses FP8 weights that a `quantization_config` says are scaled when the scales are not
+/// there: DeepSeek-V3's FP8 checkpoints store each weight as E4M3 codes times a per-block
+/// `weight_scale_inv`, so codes read without their scales are numbers of the wrong size (the
+/// logits came out finite and wrong). Checkpoints that hold the scales are refused earlier,
+/// in [`load_into`]; E4M3/E5M2 weights without a `quantization_config` are plain numbers (as
+/// ferrolab writes them) and are read as such. Call after [`read_tensors`] succeeded (the
+/// headers are then known to be readable).
+pub(crate) fn refuse_unscaled_fp8(dir: &Path, config: &Value) -> Result<()> {
+    let Some(q) = config.get("quantization_config").filter(|q| !q.is_null()) else {
+        return Ok(());
+    };
+    let method = q
+        .get("quant_method")
+        .and_then(Value::as_str)
+        .unwrap_or("unnamed");
+    let single = dir.join("model.safetensors");
+    let files: Vec<std::path::PathBuf> = if single.exists() {
+        vec![single]
+    } else {
+        let text = ferrolab_data::read_regular_to_string(&dir.join("model.safetensors.index.json"))
+            .map_err(|e| invalid(format!("{}: {e}", dir.display())))?;
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        let mut shards: Vec<&str> = v["weight_map"]
+            .as_object()
+            .map(|m| m.values().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        shards.sort_unstable();
+        shards.dedup();
+        shards.iter().map(|f| dir.join(f)).collect()
+    };
+    for f in files {
+        let dtypes = io::safetensors_dtypes(&f)?;
+        if let Some((name, dtype)) = dtypes.iter().find(|(_, d)| d.starts_with("F8")) {
+            return Err(invalid(format!(
+                "{}: `{name}` is stored as {dtype} and config.json has a quantization_config \
+                 ({method}), but the checkpoint holds no scales (`weight_scale_inv`): read \
+                 without them its values would be wrong; use the checkpoint with its scales \
+                 converted to bf16 or f32, or drop quantization_config if these are plain \
+                 numbers",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Whether a checkpoint stores an `lm_head.weight` that differs from its embedding. A tied
 /// model's checkpoint may still store the head: a copy of the embedding is passed over, and a
 /// head that differs from it is used, untied, as `transformers` does.
@@ -326,6 +372,7 @@ pub fn load_llama_for(dir: &Path, positions: usize) -> Result<(Vars, Lm)> {
     let mut cfg = LmConfig::from_hf(&v)?;
     cfg.max_position_embeddings = cfg.max_position_embeddings.max(positions);
     let tensors = read_tensors(dir)?;
+    refuse_unscaled_fp8(dir, &v)?;
     if cfg.tie_word_embeddings && stored_head_differs(&tensors) {
         cfg.tie_word_embeddings = false;
     }

@@ -264,6 +264,44 @@ fn v3_scoring_routing_and_activation_settings_are_refused_by_name() {
     V3Config::from_hf(&same).unwrap();
 }
 
+/// FP8 weights under a `quantization_config` are refused when the checkpoint has no scales for
+/// them (they were read as unscaled codes, and the logits were finite and wrong); the same
+/// weights without a `quantization_config` are plain E4M3 numbers, and f32 weights under one
+/// (a dequantized copy that kept its config) are read as they are.
+#[test]
+fn fp8_weights_a_quantization_config_scales_are_refused_without_their_scales() {
+    let d = dir("fp8-unscaled");
+    write_llama(&d);
+    let vars = hf::load_llama(&d).unwrap().0;
+    let quant = json!({"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128]});
+    // f32 weights under a quantization_config: read as they are
+    edit_config(&d, |v| v["quantization_config"] = quant.clone());
+    hf::load_llama(&d).unwrap();
+    // E4M3 weights under it, with no `weight_scale_inv`: refused, naming a tensor and its dtype
+    io::save_safetensors(
+        &d.join("model.safetensors"),
+        &vars.all(),
+        DType::F8E4M3,
+        None,
+    )
+    .unwrap();
+    let e = hf::load_llama(&d).err().unwrap().to_string();
+    assert!(
+        e.contains("F8_E4M3")
+            && e.contains("quantization_config")
+            && e.contains("weight_scale_inv"),
+        "{e}"
+    );
+    assert!(e.contains("`model.") || e.contains("`lm_head"), "{e}");
+    // the same weights without it: plain E4M3 numbers
+    edit_config(&d, |v| {
+        v.as_object_mut().unwrap().remove("quantization_config");
+    });
+    hf::load_llama(&d).unwrap();
+    edit_config(&d, |v| v["quantization_config"] = Value::Null);
+    hf::load_llama(&d).unwrap();
+}
+
 /// A value of the wrong type is refused with its key: `serde_json` alone said only "invalid
 /// type: string \"64\", expected usize", leaving the user to search the file.
 #[test]

@@ -94,6 +94,40 @@ pub fn load_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     parse_safetensors(&bytes, &path.display().to_string())
 }
 
+/// The stored dtype of each tensor of a safetensors file (`"F32"`, `"BF16"`, `"F8_E4M3"`...),
+/// read from its header alone.
+pub fn safetensors_dtypes(path: &Path) -> Result<BTreeMap<String, String>> {
+    use std::io::Read;
+    let format = |msg: String| Error::Format {
+        path: path.display().to_string(),
+        msg,
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| io_err(path, e))?;
+    let len = u64::from_le_bytes(len);
+    // (the format caps its header at 100 MB)
+    if len > 100_000_000 {
+        return Err(format(format!(
+            "header of {len} bytes: not a safetensors file"
+        )));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).map_err(|e| io_err(path, e))?;
+    let v: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| format(format!("not a valid safetensors header: {e}")))?;
+    let Some(o) = v.as_object() else {
+        return Err(format("the safetensors header is not a JSON object".into()));
+    };
+    Ok(o.iter()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .map(|(name, t)| {
+            let d = t.get("dtype").and_then(|d| d.as_str()).unwrap_or_default();
+            (name.clone(), d.to_string())
+        })
+        .collect())
+}
+
 /// Parses safetensors bytes (`origin` names them in errors).
 pub fn parse_safetensors(bytes: &[u8], origin: &str) -> Result<BTreeMap<String, Tensor>> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Format {
