@@ -31,6 +31,9 @@ pub use plot::{pca_2d, plot_words, svg};
 pub use query::{QueryIndex, COSMUL_EPSILON};
 pub use rng::Lcg;
 pub use sampling::{keep_probabilities, keep_probability, NegativeTable};
-pub use train::{train, train_file, Architecture, CbowCombine, Loss, TrainConfig, TrainStats};
+pub use train::{
+    train, train_file, Architecture, CbowCombine, Loss, TrainConfig, TrainStats, MAX_DIM,
+    MAX_NEGATIVE, MAX_THREADS,
+};
 pub use vectors::KeyedVectors;
 pub use vocab::{Vocab, VocabConfig};

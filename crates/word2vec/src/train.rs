@@ -134,6 +134,16 @@ impl TrainConfig {
                 "negative sampling needs at least one negative".into(),
             ));
         }
+        if let Loss::NegativeSampling(k) = self.loss {
+            if k > MAX_NEGATIVE {
+                // each negative is a dot product and an update per (word, context) pair: a
+                // billion of them ran with a progress bar and no end in sight
+                return Err(Word2VecError::Config(format!(
+                    "negative {k} is above the {MAX_NEGATIVE} negatives per positive ferrolab \
+                     accepts (word2vec uses 5-20; 2-5 for large corpora)"
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -269,6 +279,10 @@ pub const MAX_DIM: usize = 1 << 16;
 
 /// Most worker threads accepted.
 pub const MAX_THREADS: usize = 1024;
+
+/// Most negatives per positive accepted (word2vec's paper uses 5-20 for small corpora, 2-5 for
+/// large ones).
+pub const MAX_NEGATIVE: usize = 1000;
 
 /// Trains word vectors on an in-memory `corpus` (indices into `vocab`).
 ///
@@ -664,6 +678,17 @@ mod tests {
             ..TrainConfig::default()
         });
         assert!(e.contains("window must be at least 1"), "{e}");
+        let e = err(TrainConfig {
+            loss: Loss::NegativeSampling(1_000_000_000),
+            ..TrainConfig::default()
+        });
+        assert!(e.contains("negative 1000000000 is above the 1000"), "{e}");
+        TrainConfig {
+            loss: Loss::NegativeSampling(MAX_NEGATIVE),
+            ..TrainConfig::default()
+        }
+        .validate()
+        .unwrap();
         let e = err(TrainConfig {
             min_alpha: 1.0,
             ..TrainConfig::default()
