@@ -443,68 +443,98 @@ fn softmax_scores(g: &Geometry, row: &mut [f32], bi: usize, hi: usize, i: usize)
     row[n..].fill(0.0);
 }
 
-/// [`forward`] with the register-tile kernels. Per head, K^T and V are packed once; then one
-/// tile of query rows at a time: its scores up to the diagonal, their softmax and its output,
-/// while its rows of P are in the first-level cache. P rows are [`fast_stride`] apart.
+/// [`forward`] with the register-tile kernels. Per key/value head, K^T and V are packed once;
+/// then one tile of query rows at a time: its scores up to the diagonal, their softmax and its
+/// output, while its rows of P are in the first-level cache. P rows are [`fast_stride`] apart.
+///
+/// With grouped-query attention and enough work for every thread, a task takes a whole group
+/// of query heads, which share the packed K^T and V (they were packed once per query head).
 fn forward_fast(g: &Geometry, q: &Src, k: &Src, v: &Src, out: SendPtr, ol: Layout) -> Vec<f32> {
     let (t, s, sp) = (g.t, g.s, fast_stride(g.s));
     let group = g.h / g.hkv;
+    let heads_per_task = if group > 1 && g.b * g.hkv >= 4 * rayon::current_num_threads() {
+        group
+    } else {
+        1
+    };
     let mut p = super::alloc_out(g.b * g.h * t * sp); // every row is written below
-    p.par_chunks_mut((t * sp).max(1)).enumerate().for_each_init(
-        || (Panels::default(), Panels::default()),
-        |(kt, vp), (bh, pb)| {
-            let (bi, hi) = (bh / g.h, bh % g.h);
-            let kh = hi / group;
-            let q_at = q.l.head_off(bi, hi);
-            // SAFETY (all blocks below): q, k and v hold the (B, H|Hkv, T|S, D) elements their
-            // layouts index; pb holds t rows of sp; this task alone writes head (bi, hi) of the
-            // output (rows ol.st apart, unit column stride); every tile stays inside those.
-            unsafe {
-                // K^T (dk x s) and V (s x dv) in panels of 16 columns
-                let ko = k.l.head_off(bi, kh);
-                kt.pack(k.buf.as_ptr().wrapping_add(ko), k.l.sd, k.l.st, g.dk, s);
-                let vo = v.l.head_off(bi, kh);
-                vp.pack(v.buf.as_ptr().wrapping_add(vo), v.l.st, v.l.sd, s, g.dv);
-            }
-            for i0 in (0..t).step_by(MR) {
-                let mr = MR.min(t - i0);
-                let kv = g.lim(i0 + mr - 1);
-                // scores = Q K^T * scale, the tiles with at least one visible key
-                let a = Lhs {
-                    ptr: unsafe { q.buf.as_ptr().add(q_at + i0 * q.l.st) },
-                    rs: q.l.st,
-                    ks: q.l.sd,
-                };
-                let np = kv.div_ceil(NR);
-                let c = Dst {
-                    ptr: pb[i0 * sp..].as_mut_ptr(),
-                    ld: sp,
-                    cols: np * NR,
-                    add: false,
-                    scale: g.scale,
-                };
-                unsafe { attn_kernel::tiles(mr, g.dk, a, kt, 0, np, c) };
-                for i in i0..i0 + mr {
-                    softmax_scores(g, &mut pb[i * sp..(i + 1) * sp], bi, hi, i);
+    p.par_chunks_mut((heads_per_task * t * sp).max(1))
+        .enumerate()
+        .for_each_init(
+            || (Panels::default(), Panels::default()),
+            |(kt, vp), (task, pt)| {
+                // a task's heads share one key/value head: a whole group, or a single head
+                let first = task * heads_per_task;
+                let (bi, kh) = (first / g.h, first % g.h / group);
+                // SAFETY: k and v hold the (B, Hkv, S, D) elements their layouts index.
+                unsafe {
+                    // K^T (dk x s) and V (s x dv) in panels of 16 columns
+                    let ko = k.l.head_off(bi, kh);
+                    kt.pack(k.buf.as_ptr().wrapping_add(ko), k.l.sd, k.l.st, g.dk, s);
+                    let vo = v.l.head_off(bi, kh);
+                    vp.pack(v.buf.as_ptr().wrapping_add(vo), v.l.st, v.l.sd, s, g.dv);
                 }
-                // out = P V over the tile's visible keys (P is zero past each row's own)
-                let a = Lhs {
-                    ptr: pb[i0 * sp..].as_ptr(),
-                    rs: sp,
-                    ks: 1,
-                };
-                let c = Dst {
-                    ptr: unsafe { out.get().add(ol.head_off(bi, hi) + i0 * ol.st) },
-                    ld: ol.st,
-                    cols: g.dv,
-                    add: false,
-                    scale: 1.0,
-                };
-                unsafe { attn_kernel::tiles(mr, kv, a, vp, 0, g.dv.div_ceil(NR), c) };
-            }
-        },
-    );
+                for (j, pb) in pt.chunks_mut((t * sp).max(1)).enumerate() {
+                    let hi = (first + j) % g.h;
+                    forward_head(g, q, (kt, vp), (bi, hi), pb, out, ol);
+                }
+            },
+        );
     p
+}
+
+/// One head `(bi, hi)` of [`forward_fast`], on its packed K^T and V: its rows of P into `pb`
+/// (`t` rows of [`fast_stride`]), its output into `out`.
+fn forward_head(
+    g: &Geometry,
+    q: &Src,
+    (kt, vp): (&Panels, &Panels),
+    (bi, hi): (usize, usize),
+    pb: &mut [f32],
+    out: SendPtr,
+    ol: Layout,
+) {
+    let (t, sp) = (g.t, fast_stride(g.s));
+    let q_at = q.l.head_off(bi, hi);
+    // SAFETY (all blocks below): q holds the (B, H, T, D) elements its layout indexes; pb holds
+    // t rows of sp; this task alone writes head (bi, hi) of the output (rows ol.st apart, unit
+    // column stride); every tile stays inside those.
+    for i0 in (0..t).step_by(MR) {
+        let mr = MR.min(t - i0);
+        let kv = g.lim(i0 + mr - 1);
+        // scores = Q K^T * scale, the tiles with at least one visible key
+        let a = Lhs {
+            ptr: unsafe { q.buf.as_ptr().add(q_at + i0 * q.l.st) },
+            rs: q.l.st,
+            ks: q.l.sd,
+        };
+        let np = kv.div_ceil(NR);
+        let c = Dst {
+            ptr: pb[i0 * sp..].as_mut_ptr(),
+            ld: sp,
+            cols: np * NR,
+            add: false,
+            scale: g.scale,
+        };
+        unsafe { attn_kernel::tiles(mr, g.dk, a, kt, 0, np, c) };
+        for i in i0..i0 + mr {
+            softmax_scores(g, &mut pb[i * sp..(i + 1) * sp], bi, hi, i);
+        }
+        // out = P V over the tile's visible keys (P is zero past each row's own)
+        let a = Lhs {
+            ptr: pb[i0 * sp..].as_ptr(),
+            rs: sp,
+            ks: 1,
+        };
+        let c = Dst {
+            ptr: unsafe { out.get().add(ol.head_off(bi, hi) + i0 * ol.st) },
+            ld: ol.st,
+            cols: g.dv,
+            add: false,
+            scale: 1.0,
+        };
+        unsafe { attn_kernel::tiles(mr, kv, a, vp, 0, g.dv.div_ceil(NR), c) };
+    }
 }
 
 /// `C[0..kv] += A[r0..r1, 0..kv]^T Y[r0..r1]` for the backward's `dK` and `dV`: `a` points at
@@ -1035,6 +1065,10 @@ mod tests {
             ([1, 4, 4, 256, 256, 64, 64], c, Bthd),
             ([1, 1, 1, 3, 3, 1, 1], c, Bhtd),
             ([1, 3, 1, 49, 49, 5, 3], c, ChannelsApart),
+            // enough (batch, key/value head) pairs that a forward task takes a whole group of
+            // query heads (sharing its packed K^T and V) on up to 20 threads
+            ([40, 4, 2, 20, 20, 8, 8], c, Bhtd),
+            ([33, 3, 1, 13, 17, 8, 4], n, Bthd),
         ];
         for (i, &(dims, m, ops)) in cases.iter().enumerate() {
             let mut g = geometry("test", dims, m, None).unwrap();
