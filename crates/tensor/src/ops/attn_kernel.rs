@@ -459,6 +459,115 @@ mod tests {
         }
     }
 
+    /// Every tile kernel reads exactly its operands and writes exactly its destination: each
+    /// operand sits against an unreadable page (after its last float, then before its first),
+    /// so one float read or written outside it kills the test process. Row-major and
+    /// transposed left operands, every tile height, depths 1 to 17, partial columns.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn tiles_touch_nothing_outside_their_operands() {
+        use crate::guarded::Guarded;
+        if !available() {
+            return;
+        }
+        let wide = std::arch::is_x86_feature_detected!("avx512f");
+        for at_end in [true, false] {
+            let guard = |v: &[f32]| {
+                if at_end {
+                    Guarded::at_end(v)
+                } else {
+                    Guarded::at_start(v)
+                }
+            };
+            for mr in 1..=MR {
+                for kc in [1usize, 2, 3, 17] {
+                    // a(r, k) at r * kc + k, then transposed: at k * mr + r
+                    for (rs, ks) in [(kc, 1), (1, mr)] {
+                        let mut a = guard(&data(mr * kc, kc));
+                        let lhs = Lhs {
+                            ptr: a.ptr(),
+                            rs,
+                            ks,
+                        };
+                        let mut b0 = guard(&data(NR * kc, 1));
+                        let mut b1 = guard(&data(NR * kc, 2));
+                        let (r0, r1) = (
+                            Rhs {
+                                ptr: b0.ptr(),
+                                ks: NR,
+                            },
+                            Rhs {
+                                ptr: b1.ptr(),
+                                ks: NR,
+                            },
+                        );
+                        for cols in [1usize, 9, NR, NR + 1, 2 * NR] {
+                            // rows `cols` apart: the last row ends at the guard (or the first
+                            // starts there)
+                            let mut c = guard(&vec![0.5; (mr - 1) * cols + cols]);
+                            let cp = c.ptr();
+                            let dst = |cols| Dst {
+                                ptr: cp,
+                                ld: cols,
+                                cols,
+                                add: true,
+                                scale: 0.5,
+                            };
+                            // SAFETY: the operands hold exactly what the kernels may touch.
+                            unsafe {
+                                if cols <= NR {
+                                    by_rows!(mr, x86::tile, (kc, lhs, r0, dst(cols)));
+                                    if wide {
+                                        by_rows!(mr, x86::tile512, (kc, lhs, r0, dst(cols)));
+                                    }
+                                }
+                                if wide {
+                                    by_rows!(mr, x86::pair512, (kc, lhs, r0, r1, dst(cols)));
+                                }
+                            }
+                            assert!(c.slice().iter().all(|v| v.is_finite()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Packing reads exactly its source: a source against an unreadable page, row-major and
+    /// transposed, whole and partial panels, 8-row blocks and their remainders.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn packing_reads_nothing_outside_its_source() {
+        use crate::guarded::Guarded;
+        for at_end in [true, false] {
+            for rows in [1usize, 5, 8, 9, 17] {
+                for cols in [1usize, 15, 16, 17, 33] {
+                    let v = data(rows * cols, rows + cols);
+                    let mut src = if at_end {
+                        Guarded::at_end(&v)
+                    } else {
+                        Guarded::at_start(&v)
+                    };
+                    let mut p = Panels::default();
+                    // SAFETY: the source holds rows x cols floats under both layouts.
+                    unsafe {
+                        p.pack(src.ptr(), cols, 1, rows, cols);
+                        let straight = p.buf.clone();
+                        // the same matrix read as the transpose of a cols x rows one
+                        let t = crate::ops::matmul::transpose_copy(src.slice(), rows, cols);
+                        let mut tsrc = if at_end {
+                            Guarded::at_end(&t)
+                        } else {
+                            Guarded::at_start(&t)
+                        };
+                        p.pack(tsrc.ptr(), 1, rows, rows, cols);
+                        assert_eq!(p.buf, straight, "rows {rows} cols {cols}");
+                    }
+                }
+            }
+        }
+    }
+
     /// Both register widths against the sum in f64, on every tile height, odd and even
     /// depths (the 512-bit tile splits even and odd `k`), partial columns, store and add,
     /// scaled and not.

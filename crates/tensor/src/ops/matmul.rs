@@ -634,6 +634,35 @@ mod tests {
 
     /// Both ways of the transpose (register blocks where the machine has AVX2, plain bands
     /// everywhere) against index arithmetic, on whole and ragged bands and column groups.
+    /// The transpose reads exactly its source and writes exactly its result's length: a source
+    /// against an unreadable page (after its end, then before its start), both ways of the
+    /// transpose, every band remainder.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn transposes_read_nothing_outside_their_source() {
+        use crate::guarded::Guarded;
+        for at_end in [true, false] {
+            for rows in [1usize, 7, 8, 15, 16, 17, 33] {
+                for cols in [1usize, 7, 8, 9, 24] {
+                    let v: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+                    let src = if at_end {
+                        Guarded::at_end(&v)
+                    } else {
+                        Guarded::at_start(&v)
+                    };
+                    for simd in [true, false] {
+                        let t = transpose_copy_on(src.slice(), rows, cols, simd);
+                        for r in 0..rows {
+                            for c in 0..cols {
+                                assert_eq!(t[c * rows + r], v[r * cols + c]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn transposes_with_and_without_register_blocks_match_indexing() {
         let ways: &[bool] = if super::super::attn_kernel::available() {
