@@ -92,6 +92,15 @@ pub fn read_tensors(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
     Ok(all)
 }
 
+/// Whether a tensor name belongs to a quantized checkpoint's extra tensors (FP8 block scales,
+/// GPTQ/AWQ packs).
+fn is_quantization_tensor(name: &str) -> bool {
+    name.ends_with("weight_scale_inv")
+        || name.ends_with(".qweight")
+        || name.ends_with(".qzeros")
+        || name.ends_with(".scales")
+}
+
 /// Copies `tensors` into `vars`: a parameter without a tensor, a shape that differs, or a
 /// tensor no parameter takes is an error naming it. Passed over: RoPE's `inv_freq` buffers
 /// (some checkpoints carry them) and the names `extra` accepts (copies of shared weights a
@@ -103,12 +112,7 @@ pub fn load_into(
     dir: &Path,
     extra: &dyn Fn(&str) -> bool,
 ) -> Result<()> {
-    if let Some(q) = tensors.keys().find(|n| {
-        n.ends_with("weight_scale_inv")
-            || n.ends_with(".qweight")
-            || n.ends_with(".qzeros")
-            || n.ends_with(".scales")
-    }) {
+    if let Some(q) = tensors.keys().find(|n| is_quantization_tensor(n)) {
         return Err(invalid(format!(
             "{}: `{q}` belongs to a quantized checkpoint, which ferrolab does not read; convert \
              the weights to bf16 or f32 first",
@@ -194,6 +198,12 @@ pub fn take_rope(o: &mut serde_json::Map<String, Value>) -> Result<()> {
         return Ok(());
     };
     if let Some(theta) = rp.get("rope_theta") {
+        // checked here: the copy's key would name a top-level `rope_theta` the file may not have
+        if !theta.is_number() {
+            return Err(invalid(format!(
+                "`{key}.rope_theta`: expected a number, got {theta}"
+            )));
+        }
         o.insert("rope_theta".into(), theta.clone());
     }
     let kind = rp
@@ -301,14 +311,21 @@ pub(crate) fn check_weights_hold(
 /// Refuses FP8 weights that a `quantization_config` says are scaled when the scales are not
 /// there: DeepSeek-V3's FP8 checkpoints store each weight as E4M3 codes times a per-block
 /// `weight_scale_inv`, so codes read without their scales are numbers of the wrong size (the
-/// logits came out finite and wrong). Checkpoints that hold the scales are refused earlier,
-/// in [`load_into`]; E4M3/E5M2 weights without a `quantization_config` are plain numbers (as
-/// ferrolab writes them) and are read as such. Call after [`read_tensors`] succeeded (the
-/// headers are then known to be readable).
-pub(crate) fn refuse_unscaled_fp8(dir: &Path, config: &Value) -> Result<()> {
+/// logits came out finite and wrong). A checkpoint that holds scales (or other quantization
+/// tensors) is left to [`load_into`], which refuses it as quantized; E4M3/E5M2 weights without
+/// a `quantization_config` are plain numbers (as ferrolab writes them) and are read as such.
+/// Call after [`read_tensors`] succeeded (the headers are then known to be readable).
+pub(crate) fn refuse_unscaled_fp8(
+    dir: &Path,
+    config: &Value,
+    tensors: &BTreeMap<String, Tensor>,
+) -> Result<()> {
     let Some(q) = config.get("quantization_config").filter(|q| !q.is_null()) else {
         return Ok(());
     };
+    if tensors.keys().any(|n| is_quantization_tensor(n)) {
+        return Ok(());
+    }
     let method = q
         .get("quant_method")
         .and_then(Value::as_str)
@@ -334,8 +351,8 @@ pub(crate) fn refuse_unscaled_fp8(dir: &Path, config: &Value) -> Result<()> {
             return Err(invalid(format!(
                 "{}: `{name}` is stored as {dtype} and config.json has a quantization_config \
                  ({method}), but the checkpoint holds no scales (`weight_scale_inv`): read \
-                 without them its values would be wrong; use the checkpoint with its scales \
-                 converted to bf16 or f32, or drop quantization_config if these are plain \
+                 without them its values would be wrong; dequantize the weights to bf16 or \
+                 f32 with their scales first, or drop quantization_config if these are plain \
                  numbers",
                 dir.display()
             )));
@@ -372,7 +389,7 @@ pub fn load_llama_for(dir: &Path, positions: usize) -> Result<(Vars, Lm)> {
     let mut cfg = LmConfig::from_hf(&v)?;
     cfg.max_position_embeddings = cfg.max_position_embeddings.max(positions);
     let tensors = read_tensors(dir)?;
-    refuse_unscaled_fp8(dir, &v)?;
+    refuse_unscaled_fp8(dir, &v, &tensors)?;
     if cfg.tie_word_embeddings && stored_head_differs(&tensors) {
         cfg.tie_word_embeddings = false;
     }

@@ -22,27 +22,24 @@ pub fn json_value<T: serde::Serialize>(x: &T) -> serde_json::Result<serde_json::
 ///
 /// The key is found by deserializing `v` once more from its pretty-printed text, one key per
 /// line, whose error carries a line number: the key on that line, and the keys of the objects
-/// around it, make the path (`rope_scaling.factor`). An error with no line (a missing field, at
-/// the closing brace) keeps `serde_json`'s message alone.
+/// and arrays around it, make the path (`rope_scaling.factor`; array elements add no index).
+/// An error at a closing brace (a missing field) names the object it closes. The message is
+/// the one deserializing `v` gave (the text's can differ: an array one element too long reads
+/// "trailing characters" there).
 pub(crate) fn from_json_named<T: serde::de::DeserializeOwned>(
     v: serde_json::Value,
 ) -> std::result::Result<T, String> {
     let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-    let first = match serde_json::from_value::<T>(v) {
+    let msg = match serde_json::from_value::<T>(v) {
         Ok(t) => return Ok(t),
         Err(e) => e.to_string(),
     };
-    let Err(e) = serde_json::from_str::<T>(&text) else {
-        return Err(first);
+    let path = match serde_json::from_str::<T>(&text) {
+        Err(e) => key_path_at(&text, e.line()),
+        Ok(_) => String::new(),
     };
-    let path = key_path_at(&text, e.line());
-    // the message without serde_json's " at line L column C"
-    let msg = e.to_string();
-    let msg = msg
-        .rsplit_once(" at line ")
-        .map_or(msg.as_str(), |(m, _)| m);
     Err(if path.is_empty() {
-        msg.to_string()
+        msg
     } else {
         format!("`{path}`: {msg}")
     })
@@ -50,22 +47,35 @@ pub(crate) fn from_json_named<T: serde::de::DeserializeOwned>(
 
 /// The dotted path of keys to line `line` (1-based) of `serde_json`'s pretty-printed text:
 /// the key on that line, then each line above it with less indentation that opens an object
-/// or array under a key.
+/// or array under a key. A line that closes an object or array stands for it: the path is the
+/// one to its opening line.
 fn key_path_at(text: &str, line: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
+    // the key a pretty-printed line starts with: a JSON string (escapes and all) then `": `
     let key_of = |l: &str| -> Option<String> {
         let t = l.trim_start();
-        let rest = t.strip_prefix('"')?;
-        // pretty-printed keys are JSON strings followed by `": `
-        let end = rest.find("\": ")?;
-        serde_json::from_str::<String>(&t[..end + 2]).ok()
+        let body = t.strip_prefix('"')?;
+        let mut escaped = false;
+        let end = body.char_indices().find_map(|(i, c)| {
+            let closes = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            closes.then_some(i)
+        })?;
+        let token = &t[..end + 2]; // both quotes
+        t[end + 2..].starts_with(": ").then_some(())?;
+        serde_json::from_str::<String>(token).ok()
     };
     let indent = |l: &str| l.len() - l.trim_start().len();
     let Some(&at) = line.checked_sub(1).and_then(|i| lines.get(i)) else {
         return String::new();
     };
-    let mut keys: Vec<String> = key_of(at).into_iter().collect();
-    let mut level = indent(at);
+    let closing = at.trim_start().starts_with(['}', ']']);
+    let (mut keys, mut level) = if closing {
+        // its opening line has the same indentation
+        (Vec::new(), indent(at) + 1)
+    } else {
+        (key_of(at).into_iter().collect::<Vec<_>>(), indent(at))
+    };
     for l in lines[..line - 1].iter().rev() {
         let t = l.trim_end();
         if indent(l) < level && (t.ends_with('{') || t.ends_with('[')) {
@@ -95,13 +105,22 @@ pub(crate) fn size_limit(field: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use serde::Deserialize;
     use serde_json::json;
 
     #[derive(Deserialize, Debug)]
     #[allow(dead_code)]
+    struct Deep {
+        x: u8,
+    }
+
+    #[derive(Deserialize, Debug)]
+    #[allow(dead_code)]
     struct Inner {
         factor: f32,
+        deep: Option<Deep>,
     }
 
     #[derive(Deserialize, Debug)]
@@ -110,6 +129,8 @@ mod tests {
         size: usize,
         names: Vec<String>,
         scaling: Option<Inner>,
+        pair: Option<[u8; 2]>,
+        map: Option<BTreeMap<String, Inner>>,
     }
 
     fn error(v: serde_json::Value) -> String {
@@ -127,10 +148,18 @@ mod tests {
         assert!(e.starts_with("`scaling.factor`: "), "{e}");
         let e = error(json!({"size": 3, "names": ["a", 7], "scaling": null}));
         assert!(e.starts_with("`names`: "), "{e}");
-        // a key that needs escaping in JSON is read back as written
-        let e = error(json!({"size": 3, "names": [], "scaling": {"factor": "x"}, "a\"b": 1}));
-        assert!(e.starts_with("`scaling.factor`: "), "{e}");
-        // a missing field has no value to point at: serde_json's message alone
+        // the message is from the value, not from the re-read text ("trailing characters")
+        let e = error(json!({"size": 3, "names": [], "pair": [1, 2, 3]}));
+        assert!(e.starts_with("`pair`: invalid length 3"), "{e}");
+        // keys that need escaping, on the path, are read back as written
+        let e = error(json!({"size": 3, "names": [], "map": {"k\": \"v": {"factor": "x"}}}));
+        assert!(e.starts_with("`map.k\": \"v.factor`: "), "{e}");
+        // a missing field is reported at the closing brace of its object: that object's path
+        let e = error(json!({"size": 3, "names": [], "scaling": {"other": 1}}));
+        assert_eq!(e, "`scaling`: missing field `factor`");
+        let e = error(json!({"size": 3, "names": [], "scaling": {"factor": 1, "deep": {}}}));
+        assert_eq!(e, "`scaling.deep`: missing field `x`");
+        // ...and at the top level there is no path to give
         let e = error(json!({"size": 3, "scaling": null}));
         assert_eq!(e, "missing field `names`");
     }

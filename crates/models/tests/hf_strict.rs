@@ -300,6 +300,44 @@ fn fp8_weights_a_quantization_config_scales_are_refused_without_their_scales() {
     hf::load_llama(&d).unwrap();
     edit_config(&d, |v| v["quantization_config"] = Value::Null);
     hf::load_llama(&d).unwrap();
+    // with its scales there, the checkpoint is refused as the quantized one it is
+    edit_config(&d, |v| v["quantization_config"] = quant.clone());
+    let mut with_scales = vars.all();
+    with_scales.push((
+        "model.layers.0.mlp.up_proj.weight_scale_inv".into(),
+        ferrolab_tensor::Tensor::from_vec(vec![1.0], &[1, 1]).unwrap(),
+    ));
+    io::save_safetensors(
+        &d.join("model.safetensors"),
+        &with_scales,
+        DType::F8E4M3,
+        None,
+    )
+    .unwrap();
+    let e = hf::load_llama(&d).err().unwrap().to_string();
+    assert!(e.contains("belongs to a quantized checkpoint"), "{e}");
+    // DeepSeek-V3 directories are checked the same way
+    let d = dir("fp8-unscaled-v3");
+    let cfg = V3Config::tiny(40);
+    let vars = Vars::new();
+    ferrolab_models::DeepseekV3::new(&vars, cfg.clone()).unwrap();
+    ferrolab_models::deepseek_v3::save_hf(&d, &cfg, &vars, false).unwrap();
+    ferrolab_models::deepseek_v3::load_hf(&d).unwrap();
+    edit_config(&d, |v| v["quantization_config"] = quant.clone());
+    let tensors: Vec<(String, ferrolab_tensor::Tensor)> =
+        io::load_safetensors(&d.join("model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    io::save_safetensors(&d.join("model.safetensors"), &tensors, DType::F8E4M3, None).unwrap();
+    let e = ferrolab_models::deepseek_v3::load_hf(&d)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("F8_E4M3") && e.contains("weight_scale_inv"),
+        "{e}"
+    );
 }
 
 /// A value of the wrong type is refused with its key: `serde_json` alone said only "invalid
@@ -328,6 +366,11 @@ fn values_of_the_wrong_type_are_refused_by_key() {
     v["n_routed_experts"] = json!([4]);
     let e = V3Config::from_hf(&v).err().unwrap().to_string();
     assert!(e.contains("`n_routed_experts`"), "{e}");
+    // a value the reader moves to the top level is named where the file has it
+    let mut v = llama.clone();
+    v["rope_parameters"] = json!({"rope_type": "default", "rope_theta": "big"});
+    let e = LmConfig::from_hf(&v).err().unwrap().to_string();
+    assert!(e.contains("`rope_parameters.rope_theta`"), "{e}");
 }
 
 /// A config far larger than its weights is refused before the model is built (one with a

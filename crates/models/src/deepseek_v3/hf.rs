@@ -154,7 +154,7 @@ pub fn load_hf_for(dir: &Path, positions: usize) -> Result<(Vars, DeepseekV3)> {
     let mut cfg = V3Config::from_hf(&v)?;
     cfg.max_position_embeddings = cfg.max_position_embeddings.max(positions);
     let tensors = crate::hf::read_tensors(dir)?;
-    crate::hf::refuse_unscaled_fp8(dir, &v)?;
+    crate::hf::refuse_unscaled_fp8(dir, &v, &tensors)?;
     // MTP modules only when their tensors are there
     let mtp = (0..cfg.num_nextn_predict_layers)
         .take_while(|k| {
