@@ -1,9 +1,9 @@
 //! Probe: causal packed attention forward and backward at the `llama-tiny` shapes
 //! (batch 16, 256 tokens, 4 heads of 64), two threads.
 //! `cargo run --release -p ferrolab-tensor --example attn_bench [T] [heads] [batch]`
-//! (`THREADS=1` for one thread, `KV_HEADS=n` for grouped-query attention, `FWD_ONLY=1` to skip the backward; `FERROLAB_PLAIN_ATTENTION=1`
-//! times the `gemm` path instead of the register tiles, `FERROLAB_NO_AVX512=1` the 256-bit
-//! tiles on a machine with AVX-512).
+//! (`THREADS=1` for one thread, `KV_HEADS=n` for grouped-query attention, `FWD_ONLY=1` to
+//! skip the backward; `FERROLAB_PLAIN_ATTENTION=1` times the `gemm` path instead of the
+//! register tiles, `FERROLAB_NO_AVX512=1` the 256-bit tiles on a machine with AVX-512).
 use ferrolab_tensor::{packed_gqa_attention, AttnMask, Tensor};
 use std::time::Instant;
 fn main() {

@@ -443,12 +443,14 @@ fn softmax_scores(g: &Geometry, row: &mut [f32], bi: usize, hi: usize, i: usize)
     row[n..].fill(0.0);
 }
 
-/// [`forward`] with the register-tile kernels. Per key/value head, K^T and V are packed once;
-/// then one tile of query rows at a time: its scores up to the diagonal, their softmax and its
-/// output, while its rows of P are in the first-level cache. P rows are [`fast_stride`] apart.
+/// [`forward`] with the register-tile kernels. Each task packs K^T and V of its key/value head
+/// once; then one tile of query rows at a time: its scores up to the diagonal, their softmax
+/// and its output, while its rows of P are in the first-level cache. P rows are
+/// [`fast_stride`] apart.
 ///
-/// With grouped-query attention and enough work for every thread, a task takes a whole group
-/// of query heads, which share the packed K^T and V (they were packed once per query head).
+/// A task is one query head, or, with grouped-query attention and at least four tasks per
+/// thread that way, a whole group of query heads sharing one packing (it was once per query
+/// head).
 fn forward_fast(g: &Geometry, q: &Src, k: &Src, v: &Src, out: SendPtr, ol: Layout) -> Vec<f32> {
     let (t, s, sp) = (g.t, g.s, fast_stride(g.s));
     let group = g.h / g.hkv;
@@ -1066,10 +1068,20 @@ mod tests {
             ([1, 1, 1, 3, 3, 1, 1], c, Bhtd),
             ([1, 3, 1, 49, 49, 5, 3], c, ChannelsApart),
             // enough (batch, key/value head) pairs that a forward task takes a whole group of
-            // query heads (sharing its packed K^T and V) on up to 20 threads
+            // query heads (sharing its packed K^T and V) on the test's two threads
             ([40, 4, 2, 20, 20, 8, 8], c, Bhtd),
             ([33, 3, 1, 13, 17, 8, 4], n, Bthd),
+            ([2, 8, 4, 53, 61, 8, 8], AttnMask::Additive(&mask), Bhtd),
         ];
+        // two threads, whatever the machine: which tasks the forward makes depends on it
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| check_cases(cases));
+    }
+
+    fn check_cases(cases: &[([usize; 7], AttnMask, Operands)]) {
         for (i, &(dims, m, ops)) in cases.iter().enumerate() {
             let mut g = geometry("test", dims, m, None).unwrap();
             g.fast = false;

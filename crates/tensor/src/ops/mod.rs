@@ -28,7 +28,8 @@ pub(crate) const PAR_MIN: usize = 1 << 15;
 /// of a training step.
 ///
 /// With `FERROLAB_POISON_OUTPUTS=1` (read once) the contents are NaN instead, so that a kernel
-/// that leaves an element unwritten shows in its results; CI runs the tensor tests that way.
+/// that leaves an element unwritten shows in its results; CI runs the workspace's tests that
+/// way.
 #[allow(clippy::uninit_vec)]
 pub(crate) fn alloc_out(n: usize) -> Vec<f32> {
     static POISON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
