@@ -4,8 +4,8 @@
 
 use std::ptr::NonNull;
 
-/// `n` floats placed against a page that cannot be read or written: after the last float
-/// ([`Guarded::at_end`]) or before the first ([`Guarded::at_start`]). Unmapped on drop.
+/// `n` floats placed against a page that cannot be read or written: after the last float or
+/// before the first ([`Guarded::new`]). Unmapped on drop.
 pub(crate) struct Guarded {
     map: NonNull<libc::c_void>,
     map_len: usize,
@@ -14,17 +14,8 @@ pub(crate) struct Guarded {
 }
 
 impl Guarded {
-    /// `values`, ending where the guard page begins.
-    pub(crate) fn at_end(values: &[f32]) -> Guarded {
-        Guarded::new(values, true)
-    }
-
-    /// `values`, starting where the guard page ends.
-    pub(crate) fn at_start(values: &[f32]) -> Guarded {
-        Guarded::new(values, false)
-    }
-
-    fn new(values: &[f32], guard_after: bool) -> Guarded {
+    /// `values`, ending where the guard page begins (`guard_after`), or starting where it ends.
+    pub(crate) fn new(values: &[f32], guard_after: bool) -> Guarded {
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let bytes = std::mem::size_of_val(values);
@@ -97,11 +88,7 @@ mod tests {
             unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
             let end = std::env::var("FERROLAB_GUARD_CHILD").unwrap() == "end";
             let v = [1.0f32, 2.0, 3.0];
-            let mut g = if end {
-                Guarded::at_end(&v)
-            } else {
-                Guarded::at_start(&v)
-            };
+            let mut g = Guarded::new(&v, end);
             assert_eq!(g.slice(), &v);
             // SAFETY: deliberately not: this read must fault
             let x = unsafe {

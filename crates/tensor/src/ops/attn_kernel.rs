@@ -472,13 +472,7 @@ mod tests {
         }
         let wide = std::arch::is_x86_feature_detected!("avx512f");
         for at_end in [true, false] {
-            let guard = |v: &[f32]| {
-                if at_end {
-                    Guarded::at_end(v)
-                } else {
-                    Guarded::at_start(v)
-                }
-            };
+            let guard = |v: &[f32]| Guarded::new(v, at_end);
             for mr in 1..=MR {
                 for kc in [1usize, 2, 3, 17] {
                     // a(r, k) at r * kc + k, then transposed: at k * mr + r
@@ -543,11 +537,7 @@ mod tests {
             for rows in [1usize, 5, 8, 9, 17] {
                 for cols in [1usize, 15, 16, 17, 33] {
                     let v = data(rows * cols, rows + cols);
-                    let mut src = if at_end {
-                        Guarded::at_end(&v)
-                    } else {
-                        Guarded::at_start(&v)
-                    };
+                    let mut src = Guarded::new(&v, at_end);
                     let mut p = Panels::default();
                     // SAFETY: the source holds rows x cols floats under both layouts.
                     unsafe {
@@ -555,11 +545,7 @@ mod tests {
                         let straight = p.buf.clone();
                         // the same matrix read as the transpose of a cols x rows one
                         let t = crate::ops::matmul::transpose_copy(src.slice(), rows, cols);
-                        let mut tsrc = if at_end {
-                            Guarded::at_end(&t)
-                        } else {
-                            Guarded::at_start(&t)
-                        };
+                        let mut tsrc = Guarded::new(&t, at_end);
                         p.pack(tsrc.ptr(), 1, rows, rows, cols);
                         assert_eq!(p.buf, straight, "rows {rows} cols {cols}");
                     }

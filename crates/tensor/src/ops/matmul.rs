@@ -632,6 +632,16 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 mod tests {
     use super::*;
 
+    /// The ways of the transpose this machine runs: the plain bands, and the register blocks
+    /// where it has AVX2.
+    fn transpose_ways() -> &'static [bool] {
+        if super::super::attn_kernel::available() {
+            &[false, true]
+        } else {
+            &[false]
+        }
+    }
+
     /// The transpose reads nothing outside its source: a source against an unreadable page
     /// (after its end, then before its start), both ways of the transpose (the register
     /// blocks where the machine has AVX2), whole and ragged bands of 8 and 16 rows.
@@ -639,20 +649,12 @@ mod tests {
     #[test]
     fn transposes_read_nothing_outside_their_source() {
         use crate::guarded::Guarded;
-        let ways: &[bool] = if super::super::attn_kernel::available() {
-            &[false, true]
-        } else {
-            &[false]
-        };
+        let ways = transpose_ways();
         for at_end in [true, false] {
             for rows in [1usize, 7, 8, 15, 16, 17, 33] {
                 for cols in [1usize, 7, 8, 9, 24] {
                     let v: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
-                    let src = if at_end {
-                        Guarded::at_end(&v)
-                    } else {
-                        Guarded::at_start(&v)
-                    };
+                    let src = Guarded::new(&v, at_end);
                     for &simd in ways {
                         let t = transpose_copy_on(src.slice(), rows, cols, simd);
                         for r in 0..rows {
@@ -670,11 +672,7 @@ mod tests {
     /// everywhere) against index arithmetic, on whole and ragged bands and column groups.
     #[test]
     fn transposes_with_and_without_register_blocks_match_indexing() {
-        let ways: &[bool] = if super::super::attn_kernel::available() {
-            &[false, true]
-        } else {
-            &[false]
-        };
+        let ways = transpose_ways();
         for &simd in ways {
             for (r, c) in [
                 (16usize, 8usize),
