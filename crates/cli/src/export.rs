@@ -92,10 +92,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
                 .iter()
                 .any(|f| name.starts_with(&format!(".{f}.tmp-")));
             // (not another export's that is running: where /proc tells)
-            let proc = Path::new("/proc");
-            let dead = ferrolab_data::temp_name_pid(&name)
-                .is_some_and(|pid| proc.is_dir() && !proc.join(pid.to_string()).exists());
-            if ours && dead {
+            if ours && ferrolab_data::is_stale_temp_name(&name) {
                 let _ = std::fs::remove_file(e.path());
                 notes.push(format!("removed {name}, left by an interrupted export"));
             }

@@ -50,6 +50,18 @@ pub fn temp_name_pid(name: &str) -> Option<u32> {
     tail.split_once('-')?.0.parse().ok()
 }
 
+/// Whether `name` is a temporary name ([`is_temp_name`]) whose writer is no longer running: a
+/// file that a killed process (`kill -9`) left behind. Known only where `/proc` lists the
+/// processes; elsewhere always false (the file might be another process's write in progress).
+pub fn is_stale_temp_name(name: &str) -> bool {
+    let proc = Path::new("/proc");
+    temp_name_pid(name).is_some_and(|pid| {
+        proc.join("self").is_dir()
+            && pid != std::process::id()
+            && !proc.join(pid.to_string()).exists()
+    })
+}
+
 /// A copy of this process's standard output or error descriptor when `dest` names one of
 /// them: `/dev/stdout` and the like, or any path to the same file (compared by device and
 /// inode). An error when the name is one of them but the descriptor is closed.

@@ -23,9 +23,9 @@ mod sets;
 #[cfg(feature = "fetch")]
 pub use error::{DataError, Result};
 pub use files::{
-    check_regular, is_temp_name, read_regular, read_regular_to_string, remove_temporaries,
-    temp_name_pid, write_all_atomic, write_atomic, write_atomic_with, AtomicFile, Links,
-    ScratchDir, TempFolder,
+    check_regular, is_stale_temp_name, is_temp_name, read_regular, read_regular_to_string,
+    remove_temporaries, temp_name_pid, write_all_atomic, write_atomic, write_atomic_with,
+    AtomicFile, Links, ScratchDir, TempFolder,
 };
 #[cfg(feature = "fetch")]
 pub use sets::{

@@ -271,6 +271,25 @@ impl RunDir {
         Ok(())
     }
 
+    /// Removes the temporary files that killed writers left in the run (`kill -9` during a
+    /// snapshot; a stop request removes its own), returning their names. Only files whose
+    /// writer is known to be gone are removed ([`ferrolab_data::is_stale_temp_name`]): call it
+    /// with the run locked, so that no other trainer writes here meanwhile.
+    pub fn remove_stale_temporaries(&self) -> Vec<String> {
+        let mut removed = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return removed;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if ferrolab_data::is_stale_temp_name(&name) && std::fs::remove_file(e.path()).is_ok() {
+                removed.push(name);
+            }
+        }
+        removed.sort();
+        removed
+    }
+
     /// Refuses at once a run that another process is training ([`TrainError::Busy`]), before
     /// work that takes a while (reading and encoding its text). Takes no lock.
     pub fn check_not_busy(path: &Path) -> Result<()> {

@@ -231,6 +231,9 @@ impl Trainer {
         let (mut run, cfg) = RunDir::open(dir)?;
         // before anything is written: recovery, the metrics, a new corpus.json
         run.lock()?;
+        for name in run.remove_stale_temporaries() {
+            crate::note!("removed {name}, left by an interrupted snapshot");
+        }
         let edits = config_edits(&run, &cfg)?;
         // a bad value is named before any "continues with the new values"
         cfg.validate()?;

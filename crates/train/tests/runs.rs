@@ -294,6 +294,35 @@ fn resume_refuses_an_edited_split_or_batch_shape_and_takes_more_steps() {
     assert_eq!(losses(&a).len(), 6);
 }
 
+/// Resuming removes the temporary files of a snapshot whose writer was killed (`kill -9`
+/// leaves them; nothing else would), and only those: one whose process still runs stays.
+#[test]
+fn resume_removes_temporaries_that_killed_writers_left() {
+    ferrolab_tensor::set_num_threads(1).unwrap();
+    let c = cfg(2);
+    let (t, a) = trained_to("stale-temps", &c, 2);
+    drop(t);
+    // a process that has ended: its id is free (and not reused this quickly)
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = format!(".model.safetensors.tmp-{dead}-0");
+    let live = format!(".model.safetensors.tmp-{}-7", std::process::id());
+    for n in [&stale, &live, &"notes.txt".to_string()] {
+        std::fs::write(a.join(n), b"partial").unwrap();
+    }
+    let t = Trainer::resume(&a, corpus(&c)).unwrap();
+    assert_eq!(t.step(), 2);
+    if Path::new("/proc/self").is_dir() {
+        assert!(!a.join(&stale).exists(), "{stale} was left");
+    }
+    assert!(
+        a.join(&live).exists(),
+        "a running process's file was removed"
+    );
+    assert!(a.join("notes.txt").exists());
+}
+
 #[test]
 fn stop_flag_writes_a_snapshot_and_resume_continues() {
     ferrolab_tensor::set_num_threads(1).unwrap();
