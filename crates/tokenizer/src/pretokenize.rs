@@ -1,17 +1,19 @@
 //! Pre-tokenisation: splitting text into pieces that BPE merges never cross.
 //!
 //! Each [`Preset`] is defined by its regex pattern (the reference path, run by `fancy-regex`).
-//! GPT-2, cl100k and o200k also have a hand-written splitter (the fast path) that yields the same
+//! Every preset also has a hand-written splitter (the fast path) that yields the same
 //! pieces; `tests/pretokenize.rs` checks the two agree on random and adversarial text. The
 //! hand-written splitters are derived from the patterns alternative by alternative; the comments
-//! in each say which alternative a branch implements and how backtracking resolves.
+//! in each say which alternative a branch implements and how backtracking resolves. They have
+//! no backtracking limit: a run of a million spaces, on which `fancy-regex` gives up, splits
+//! like a short one.
 
 use std::fmt;
 use std::sync::OnceLock;
 
 use crate::error::{Result, TokenizerError};
 use crate::unicode::{
-    self, Table, CI_D, CI_E, CI_L, CI_M, CI_R, CI_S, CI_T, CI_V, L, LOWER, N, UPPER, WS,
+    self, Table, CI_D, CI_E, CI_L, CI_M, CI_R, CI_S, CI_T, CI_V, CJK, L, LOWER, N, PS, UPPER, WS,
 };
 
 /// GPT-2 / r50k / p50k pattern (also HF's `ByteLevel` pre-tokenizer with `use_regex`).
@@ -140,12 +142,10 @@ pub struct PreTokenizer {
 }
 
 impl PreTokenizer {
-    /// The preset's pre-tokenizer, on the fast path where it has one.
+    /// The preset's pre-tokenizer, on its hand-written splitter (the fast path).
     pub fn preset(preset: Preset) -> PreTokenizer {
         let mut p = PreTokenizer::reference(preset);
-        if preset != Preset::DeepSeek {
-            p.engine = Engine::Fast(preset);
-        }
+        p.engine = Engine::Fast(preset);
         p
     }
 
@@ -291,8 +291,7 @@ impl PreTokenizer {
                     Preset::Gpt2 => gpt2_end,
                     Preset::Cl100k => cl100k_end,
                     Preset::O200k => o200k_end,
-                    // no fast path: `preset()` never builds Fast(DeepSeek)
-                    Preset::DeepSeek => return self.regex_pieces(text, f),
+                    Preset::DeepSeek => deepseek_end,
                 };
                 let mut i = 0;
                 while i < text.len() {
@@ -643,6 +642,55 @@ fn o200k_word(t: &Table, s: &str, i: usize, lower_first: bool) -> Option<usize> 
         return None;
     }
     Some(contraction_ci(t, s, e, false).unwrap_or(e))
+}
+
+/// DeepSeek: `(?i:'s|'t|'re|'ve|'m|'ll|'d)|\p{N}|C+| ?[^\s\p{N}\p{P}\p{S}C]+|
+/// ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+` with C = `[\p{Han}\p{Hangul}\p{Hiragana}
+/// \p{Katakana}]`. Every character is white space, a number, CJK, punctuation or a symbol, or
+/// in the fourth alternative's class (X), so some alternative always matches; the runs are
+/// single forward scans (nothing after a `+` can fail), and only the white-space alternatives
+/// backtrack, as in o200k.
+fn deepseek_end(t: &Table, s: &str, i: usize) -> usize {
+    let (c, cl) = ch(s, i);
+    if c == '\'' {
+        if let Some(e) = contraction_ci(t, s, i + 1, true) {
+            return e;
+        }
+    }
+    let f = t.flags(c);
+    // \p{N}: one at a time (before C: a Han numeral such as U+3007 is both)
+    if f & N != 0 {
+        return i + cl;
+    }
+    if f & CJK != 0 {
+        return run(t, s, i, CJK);
+    }
+    // ` ?X+` and ` ?[\p{P}\p{S}]+[\r\n]*`: a space leads the piece when the next character
+    // starts one (X, or P/S even when it is also CJK: C's alternative takes no space); alone
+    // it is white space, in neither class
+    let (start, f0) = if c == ' ' {
+        match fl(t, s, i + cl) {
+            Some((f1, _, _)) if f1 & PS != 0 || f1 & (WS | N | CJK) == 0 => (i + cl, f1),
+            _ => (i, f),
+        }
+    } else {
+        (i, f)
+    };
+    if f0 & WS == 0 {
+        if f0 & PS != 0 {
+            return newlines(s, run(t, s, start, PS), false);
+        }
+        return run_not(t, s, start, WS | N | PS | CJK);
+    }
+    // white space: `\s*[\r\n]+` backtracks to the last line break of the run
+    let (end, last) = ws_run(t, s, i);
+    if let Some(k) = s.as_bytes()[i..end]
+        .iter()
+        .rposition(|&x| x == b'\r' || x == b'\n')
+    {
+        return i + k + 1;
+    }
+    ws_tail(s, i, end, last)
 }
 
 /// Case-insensitive contraction. `bare`: cl100k's `'(?i:[sdmt]|ll|ve|re)` with `i` after the

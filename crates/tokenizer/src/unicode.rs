@@ -36,8 +36,12 @@ pub const CI_V: u16 = 1 << 10;
 pub const CI_E: u16 = 1 << 11;
 /// `(?i:r)`
 pub const CI_R: u16 = 1 << 12;
+/// `[\p{P}\p{S}]` (DeepSeek's punctuation and symbol runs)
+pub const PS: u16 = 1 << 13;
+/// `[\p{Han}\p{Hangul}\p{Hiragana}\p{Katakana}]` (DeepSeek's CJK runs)
+pub const CJK: u16 = 1 << 14;
 
-const CLASSES: [(&str, u16); 13] = [
+const CLASSES: [(&str, u16); 15] = [
     (r"\p{L}", L),
     (r"\p{N}", N),
     (r"\s", WS),
@@ -51,6 +55,8 @@ const CLASSES: [(&str, u16); 13] = [
     ("(?i:v)", CI_V),
     ("(?i:e)", CI_E),
     ("(?i:r)", CI_R),
+    (r"[\p{P}\p{S}]", PS),
+    (r"[\p{Han}\p{Hangul}\p{Hiragana}\p{Katakana}]", CJK),
 ];
 
 const BLOCK: usize = 256;

@@ -22,7 +22,12 @@ fn check(preset: Preset, text: &str) {
     }
 }
 
-const FAST: [Preset; 3] = [Preset::Gpt2, Preset::Cl100k, Preset::O200k];
+const FAST: [Preset; 4] = [
+    Preset::Gpt2,
+    Preset::Cl100k,
+    Preset::O200k,
+    Preset::DeepSeek,
+];
 
 #[test]
 fn fast_splitters_exist() {
@@ -96,6 +101,36 @@ fn adversarial_cases_agree() {
         "\t\tx",
         "\n\n\n",
         "x \t \n\n y",
+        // DeepSeek's categories: CJK scripts, punctuation and symbols, numbers one by one
+        "中〇文",
+        "〇〇",
+        "、。「中」",
+        "中、文",
+        "ｱｲｳ ｴ",
+        "한국어 텍스트",
+        "ひらがなカタカナ漢字",
+        "ー",
+        " 中",
+        " 1",
+        " ,x",
+        " ,\r\n\r\nx",
+        "a.\r\n b",
+        "!!\n\n x",
+        "x . y",
+        "$%^&*",
+        " $5",
+        "Ⅻ①½",
+        "a\u{301}b",
+        " \u{301}",
+        "\u{200b}\u{200b}",
+        "x\u{0}y",
+        "'中",
+        "'1",
+        "' ",
+        "\u{2028}\n",
+        " \n \n",
+        " ㋾",
+        " ㋾㋾x",
     ];
     for p in FAST {
         for c in cases {
@@ -201,10 +236,10 @@ fn safe_cuts_do_not_change_pieces() {
 
 #[test]
 fn a_text_the_regex_engine_cannot_match_is_an_error_about_the_text() {
-    // DeepSeek's pattern runs on the backtracking engine, which gives up on a run of a
-    // million spaces: the error names the text, not the pattern
+    // DeepSeek's pattern on the backtracking engine gives up on a run of a million spaces:
+    // the error names the text, not the pattern
     let text = format!("hello{}world", " ".repeat(1_000_000));
-    let e = PreTokenizer::preset(Preset::DeepSeek)
+    let e = PreTokenizer::reference(Preset::DeepSeek)
         .split(&text)
         .unwrap_err()
         .to_string();
@@ -212,4 +247,22 @@ fn a_text_the_regex_engine_cannot_match_is_an_error_about_the_text() {
         e.contains("at byte 5") && e.contains("1000000 whitespace"),
         "{e}"
     );
+}
+
+#[test]
+fn the_deepseek_preset_splits_runs_the_regex_engine_gives_up_on() {
+    // the hand-written splitter has no backtracking limit: a run of a million spaces splits
+    // as a shorter one does on the regex (the run less its last space, which leads the word)
+    let short = "hello     world";
+    let want: Vec<(usize, usize)> = vec![(0, 5), (5, 9), (9, 15)];
+    assert_eq!(
+        PreTokenizer::reference(Preset::DeepSeek)
+            .split(short)
+            .unwrap(),
+        want
+    );
+    let n = 1_000_000;
+    let text = format!("hello{}world", " ".repeat(n));
+    let pieces = PreTokenizer::preset(Preset::DeepSeek).split(&text).unwrap();
+    assert_eq!(pieces, [(0, 5), (5, 5 + n - 1), (5 + n - 1, text.len())]);
 }
