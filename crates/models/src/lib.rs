@@ -22,10 +22,10 @@ pub fn json_value<T: serde::Serialize>(x: &T) -> serde_json::Result<serde_json::
 ///
 /// The key is found by deserializing `v` once more from its pretty-printed text, one key per
 /// line, whose error carries a line number: the key on that line, and the keys of the objects
-/// and arrays around it, make the path (`rope_scaling.factor`; array elements add no index).
-/// An error at a closing brace (a missing field) names the object it closes. The message is
-/// the one deserializing `v` gave (the text's can differ: an array one element too long reads
-/// "trailing characters" there).
+/// and arrays around it, make the path (`rope_scaling.factor`, `layers[2].heads`). An error
+/// at a closing brace (a missing field) names the object it closes, and one about an array's
+/// length names the array. The message is the one deserializing `v` gave (the text's can
+/// differ: an array one element too long reads "trailing characters" there).
 pub(crate) fn from_json_named<T: serde::de::DeserializeOwned>(
     v: serde_json::Value,
 ) -> std::result::Result<T, String> {
@@ -35,7 +35,14 @@ pub(crate) fn from_json_named<T: serde::de::DeserializeOwned>(
         Err(e) => e.to_string(),
     };
     let path = match serde_json::from_str::<T>(&text) {
-        Err(e) => key_path_at(&text, e.line()),
+        Err(e) => {
+            let mut path = key_path_at(&text, e.line());
+            // a length error is about the array, not the element the text's reading stopped at
+            if msg.starts_with("invalid length") && path.ends_with(']') {
+                path.truncate(path.rfind('[').unwrap_or(path.len()));
+            }
+            path
+        }
         Ok(_) => String::new(),
     };
     Err(if path.is_empty() {
@@ -45,11 +52,17 @@ pub(crate) fn from_json_named<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// The dotted path of keys to line `line` (1-based) of `serde_json`'s pretty-printed text:
-/// the key on that line, then each line above it with less indentation that opens an object
-/// or array under a key. A line that closes an object or array stands for it: the path is the
-/// one to its opening line.
+/// The path of keys to line `line` (1-based) of `serde_json`'s pretty-printed text (two spaces
+/// per level): the key on that line, then each line above it with less indentation that opens
+/// an object or array, with its key if it has one, and for an array the index of the element
+/// the path goes through (its lines at the array's indentation plus two that start an
+/// element). A line that closes an object or array stands for it: the path is the one to its
+/// opening line.
 fn key_path_at(text: &str, line: usize) -> String {
+    enum Part {
+        Key(String),
+        Index(usize),
+    }
     let lines: Vec<&str> = text.lines().collect();
     // the key a pretty-printed line starts with: a JSON string (escapes and all) then `": `
     let key_of = |l: &str| -> Option<String> {
@@ -70,23 +83,45 @@ fn key_path_at(text: &str, line: usize) -> String {
         return String::new();
     };
     let closing = at.trim_start().starts_with(['}', ']']);
-    let (mut keys, mut level) = if closing {
+    let (mut parts, mut level) = if closing {
         // its opening line has the same indentation
         (Vec::new(), indent(at) + 1)
     } else {
-        (key_of(at).into_iter().collect::<Vec<_>>(), indent(at))
+        (key_of(at).map(Part::Key).into_iter().collect(), indent(at))
     };
-    for l in lines[..line - 1].iter().rev() {
+    // the line the path goes through at the current level (none yet for a closing line: the
+    // first container found is the one it closes, not one around it)
+    let mut child = (!closing).then_some(line - 1);
+    for (k, l) in lines[..line - 1].iter().enumerate().rev() {
         let t = l.trim_end();
         if indent(l) < level && (t.ends_with('{') || t.ends_with('[')) {
             level = indent(l);
-            if let Some(k) = key_of(l) {
-                keys.push(k);
+            if let (true, Some(c)) = (t.ends_with('['), child) {
+                let starts = lines[k + 1..=c]
+                    .iter()
+                    .filter(|e| indent(e) == level + 2 && !e.trim_start().starts_with(['}', ']']))
+                    .count();
+                parts.push(Part::Index(starts.saturating_sub(1)));
             }
+            if let Some(key) = key_of(l) {
+                parts.push(Part::Key(key));
+            }
+            child = Some(k);
         }
     }
-    keys.reverse();
-    keys.join(".")
+    parts.reverse();
+    let mut path = String::new();
+    for p in parts {
+        match p {
+            Part::Key(k) if path.is_empty() => path = k,
+            Part::Key(k) => {
+                path.push('.');
+                path.push_str(&k);
+            }
+            Part::Index(i) => path.push_str(&format!("[{i}]")),
+        }
+    }
+    path
 }
 
 /// The largest value ferrolab accepts for a config's size field, far above any published
@@ -131,6 +166,8 @@ mod tests {
         scaling: Option<Inner>,
         pair: Option<[u8; 2]>,
         map: Option<BTreeMap<String, Inner>>,
+        list: Option<Vec<Inner>>,
+        grid: Option<Vec<Vec<u8>>>,
     }
 
     fn error(v: serde_json::Value) -> String {
@@ -147,10 +184,23 @@ mod tests {
         let e = error(json!({"size": 3, "names": ["a"], "scaling": {"factor": "x"}}));
         assert!(e.starts_with("`scaling.factor`: "), "{e}");
         let e = error(json!({"size": 3, "names": ["a", 7], "scaling": null}));
-        assert!(e.starts_with("`names`: "), "{e}");
+        assert!(e.starts_with("`names[1]`: "), "{e}");
+        // elements that are objects or arrays count once each, whatever their lines
+        let e = error(
+            json!({"size": 3, "names": [], "list": [{"factor": 1}, {"factor": 2, "deep": {"x": 1}}, {"factor": "x"}]}),
+        );
+        assert!(e.starts_with("`list[2].factor`: "), "{e}");
+        let e = error(json!({"size": 3, "names": [], "grid": [[1, 2], [3], [4, "5"]]}));
+        assert!(e.starts_with("`grid[2][1]`: "), "{e}");
+        let e = error(json!({"size": 3, "names": [], "list": [{"factor": 1}, {}]}));
+        assert_eq!(e, "`list[1]`: missing field `factor`");
         // the message is from the value, not from the re-read text ("trailing characters")
         let e = error(json!({"size": 3, "names": [], "pair": [1, 2, 3]}));
         assert!(e.starts_with("`pair`: invalid length 3"), "{e}");
+        let e = error(json!({"size": 3, "names": [], "pair": [1]}));
+        assert!(e.starts_with("`pair`: invalid length 1"), "{e}");
+        let e = error(json!({"size": 3, "names": [], "list": [{"factor": 1, "deep": {"x": [2]}}]}));
+        assert!(e.starts_with("`list[0].deep.x`: "), "{e}");
         // keys that need escaping, on the path, are read back as written
         let e = error(json!({"size": 3, "names": [], "map": {"k\": \"v": {"factor": "x"}}}));
         assert!(e.starts_with("`map.k\": \"v.factor`: "), "{e}");
