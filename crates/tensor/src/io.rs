@@ -91,7 +91,10 @@ pub fn encode_safetensors(
 /// Loads every tensor of a safetensors file as f32, by name.
 pub fn load_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     let bytes = ferrolab_data::read_regular(path).map_err(|e| io_err(path, e))?;
-    parse_safetensors(&bytes, &path.display().to_string())
+    let tensors = parse_safetensors(&bytes, &path.display().to_string());
+    drop(bytes);
+    crate::release_free_memory(); // the file's bytes, freed, would stay resident
+    tensors
 }
 
 /// The stored dtype of each tensor of a safetensors file (`"F32"`, `"BF16"`, `"F8_E4M3"`...),

@@ -695,10 +695,13 @@ impl RunDir {
         }
         let bytes = read_checked(&mp, &state.model_sha256)?;
         let model = io::parse_safetensors(&bytes, &mp.display().to_string())?;
+        drop(bytes);
         check_params(vars, &model, &mp)?;
         for (name, p) in vars.all() {
             p.copy_from(&model[&name])?;
         }
+        drop(model);
+        ferrolab_tensor::release_free_memory(); // the file and its copy, freed, stay resident
         Ok(state)
     }
 
@@ -766,6 +769,8 @@ impl RunDir {
         for (name, p) in vars.all() {
             p.copy_from(&model[&name])?;
         }
+        drop((model, optim));
+        ferrolab_tensor::release_free_memory(); // the files and their copies stay resident
         Ok(state)
     }
 
