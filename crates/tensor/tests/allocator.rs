@@ -29,15 +29,14 @@ fn main() {
         v.resize(n, 1.0); // every page touched
         std::hint::black_box(v)
     };
-    let first = faults();
-    drop(fresh());
-    let once = faults() - first;
-    let mut again = Vec::new();
-    for _ in 0..3 {
+    // page faults taken by allocating, filling and freeing one such buffer
+    let fresh_faults = || {
         let before = faults();
         drop(fresh());
-        again.push(faults() - before);
-    }
+        faults() - before
+    };
+    let once = fresh_faults();
+    let again: Vec<i64> = (0..3).map(|_| fresh_faults()).collect();
     println!("64 MiB buffer: {once} page faults the first time, then {again:?}");
     assert!(
         once >= 10_000,
@@ -49,9 +48,7 @@ fn main() {
     );
     // and `release_free_memory` gives a freed buffer back: the next one faults again
     ferrolab_tensor::release_free_memory();
-    let before = faults();
-    drop(fresh());
-    let trimmed = faults() - before;
+    let trimmed = fresh_faults();
     println!("after release_free_memory: {trimmed} page faults");
     assert!(
         trimmed >= 10_000,
@@ -69,9 +66,7 @@ fn main() {
     let loaded = io::load_safetensors(&path);
     let _ = std::fs::remove_file(&path);
     let loaded = loaded.expect("loaded");
-    let before = faults();
-    drop(fresh());
-    let after_load = faults() - before;
+    let after_load = fresh_faults();
     println!("a 64 MiB buffer after loading a 64 MiB file: {after_load} page faults");
     assert!(
         after_load >= 10_000,

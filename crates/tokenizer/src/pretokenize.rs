@@ -596,8 +596,13 @@ fn o200k_end(t: &Table, s: &str, i: usize) -> usize {
         let e = run_not(t, s, start, WS | L | N);
         return newlines(s, e, true);
     }
+    ws_lines(t, s, i)
+}
+
+/// White space under `\s*[\r\n]+|\s+(?!\S)|\s+` (o200k, DeepSeek): `\s*[\r\n]+` backtracks to
+/// the run's last line break when it has one; otherwise [`ws_tail`].
+fn ws_lines(t: &Table, s: &str, i: usize) -> usize {
     let (end, last) = ws_run(t, s, i);
-    // `\s*[\r\n]+` backtracks to the last line break of the run
     if let Some(k) = s.as_bytes()[i..end]
         .iter()
         .rposition(|&x| x == b'\r' || x == b'\n')
@@ -682,15 +687,7 @@ fn deepseek_end(t: &Table, s: &str, i: usize) -> usize {
         }
         return run_not(t, s, start, WS | N | PS | CJK);
     }
-    // white space: `\s*[\r\n]+` backtracks to the last line break of the run
-    let (end, last) = ws_run(t, s, i);
-    if let Some(k) = s.as_bytes()[i..end]
-        .iter()
-        .rposition(|&x| x == b'\r' || x == b'\n')
-    {
-        return i + k + 1;
-    }
-    ws_tail(s, i, end, last)
+    ws_lines(t, s, i)
 }
 
 /// Case-insensitive contraction. `bare`: cl100k's `'(?i:[sdmt]|ll|ve|re)` with `i` after the
