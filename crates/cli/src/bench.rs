@@ -352,11 +352,24 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
             lock.wait()?;
             let t0 = Instant::now();
             ferrolab_tensor::profile::mark();
-            let loss = model.loss(&x, &y, a.batch, a.seq)?;
-            let l = loss.item()?;
             opt.zero_grad();
-            loss.backward()?;
-            drop(loss);
+            // as the trainer does: the batch's halves side by side, one per thread
+            let (b, t) = (a.batch, a.seq);
+            let parts = ferrolab_tensor::num_threads().min(b);
+            let l: f32 = ferrolab_tensor::parallel_backward(parts, |i| {
+                let (lo, hi) = (i * b / parts, (i + 1) * b / parts);
+                let loss = model.loss(&x[lo * t..hi * t], &y[lo * t..hi * t], hi - lo, t)?;
+                let share = (hi - lo) as f32 / b as f32;
+                let l = loss.item()? * share;
+                let loss = if parts == 1 {
+                    loss
+                } else {
+                    loss.mul_scalar(share)
+                };
+                Ok((loss, l))
+            })?
+            .iter()
+            .sum();
             let t1 = Instant::now();
             opt.step()?;
             ferrolab_tensor::profile::record("optimizer.step", t1.elapsed());
@@ -658,9 +671,7 @@ fn lm_ours_body(a: &LmArgs) -> Result<()> {
         let t0 = Instant::now();
         ferrolab_tensor::profile::mark();
         opt.zero_grad();
-        let parts = model.loss(&ids, &tg, b, t)?;
-        let loss = parts.total;
-        loss.backward()?;
+        let parts = model.forward_backward(&ids, &tg, b, t, 1.0)?;
         let t1 = Instant::now();
         ferrolab_nn::clip_grad_norm(&vars.tensors(), cfg.clip_limit())?;
         opt.step()?;

@@ -5,7 +5,7 @@
 //! without the key (runs written before the tag existed) reads as `llama`.
 
 use ferrolab_nn::Vars;
-use ferrolab_tensor::{Result, Tensor};
+use ferrolab_tensor::{parallel_backward, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::deepseek_v3::{DeepseekV3, MlaCache, V3Config};
@@ -138,6 +138,21 @@ pub struct LossParts {
     pub loads: Vec<Vec<u64>>,
 }
 
+/// The loss values of a micro-batch whose backward has run ([`Model::forward_backward`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LossValues {
+    /// The differentiated scalar (main + extra losses), before the caller's scale.
+    pub total: f32,
+    /// Next-token cross-entropy of the main head (nats per token).
+    pub main: f32,
+    /// Multi-token-prediction cross-entropy per depth (empty without MTP).
+    pub mtp: Vec<f32>,
+    /// Sum of the expert-balance losses, coefficients applied (0 without MoE).
+    pub balance: f32,
+    /// Tokens routed to each expert, per MoE layer (empty without MoE).
+    pub loads: Vec<Vec<u64>>,
+}
+
 /// A model of any family.
 pub enum Model {
     /// DeepSeek LLM / LLaMA decoder.
@@ -218,6 +233,88 @@ impl Model {
                 })
             }
         }
+    }
+
+    /// Whether the loss of a batch is the mean of its sequences' losses, so that parts of the
+    /// batch can run side by side ([`Model::forward_backward`]): everything but the
+    /// Switch/GShard balance loss, whose load and score means span the whole batch.
+    fn loss_splits_by_sequence(&self) -> bool {
+        match self {
+            Model::Llama(_) => true,
+            Model::DeepseekV3(m) => {
+                m.cfg.moe_balance != crate::deepseek_v3::Balance::AuxLoss
+                    || m.cfg.aux_loss_alpha == 0.0
+            }
+        }
+    }
+
+    /// The forward and backward of one training micro-batch: [`Model::loss`] of `(B, T)` inputs,
+    /// times `scale`, back-propagated into the parameters' gradients (added to what they
+    /// hold). On several threads the batch runs as that many parts of whole sequences side by
+    /// side ([`parallel_backward`]) when the loss splits that way: no target ignored (each
+    /// part's mean then weighs by its share of the sequences) and no batch-wide balance loss.
+    /// The values are those of the whole micro-batch, before `scale`.
+    pub fn forward_backward(
+        &self,
+        ids: &[u32],
+        targets: &[i64],
+        b: usize,
+        t: usize,
+        scale: f32,
+    ) -> Result<LossValues> {
+        let parts = if self.loss_splits_by_sequence()
+            && targets.len() == b * t
+            && ids.len() == b * t
+            && targets.iter().all(|&x| x >= 0)
+        {
+            ferrolab_tensor::num_threads().min(b).max(1)
+        } else {
+            1
+        };
+        let values = parallel_backward(parts, |i| {
+            let (lo, hi) = (i * b / parts, (i + 1) * b / parts);
+            let (ids, targets) = if parts == 1 {
+                (ids, targets)
+            } else {
+                (&ids[lo * t..hi * t], &targets[lo * t..hi * t])
+            };
+            let p = self.loss(ids, targets, hi - lo, t)?;
+            let share = scale * (hi - lo) as f32 / b as f32;
+            let values = LossValues {
+                total: p.total.item()?,
+                main: p.main,
+                mtp: p.mtp,
+                balance: p.balance,
+                loads: p.loads,
+            };
+            let loss = if share == 1.0 {
+                p.total
+            } else {
+                p.total.mul_scalar(share)
+            };
+            Ok((loss, (values, (hi - lo) as f32 / b as f32)))
+        })?;
+        if let [(v, _)] = values.as_slice() {
+            return Ok(v.clone());
+        }
+        let mut out = LossValues::default();
+        for (v, w) in values {
+            out.total += w * v.total;
+            out.main += w * v.main;
+            out.balance += w * v.balance;
+            out.mtp.resize(v.mtp.len(), 0.0);
+            for (m, x) in out.mtp.iter_mut().zip(&v.mtp) {
+                *m += w * x;
+            }
+            out.loads.resize(v.loads.len(), Vec::new());
+            for (l, x) in out.loads.iter_mut().zip(&v.loads) {
+                l.resize(x.len(), 0);
+                for (a, b) in l.iter_mut().zip(x) {
+                    *a += b;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Work done after each optimizer step with the loads summed over its micro-batches

@@ -6,7 +6,7 @@ pub mod gpt;
 pub mod hf;
 pub mod lm;
 
-pub use any::{max_vio, Cache, LossParts, Model, ModelConfig};
+pub use any::{max_vio, Cache, LossParts, LossValues, Model, ModelConfig};
 pub use deepseek_v3::{Balance, DeepseekV3, MlaCache, SpecStats, V3Config, V3Loss};
 pub use gpt::{Gpt, GptConfig};
 pub use lm::{Attention, DecoderLayer, KvCache, Lm, LmConfig, SwiGlu};

@@ -13,7 +13,9 @@
 //! With one thread every result is bitwise reproducible for a given seed. With more threads,
 //! work is split into fixed chunks that do not depend on timing, so results are also
 //! repeatable run to run on the same machine and thread count; they may differ in the last
-//! bits between thread counts (reductions are summed in a different order).
+//! bits between thread counts (reductions are summed in a different order). Training steps
+//! run the parts of a batch side by side, one per thread ([`parallel_backward`]); their
+//! gradients are added in part order, so this holds for them too.
 
 pub mod autograd;
 pub mod dtype;
@@ -31,6 +33,7 @@ pub mod tensor;
 
 pub use autograd::{
     backward_with_grad, enable_grad_guard, is_grad_enabled, no_grad, no_grad_guard,
+    parallel_backward,
 };
 pub use dtype::DType;
 pub use error::{Error, Result};

@@ -21,6 +21,21 @@ pub struct RngState {
     pub offset: u64,
 }
 
+impl RngState {
+    /// Stream `i` of this state: itself for 0, else a generator of its own seed (derived from
+    /// this seed and `i`) at the same offset. The parts of a batch run side by side draw from
+    /// these (see `autograd::parallel_backward`).
+    pub fn stream(self, i: u64) -> RngState {
+        if i == 0 {
+            return self;
+        }
+        RngState {
+            seed: splitmix64(self.seed ^ splitmix64(i)),
+            offset: self.offset,
+        }
+    }
+}
+
 thread_local! {
     // Per thread, so that tests and independent workers never perturb each other; ops draw on
     // the calling thread, never on rayon workers.

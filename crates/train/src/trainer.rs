@@ -526,9 +526,11 @@ impl Trainer {
                     return Ok(out);
                 }
                 let (ids, tg) = self.data.train_batch(cfg.seed, self.step, micro, b, t);
-                let parts = self.model.loss(&ids, &tg, b, t)?;
-                let loss = parts.total;
-                loss_sum += loss.item()?;
+                // forward and backward, the batch's halves side by side on two threads
+                let parts =
+                    self.model
+                        .forward_backward(&ids, &tg, b, t, 1.0 / cfg.grad_accum as f32)?;
+                loss_sum += parts.total;
                 main_sum += parts.main;
                 balance_sum += parts.balance;
                 mtp_sum.resize(parts.mtp.len(), 0.0);
@@ -541,11 +543,6 @@ impl Trainer {
                     *m = m.max(ferrolab_models::max_vio(l));
                 }
                 add_loads(&mut loads, &parts.loads);
-                if cfg.grad_accum > 1 {
-                    loss.mul_scalar(1.0 / cfg.grad_accum as f32).backward()?;
-                } else {
-                    loss.backward()?;
-                }
             }
             let accum = cfg.grad_accum as f32;
             let loss = loss_sum / accum;
