@@ -1,10 +1,23 @@
-//! Transpose throughput (a tuning aid, not a test).
+//! Transpose throughput (a tuning aid, not a test). `THREADS=1` for one thread.
 use ferrolab_tensor::{no_grad, Tensor};
 use std::time::Instant;
 
 fn main() {
-    ferrolab_tensor::set_num_threads(2).unwrap();
-    for (r, c) in [(1024usize, 4096usize), (4096, 256), (1024, 256)] {
+    let threads = std::env::var("THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    ferrolab_tensor::set_num_threads(threads).unwrap();
+    // the last five: the GPT benchmark's weights (out, in) and a head block's rows
+    for (r, c) in [
+        (1024usize, 4096usize),
+        (4096, 256),
+        (1024, 256),
+        (768, 256),
+        (256, 256),
+        (256, 1024),
+        (256, 4096),
+    ] {
         let x = Tensor::randn(&[r, c], 0.0, 1.0);
         no_grad(|| {
             let xt = x.t().unwrap();

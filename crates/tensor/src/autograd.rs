@@ -143,7 +143,7 @@ thread_local! {
 /// Hands a leaf its gradient: into the thread's collector when one is set, else into
 /// [`Tensor::grad`]. The collector is taken out while it grows: the addition runs on the
 /// pool, and this thread may meanwhile run another part (which sets a collector of its own).
-fn deliver(leaf: &Tensor, g: Vec<f32>) {
+pub(crate) fn deliver(leaf: &Tensor, g: Vec<f32>) {
     match COLLECTOR.with(|c| c.borrow_mut().take()) {
         Some(mut held) => {
             held.add(leaf, g);
@@ -153,12 +153,41 @@ fn deliver(leaf: &Tensor, g: Vec<f32>) {
     }
 }
 
-/// Runs `f` with this thread's leaf gradients held in a fresh collector; returns them.
+/// Runs `f` with this thread's leaf gradients held in a fresh collector; returns them. The
+/// thread's previous collector comes back even if `f` panics (a pool thread lives on).
 fn collecting<R>(f: impl FnOnce() -> Result<R>) -> (LeafGrads, Result<R>) {
-    let outer = COLLECTOR.with(|c| c.replace(Some(LeafGrads::default())));
+    struct Restore(Option<Option<LeafGrads>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                COLLECTOR.with(|c| *c.borrow_mut() = outer);
+            }
+        }
+    }
+    let mut restore = Restore(Some(
+        COLLECTOR.with(|c| c.replace(Some(LeafGrads::default()))),
+    ));
     let r = f();
+    let outer = restore.0.take().unwrap_or_default();
     let held = COLLECTOR.with(|c| c.replace(outer)).unwrap_or_default();
     (held, r)
+}
+
+/// Sets the thread's random generator until the guard drops (a panic included).
+struct RngGuard(rng::RngState);
+
+impl RngGuard {
+    fn set(s: rng::RngState) -> RngGuard {
+        let outer = rng::get_state();
+        rng::set_state(s);
+        RngGuard(outer)
+    }
+}
+
+impl Drop for RngGuard {
+    fn drop(&mut self) {
+        rng::set_state(self.0);
+    }
 }
 
 /// Forward and backward of `parts` parts of a batch side by side on the pool's threads (data
@@ -167,10 +196,15 @@ fn collecting<R>(f: impl FnOnce() -> Result<R>) -> (LeafGrads, Result<R>) {
 ///
 /// `f(i)` builds part `i`'s graph and returns its loss (one element, already weighted: for a
 /// mean over a batch split by sequences, part `i`'s mean times its share of the sequences) and
-/// anything else the caller wants back. Each part runs with grad mode as the caller had it and
-/// with a random generator of its own: part 0 continues the caller's, part `i` draws from a
-/// stream derived from it and `i`; afterwards the caller's generator is where part 0 left it.
-/// So the result depends only on the inputs and `parts`, never on which thread ran what.
+/// anything else the caller wants back. The parts' graphs must not share a recorded node
+/// (parameters, leaves, are shared; an activation computed before the call is not): a node
+/// runs its backward once. Each part runs with grad mode as the caller had it and with a
+/// random generator of its own: part 0 continues the caller's, part `i` draws from stream `i`
+/// of it ([`rng::RngState::stream`]); afterwards the caller's generator is past the longest
+/// of the parts' draws. So the result depends only on the inputs and `parts`, never on which
+/// thread ran what (random draws, such as dropout's, do depend on `parts`).
+///
+/// Memory: each part holds its own copy of the gradients until all are done.
 ///
 /// Why: the two halves of a batch share nothing until their gradients are summed, so each
 /// core runs one half's ops back to back (a product still takes both threads when the other
@@ -195,39 +229,37 @@ pub fn parallel_backward<R: Send>(
         .into_par_iter()
         .map(|i| {
             // this thread may be in the middle of another part (rayon runs stolen work while
-            // a thread waits): its generator and grad mode come back as they were
-            let outer = rng::get_state();
-            rng::set_state(state.stream(i as u64));
-            let (held, r) = {
-                let _mode = grad_mode_guard(grad_on);
-                crate::profile::mark();
-                collecting(|| {
-                    let (loss, r) = f(i)?;
-                    backward(&loss)?;
-                    Ok(r)
-                })
-            };
-            let end = rng::get_state();
-            rng::set_state(outer);
-            (held, r, end)
+            // a thread waits): its generator, grad mode, collector and profile clock come
+            // back as they were
+            let _rng = RngGuard::set(state.stream(i as u64));
+            let _mode = grad_mode_guard(grad_on);
+            let _clock = crate::profile::Clock::restart();
+            let (held, r) = collecting(|| {
+                let (loss, r) = f(i)?;
+                backward(&loss)?;
+                Ok(r)
+            });
+            (held, r, rng::get_state())
         })
         .collect();
     let mut held = Vec::with_capacity(parts);
     let mut out = Vec::with_capacity(parts);
-    let mut end = state;
-    for (i, (h, r, e)) in done.into_iter().enumerate() {
+    // every stream starts at the caller's offset: the caller goes on past the longest draw
+    let mut drawn = 0u64;
+    for (h, r, e) in done {
         out.push(r?);
         held.push(h);
-        if i == 0 {
-            end = e;
-        }
+        drawn = drawn.max(e.offset.wrapping_sub(state.offset));
     }
     let t0 = std::time::Instant::now();
     for h in held {
         h.accumulate();
     }
     crate::profile::record("parts' gradients added", t0.elapsed());
-    rng::set_state(end);
+    rng::set_state(rng::RngState {
+        seed: state.seed,
+        offset: state.offset.wrapping_add(drawn),
+    });
     Ok(out)
 }
 
@@ -244,6 +276,16 @@ pub fn backward(root: &Tensor) -> Result<()> {
 
 /// Back-propagates from any tensor given the gradient of its elements (row-major).
 pub fn backward_with_grad(root: &Tensor, grad: Vec<f32>) -> Result<()> {
+    backward_into(root, grad, &mut deliver)
+}
+
+/// [`backward_with_grad`] handing the leaves' gradients to `sink` (recompute's inner
+/// backward keeps its segment's inputs' gradients and passes the others on to [`deliver`]).
+pub(crate) fn backward_into(
+    root: &Tensor,
+    grad: Vec<f32>,
+    sink: &mut dyn FnMut(&Tensor, Vec<f32>),
+) -> Result<()> {
     if grad.len() != root.numel() {
         return Err(Error::Backward(format!(
             "gradient has {} elements for a tensor of shape {:?}",
@@ -257,7 +299,7 @@ pub fn backward_with_grad(root: &Tensor, grad: Vec<f32>) -> Result<()> {
         ));
     }
     if root.is_leaf() {
-        deliver(root, grad);
+        sink(root, grad);
         return Ok(());
     }
     let _no_grad = no_grad_guard();
@@ -288,7 +330,7 @@ pub fn backward_with_grad(root: &Tensor, grad: Vec<f32>) -> Result<()> {
                 )));
             }
             if p.is_leaf() {
-                deliver(p, pg);
+                sink(p, pg);
             } else {
                 match grads.get_mut(&p.id()) {
                     Some(acc) => crate::ops::add_assign(acc, &pg),

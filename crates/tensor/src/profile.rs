@@ -52,6 +52,26 @@ pub(crate) fn forward_done(name: &'static str) {
     }
 }
 
+/// The forward clock of this thread restarted, and put back as it was when dropped (a part
+/// of `parallel_backward` may run on a thread in the middle of another part's op).
+pub(crate) struct Clock(Option<Instant>);
+
+impl Clock {
+    pub(crate) fn restart() -> Clock {
+        let was = LAST.with(|l| l.get());
+        mark();
+        Clock(was)
+    }
+}
+
+impl Drop for Clock {
+    fn drop(&mut self) {
+        if enabled() {
+            LAST.with(|l| l.set(self.0));
+        }
+    }
+}
+
 /// Resets the forward clock (call before a forward pass).
 pub fn mark() {
     if enabled() {

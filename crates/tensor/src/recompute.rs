@@ -60,19 +60,25 @@ pub fn recompute(inputs: &[&Tensor], f: SegmentFn) -> Result<Tensor> {
                     y.shape()
                 )));
             }
+            // the inputs' gradients are this op's output; the parameters' go on to their
+            // leaves (or to the collector of a part of `parallel_backward`)
+            let mut grads: Vec<Option<Vec<f32>>> = vec![None; xs.len()];
             if y.requires_grad() {
-                autograd::backward_with_grad(&y, g)?;
+                autograd::backward_into(&y, g, &mut |leaf, lg| match xs
+                    .iter()
+                    .position(|x| x.id() == leaf.id())
+                {
+                    Some(i) => match &mut grads[i] {
+                        Some(acc) => crate::ops::add_assign(acc, &lg),
+                        None => grads[i] = Some(lg),
+                    },
+                    None => autograd::deliver(leaf, lg),
+                })?;
             }
-            Ok(xs
-                .iter()
+            Ok(grads
+                .into_iter()
                 .zip(&needs_in)
-                .map(|(x, &n)| {
-                    if n {
-                        x.grad().map(|g| g.to_vec())
-                    } else {
-                        None
-                    }
-                })
+                .map(|(g, &n)| if n { g } else { None })
                 .collect())
         },
     ))

@@ -3,7 +3,9 @@
 //! The generator is a pair `(seed, offset)`: element `i` of a draw of `n` numbers is a hash of
 //! `(seed, offset + i)` and the draw then advances `offset` by `n`. So results never depend on
 //! the number of threads, and saving/restoring the state (what recompute does around a
-//! segment, and what a training snapshot stores) replays exactly the same numbers.
+//! segment, and what a training snapshot stores) replays exactly the same numbers. One
+//! exception: the parts of a batch run side by side ([`crate::parallel_backward`], one part
+//! per thread in training) draw from streams of their own ([`RngState::stream`]).
 
 use std::cell::Cell;
 
@@ -22,15 +24,17 @@ pub struct RngState {
 }
 
 impl RngState {
-    /// Stream `i` of this state: itself for 0, else a generator of its own seed (derived from
-    /// this seed and `i`) at the same offset. The parts of a batch run side by side draw from
-    /// these (see `autograd::parallel_backward`).
+    /// Stream `i` of this state: itself for 0, else a generator with a seed of its own
+    /// (derived from this seed, this offset and `i`) at the same offset. The parts of a batch
+    /// run side by side draw from these ([`crate::parallel_backward`]); the caller then goes on
+    /// past the longest draw, so a later call's streams start from another offset and never
+    /// repeat these numbers.
     pub fn stream(self, i: u64) -> RngState {
         if i == 0 {
             return self;
         }
         RngState {
-            seed: splitmix64(self.seed ^ splitmix64(i)),
+            seed: splitmix64(self.seed ^ splitmix64(self.offset ^ splitmix64(i))),
             offset: self.offset,
         }
     }
@@ -38,7 +42,8 @@ impl RngState {
 
 thread_local! {
     // Per thread, so that tests and independent workers never perturb each other; ops draw on
-    // the calling thread, never on rayon workers.
+    // the calling thread, never inside their parallel loops (a part of `parallel_backward`
+    // runs on a pool thread with its stream set there).
     static GLOBAL: Cell<RngState> = const { Cell::new(RngState { seed: 0, offset: 0 }) };
 }
 

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
 use common::{grad_vec, Data};
@@ -15,8 +16,10 @@ use ferrolab_tensor::{
 const ROWS: usize = 6;
 const D: usize = 8;
 
-/// A small network with a weight used twice and, optionally, its first layer recomputed.
+/// A small network with a weight used twice and, optionally, its second layer recomputed
+/// (so that `w0` gets its gradient only through the recomputed segment's input).
 struct Net {
+    w0: Tensor,
     w1: Tensor,
     b1: Tensor,
     tied: Tensor,
@@ -28,6 +31,7 @@ impl Net {
     fn new(checkpoint: bool) -> Net {
         let mut d = Data::new(3);
         Net {
+            w0: d.randn(&[D, D]).mul_scalar(0.3).detach().into_var(),
             w1: d.randn(&[16, D]).mul_scalar(0.3).detach().into_var(),
             b1: d.randn(&[16]).mul_scalar(0.1).detach().into_var(),
             tied: d.randn(&[D, 16]).mul_scalar(0.3).detach().into_var(),
@@ -36,8 +40,8 @@ impl Net {
         }
     }
 
-    fn params(&self) -> [&Tensor; 3] {
-        [&self.w1, &self.b1, &self.tied]
+    fn params(&self) -> [&Tensor; 4] {
+        [&self.w0, &self.w1, &self.b1, &self.tied]
     }
 
     fn zero_grad(&self) {
@@ -51,10 +55,11 @@ impl Net {
             .collect()
     }
 
-    /// Mean over rows `lo..hi` of `|tied (gelu(w1 x + b1) + tied^T tied ...)|^2`: the tied
-    /// weight is read twice per row.
+    /// Mean over rows `lo..hi` of `|tied^T tied gelu(w1 w0 x + b1)|^2`: the tied weight is
+    /// read twice per row.
     fn loss(&self, lo: usize, hi: usize) -> Result<Tensor> {
         let x = Tensor::from_slice(&self.x[lo * D..hi * D], &[hi - lo, D])?;
+        let x = linear(&x, &self.w0, None)?;
         let (w1, b1) = (self.w1.clone(), self.b1.clone());
         let first: SegmentFn =
             Arc::new(move |xs: &[Tensor]| Ok(linear(&xs[0], &w1, Some(&b1))?.gelu()));
@@ -177,11 +182,7 @@ fn a_failing_part_adds_no_gradient_and_returns_its_error() {
             err.contains("linear") && err.contains(&format!("{}", D + 1)),
             "{err}"
         );
-        assert_eq!(
-            net.grads(),
-            vec![None, None, None],
-            "checkpoint {checkpoint}"
-        );
+        assert_eq!(net.grads(), vec![None; 4], "checkpoint {checkpoint}");
     }
 }
 
@@ -209,6 +210,20 @@ fn each_part_draws_from_its_own_stream_and_the_caller_continues_part_zeros() {
         assert_ne!(d, &draws[0], "part {i} repeats part 0's numbers");
     }
     assert_eq!(run(), (draws, after), "the draws changed between runs");
+    // a part that draws more than part 0 moves the caller past its draw, and the next call's
+    // streams are new ones
+    let uneven =
+        || parallel_backward(2, |i| Ok((w.sum_all(), rng::uniform_vec(3 + 4 * i)))).unwrap();
+    rng::manual_seed(42);
+    let first = uneven();
+    assert_eq!(rng::get_state().offset, 7);
+    let second = uneven();
+    for part in 0..2 {
+        assert!(
+            first[part].iter().all(|x| !second[part].contains(x)),
+            "part {part} drew numbers of the previous call again"
+        );
+    }
 }
 
 #[test]
@@ -233,4 +248,35 @@ fn parts_run_in_the_callers_grad_mode() {
     }
     assert_eq!(*seen.lock().unwrap(), vec![false, false]);
     assert!(is_grad_enabled());
+}
+
+#[test]
+fn a_panicking_part_leaves_no_pool_thread_collecting() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let w = Tensor::ones(&[3]).into_var();
+    pool.install(|| {
+        for k in 0..4 {
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                parallel_backward(2, |i| {
+                    let loss = w.sum_all();
+                    if i == k % 2 {
+                        loss.backward().unwrap(); // held by this part's collector
+                        panic!("part {i} fails");
+                    }
+                    Ok((loss, ()))
+                })
+            }));
+            assert!(r.is_err(), "the panic reached the caller");
+        }
+    });
+    // a plain backward on either thread of the pool lands in the gradient
+    let seen = pool.broadcast(|_| {
+        let v = Tensor::ones(&[3]).into_var();
+        v.sum_all().backward().unwrap();
+        v.grad().map(|g| g.to_vec())
+    });
+    assert_eq!(seen, vec![Some(vec![1.0; 3]); 2]);
 }

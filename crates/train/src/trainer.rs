@@ -526,7 +526,8 @@ impl Trainer {
                     return Ok(out);
                 }
                 let (ids, tg) = self.data.train_batch(cfg.seed, self.step, micro, b, t);
-                // forward and backward, the batch's halves side by side on two threads
+                // forward and backward, the batch in parts of whole sequences side by side,
+                // one per thread
                 let parts =
                     self.model
                         .forward_backward(&ids, &tg, b, t, 1.0 / cfg.grad_accum as f32)?;
