@@ -356,19 +356,13 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
             // as the trainer does: the batch's halves side by side, one per thread
             let (b, t) = (a.batch, a.seq);
             let parts = ferrolab_tensor::num_threads().min(b);
-            let l: f32 = ferrolab_tensor::parallel_backward(parts, |i| {
-                let (lo, hi) = (i * b / parts, (i + 1) * b / parts);
+            let l: f32 = ferrolab_tensor::backward_in_parts(b, parts, 1.0, |lo, hi| {
                 let loss = model.loss(&x[lo * t..hi * t], &y[lo * t..hi * t], hi - lo, t)?;
-                let share = (hi - lo) as f32 / b as f32;
-                let l = loss.item()? * share;
-                let loss = if parts == 1 {
-                    loss
-                } else {
-                    loss.mul_scalar(share)
-                };
+                let l = loss.item()?;
                 Ok((loss, l))
             })?
             .iter()
+            .map(|(l, share)| l * share)
             .sum();
             let t1 = Instant::now();
             opt.step()?;

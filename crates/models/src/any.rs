@@ -5,7 +5,7 @@
 //! without the key (runs written before the tag existed) reads as `llama`.
 
 use ferrolab_nn::Vars;
-use ferrolab_tensor::{parallel_backward, Result, Tensor};
+use ferrolab_tensor::{backward_in_parts, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::deepseek_v3::{DeepseekV3, MlaCache, V3Config};
@@ -271,15 +271,14 @@ impl Model {
         } else {
             1
         };
-        let values = parallel_backward(parts, |i| {
-            let (lo, hi) = (i * b / parts, (i + 1) * b / parts);
+        let values = backward_in_parts(b, parts, scale, |lo, hi| {
+            // one part: the whole slices (a length error comes from the model, naming them)
             let (ids, targets) = if parts == 1 {
                 (ids, targets)
             } else {
                 (&ids[lo * t..hi * t], &targets[lo * t..hi * t])
             };
             let p = self.loss(ids, targets, hi - lo, t)?;
-            let share = scale * (hi - lo) as f32 / b as f32;
             let values = LossValues {
                 total: p.total.item()?,
                 main: p.main,
@@ -287,12 +286,7 @@ impl Model {
                 balance: p.balance,
                 loads: p.loads,
             };
-            let loss = if share == 1.0 {
-                p.total
-            } else {
-                p.total.mul_scalar(share)
-            };
-            Ok((loss, (values, (hi - lo) as f32 / b as f32)))
+            Ok((p.total, values))
         })?;
         if let [(v, _)] = values.as_slice() {
             return Ok(v.clone());

@@ -263,6 +263,31 @@ pub fn parallel_backward<R: Send>(
     Ok(out)
 }
 
+/// [`parallel_backward`] over a batch of `b` sequences in `parts` parts of whole sequences
+/// (`parts` at most `b`): `f(lo, hi)` builds the mean loss of sequences `lo..hi`, which is
+/// back-propagated times `scale` and its share of the sequences, `(hi - lo) / b` (as is when
+/// that product is 1). Returns each part's result with its share.
+pub fn backward_in_parts<R: Send>(
+    b: usize,
+    parts: usize,
+    scale: f32,
+    f: impl Fn(usize, usize) -> Result<(Tensor, R)> + Sync,
+) -> Result<Vec<(R, f32)>> {
+    let parts = parts.clamp(1, b.max(1));
+    parallel_backward(parts, |i| {
+        let (lo, hi) = (i * b / parts, (i + 1) * b / parts);
+        let share = (hi - lo) as f32 / b.max(1) as f32;
+        let (loss, r) = f(lo, hi)?;
+        let weight = scale * share;
+        let loss = if weight == 1.0 {
+            loss
+        } else {
+            loss.mul_scalar(weight)
+        };
+        Ok((loss, (r, share)))
+    })
+}
+
 /// Back-propagates from a one-element tensor, with gradient 1.
 pub fn backward(root: &Tensor) -> Result<()> {
     if root.numel() != 1 {

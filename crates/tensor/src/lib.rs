@@ -32,8 +32,8 @@ pub mod shape;
 pub mod tensor;
 
 pub use autograd::{
-    backward_with_grad, enable_grad_guard, is_grad_enabled, no_grad, no_grad_guard,
-    parallel_backward,
+    backward_in_parts, backward_with_grad, enable_grad_guard, is_grad_enabled, no_grad,
+    no_grad_guard, parallel_backward,
 };
 pub use dtype::DType;
 pub use error::{Error, Result};
